@@ -1,27 +1,106 @@
-"""Dequantization of ggml tensor types into float32.
+"""Dequantization of ggml tensor types into float32, and the packed compute layouts.
 
-Placeholder that delegates to gguf.quants; replaced by vectorized per-family modules.
+`dequantize` turns a tensor's raw bytes into a float32 array (bit-identical to
+`gguf.quants.dequantize`). `repack` turns them into a `PackedTensor` that keeps the
+weights small and dequantizes a whole matrix per call into a caller's buffer (see
+layout.py for why the layouts look the way they do). One module per ggml type family:
+float.py, legacy.py (Q4_0..Q8_0), kquants.py (Q2_K..Q6_K), iquants.py (IQ4_NL, IQ4_XS).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from gguf import quants as _gguf_quants
-from gguf.constants import GGMLQuantizationType
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-SUPPORTED_TYPES: frozenset[GGMLQuantizationType] = frozenset(
-    GGMLQuantizationType[n]
-    for n in (
-        "F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS".split()
+from pyllama.errors import ModelLoadError
+from pyllama.quant import float as _float
+from pyllama.quant import iquants, kquants, legacy
+from pyllama.quant.layout import BlockArrays, PackedTensor, ScaledCodes, StackedRows
+
+__all__ = ["SUPPORTED_TYPES", "PackedTensor", "StackedRows", "dequantize", "repack"]
+
+T = GGMLQuantizationType
+U8 = np.ndarray[Any, np.dtype[np.uint8]]
+F32 = np.ndarray[Any, np.dtype[np.float32]]
+
+_FLOAT_TYPES: dict[GGMLQuantizationType, Callable[[U8, int, int], PackedTensor]] = {
+    T.F32: _float.f32,
+    T.F16: _float.f16,
+    T.BF16: _float.bf16,
+}
+_BLOCK_TYPES: dict[GGMLQuantizationType, Callable[[U8], BlockArrays]] = {
+    T.Q4_0: legacy.q4_0,
+    T.Q4_1: legacy.q4_1,
+    T.Q5_0: legacy.q5_0,
+    T.Q5_1: legacy.q5_1,
+    T.Q8_0: legacy.q8_0,
+    T.Q2_K: kquants.q2_k,
+    T.Q3_K: kquants.q3_k,
+    T.Q4_K: kquants.q4_k,
+    T.Q5_K: kquants.q5_k,
+    T.Q6_K: kquants.q6_k,
+    T.IQ4_NL: iquants.iq4_nl,
+    T.IQ4_XS: iquants.iq4_xs,
+}
+
+SUPPORTED_TYPES: frozenset[GGMLQuantizationType] = frozenset(_FLOAT_TYPES) | frozenset(_BLOCK_TYPES)
+
+# dequantize() converts big tensors this many weights at a time, so the int8 codes and
+# bit-twiddling temporaries never exceed a few tens of MB (Gemma's embedding is 168M weights).
+_CHUNK_WEIGHTS = 1 << 22
+
+
+def _check(data: U8, qtype: GGMLQuantizationType, shape: tuple[int, ...]) -> tuple[int, int]:
+    """Validate and return the 2-D (n_rows, n_cols) view every layout works on."""
+    if qtype not in SUPPORTED_TYPES:
+        names = ", ".join(sorted(t.name for t in SUPPORTED_TYPES))
+        raise ModelLoadError(f"tensor type {qtype.name} is not supported (supported: {names})")
+    if not shape or any(d <= 0 for d in shape):
+        raise ModelLoadError(f"{qtype.name} tensor has invalid shape {shape}")
+    block_size, type_size = GGML_QUANT_SIZES[qtype]
+    n_cols = shape[-1]
+    n_rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
+    if n_cols % block_size:
+        raise ModelLoadError(
+            f"{qtype.name} tensor row length {n_cols} is not a multiple of its block size {block_size}"
+        )
+    expected = n_rows * (n_cols // block_size) * type_size
+    if data.dtype != np.uint8 or data.size != expected:
+        raise ModelLoadError(
+            f"{qtype.name} tensor of shape {shape} needs {expected} bytes, got {data.size} ({data.dtype})"
+        )
+    return n_rows, n_cols
+
+
+def _repack_2d(data: U8, qtype: GGMLQuantizationType, n_rows: int, n_cols: int) -> PackedTensor:
+    if qtype in _FLOAT_TYPES:
+        return _FLOAT_TYPES[qtype](data.reshape(-1), n_rows, n_cols)
+    _, type_size = GGML_QUANT_SIZES[qtype]
+    arrays = _BLOCK_TYPES[qtype](data.reshape(-1, type_size))
+    return ScaledCodes(
+        arrays.codes.reshape(n_rows, n_cols),
+        arrays.scale.reshape(n_rows, -1),
+        None if arrays.bias is None else arrays.bias.reshape(n_rows, -1),
+        arrays.group,
     )
-)
 
 
-def dequantize(
-    data: np.ndarray[Any, np.dtype[np.uint8]], qtype: GGMLQuantizationType, shape: tuple[int, ...]
-) -> np.ndarray[Any, np.dtype[np.float32]]:
+def repack(data: U8, qtype: GGMLQuantizationType, shape: tuple[int, ...]) -> PackedTensor:
+    """Raw bytes of a tensor -> its packed compute layout, viewed as (rows, shape[-1])."""
+    n_rows, n_cols = _check(data, qtype, shape)
+    return _repack_2d(np.asarray(data), qtype, n_rows, n_cols)
+
+
+def dequantize(data: U8, qtype: GGMLQuantizationType, shape: tuple[int, ...]) -> F32:
     """Raw bytes of a tensor -> float32 array of `shape` (NumPy order)."""
-    out = _gguf_quants.dequantize(np.asarray(data), qtype)
-    return np.ascontiguousarray(out, dtype=np.float32).reshape(shape)
+    n_rows, n_cols = _check(data, qtype, shape)
+    data = np.asarray(data).reshape(n_rows, -1)
+    out = np.empty((n_rows, n_cols), dtype=np.float32)
+    step = max(1, _CHUNK_WEIGHTS // n_cols)
+    for start in range(0, n_rows, step):
+        stop = min(n_rows, start + step)
+        _repack_2d(data[start:stop], qtype, stop - start, n_cols).dequantize_into(out[start:stop])
+    return out.reshape(shape)
