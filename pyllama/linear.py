@@ -1,46 +1,184 @@
-"""A weight matrix in its compute layout.
+"""A weight matrix in its compute layout, and the one matmul kernel the engine uses.
 
-`dense` keeps a contiguous float32 (n_out, n_in) copy: BLAS speed, 4 bytes/parameter.
-`packed` keeps the quantized bytes and dequantizes into a reused scratch buffer per call.
+Two modes (DESIGN.md, Performance):
+- `dense` dequantizes once into a contiguous float32 (n_out, n_in) array: BLAS speed,
+  4 bytes per parameter.
+- `packed` keeps the repacked quantized arrays (pyllama.quant.layout, ~1.2 bytes per
+  parameter for 4-bit types) and dequantizes on every call into a scratch buffer that
+  ALL packed Linear objects share, so a forward pass allocates no weight-sized memory.
+
+The matmul kernel is switchable because the best one differs by platform: CPython's
+NumPy has BLAS (`x @ W.T`), Pyodide's has none, and there `np.einsum` is 2-6x faster
+than `@` (measured in shared/pyodide/README.md).
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 
+from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.gguf_file import TensorInfo
-from pyllama.quant import dequantize
+from pyllama.quant import PackedTensor, StackedRows, dequantize, repack
+from pyllama.quant.layout import FloatValues
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
 WeightMode = Literal["dense", "packed"]
+MatmulBackend = Literal["blas", "einsum"]
+
+_backend: MatmulBackend = "einsum" if sys.platform == "emscripten" else "blas"
+
+
+def set_matmul_backend(name: MatmulBackend) -> None:
+    """Choose the kernel behind every Linear call (benchmarks and tests switch it)."""
+    global _backend
+    if name not in ("blas", "einsum"):
+        raise ValueError(f"unknown matmul backend {name!r} (expected 'blas' or 'einsum')")
+    _backend = name
+
+
+def matmul_backend() -> MatmulBackend:
+    return _backend
+
+
+def matmul_t(x: F32, w: F32) -> F32:
+    """x (L, n_in) times w (n_out, n_in) transposed -> (L, n_out) float32."""
+    y: F32 = np.einsum("ij,kj->ik", x, w) if _backend == "einsum" else np.matmul(x, w.T)
+    return y
+
+
+class ScratchPool:
+    """One float32 buffer, grown to the largest matrix ever requested and then reused.
+
+    Packed Linear objects dequantize into it right before their matmul; nothing keeps a
+    reference to its contents afterwards, so sharing it across all layers is safe in the
+    engine's single-threaded forward pass.
+    """
+
+    def __init__(self) -> None:
+        self._buf: F32 = np.empty(0, dtype=np.float32)
+
+    def get(self, shape: tuple[int, int]) -> F32:
+        n = shape[0] * shape[1]
+        if n > self._buf.size:
+            self._buf = np.empty(n, dtype=np.float32)
+        return self._buf[:n].reshape(shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._buf.nbytes)
+
+
+DEFAULT_SCRATCH = ScratchPool()
 
 
 class Linear:
-    """y = x @ W.T for a GGUF weight W of shape (n_out, n_in)."""
+    """y = x @ W.T for a GGUF weight W of shape (n_out, n_in).
 
-    def __init__(self, info: TensorInfo, mode: WeightMode = "dense") -> None:
+    `concat` fuses several Linear of the same input into one (fused QKV, gate+up):
+    `splits` then holds each part's n_out and `split(y)` cuts the output back apart.
+    """
+
+    def __init__(
+        self, info: TensorInfo, mode: WeightMode = "dense", scratch: ScratchPool | None = None
+    ) -> None:
+        if mode not in ("dense", "packed"):
+            raise ModelLoadError(f"tensor {info.name}: unknown weight mode {mode!r} (expected dense or packed)")
+        if len(info.shape) != 2:
+            raise ModelLoadError(f"tensor {info.name}: a linear weight must be 2-D, got shape {info.shape}")
         self.info = info
         self.mode = mode
-        self.n_out, self.n_in = info.shape[0], info.shape[-1]
+        self.n_out, self.n_in = info.shape
+        self.splits: tuple[int, ...] = (self.n_out,)
+        self.scratch = DEFAULT_SCRATCH if scratch is None else scratch
         self.weight: F32 | None = None
-        if mode == "dense":
-            self.weight = dequantize(info.data, info.ggml_type, info.shape).reshape(self.n_out, self.n_in)
+        self.packed: PackedTensor | None = None
+        try:
+            if mode == "dense":
+                self.weight = dequantize(info.data, info.ggml_type, info.shape)
+            else:
+                packed = repack(info.data, info.ggml_type, info.shape)
+                if isinstance(packed, FloatValues) and packed.values.dtype == np.float32:
+                    self.weight = packed.values  # F32 file data is already the compute layout
+                else:
+                    self.packed = packed
+        except ModelLoadError as e:
+            raise ModelLoadError(f"tensor {info.name}: {e}") from None
+
+    @classmethod
+    def concat(cls, parts: Sequence[Linear]) -> Linear:
+        """One Linear whose output is the parts' outputs side by side (same input width)."""
+        if not parts:
+            raise ValueError("Linear.concat needs at least one part")
+        first = parts[0]
+        if any(p.n_in != first.n_in for p in parts):
+            raise ValueError(f"cannot fuse linears of different input widths: {[p.info.name for p in parts]}")
+        fused = cls.__new__(cls)
+        fused.info = first.info
+        fused.mode = first.mode
+        fused.n_in = first.n_in
+        fused.n_out = sum(p.n_out for p in parts)
+        fused.splits = tuple(s for p in parts for s in p.splits)
+        fused.scratch = first.scratch
+        fused.weight = None
+        fused.packed = None
+        if all(p.packed is None for p in parts):
+            fused.weight = np.concatenate([p.dense_weight() for p in parts], axis=0)
+        else:
+            fused.packed = StackedRows([p.packed if p.packed is not None else p._as_packed() for p in parts])
+        return fused
+
+    def _as_packed(self) -> PackedTensor:
+        assert self.weight is not None
+        return FloatValues(self.weight)
+
+    def split(self, y: F32) -> list[F32]:
+        """Cut a fused output (..., n_out) into the parts' outputs (views)."""
+        bounds = np.cumsum(self.splits)[:-1]
+        return np.split(y, bounds, axis=-1)
 
     def dense_weight(self) -> F32:
+        """W as float32 (n_out, n_in); a fresh array in packed mode (callers may keep it)."""
         if self.weight is not None:
             return self.weight
-        return dequantize(self.info.data, self.info.ggml_type, self.info.shape).reshape(self.n_out, self.n_in)
+        assert self.packed is not None
+        out = np.empty((self.n_out, self.n_in), dtype=np.float32)
+        self.packed.dequantize_into(out)
+        return out
 
     def __call__(self, x: F32) -> F32:
-        w = self.dense_weight()
-        return np.asarray(x @ w.T, dtype=np.float32)
-
-    def rows(self, ids: np.ndarray[Any, np.dtype[np.int64]]) -> F32:
-        """Rows of W (embedding lookup), dequantizing only those rows in packed mode."""
+        """x (L, n_in) or (n_in,) float32 -> (L, n_out) or (n_out,)."""
+        if x.shape[-1] != self.n_in:
+            raise ValueError(f"{self.info.name}: input width {x.shape[-1]} != {self.n_in}")
+        x2 = x.reshape(-1, self.n_in)
         if self.weight is not None:
-            return self.weight[ids]
-        row_bytes = self.info.n_bytes // self.n_out
-        raw = self.info.data.reshape(self.n_out, row_bytes)[ids]
-        return dequantize(raw.reshape(-1), self.info.ggml_type, (len(ids), self.n_in))
+            w = self.weight
+        else:
+            assert self.packed is not None
+            w = self.scratch.get((self.n_out, self.n_in))
+            self.packed.dequantize_into(w)
+        y = matmul_t(x2, w)
+        return y.reshape(*x.shape[:-1], self.n_out)
+
+    def rows(self, ids: np.ndarray[Any, np.dtype[np.integer[Any]]]) -> F32:
+        """Rows of W (embedding lookup), dequantizing only those rows in packed mode."""
+        ids = np.asarray(ids)
+        if ids.ndim != 1:
+            ids = ids.reshape(-1)
+        if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= self.n_out):
+            raise InvalidRequestError(f"{self.info.name}: row ids must be in [0, {self.n_out})")
+        if self.weight is not None:
+            return np.asarray(self.weight[ids])
+        assert self.packed is not None
+        return self.packed.dequantize_rows(ids)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory this weight holds (the shared scratch buffer is not counted)."""
+        if self.weight is not None:
+            return int(self.weight.nbytes)
+        assert self.packed is not None
+        return self.packed.nbytes

@@ -1,0 +1,120 @@
+"""Linear: dense and packed modes compute the same thing; rows() and concat() are exact."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from gguf import quants as gguf_quants
+from gguf.constants import GGMLQuantizationType
+
+from pyllama import linear as linear_mod
+from pyllama.errors import InvalidRequestError, ModelLoadError
+from pyllama.gguf_file import TensorInfo
+from pyllama.linear import Linear, ScratchPool, set_matmul_backend
+from tests.quant.helpers import random_tensor_bytes
+
+T = GGMLQuantizationType
+QUANTIZABLE = [T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0]
+RAW_ONLY = [T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_NL, T.IQ4_XS]
+
+
+def make_info(name: str, qtype: GGMLQuantizationType, n_out: int, n_in: int, seed: int) -> TensorInfo:
+    rng = np.random.default_rng(seed)
+    if qtype in QUANTIZABLE:
+        w = rng.standard_normal((n_out, n_in)).astype(np.float32)
+        data = np.ascontiguousarray(gguf_quants.quantize(w, qtype)).view(np.uint8).reshape(-1)
+    else:
+        data = random_tensor_bytes(rng, qtype, (n_out, n_in))
+    return TensorInfo(name, qtype, (n_out, n_in), 0, data.size, data)
+
+
+@pytest.fixture(params=["blas", "einsum"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    before = linear_mod.matmul_backend()
+    set_matmul_backend(request.param)
+    yield request.param
+    set_matmul_backend(before)
+
+
+@pytest.mark.parametrize("qtype", QUANTIZABLE + RAW_ONLY, ids=lambda t: t.name)
+def test_dense_and_packed_agree(qtype: GGMLQuantizationType, backend: str) -> None:
+    info = make_info("w", qtype, 48, 512, qtype.value)
+    dense, packed = Linear(info, "dense"), Linear(info, "packed")
+    assert np.array_equal(dense.dense_weight(), packed.dense_weight())
+    x = np.random.default_rng(0).standard_normal((3, 512)).astype(np.float32)
+    y_dense, y_packed = dense(x), packed(x)
+    assert y_dense.shape == (3, 48) and y_dense.dtype == np.float32
+    np.testing.assert_allclose(y_packed, y_dense, rtol=1e-5, atol=1e-5 * float(np.abs(y_dense).max()))
+    # Against an independent float64 computation from gguf-py's dequantizer.
+    w_ref = np.asarray(gguf_quants.dequantize(info.data.reshape(48, -1), qtype), dtype=np.float64)
+    np.testing.assert_allclose(y_dense, x @ w_ref.T, rtol=1e-4, atol=1e-4 * float(np.abs(y_dense).max()))
+    # A single vector works too.
+    np.testing.assert_allclose(packed(x[1]), y_dense[1], rtol=1e-5, atol=1e-5 * float(np.abs(y_dense).max()))
+
+
+@pytest.mark.parametrize("mode", ["dense", "packed"])
+@pytest.mark.parametrize("qtype", [T.Q4_1, T.Q6_K, T.F16, T.F32], ids=lambda t: t.name)
+def test_rows_are_exact(qtype: GGMLQuantizationType, mode: str) -> None:
+    info = make_info("tok_embd", qtype, 40, 256, 7)
+    lin = Linear(info, mode)  # type: ignore[arg-type]
+    full = Linear(info, "dense").dense_weight()
+    ids = np.array([3, 39, 0, 3])
+    assert np.array_equal(lin.rows(ids), full[ids])
+    assert lin.rows(np.array([], dtype=np.int64)).shape == (0, 256)
+    with pytest.raises(InvalidRequestError, match=r"row ids must be in \[0, 40\)"):
+        lin.rows(np.array([40]))
+
+
+@pytest.mark.parametrize("mode", ["dense", "packed"])
+def test_concat_mixed_types_equals_separate_calls(mode: str, backend: str) -> None:
+    # Q4_K_M files mix Q4_K and Q6_K inside one layer; F32 shows the zero-copy path.
+    q = Linear(make_info("q", T.Q4_K, 64, 256, 1), mode)  # type: ignore[arg-type]
+    k = Linear(make_info("k", T.Q6_K, 16, 256, 2), mode)  # type: ignore[arg-type]
+    v = Linear(make_info("v", T.F32, 32, 256, 3), mode)  # type: ignore[arg-type]
+    qkv = Linear.concat([q, k, v])
+    assert (qkv.n_out, qkv.n_in, qkv.splits) == (112, 256, (64, 16, 32))
+    x = np.random.default_rng(1).standard_normal((5, 256)).astype(np.float32)
+    parts = qkv.split(qkv(x))
+    for lin, got in zip([q, k, v], parts, strict=True):
+        want = lin(x)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    ids = np.array([111, 0, 64, 79, 80])
+    full = np.concatenate([q.dense_weight(), k.dense_weight(), v.dense_weight()])
+    assert np.array_equal(qkv.rows(ids), full[ids])
+    assert qkv.nbytes == q.nbytes + k.nbytes + v.nbytes
+    # Fusing fused linears keeps every split.
+    assert Linear.concat([qkv, q]).splits == (64, 16, 32, 64)
+
+
+def test_packed_memory_and_shared_scratch() -> None:
+    pool = ScratchPool()
+    info = make_info("w", T.Q4_0, 256, 1024, 5)
+    dense, packed = Linear(info, "dense"), Linear(info, "packed", scratch=pool)
+    small = Linear(make_info("s", T.Q8_0, 8, 1024, 6), "packed", scratch=pool)
+    assert dense.nbytes == 256 * 1024 * 4
+    assert packed.nbytes < dense.nbytes / 3
+    x = np.ones((1, 1024), dtype=np.float32)
+    packed(x)
+    buf_size = pool.nbytes
+    assert buf_size == dense.nbytes
+    y_small = small(x)
+    assert pool.nbytes == buf_size  # the smaller matrix reuses the same buffer
+    np.testing.assert_allclose(y_small, Linear(small.info, "dense")(x), rtol=1e-5, atol=1e-4)
+    # The packed F32 weight is the file data itself, not a copy.
+    f32 = Linear(make_info("f", T.F32, 4, 64, 1), "packed")
+    assert f32.weight is not None and np.shares_memory(f32.weight, f32.info.data)
+
+
+def test_bad_inputs_are_clear_errors() -> None:
+    info = make_info("blk.0.attn_q.weight", T.Q4_0, 4, 64, 1)
+    with pytest.raises(ModelLoadError, match=r"blk.0.attn_q.weight: unknown weight mode"):
+        Linear(info, "fast")  # type: ignore[arg-type]
+    bad = TensorInfo("blk.0.x", T.IQ2_XXS, (4, 256), 0, 4 * 66, np.zeros(4 * 66, np.uint8))
+    with pytest.raises(ModelLoadError, match=r"^tensor blk.0.x: tensor type IQ2_XXS is not supported"):
+        Linear(bad, "packed")
+    with pytest.raises(ValueError, match="input width 32 != 64"):
+        Linear(info)(np.zeros((1, 32), np.float32))
+    with pytest.raises(ValueError, match="unknown matmul backend"):
+        set_matmul_backend("gpu")  # type: ignore[arg-type]
