@@ -204,7 +204,7 @@ def _type_name(t: int) -> str:
 def parse_gguf(buffer: Any, name: str = "<buffer>") -> GGUFFile:
     """Parse a GGUF image held in any buffer (mmap, bytes, NumPy array, JS ArrayBuffer)."""
     data = np.frombuffer(buffer, dtype=np.uint8)
-    buf = memoryview(data)
+    buf = memoryview(data)  # type: ignore[arg-type]
     cur = _Cursor(buf, name)
     cur.need(4, "magic")
     if bytes(buf[:4]) != GGUF_MAGIC:

@@ -1,0 +1,287 @@
+"""The engine's front door: load a GGUF model, decode batches, generate and embed.
+
+`Model.load()` is what the CLI, the server's scheduler and the browser worker call. It
+reads the file (memory-mapped, or from a buffer under Pyodide), builds the typed config,
+picks the weight layout, allocates the KV cache and the architecture's network.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+
+from pyllama.config import ModelConfig, read_config
+from pyllama.errors import InvalidRequestError, ModelLoadError
+from pyllama.gguf_file import GGUFFile, parse_gguf, read_gguf
+from pyllama.kv_cache import KVCache
+from pyllama.models import ARCHITECTURES, Batch, DecoderModel, SeqChunk
+from pyllama.models.base import Weights
+from pyllama.ops import as_f32
+
+if TYPE_CHECKING:
+    from pyllama.tokenizer import Tokenizer
+
+F32 = np.ndarray[Any, np.dtype[np.float32]]
+WeightsChoice = Literal["auto", "dense", "packed"]
+
+IS_PYODIDE = sys.platform == "emscripten"
+DEFAULT_MEM_BUDGET = 4 << 30
+
+
+class TokenSampler(Protocol):
+    """What the generate loop needs from a sampler (pyllama.sampling.Sampler provides it)."""
+
+    def sample(self, logits: F32) -> int: ...
+
+    def accept(self, token: int) -> None: ...
+
+
+@dataclass
+class RopeOverrides:
+    """llama.cpp's --rope-scaling/--rope-scale/--rope-freq-base/--rope-freq-scale/--yarn-* flags."""
+
+    scaling_type: str | None = None
+    freq_base: float | None = None
+    freq_scale: float | None = None
+    yarn_orig_ctx: int | None = None
+    yarn_ext_factor: float | None = None
+    yarn_attn_factor: float | None = None
+    yarn_beta_fast: float | None = None
+    yarn_beta_slow: float | None = None
+
+
+def dense_bytes(gguf: GGUFFile) -> int:
+    """Memory the dense layout needs: every weight as float32."""
+    return sum(4 * t.n_elements for t in gguf.tensors.values())
+
+
+def choose_weights(gguf: GGUFFile, choice: WeightsChoice, mem_budget: int | None) -> Literal["dense", "packed"]:
+    if choice == "dense":
+        need = dense_bytes(gguf)
+        if mem_budget is not None and need > mem_budget:
+            raise ModelLoadError(
+                f"{gguf.path}: dense weights need {need / 2**20:.0f} MiB, over the memory budget of "
+                f"{mem_budget / 2**20:.0f} MiB (use --weights packed or raise --mem-budget)"
+            )
+        return "dense"
+    if choice == "packed":
+        return "packed"
+    if choice != "auto":
+        raise InvalidRequestError(f"--weights must be auto, dense or packed, not {choice!r}")
+    if IS_PYODIDE:
+        return "packed"
+    budget = DEFAULT_MEM_BUDGET if mem_budget is None else mem_budget
+    return "dense" if dense_bytes(gguf) <= budget else "packed"
+
+
+class Model:
+    """A loaded model with its KV cache: `decode(batch)` -> logits."""
+
+    def __init__(
+        self,
+        gguf: GGUFFile,
+        config: ModelConfig,
+        net: DecoderModel,
+        weights: Literal["dense", "packed"],
+        n_ctx: int,
+        n_seq: int,
+        n_ubatch: int,
+        load_seconds: float,
+    ) -> None:
+        self.gguf = gguf
+        self.path = gguf.path
+        self.config = config
+        self.net = net
+        self.weights = weights
+        self.n_ctx = n_ctx
+        self.n_seq = n_seq
+        self.n_ubatch = n_ubatch
+        self.load_seconds = load_seconds
+
+    # -- loading ----------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, **kwargs: Any) -> Model:
+        return cls.from_gguf(read_gguf(path), **kwargs)
+
+    @classmethod
+    def from_buffer(cls, buffer: Any, name: str = "<buffer>", **kwargs: Any) -> Model:
+        """Load from bytes already in memory (a browser File/ArrayBuffer): no extra copy."""
+        return cls.from_gguf(parse_gguf(buffer, name), **kwargs)
+
+    @classmethod
+    def from_gguf(
+        cls,
+        gguf: GGUFFile,
+        *,
+        weights: WeightsChoice = "auto",
+        n_ctx: int = 4096,
+        n_seq: int = 1,
+        n_ubatch: int = 512,
+        kv_unified: bool = False,
+        cache_type_k: str = "f16",
+        cache_type_v: str = "f16",
+        rope: RopeOverrides | None = None,
+        mem_budget: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Model:
+        t0 = time.perf_counter()
+        arch = gguf.architecture
+        if arch not in ARCHITECTURES:
+            raise ModelLoadError(
+                f"{gguf.path}: architecture {arch!r} is not supported (supported: {', '.join(sorted(ARCHITECTURES))})"
+            )
+        config = read_config(gguf)
+        if rope is not None:
+            apply_rope_overrides(config, rope)
+        if n_ctx <= 0:
+            n_ctx = config.n_ctx_train
+        if n_seq <= 0:
+            raise InvalidRequestError(f"number of sequences must be positive, got {n_seq}")
+        if n_ubatch <= 0:
+            raise InvalidRequestError(f"ubatch size must be positive, got {n_ubatch}")
+        # llama-server splits the context between slots unless the cache is unified.
+        n_ctx_seq = n_ctx if kv_unified else max(1, n_ctx // n_seq)
+        mode = choose_weights(gguf, weights, mem_budget)
+        kv = KVCache(
+            config.n_layer, n_seq, n_ctx_seq, config.n_head_kv, config.head_dim, config.head_dim_v,
+            cache_type_k, cache_type_v,
+        )
+        w = Weights(gguf, mode)
+        if progress is not None:
+            w.progress = progress
+        net = ARCHITECTURES[arch](gguf, config, w, kv)
+        return cls(gguf, config, net, mode, n_ctx, n_seq, n_ubatch, time.perf_counter() - t0)
+
+    # -- properties the server and CLI show ----------------------------------------------
+    @cached_property
+    def tokenizer(self) -> Tokenizer:
+        from pyllama.tokenizer import Tokenizer
+
+        return Tokenizer.from_gguf(self.gguf)
+
+    @property
+    def kv(self) -> KVCache:
+        return self.net.kv
+
+    @property
+    def n_ctx_seq(self) -> int:
+        return self.net.kv.n_ctx_seq
+
+    @property
+    def n_vocab(self) -> int:
+        return self.config.n_vocab
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.gguf.metadata
+
+    @property
+    def chat_template(self) -> str | None:
+        tpl = self.gguf.metadata.get("tokenizer.chat_template")
+        return tpl if isinstance(tpl, str) else None
+
+    @property
+    def weights_nbytes(self) -> int:
+        return self.net.w.nbytes
+
+    # -- compute ---------------------------------------------------------------------
+    def decode(self, batch: Batch) -> F32:
+        """Logits for the rows the batch asks for, splitting it into ubatches of n_ubatch tokens."""
+        if batch.n_tokens <= self.n_ubatch:
+            return self.net.decode(batch)
+        outputs: list[F32] = []
+        for sub in split_batch(batch, self.n_ubatch):
+            outputs.append(self.net.decode(sub))
+        return as_f32(np.concatenate(outputs, axis=0))
+
+    def hidden(self, batch: Batch) -> F32:
+        """Final-normed hidden states of the rows asked for (embeddings)."""
+        outs = [self.net.hidden(sub) for sub in split_batch(batch, self.n_ubatch)]
+        return as_f32(np.concatenate(outs, axis=0))
+
+    def eval_prompt(self, tokens: Sequence[int], seq: int = 0, pos: int | None = None) -> F32:
+        """Append tokens to sequence `seq`; return the logits of the last one."""
+        start = self.kv.length(seq) if pos is None else pos
+        return as_f32(self.decode(Batch([SeqChunk(seq, list(tokens), start, "last")]))[-1])
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        sampler: TokenSampler,
+        n_predict: int = -1,
+        *,
+        seq: int = 0,
+        ignore_eos: bool = False,
+        eog_ids: frozenset[int] | None = None,
+    ) -> Iterator[int]:
+        """The single-sequence generate loop: prompt once, then one token per step."""
+        if not prompt:
+            raise InvalidRequestError("the prompt is empty")
+        self.kv.clear(seq)
+        eog = self.tokenizer.eog_ids if eog_ids is None else eog_ids
+        logits = self.eval_prompt(prompt, seq)
+        produced = 0
+        while n_predict < 0 or produced < n_predict:
+            token = sampler.sample(logits)
+            sampler.accept(token)
+            if token in eog and not ignore_eos:
+                return
+            yield token
+            produced += 1
+            if self.kv.length(seq) >= self.n_ctx_seq:
+                return
+            if n_predict >= 0 and produced >= n_predict:
+                return
+            logits = self.eval_prompt([token], seq)
+
+
+def split_batch(batch: Batch, n_ubatch: int) -> Iterator[Batch]:
+    """Cut a batch into pieces of at most n_ubatch tokens, keeping each chunk's output rule."""
+    current = Batch()
+    room = n_ubatch
+    for c in batch.chunks:
+        i = 0
+        while i < len(c.tokens):
+            take = min(room, len(c.tokens) - i)
+            last_piece = i + take == len(c.tokens)
+            out = c.output if c.output == "all" else (c.output if last_piece else "none")
+            current.chunks.append(SeqChunk(c.seq, c.tokens[i : i + take], c.pos + i, out))
+            i += take
+            room -= take
+            if room == 0:
+                yield current
+                current, room = Batch(), n_ubatch
+    if current.chunks:
+        yield current
+
+
+def apply_rope_overrides(config: ModelConfig, o: RopeOverrides) -> None:
+    """Apply llama.cpp's rope flags on top of the GGUF values (llama_context constructor rules)."""
+    r = config.rope
+    if o.scaling_type is not None:
+        if o.scaling_type not in ("none", "linear", "yarn"):
+            raise InvalidRequestError(f"--rope-scaling must be none, linear or yarn, not {o.scaling_type!r}")
+        r.scaling_type = o.scaling_type
+    if o.freq_base:
+        r.freq_base = o.freq_base
+    if o.freq_scale:
+        r.freq_scale = o.freq_scale
+    if o.yarn_orig_ctx:
+        r.n_ctx_orig = o.yarn_orig_ctx
+    if r.scaling_type == "yarn":
+        r.ext_factor = 1.0 if o.yarn_ext_factor is None or o.yarn_ext_factor < 0 else o.yarn_ext_factor
+    elif o.yarn_ext_factor is not None and o.yarn_ext_factor >= 0:
+        r.ext_factor = o.yarn_ext_factor
+    if o.yarn_attn_factor is not None:
+        r.attn_factor = o.yarn_attn_factor
+    if o.yarn_beta_fast is not None:
+        r.beta_fast = o.yarn_beta_fast
+    if o.yarn_beta_slow is not None:
+        r.beta_slow = o.yarn_beta_slow

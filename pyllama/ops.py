@@ -1,0 +1,172 @@
+"""The numeric building blocks every architecture composes: norms, RoPE, activations, attention.
+
+Shapes: T = tokens in the batch, D = model width, H = heads, Hkv = key/value heads,
+Dh = head dimension, S = cached positions attended to.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, cast
+
+import numpy as np
+
+from pyllama.config import RopeParams
+
+F32 = np.ndarray[Any, np.dtype[np.float32]]
+
+# Pyodide's NumPy has no BLAS: einsum beats matmul there (see docs/performance.md).
+USE_EINSUM = sys.platform == "emscripten"
+ONE = np.float32(1.0)
+
+
+def as_f32(a: Any) -> F32:
+    """Narrow NumPy's loosely typed results to float32 arrays (a no-op at run time)."""
+    return cast(F32, a)
+
+
+def rms_norm(x: F32, weight: F32 | None, eps: float) -> F32:
+    """x / sqrt(mean(x^2) + eps) * weight, over the last axis (llama.cpp's ggml_rms_norm)."""
+    ms = np.einsum("...i,...i->...", x, x, dtype=np.float32) / np.float32(x.shape[-1])
+    out = as_f32(x * (ONE / np.sqrt(ms + np.float32(eps)))[..., None])
+    if weight is not None:
+        out *= weight
+    return out
+
+
+def layer_norm(x: F32, weight: F32 | None, bias: F32 | None, eps: float) -> F32:
+    mean = x.mean(axis=-1, keepdims=True, dtype=np.float32)
+    xc = x - mean
+    var = np.einsum("...i,...i->...", xc, xc, dtype=np.float32) / np.float32(x.shape[-1])
+    out = as_f32(xc * (ONE / np.sqrt(var + np.float32(eps)))[..., None])
+    if weight is not None:
+        out *= weight
+    if bias is not None:
+        out += bias
+    return out
+
+
+def silu(x: F32) -> F32:
+    return as_f32(x / (ONE + np.exp(-x)))
+
+
+def gelu(x: F32) -> F32:
+    """tanh approximation, as ggml_gelu."""
+    c = np.float32(math.sqrt(2.0 / math.pi))
+    return as_f32(np.float32(0.5) * x * (ONE + np.tanh(c * (x + np.float32(0.044715) * x * x * x))))
+
+
+def softmax(x: F32, axis: int = -1) -> F32:
+    m = x.max(axis=axis, keepdims=True)
+    e = np.exp(x - m)
+    e /= e.sum(axis=axis, keepdims=True)
+    return as_f32(e)
+
+
+def matmul(a: F32, b_t: F32) -> F32:
+    """a @ b_t.T with the faster kernel for this platform."""
+    if USE_EINSUM:
+        return as_f32(np.einsum("...ik,...jk->...ij", a, b_t))
+    return as_f32(np.matmul(a, np.swapaxes(b_t, -1, -2)))
+
+
+class RopeTable:
+    """Precomputed cos/sin of RoPE angles for every position, so applying RoPE is two multiplies.
+
+    Follows ggml's rope (ggml-cpu/ops.cpp, rope_yarn): theta_i = p * base^(-2i/n_rot) scaled by
+    freq_scale, with YaRN ramp mixing when ext_factor != 0.
+    """
+
+    def __init__(self, rope: RopeParams, n_pos: int, freq_factors: F32 | None = None) -> None:
+        self.rope = rope
+        self.n_rot = rope.n_rot
+        half = rope.n_rot // 2
+        inv_freq = rope.freq_base ** (-np.arange(0, half, dtype=np.float64) * 2.0 / rope.n_rot)
+        if freq_factors is not None:
+            inv_freq = inv_freq / freq_factors.astype(np.float64)
+        pos = np.arange(n_pos, dtype=np.float64)[:, None]
+        theta_extrap = pos * inv_freq[None, :]
+        theta_interp = rope.freq_scale * theta_extrap
+        mscale = rope.attn_factor
+        if rope.ext_factor != 0.0:
+            corr = _yarn_corr_dims(rope.n_rot, rope.n_ctx_orig, rope.freq_base, rope.beta_fast, rope.beta_slow)
+            i0 = np.arange(0, half, dtype=np.float64)
+            y = (i0 - corr[0]) / max(0.001, corr[1] - corr[0])
+            ramp_mix = (1.0 - np.clip(y, 0.0, 1.0)) * rope.ext_factor
+            theta = theta_interp * (1 - ramp_mix) + theta_extrap * ramp_mix
+            mscale *= 1.0 + 0.1 * math.log(1.0 / rope.freq_scale)
+        else:
+            theta = theta_interp
+        self.cos = (np.cos(theta) * mscale).astype(np.float32)
+        self.sin = (np.sin(theta) * mscale).astype(np.float32)
+
+    def apply(self, x: F32, positions: np.ndarray[Any, np.dtype[np.int64]]) -> F32:
+        """Rotate x of shape (T, H, Dh) in place by each row's position; returns x."""
+        cos = self.cos[positions][:, None, :]
+        sin = self.sin[positions][:, None, :]
+        n = self.n_rot
+        if self.rope.neox:
+            half = n // 2
+            x0 = x[..., :half].copy()
+            x1 = x[..., half:n]
+            x[..., :half] = x0 * cos - x1 * sin
+            x[..., half:n] = x0 * sin + x1 * cos
+        else:
+            x0 = x[..., 0:n:2].copy()
+            x1 = x[..., 1:n:2]
+            x[..., 0:n:2] = x0 * cos - x1 * sin
+            x[..., 1:n:2] = x0 * sin + x1 * cos
+        return x
+
+
+def _yarn_corr_dims(n_dims: int, n_ctx_orig: int, base: float, beta_fast: float, beta_slow: float) -> tuple[float, float]:
+    def corr_dim(n_rot: float) -> float:
+        return n_dims * math.log(n_ctx_orig / (n_rot * 2 * math.pi)) / (2 * math.log(base))
+
+    start = math.floor(corr_dim(beta_fast))
+    end = math.ceil(corr_dim(beta_slow))
+    return max(0.0, start), min(n_dims - 1.0, end)
+
+
+def attention(
+    q: F32,
+    k: F32,
+    v: F32,
+    q_pos: np.ndarray[Any, np.dtype[np.int64]],
+    k_pos: np.ndarray[Any, np.dtype[np.int64]],
+    scale: float,
+    *,
+    causal: bool = True,
+    window: int = 0,
+    softcap: float = 0.0,
+) -> F32:
+    """Grouped-query attention of T queries over S cached keys.
+
+    q: (T, H, Dh); k: (Hkv, S, Dh); v: (Hkv, S, Dv); positions give the causal /
+    sliding-window mask (a key is visible when k_pos <= q_pos and q_pos - k_pos < window).
+    Returns (T, H * Dv).
+    """
+    t, h, dh = q.shape
+    hkv, s, dv = v.shape
+    g = h // hkv
+    # (T, Hkv, g, Dh) -> (Hkv, g*T, Dh): queries of one kv head side by side.
+    qg = q.reshape(t, hkv, g, dh).transpose(1, 2, 0, 3).reshape(hkv, g * t, dh)
+    scores = matmul(qg, k) * np.float32(scale)  # (Hkv, g*T, S)
+    if softcap > 0.0:
+        scores = np.tanh(scores / np.float32(softcap)) * np.float32(softcap)
+    if causal or window > 0:
+        diff = q_pos[:, None] - k_pos[None, :]  # (T, S)
+        masked = np.zeros(diff.shape, dtype=bool)
+        if causal:
+            masked |= diff < 0
+        if window > 0:
+            masked |= diff >= window
+        if masked.any():
+            scores = scores.reshape(hkv, g, t, s)
+            scores[:, :, masked] = -np.inf
+            scores = scores.reshape(hkv, g * t, s)
+    probs = softmax(scores)
+    out = np.matmul(probs, v) if not USE_EINSUM else np.einsum("hts,hsd->htd", probs, v)
+    # (Hkv, g, T, Dv) -> (T, Hkv, g, Dv) -> (T, H*Dv)
+    return as_f32(out.reshape(hkv, g, t, dv).transpose(2, 0, 1, 3).reshape(t, h * dv).astype(np.float32, copy=False))
