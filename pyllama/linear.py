@@ -1,20 +1,19 @@
-"""A weight matrix in its compute layout, and the one matmul kernel the engine uses.
+"""A weight matrix in its compute layout.
 
 Two modes (DESIGN.md, Performance):
 - `dense` dequantizes once into a contiguous float32 (n_out, n_in) array: BLAS speed,
   4 bytes per parameter.
 - `packed` keeps the repacked quantized arrays (pyllama.quant.layout, ~1.2 bytes per
-  parameter for 4-bit types) and dequantizes on every call into a scratch buffer that
-  ALL packed Linear objects share, so a forward pass allocates no weight-sized memory.
+  parameter for 4-bit types) and dequantizes on every call, one cache-sized tile at a
+  time, into a scratch buffer that ALL packed Linear objects share, so a forward pass
+  allocates no weight-sized memory.
 
-The matmul kernel is switchable because the best one differs by platform: CPython's
-NumPy has BLAS (`x @ W.T`), Pyodide's has none, and there `np.einsum` is 2-6x faster
-than `@` (measured in shared/pyodide/README.md).
+The matmul kernel (BLAS `@` on CPython, `np.einsum` under Pyodide) is chosen in
+pyllama.quant.matmul and re-exported here.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -24,30 +23,21 @@ from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.gguf_file import TensorInfo
 from pyllama.quant import PackedTensor, StackedRows, dequantize, repack
 from pyllama.quant.layout import FloatValues
+from pyllama.quant.matmul import MatmulBackend, matmul_backend, matmul_t, set_matmul_backend, tile_rows
+
+__all__ = [
+    "DEFAULT_SCRATCH",
+    "Linear",
+    "MatmulBackend",
+    "ScratchPool",
+    "WeightMode",
+    "matmul_backend",
+    "matmul_t",
+    "set_matmul_backend",
+]
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
 WeightMode = Literal["dense", "packed"]
-MatmulBackend = Literal["blas", "einsum"]
-
-_backend: MatmulBackend = "einsum" if sys.platform == "emscripten" else "blas"
-
-
-def set_matmul_backend(name: MatmulBackend) -> None:
-    """Choose the kernel behind every Linear call (benchmarks and tests switch it)."""
-    global _backend
-    if name not in ("blas", "einsum"):
-        raise ValueError(f"unknown matmul backend {name!r} (expected 'blas' or 'einsum')")
-    _backend = name
-
-
-def matmul_backend() -> MatmulBackend:
-    return _backend
-
-
-def matmul_t(x: F32, w: F32) -> F32:
-    """x (L, n_in) times w (n_out, n_in) transposed -> (L, n_out) float32."""
-    y: F32 = np.einsum("ij,kj->ik", x, w) if _backend == "einsum" else np.matmul(x, w.T)
-    return y
 
 
 class ScratchPool:
@@ -61,11 +51,11 @@ class ScratchPool:
     def __init__(self) -> None:
         self._buf: F32 = np.empty(0, dtype=np.float32)
 
-    def get(self, shape: tuple[int, int]) -> F32:
-        n = shape[0] * shape[1]
+    def get(self, n: int) -> F32:
+        """A flat float32 view of at least `n` elements (contents undefined)."""
         if n > self._buf.size:
             self._buf = np.empty(n, dtype=np.float32)
-        return self._buf[:n].reshape(shape)
+        return self._buf[:n]
 
     @property
     def nbytes(self) -> int:
@@ -153,14 +143,13 @@ class Linear:
         """x (L, n_in) or (n_in,) float32 -> (L, n_out) or (n_out,)."""
         if x.shape[-1] != self.n_in:
             raise ValueError(f"{self.info.name}: input width {x.shape[-1]} != {self.n_in}")
-        x2 = x.reshape(-1, self.n_in)
+        x2 = np.ascontiguousarray(x.reshape(-1, self.n_in), dtype=np.float32)
         if self.weight is not None:
-            w = self.weight
+            y = matmul_t(x2, self.weight)
         else:
             assert self.packed is not None
-            w = self.scratch.get((self.n_out, self.n_in))
-            self.packed.dequantize_into(w)
-        y = matmul_t(x2, w)
+            y = np.empty((x2.shape[0], self.n_out), dtype=np.float32)
+            self.packed.matmul_t_into(x2, y, self.scratch.get(min(self.n_out, tile_rows(self.n_in)) * self.n_in))
         return y.reshape(*x.shape[:-1], self.n_out)
 
     def rows(self, ids: np.ndarray[Any, np.dtype[np.integer[Any]]]) -> F32:

@@ -13,6 +13,7 @@ from pyllama import linear as linear_mod
 from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.gguf_file import TensorInfo
 from pyllama.linear import Linear, ScratchPool, set_matmul_backend
+from pyllama.quant import matmul as matmul_mod
 from tests.quant.helpers import random_tensor_bytes
 
 T = GGMLQuantizationType
@@ -38,20 +39,30 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     set_matmul_backend(before)
 
 
+@pytest.fixture(params=[False, True], ids=["one-tile", "many-tiles"])
+def tiles(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    if request.param:
+        monkeypatch.setattr(matmul_mod, "TILE_WEIGHTS", 5000)  # 9 rows of 512: 6 tiles for 48 rows
+    return bool(request.param)
+
+
+@pytest.mark.parametrize("n_tokens", [1, 6])
 @pytest.mark.parametrize("qtype", QUANTIZABLE + RAW_ONLY, ids=lambda t: t.name)
-def test_dense_and_packed_agree(qtype: GGMLQuantizationType, backend: str) -> None:
+def test_dense_and_packed_agree(
+    qtype: GGMLQuantizationType, n_tokens: int, backend: str, tiles: bool
+) -> None:
     info = make_info("w", qtype, 48, 512, qtype.value)
     dense, packed = Linear(info, "dense"), Linear(info, "packed")
     assert np.array_equal(dense.dense_weight(), packed.dense_weight())
-    x = np.random.default_rng(0).standard_normal((3, 512)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((n_tokens, 512)).astype(np.float32)
     y_dense, y_packed = dense(x), packed(x)
-    assert y_dense.shape == (3, 48) and y_dense.dtype == np.float32
+    assert y_dense.shape == (n_tokens, 48) and y_dense.dtype == np.float32
     np.testing.assert_allclose(y_packed, y_dense, rtol=1e-5, atol=1e-5 * float(np.abs(y_dense).max()))
     # Against an independent float64 computation from gguf-py's dequantizer.
     w_ref = np.asarray(gguf_quants.dequantize(info.data.reshape(48, -1), qtype), dtype=np.float64)
     np.testing.assert_allclose(y_dense, x @ w_ref.T, rtol=1e-4, atol=1e-4 * float(np.abs(y_dense).max()))
     # A single vector works too.
-    np.testing.assert_allclose(packed(x[1]), y_dense[1], rtol=1e-5, atol=1e-5 * float(np.abs(y_dense).max()))
+    np.testing.assert_allclose(packed(x[-1]), y_dense[-1], rtol=1e-5, atol=1e-5 * float(np.abs(y_dense).max()))
 
 
 @pytest.mark.parametrize("mode", ["dense", "packed"])
@@ -67,15 +78,16 @@ def test_rows_are_exact(qtype: GGMLQuantizationType, mode: str) -> None:
         lin.rows(np.array([40]))
 
 
+@pytest.mark.parametrize("n_tokens", [1, 5])
 @pytest.mark.parametrize("mode", ["dense", "packed"])
-def test_concat_mixed_types_equals_separate_calls(mode: str, backend: str) -> None:
+def test_concat_mixed_types_equals_separate_calls(mode: str, n_tokens: int, backend: str, tiles: bool) -> None:
     # Q4_K_M files mix Q4_K and Q6_K inside one layer; F32 shows the zero-copy path.
     q = Linear(make_info("q", T.Q4_K, 64, 256, 1), mode)  # type: ignore[arg-type]
     k = Linear(make_info("k", T.Q6_K, 16, 256, 2), mode)  # type: ignore[arg-type]
     v = Linear(make_info("v", T.F32, 32, 256, 3), mode)  # type: ignore[arg-type]
     qkv = Linear.concat([q, k, v])
     assert (qkv.n_out, qkv.n_in, qkv.splits) == (112, 256, (64, 16, 32))
-    x = np.random.default_rng(1).standard_normal((5, 256)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((n_tokens, 256)).astype(np.float32)
     parts = qkv.split(qkv(x))
     for lin, got in zip([q, k, v], parts, strict=True):
         want = lin(x)
@@ -98,7 +110,7 @@ def test_packed_memory_and_shared_scratch() -> None:
     x = np.ones((1, 1024), dtype=np.float32)
     packed(x)
     buf_size = pool.nbytes
-    assert buf_size == dense.nbytes
+    assert buf_size == 256 * 1024 * 4  # one tile: the whole (small) matrix
     y_small = small(x)
     assert pool.nbytes == buf_size  # the smaller matrix reuses the same buffer
     np.testing.assert_allclose(y_small, Linear(small.info, "dense")(x), rtol=1e-5, atol=1e-4)
