@@ -1,0 +1,406 @@
+"""Slots and continuous batching: the synchronous `step()` that the server drives.
+
+Every slot is one sequence in the shared KV cache. A step gathers one decode token from
+each generating slot plus prompt chunks from slots still reading their prompt, runs ONE
+forward pass over all of them, then samples each slot's next token. Requests join and
+leave between steps. Nothing here blocks or uses threads: the server calls `step()` from
+its worker thread and the browser calls it from its Web Worker loop.
+
+Requests come in through `submit()`/`cancel()`, which only append to a deque, so they are
+safe to call from another thread while `step()` runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from pyllama.engine import Model
+from pyllama.errors import ContextFullError, InvalidRequestError, PyllamaError
+from pyllama.models import Batch, SeqChunk
+from pyllama.sampling import Sampler, SamplingParams
+from pyllama.slot import Slot, TokenProb
+
+TaskKind = Literal["completion", "embedding"]
+StopType = Literal["none", "eos", "limit", "word"]
+
+
+@dataclass
+class Task:
+    """One generation (or embedding) request, already tokenized and validated."""
+
+    prompt: list[int]
+    params: SamplingParams = field(default_factory=SamplingParams)
+    n_predict: int = -1
+    stop: list[str] = field(default_factory=list)
+    n_keep: int = 0
+    n_discard: int = 0
+    id_slot: int = -1
+    cache_prompt: bool = True
+    kind: TaskKind = "completion"
+    pooling: str = "mean"  # embeddings: none | mean | cls | last
+    normalize: int = 2  # embeddings: -1 none, 0 max-abs, 1 taxicab, 2 euclidean, >2 p-norm
+    # Optional per-task grammar/constraint objects live inside params (the sampler builds them).
+    id: int = -1
+
+
+@dataclass
+class Partial:
+    """Newly generated text (already safe to show: no half characters, no partial stop word)."""
+
+    task_id: int
+    text: str
+    tokens: list[int]
+    probs: list[TokenProb]
+
+
+@dataclass
+class Final:
+    """The end of a task, with everything llama-server reports about it."""
+
+    task_id: int
+    content: str = ""
+    # Text not yet sent as a Partial (held back as a possible stop word, then released).
+    tail: str = ""
+    tokens: list[int] = field(default_factory=list)
+    stop_type: StopType = "none"
+    stopping_word: str = ""
+    truncated: bool = False
+    n_prompt: int = 0
+    n_cached: int = 0
+    n_decoded: int = 0
+    prompt_ms: float = 0.0
+    predicted_ms: float = 0.0
+    seed: int = 0
+    slot_id: int = -1
+    probs: list[TokenProb] = field(default_factory=list)
+    embedding: list[list[float]] | None = None
+    error: str | None = None
+    error_kind: Literal["invalid_request", "context", "server"] = "server"
+
+    @property
+    def timings(self) -> dict[str, float]:
+        pn, dn = self.n_prompt - self.n_cached, self.n_decoded
+        return {
+            "cache_n": self.n_cached,
+            "prompt_n": pn,
+            "prompt_ms": self.prompt_ms,
+            "prompt_per_token_ms": self.prompt_ms / pn if pn else 0.0,
+            "prompt_per_second": 1e3 * pn / self.prompt_ms if self.prompt_ms else 0.0,
+            "predicted_n": dn,
+            "predicted_ms": self.predicted_ms,
+            "predicted_per_token_ms": self.predicted_ms / dn if dn else 0.0,
+            "predicted_per_second": 1e3 * dn / self.predicted_ms if self.predicted_ms else 0.0,
+        }
+
+
+Event = Partial | Final
+Emit = Callable[[Event], None]
+
+
+@dataclass
+class Metrics:
+    """Counters behind /metrics (llama-server's names without the prefix)."""
+
+    prompt_tokens_total: int = 0
+    prompt_seconds_total: float = 0.0
+    tokens_predicted_total: int = 0
+    predicted_seconds_total: float = 0.0
+    n_decode_total: int = 0
+    n_busy_slots_total: int = 0
+
+
+class Scheduler:
+    """N slots over one model; `step()` advances every busy slot by one forward pass."""
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        n_batch: int = 2048,
+        context_shift: bool = True,
+        slot_prompt_similarity: float = 0.5,
+        n_predict_default: int = -1,
+    ) -> None:
+        self.model = model
+        self.n_batch = max(1, n_batch)
+        self.context_shift = context_shift
+        self.slot_prompt_similarity = slot_prompt_similarity
+        self.n_predict_default = n_predict_default
+        self.slots = [Slot(i, model.n_ctx_seq) for i in range(model.n_seq)]
+        self.queue: deque[tuple[Task, Emit]] = deque()
+        self._cancelled: deque[int] = deque()
+        self._next_id = 0
+        self.metrics = Metrics()
+        self.deferred = 0
+
+    # -- requests (thread-safe: deque appends only) -------------------------------------
+    def submit(self, task: Task, emit: Emit) -> int:
+        self._next_id += 1
+        task.id = self._next_id
+        self.queue.append((task, emit))
+        return task.id
+
+    def cancel(self, task_id: int) -> None:
+        self._cancelled.append(task_id)
+
+    def has_work(self) -> bool:
+        return bool(self.queue) or bool(self._cancelled) or any(s.busy for s in self.slots)
+
+    @property
+    def n_busy(self) -> int:
+        return sum(1 for s in self.slots if s.busy)
+
+    # -- the step -------------------------------------------------------------------
+    def step(self) -> bool:
+        """Do one round of work; return False when there was nothing to do."""
+        self._apply_cancellations()
+        self._assign_queued()
+        busy = [s for s in self.slots if s.busy]
+        if not busy:
+            return bool(self.queue)
+        for slot in busy:
+            if slot.task is not None and slot.task.kind == "embedding":
+                self._run_embedding(slot)
+        batch, owners = self._build_batch()
+        if not batch.chunks:
+            return True
+        t0 = time.perf_counter()
+        try:
+            logits = self.model.decode(batch)
+        except PyllamaError as exc:
+            for slot in owners:
+                self._fail(slot, str(exc), "invalid_request")
+            return True
+        dt = time.perf_counter() - t0
+        self.metrics.n_decode_total += 1
+        self.metrics.n_busy_slots_total += len(owners)
+        row = 0
+        n_tok = batch.n_tokens
+        for chunk, slot in zip(batch.chunks, owners, strict=True):
+            share = dt * len(chunk.tokens) / n_tok
+            if slot.generating:
+                slot.t_predict += share
+            else:
+                slot.t_prompt += share
+                slot.n_past = chunk.pos + len(chunk.tokens)
+            slot.cache_tokens = slot.cache_tokens[: chunk.pos] + chunk.tokens
+            if chunk.output == "none":
+                continue
+            self._after_logits(slot, logits[row])
+            row += 1
+        return True
+
+    # -- assignment ----------------------------------------------------------------------
+    def _apply_cancellations(self) -> None:
+        while self._cancelled:
+            tid = self._cancelled.popleft()
+            self.queue = deque((t, e) for t, e in self.queue if t.id != tid)
+            for slot in self.slots:
+                if slot.task is not None and slot.task.id == tid:
+                    slot.release()
+
+    def _pick_slot(self, task: Task) -> Slot | None:
+        idle = [s for s in self.slots if not s.busy]
+        if task.id_slot >= 0:
+            if task.id_slot >= len(self.slots):
+                raise InvalidRequestError(f"id_slot {task.id_slot} out of range (0..{len(self.slots) - 1})")
+            s = self.slots[task.id_slot]
+            return None if s.busy else s
+        if not idle:
+            return None
+        if task.cache_prompt and task.prompt:
+            best, best_len = None, 0
+            for s in idle:
+                n = s.common_prefix(task.prompt)
+                if n > best_len:
+                    best, best_len = s, n
+            if best is not None and best_len / len(task.prompt) >= self.slot_prompt_similarity:
+                return best
+        return min(idle, key=lambda s: s.t_last_used)
+
+    def _assign_queued(self) -> None:
+        waiting: deque[tuple[Task, Emit]] = deque()
+        while self.queue:
+            task, emit = self.queue.popleft()
+            try:
+                slot = self._pick_slot(task)
+            except PyllamaError as exc:
+                emit(Final(task.id, error=str(exc), error_kind="invalid_request"))
+                continue
+            if slot is None:
+                waiting.append((task, emit))
+                continue
+            try:
+                self._start(slot, task, emit)
+            except PyllamaError as exc:
+                kind: Literal["invalid_request", "context"] = (
+                    "context" if isinstance(exc, ContextFullError) else "invalid_request"
+                )
+                emit(Final(task.id, error=str(exc), error_kind=kind, slot_id=slot.id))
+                slot.release()
+        self.queue = waiting
+        self.deferred = len(waiting)
+
+    def _start(self, slot: Slot, task: Task, emit: Emit) -> None:
+        model = self.model
+        if not task.prompt:
+            raise InvalidRequestError("the prompt is empty")
+        if len(task.prompt) >= slot.n_ctx and task.kind == "completion":
+            raise ContextFullError(
+                f"the request ({len(task.prompt)} tokens) exceeds the available context size "
+                f"({slot.n_ctx} tokens), try increasing it"
+            )
+        if len(task.prompt) > slot.n_ctx:
+            raise ContextFullError(
+                f"input ({len(task.prompt)} tokens) is larger than the max context size ({slot.n_ctx} tokens)"
+            )
+        tok = model.tokenizer
+        sampler = None
+        if task.kind == "completion":
+            sampler = Sampler(
+                task.params,
+                model.n_vocab,
+                eog_ids=tok.eog_ids,
+                token_pieces=tok.pieces_bytes() if hasattr(tok, "pieces_bytes") else None,
+                n_ctx=slot.n_ctx,
+            )
+        n_cached = slot.common_prefix(task.prompt) if task.cache_prompt and task.kind == "completion" else 0
+        # Always evaluate at least the last prompt token so there are logits to sample from.
+        n_cached = min(n_cached, len(task.prompt) - 1)
+        model.kv.truncate(slot.id, n_cached)
+        slot.begin(task, emit, sampler, n_cached, tok)
+        if task.n_predict < 0 and self.n_predict_default >= 0:
+            slot.n_predict = self.n_predict_default
+        if sampler is not None:
+            sampler.accept_prompt(task.prompt)
+
+    # -- batching ------------------------------------------------------------------------
+    def _build_batch(self) -> tuple[Batch, list[Slot]]:
+        batch = Batch()
+        owners: list[Slot] = []
+        budget = self.n_batch
+        # Decode tokens first: one per generating slot keeps every stream moving.
+        for slot in self.slots:
+            if slot.busy and slot.generating and slot.next_token is not None:
+                if slot.n_past + 1 > slot.n_ctx:
+                    self._shift_or_stop(slot)
+                    if not slot.busy:
+                        continue
+                batch.chunks.append(SeqChunk(slot.id, [slot.next_token], slot.n_past, "last"))
+                owners.append(slot)
+                slot.n_past += 1
+                budget -= 1
+        for slot in self.slots:
+            if budget <= 0:
+                break
+            if slot.busy and not slot.generating and slot.task is not None and slot.task.kind == "completion":
+                rest = slot.task.prompt[slot.n_past :]
+                take = rest[:budget]
+                last = len(take) == len(rest)
+                batch.chunks.append(SeqChunk(slot.id, take, slot.n_past, "last" if last else "none"))
+                owners.append(slot)
+                budget -= len(take)
+        return batch, owners
+
+    def _shift_or_stop(self, slot: Slot) -> None:
+        task = slot.task
+        assert task is not None
+        if not self.context_shift:
+            slot.truncated = True
+            self._finish(slot, "limit")
+            return
+        n_keep = len(task.prompt) if task.n_keep < 0 else task.n_keep
+        if self.model.tokenizer.add_bos:
+            n_keep += 1
+        n_keep = min(slot.n_ctx - 4, n_keep)
+        n_left = slot.n_past - n_keep
+        n_discard = task.n_discard if task.n_discard else n_left // 2
+        n_discard = max(0, min(n_discard, n_left - 1))
+        self.model.kv.shift(slot.id, n_keep, n_discard, self.model.net.rerotate_keys)
+        slot.cache_tokens = slot.cache_tokens[:n_keep] + slot.cache_tokens[n_keep + n_discard :]
+        slot.n_past -= n_discard
+        slot.truncated = True
+
+    # -- after the forward pass ---------------------------------------------------------------
+    def _after_logits(self, slot: Slot, logits: np.ndarray[Any, np.dtype[np.float32]]) -> None:
+        task, sampler = slot.task, slot.sampler
+        assert task is not None and sampler is not None
+        if not slot.generating:
+            slot.generating = True
+            slot.t_prompt_done = time.perf_counter()
+        try:
+            token = sampler.sample(logits)
+        except PyllamaError as exc:
+            self._fail(slot, str(exc), "invalid_request")
+            return
+        sampler.accept(token)
+        prob = slot.token_prob(sampler, logits, token)
+        is_eog = token in self.model.tokenizer.eog_ids and not task.params.ignore_eos
+        if is_eog:
+            self._finish(slot, "eos")
+            return
+        slot.add_token(token, prob)
+        if slot.stop.stopped_word is not None:
+            self._finish(slot, "word")
+            return
+        if slot.n_predict >= 0 and slot.n_decoded >= slot.n_predict:
+            self._finish(slot, "limit")
+            return
+        if not self.context_shift and slot.n_past + 1 >= slot.n_ctx:
+            slot.truncated = True
+            self._finish(slot, "limit")
+            return
+        slot.next_token = token
+
+    def _finish(self, slot: Slot, stop_type: StopType) -> None:
+        final = slot.final(stop_type)
+        m = self.metrics
+        m.prompt_tokens_total += final.n_prompt - final.n_cached
+        m.prompt_seconds_total += final.prompt_ms / 1e3
+        m.tokens_predicted_total += final.n_decoded
+        m.predicted_seconds_total += final.predicted_ms / 1e3
+        emit = slot.emit
+        slot.release()
+        if emit is not None:
+            emit(final)
+
+    def _fail(self, slot: Slot, message: str, kind: Literal["invalid_request", "context", "server"]) -> None:
+        emit, tid = slot.emit, slot.task.id if slot.task else -1
+        slot.release()
+        if emit is not None:
+            emit(Final(tid, error=message, error_kind=kind, slot_id=slot.id))
+
+    def _run_embedding(self, slot: Slot) -> None:
+        """Embeddings are stateless: evaluate the whole input at once, pool, normalise, release."""
+        task = slot.task
+        assert task is not None
+        t0 = time.perf_counter()
+        self.model.kv.truncate(slot.id, 0)
+        try:
+            hidden = self.model.hidden(Batch([SeqChunk(slot.id, task.prompt, 0, "all")]))
+        except PyllamaError as exc:
+            self._fail(slot, str(exc), "invalid_request")
+            return
+        self.model.kv.truncate(slot.id, 0)
+        from pyllama.embeddings import normalize, pool
+
+        vectors = pool(hidden, task.pooling)
+        final = Final(
+            task.id,
+            n_prompt=len(task.prompt),
+            prompt_ms=1e3 * (time.perf_counter() - t0),
+            slot_id=slot.id,
+            embedding=[normalize(v, task.normalize).tolist() for v in vectors],
+        )
+        self.metrics.prompt_tokens_total += len(task.prompt)
+        emit = slot.emit
+        slot.cache_tokens = []
+        slot.release()
+        if emit is not None:
+            emit(final)

@@ -1,0 +1,199 @@
+"""One slot: a sequence in the KV cache and the generation state of the task it serves."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pyllama.stop_strings import StopMatcher
+
+if TYPE_CHECKING:
+    from pyllama.sampling import Sampler
+    from pyllama.scheduler import Emit, Final, StopType, Task
+    from pyllama.tokenizer import Tokenizer
+
+
+@dataclass
+class TokenProb:
+    """A generated token with its probability and the top alternatives (for n_probs)."""
+
+    id: int
+    text: str
+    raw: bytes
+    prob: float
+    top: list[tuple[int, str, bytes, float]] = field(default_factory=list)
+    post_sampling: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """llama-server's completion_probabilities entry (logprob form unless post-sampling)."""
+        if self.post_sampling:
+            return {
+                "id": self.id, "token": self.text, "bytes": list(self.raw), "prob": self.prob,
+                "top_probs": [{"id": i, "token": t, "bytes": list(b), "prob": p} for i, t, b, p in self.top],
+            }
+        return {
+            "id": self.id, "token": self.text, "bytes": list(self.raw), "logprob": _log(self.prob),
+            "top_logprobs": [
+                {"id": i, "token": t, "bytes": list(b), "logprob": _log(p)} for i, t, b, p in self.top
+            ],
+        }
+
+
+def _log(p: float) -> float:
+    return float(np.log(p)) if p > 0 else float("-inf")
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    x = np.asarray(a[:n]) != np.asarray(b[:n])
+    hit = np.flatnonzero(x)
+    return int(hit[0]) if hit.size else n
+
+
+class Slot:
+    def __init__(self, slot_id: int, n_ctx: int) -> None:
+        self.id = slot_id
+        self.n_ctx = n_ctx
+        self.cache_tokens: list[int] = []
+        self.t_last_used = 0.0
+        self._clear()
+
+    def _clear(self) -> None:
+        self.task: Task | None = None
+        self.emit: Emit | None = None
+        self.sampler: Sampler | None = None
+        self.tokenizer: Tokenizer | None = None
+        self.generating = False
+        self.next_token: int | None = None
+        self.n_past = 0
+        self.n_cached = 0
+        self.n_decoded = 0
+        self.n_predict = -1
+        self.truncated = False
+        self.generated: list[int] = []
+        self.probs: list[TokenProb] = []
+        self.pending_tokens: list[int] = []
+        self.pending_probs: list[TokenProb] = []
+        self.stop = StopMatcher([])
+        self.decoder: Any = None
+        self.t_start = 0.0
+        self.t_prompt = 0.0
+        self.t_predict = 0.0
+        self.t_prompt_done = 0.0
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None
+
+    def common_prefix(self, prompt: list[int]) -> int:
+        return common_prefix(self.cache_tokens, prompt)
+
+    def begin(self, task: Task, emit: Emit, sampler: Sampler | None, n_cached: int, tokenizer: Tokenizer) -> None:
+        from pyllama.tokenizer import IncrementalDecoder
+
+        self._clear()
+        self.task, self.emit, self.sampler, self.tokenizer = task, emit, sampler, tokenizer
+        self.n_past = n_cached
+        self.n_cached = n_cached
+        self.cache_tokens = self.cache_tokens[:n_cached]
+        self.n_predict = task.n_predict
+        self.stop = StopMatcher(task.stop)
+        self.decoder = IncrementalDecoder(tokenizer)
+        self.t_start = time.perf_counter()
+
+    def release(self) -> None:
+        self.t_last_used = time.perf_counter()
+        self._clear()
+
+    def token_prob(self, sampler: Sampler, logits: np.ndarray[Any, Any], token: int) -> TokenProb | None:
+        task, tok = self.task, self.tokenizer
+        assert task is not None and tok is not None
+        n = task.params.n_probs
+        if n <= 0:
+            return None
+
+        def entry(i: int, p: float) -> tuple[int, str, bytes, float]:
+            raw = tok.token_to_piece(i, special=True)
+            return (i, raw.decode("utf-8", errors="replace"), raw, p)
+
+        if task.params.post_sampling_probs:
+            top = [entry(i, p) for i, p in sampler.post_sampling_probs(n)]
+            p_tok = sampler.last_token_post_prob()
+        else:
+            top = [entry(i, p) for i, p in sampler.probs(logits, n)]
+            p_tok = sampler.token_prob(logits, token)
+        _, text, raw, _ = entry(token, p_tok)
+        return TokenProb(token, text, raw, p_tok, top, task.params.post_sampling_probs)
+
+    def add_token(self, token: int, prob: TokenProb | None) -> None:
+        """Record a generated token; emit whatever text became safe to show."""
+        from pyllama.scheduler import Partial
+
+        self.generated.append(token)
+        self.cache_tokens.append(token)
+        self.n_decoded += 1
+        self.pending_tokens.append(token)
+        if prob is not None:
+            self.probs.append(prob)
+            self.pending_probs.append(prob)
+        piece = self.decoder.feed(token)
+        text = self.stop.feed(piece) if piece else ""
+        if text and self.emit is not None and self.task is not None:
+            self.emit(Partial(self.task.id, text, self.pending_tokens, self.pending_probs))
+            self.pending_tokens, self.pending_probs = [], []
+
+    def final(self, stop_type: StopType) -> Final:
+        from pyllama.scheduler import Final
+
+        task = self.task
+        assert task is not None
+        if stop_type != "word":
+            rest = self.decoder.flush() if self.decoder is not None else ""
+            if rest:
+                self.stop.feed(rest)
+        tail = self.stop.flush() if stop_type != "word" else ""
+        now = time.perf_counter()
+        return Final(
+            task.id,
+            content=self.stop.text,
+            tail=tail,
+            tokens=list(self.generated),
+            stop_type=stop_type,
+            stopping_word=self.stop.stopped_word or "",
+            truncated=self.truncated,
+            n_prompt=len(task.prompt),
+            n_cached=self.n_cached,
+            n_decoded=self.n_decoded,
+            prompt_ms=1e3 * self.t_prompt,
+            predicted_ms=1e3 * (self.t_predict if self.t_predict else max(0.0, now - self.t_prompt_done)),
+            seed=self.sampler.seed if self.sampler is not None else 0,
+            slot_id=self.id,
+            probs=list(self.probs),
+        )
+
+    def info(self) -> dict[str, Any]:
+        """The /slots entry."""
+        task = self.task
+        return {
+            "id": self.id,
+            "id_task": task.id if task else -1,
+            "n_ctx": self.n_ctx,
+            "speculative": False,
+            "is_processing": self.busy,
+            "n_past": self.n_past,
+            "n_cached_tokens": len(self.cache_tokens),
+            "next_token": {
+                "has_next_token": self.busy,
+                "has_new_line": False,
+                "n_remain": (self.n_predict - self.n_decoded) if self.n_predict >= 0 else -1,
+                "n_decoded": self.n_decoded,
+                "stopping_word": self.stop.stopped_word or "",
+            },
+        }
+
+
