@@ -10,7 +10,7 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from pyllama.errors import ModelLoadError
 from pyllama.quant import SUPPORTED_TYPES, dequantize, repack
-from tests.quant.helpers import ALL_TYPES, random_tensor_bytes
+from pyllama.quant.synthetic import ALL_TYPES, random_tensor_bytes
 
 SHAPES_IN_BLOCKS = [(1, 1), (3, 2), (17, 5), (2, 3, 4)]
 

@@ -14,7 +14,7 @@ from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.gguf_file import TensorInfo
 from pyllama.linear import Linear, ScratchPool, set_matmul_backend
 from pyllama.quant import matmul as matmul_mod
-from tests.quant.helpers import random_tensor_bytes
+from pyllama.quant.synthetic import random_tensor_bytes
 
 T = GGMLQuantizationType
 QUANTIZABLE = [T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0]

@@ -1,4 +1,4 @@
-"""Random but valid raw tensor bytes for every supported ggml type."""
+"""Random but valid raw tensor bytes for every supported ggml type (tests, benchmarks)."""
 
 from __future__ import annotations
 
