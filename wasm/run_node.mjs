@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Run the unchanged pyllama engine under Pyodide in Node.js.
 //
-//   node wasm/run_node.mjs DIST MODEL.gguf [--prompt TEXT] [-n N] [--chat] [--json]
-//        [--temp T] [--seed S] [--top-k K] [--n-probs K] [-c N_CTX] [--info] [--tokens-in JSON]
+//   node wasm/run_node.mjs DIST MODEL.gguf [--prompt TEXT]... [-n N] [--chat] [--json] [--ignore-eos]
+//        [--temp T] [--seed S] [--top-k K] [--n-probs K] [-c N_CTX] [--weights packed|dense]
+//        [--info] [--tokens-in JSON]
 //
 // DIST is a directory assembled by `python wasm/build.py` (Pyodide core + numpy + the pure
 // wheels + the pyllama wheel, all listed in its pyodide-lock.json, so nothing comes from the
@@ -11,9 +12,9 @@
 // The session glue (tokenize, template, sample, detokenize) is web/pyllama_session.py, the
 // same file the browser worker runs, so Node exercises the browser's code path.
 //
-// Prints generated text as it streams (and tok/s on stderr); with --json prints one JSON
-// object: {tokens, text, n_prompt, prompt_tokens, load_ms, prompt_ms, predicted_ms,
-// predicted_per_second, boot_ms, info}.
+// --prompt may be repeated (the model is loaded once). Prints generated text as it streams
+// (tok/s on stderr); with --json prints one JSON object: {boot_ms, load_ms, info, results:
+// [{prompt, tokens, text, prompt_tokens, stop_type, timings}]}.
 import { readFileSync, statSync, openSync, readSync, closeSync } from "node:fs";
 import path from "node:path";
 import { pathToFileURL, fileURLToPath } from "node:url";
@@ -23,20 +24,22 @@ const SESSION_PY = path.join(HERE, "..", "web", "pyllama_session.py");
 
 function usage(msg) {
   if (msg) console.error(`run_node.mjs: ${msg}`);
-  console.error("usage: node wasm/run_node.mjs DIST MODEL.gguf [--prompt TEXT] [-n N] [--chat] [--json] " +
-    "[--temp T] [--seed S] [--top-k K] [--n-probs K] [-c N_CTX] [--info] [--tokens-in JSON]");
+  console.error("usage: node wasm/run_node.mjs DIST MODEL.gguf [--prompt TEXT]... [-n N] [--chat] [--json] " +
+    "[--ignore-eos] [--temp T] [--seed S] [--top-k K] [--n-probs K] [-c N_CTX] [--weights packed|dense] " +
+    "[--info] [--tokens-in JSON]");
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const a = { pos: [], prompt: "Hello", n: 16, chat: false, json: false, temp: 0, seed: 42, topK: 40,
+  const a = { pos: [], prompts: [], ignoreEos: false, n: 16, chat: false, json: false, temp: 0, seed: 42, topK: 40,
     nProbs: 0, nCtx: 512, info: false, tokensIn: null, weights: "packed" };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const val = () => { if (i + 1 >= argv.length) usage(`${k} needs a value`); return argv[++i]; };
     const num = () => { const v = Number(val()); if (!Number.isFinite(v)) usage(`${k} needs a number`); return v; };
     switch (k) {
-      case "--prompt": case "-p": a.prompt = val(); break;
+      case "--prompt": case "-p": a.prompts.push(val()); break;
+      case "--ignore-eos": a.ignoreEos = true; break;
       case "-n": case "--n-predict": a.n = num(); break;
       case "--chat": a.chat = true; break;
       case "--json": a.json = true; break;
@@ -89,7 +92,14 @@ while (off < modelSize) {
 }
 closeSync(fd);
 pybuf.destroy();
-const info = session.load(path.basename(modelPath), args.nCtx, args.weights).toJs({ dict_converter: Object.fromEntries });
+let info;
+try {
+  info = session.load(path.basename(modelPath), args.nCtx, args.weights).toJs({ dict_converter: Object.fromEntries });
+} catch (e) {
+  const lines = String(e.message ?? e).trim().split("\n");
+  console.error(`run_node.mjs: ${lines[lines.length - 1]}`);
+  process.exit(1);
+}
 const loadMs = performance.now() - t1;
 if (args.info) {
   const out = { boot_ms: bootMs, load_ms: loadMs, info };
@@ -97,32 +107,46 @@ if (args.info) {
   process.exit(0);
 }
 
-const request = {
-  prompt: args.tokensIn ?? args.prompt, n_predict: args.n, temperature: args.temp, seed: args.seed,
-  top_k: args.topK, n_probs: args.nProbs, ignore_eos: true,
-};
-if (args.chat) request.messages = [{ role: "user", content: args.prompt }];
-const pyreq = py.toPy(request);
-session.start(pyreq, args.chat ? "chat" : "completion");
-pyreq.destroy();
-const tokens = [];
-let text = "";
-let final = null;
-for (;;) {
-  const ev = session.step()?.toJs({ dict_converter: Object.fromEntries });
-  if (!ev) break;
-  if (ev.tokens) tokens.push(...ev.tokens);
-  text += ev.content ?? "";
-  if (!args.json && ev.content) process.stdout.write(ev.content);
-  if (ev.stop) { final = ev; break; }
+async function runOne(prompt) {
+  const request = {
+    prompt: args.tokensIn ?? prompt, n_predict: args.n, temperature: args.temp, seed: args.seed,
+    top_k: args.topK, n_probs: args.nProbs, ignore_eos: args.ignoreEos,
+  };
+  if (args.chat) request.messages = [{ role: "user", content: prompt }];
+  const pyreq = py.toPy(request);
+  try { session.start(pyreq, args.chat ? "chat" : "completion"); } finally { pyreq.destroy(); }
+  const tokens = [];
+  let text = "";
+  let final = null;
+  for (;;) {
+    const pyev = session.step();
+    const ev = pyev?.toJs({ dict_converter: Object.fromEntries });
+    pyev?.destroy();
+    if (!ev) break;
+    if (ev.tokens) tokens.push(...ev.tokens);
+    text += ev.content ?? "";
+    if (!args.json && ev.content) process.stdout.write(ev.content);
+    if (ev.stop) { final = ev; break; }
+  }
+  const t = final?.timings ?? {};
+  if (!args.json) {
+    process.stdout.write("\n");
+    console.error(`[pyodide] prompt ${t.prompt_n} tok in ${(t.prompt_ms ?? 0).toFixed(0)} ms, ` +
+      `${tokens.length} tok at ${(t.predicted_per_second ?? 0).toFixed(2)} tok/s (stop: ${final?.stop_type})`);
+  }
+  return { prompt, tokens, text, prompt_tokens: final?.prompt_tokens ?? [], stop_type: final?.stop_type, timings: t };
 }
-const t = final?.timings ?? {};
+
+const results = [];
+try {
+  for (const p of args.prompts.length ? args.prompts : ["Hello"]) results.push(await runOne(p));
+} catch (e) {
+  const lines = String(e.message ?? e).trim().split("\n");
+  console.error(`run_node.mjs: ${lines[lines.length - 1]}`);
+  process.exit(1);
+}
 if (args.json) {
-  console.log(JSON.stringify({ tokens, text, n_prompt: t.prompt_n, prompt_tokens: final?.prompt_tokens ?? [],
-    boot_ms: bootMs, load_ms: loadMs, prompt_ms: t.prompt_ms, predicted_ms: t.predicted_ms,
-    predicted_per_second: t.predicted_per_second, info }));
+  console.log(JSON.stringify({ boot_ms: bootMs, load_ms: loadMs, info, results }));
 } else {
-  process.stdout.write("\n");
-  console.error(`[pyodide] boot ${bootMs.toFixed(0)} ms, load ${loadMs.toFixed(0)} ms, prompt ${t.prompt_n} tok ` +
-    `${(t.prompt_ms ?? 0).toFixed(0)} ms, ${tokens.length} tok at ${(t.predicted_per_second ?? 0).toFixed(2)} tok/s`);
+  console.error(`[pyodide] boot ${bootMs.toFixed(0)} ms, model load ${loadMs.toFixed(0)} ms`);
 }
