@@ -55,10 +55,21 @@ def nibbles(packed: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.d
     return out
 
 
-# With BLAS, a matmul of at most this many input rows skips the per-weight scale
-# multiply: it contracts the int8 codes (cast to float32) group by group and applies the
-# scales to the (much smaller) per-group partial sums. Measured 2-3x faster for decode.
-FACTORED_MAX_ROWS = 4
+# How a packed matmul with L input rows treats a tile of int8 codes (measured with
+# pyllama.quant.bench and a formulation sweep, natively and under Pyodide/Node):
+# - "factored": skip the per-weight scale multiply. Contract the codes (cast to float32)
+#   group by group with x and scale the per-group partial sums, which are `group` times
+#   fewer. With BLAS (one batched matmul) this is 2-3x faster than dequantizing for L <= 8.
+# - "codes": under einsum (Pyodide) and L == 1, einsum reads the int8 codes directly
+#   (casting in its own small buffers): 2x faster than dequantizing there.
+# - "dequant": scale the codes into the float32 tile, then one matmul (large L).
+FACTORED_MAX_ROWS = 8
+
+
+def _tile_strategy(n_tokens: int) -> str:
+    if matmul_backend() == "blas":
+        return "factored" if n_tokens <= FACTORED_MAX_ROWS else "dequant"
+    return "codes" if n_tokens == 1 else "dequant"
 
 
 class PackedTensor(ABC):
@@ -141,18 +152,23 @@ class ScaledCodes(PackedTensor):
         n_rows, n_cols = self.shape
         n_groups, group = self.codes.shape[1:]
         xg = x.reshape(x.shape[0], n_groups, group)
-        factored = matmul_backend() == "blas" and x.shape[0] <= FACTORED_MAX_ROWS
+        strategy = _tile_strategy(x.shape[0])
         step = tile_rows(n_cols)
         for r0 in range(0, n_rows, step):
             r1 = min(n_rows, r0 + step)
+            codes, scale = self.codes[r0:r1], self.scale[r0:r1]
             w = scratch[: (r1 - r0) * n_cols].reshape(r1 - r0, n_groups, group)
-            if factored:
-                np.copyto(w, self.codes[r0:r1])
+            if strategy == "factored":
+                np.copyto(w, codes)
                 # (groups, rows, L): each group's codes times that group's slice of x.
                 partial = np.matmul(w.transpose(1, 0, 2), xg.transpose(1, 2, 0))
-                np.einsum("grl,rg->lr", partial, self.scale[r0:r1, :, 0], out=y[:, r0:r1])
+                np.einsum("grl,rg->lr", partial, scale[:, :, 0], out=y[:, r0:r1])
+            elif strategy == "codes":
+                partial = np.einsum("rgk,lgk->lrg", codes, xg)
+                np.einsum("lrg,rg->lr", partial, scale[:, :, 0], out=y[:, r0:r1])
             else:
-                np.multiply(self.codes[r0:r1], self.scale[r0:r1], out=w)
+                np.copyto(w, codes)
+                np.multiply(w, scale, out=w)
                 matmul_t(x, w.reshape(r1 - r0, n_cols), out=y[:, r0:r1])
         if self.bias is not None:
             y += matmul_t(np.ascontiguousarray(xg.sum(axis=2)), self.bias.reshape(n_rows, n_groups))
