@@ -1,0 +1,17 @@
+"""HTTP routes, one module per endpoint family; `register_routes` mounts them all."""
+
+from __future__ import annotations
+
+from quart import Quart
+
+from asgi.settings import Settings
+
+
+def register_routes(app: Quart, settings: Settings) -> None:
+    from asgi.routes import chat, completions, embeddings, meta, static, tokens
+
+    for module in (meta, tokens, completions, chat, embeddings):
+        app.register_blueprint(module.bp)
+    if settings.static_path is not None and settings.static_path.is_dir():
+        # Registered last: its catch-all path must not shadow the API routes.
+        app.register_blueprint(static.make_blueprint(settings.static_path))

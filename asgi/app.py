@@ -1,0 +1,184 @@
+"""The Quart application: `create_app(settings)` and the module-level `app` Hypercorn imports.
+
+The factory wires what every request passes through, in llama-server's order: CORS
+(pre-flight answered without a key, as browsers send none), the API key check
+(constant-time; /health and /v1/models stay public), then the route, whose errors all
+become the OpenAI error shape here. Routes reach the shared state through
+`server_state()`, never through globals, so tests can build as many apps as they like.
+
+`hypercorn asgi.app:app` builds its settings from the environment (LLAMA_ARG_* and
+PYLLAMA_SERVER_ARGS) the first time the app is called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from quart import Quart, Response, current_app, request
+from werkzeug.exceptions import HTTPException
+
+from asgi.errors import ApiError, Unauthorized, error_body
+from asgi.http import json_response
+from asgi.registry import ModelRegistry
+from asgi.settings import Settings, parse_settings
+from pyllama.errors import ContextFullError, InvalidRequestError, PyllamaError
+
+log = logging.getLogger("asgi")
+
+PUBLIC_PATHS = frozenset({"/health", "/v1/health", "/models", "/v1/models"})
+CORS_METHODS = "GET, POST, DELETE, OPTIONS"
+MAX_BODY_BYTES = 64 << 20
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    registry: ModelRegistry
+    started: float = 0.0
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def server_state() -> ServerState:
+    state: ServerState = current_app.extensions["pyllama"]
+    return state
+
+
+def _origin_is_local(origin: str) -> bool:
+    try:
+        host = urlsplit(origin).hostname
+    except ValueError:
+        return False
+    return host in ("localhost", "127.0.0.1", "::1")
+
+
+def _cors_origin(settings: Settings) -> str | None:
+    origin = request.headers.get("Origin", "")
+    if settings.cors_origins == "*":
+        return origin or "*"  # llama-server echoes the Origin so credentials work
+    if settings.cors_origins == "localhost":
+        return origin if origin and _origin_is_local(origin) else None
+    return settings.cors_origins
+
+
+def _key_is_valid(given: str, keys: list[str]) -> bool:
+    """Compare against every key, always, in constant time per key."""
+    ok = False
+    for key in keys:
+        ok |= hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8"))
+    return ok
+
+
+def _install_middleware(app: Quart) -> None:
+    @app.before_request
+    async def preflight_and_auth() -> Response | None:
+        settings = server_state().settings
+        if request.method == "OPTIONS":
+            response = Response("", status=200, mimetype="text/html")
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+            response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+            response.headers["Access-Control-Allow-Headers"] = "*"
+            return response
+        if not settings.api_keys or request.path in PUBLIC_PATHS:
+            return None
+        if request.method == "GET" and request.endpoint == "static.files":
+            return None  # the web UI must load before the user can type a key
+        given = request.headers.get("Authorization", "") or request.headers.get("X-Api-Key", "")
+        given = given.removeprefix("Bearer ").strip()
+        if not given or not _key_is_valid(given, settings.api_keys):
+            log.warning("unauthorized request to %s (invalid API key)", request.path)
+            raise Unauthorized("Invalid API Key")
+        return None
+
+    @app.after_request
+    async def cors_headers(response: Response) -> Response:
+        origin = _cors_origin(server_state().settings)
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers.setdefault("Server", "pyllama")
+        return response
+
+
+def _install_error_handlers(app: Quart) -> None:
+    @app.errorhandler(ApiError)
+    async def api_error(exc: ApiError) -> Response:
+        return json_response(exc.to_json(), status=exc.status)
+
+    @app.errorhandler(InvalidRequestError)
+    async def invalid_request(exc: InvalidRequestError) -> Response:
+        kind = "exceed_context_size_error" if isinstance(exc, ContextFullError) else "invalid_request_error"
+        return json_response({"error": {"code": 400, "message": str(exc), "type": kind}}, status=400)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        message = "File Not Found" if status == 404 else (exc.description or exc.name)
+        return json_response(error_body(status, message), status=status)
+
+    @app.errorhandler(PyllamaError)
+    async def engine_error(exc: PyllamaError) -> Response:
+        log.error("engine error on %s: %s", request.path, exc)
+        return json_response(error_body(500, str(exc)), status=500)
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.path)
+        return json_response(error_body(500, f"internal error: {type(exc).__name__}: {exc}"), status=500)
+
+
+def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Quart:
+    """A ready-to-serve app for `settings` (models load when serving starts)."""
+    from asgi.routes import register_routes
+
+    app = Quart("pyllama", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["RESPONSE_TIMEOUT"] = None
+    app.config["BODY_TIMEOUT"] = settings.timeout
+    state = ServerState(settings=settings, registry=registry or ModelRegistry(settings))
+    app.extensions["pyllama"] = state
+    _install_middleware(app)
+    _install_error_handlers(app)
+    register_routes(app, settings)
+
+    @app.before_serving
+    async def start_models() -> None:
+        import time
+
+        state.started = time.time()
+        state.background.append(asyncio.create_task(state.registry.start()))
+
+    @app.after_serving
+    async def stop_models() -> None:
+        for task in state.background:
+            task.cancel()
+        await asyncio.to_thread(state.registry.stop)
+
+    return app
+
+
+class _LazyApp:
+    """`hypercorn asgi.app:app`: build the real app from the environment on first use."""
+
+    def __init__(self) -> None:
+        self._app: Quart | None = None
+
+    def _get(self) -> Quart:
+        if self._app is None:
+            from asgi.main import configure_logging
+
+            settings = parse_settings([], os.environ)
+            configure_logging(settings)
+            self._app = create_app(settings)
+        return self._app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._get()(scope, receive, send)
+
+
+app = _LazyApp()

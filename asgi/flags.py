@@ -1,0 +1,224 @@
+"""llama-server's command-line flags, as one table: names, type, LLAMA_ARG_* variable, help.
+
+A table (rather than a hundred `add_argument` calls) keeps the flag set easy to compare
+with llama-server's `--help`, and lets the environment and the command line share one
+parser: every variable is read first, the command line then overrides it, exactly as
+llama.cpp's common_params_parse does. Flags that make sense only for a GPU or a C
+build are accepted and ignored with a note, so existing scripts keep working; flags that
+would download a model are refused, because pyllama never fetches from a model hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+# kinds: str int float flag (store_true) noflag (store_false) list (repeatable str) toggle (--x/--no-x)
+KINDS = ("str", "int", "float", "flag", "noflag", "list", "toggle")
+
+
+@dataclass(frozen=True)
+class Flag:
+    names: tuple[str, ...]
+    dest: str
+    kind: str
+    help: str
+    env: str | None = None
+    metavar: str | None = None
+    ignored: bool = False  # accepted for compatibility, has no effect here
+    refused: str | None = None  # accepted by the parser, then refused with this reason
+
+
+def _f(names: str, dest: str, kind: str, help: str, env: str | None = None, **kw: Any) -> Flag:
+    return Flag(tuple(names.split()), dest, kind, help, env, **kw)
+
+
+NO_HUB = "pyllama never downloads models from a hub; download the GGUF yourself and pass -m FILE"
+
+FLAGS: list[Flag] = [
+    # model
+    _f("-m --model", "model", "str", "model path (default: the packaged SmolLM2-135M-Instruct)", "LLAMA_ARG_MODEL", metavar="FNAME"),
+    _f("-a --alias", "alias", "str", "model name in API responses (comma-separated aliases allowed)", "LLAMA_ARG_ALIAS"),
+    _f("--tags", "tags", "str", "comma-separated model tags shown in /v1/models", "LLAMA_ARG_TAGS"),
+    _f("-mu --model-url", "model_url", "str", "model download url (refused)", "LLAMA_ARG_MODEL_URL", refused=NO_HUB),
+    _f("-hf -hfr --hf-repo", "hf_repo", "str", "Hugging Face repository (refused)", "LLAMA_ARG_HF_REPO", refused=NO_HUB),
+    _f("-hff --hf-file", "hf_file", "str", "Hugging Face file (refused)", "LLAMA_ARG_HF_FILE", refused=NO_HUB),
+    _f("-hft --hf-token", "hf_token", "str", "Hugging Face token (refused)", "HF_TOKEN", refused=NO_HUB),
+    _f("--weights", "weights", "str", "weight layout: auto, dense (float32, fastest) or packed (quantized, low memory)", "PYLLAMA_WEIGHTS"),
+    _f("--config-file --config_file", "config_file", "str", "JSON/YAML file: host, port and a `models` list (multi-model)", "PYLLAMA_CONFIG_FILE"),
+    _f("--models-max", "models_max", "int", "most models kept loaded at once with --config-file (default: 4)", "LLAMA_ARG_MODELS_MAX"),
+    _f("--models-memory-mb", "models_memory_mb", "int", "memory budget for loaded models in MiB (0 = no limit)", "PYLLAMA_MODELS_MEMORY_MB"),
+    # context and batching
+    _f("-c --ctx-size", "ctx_size", "int", "context size (default: 0 = from the model)", "LLAMA_ARG_CTX_SIZE"),
+    _f("-n --predict --n-predict", "n_predict", "int", "tokens to predict (default: -1 = until EOS or context end)", "LLAMA_ARG_N_PREDICT"),
+    _f("-b --batch-size", "batch_size", "int", "logical maximum batch size (default: 2048)", "LLAMA_ARG_BATCH"),
+    _f("-ub --ubatch-size", "ubatch_size", "int", "physical maximum batch size (default: 512)", "LLAMA_ARG_UBATCH"),
+    _f("--keep", "keep", "int", "tokens kept from the prompt when the context shifts (default: 0, -1 = all)"),
+    _f("-np --parallel", "parallel", "int", "number of slots (default: 1)", "LLAMA_ARG_N_PARALLEL"),
+    _f("-cb --cont-batching", "cont_batching", "toggle", "continuous batching (default: on)", "LLAMA_ARG_CONT_BATCHING"),
+    _f("-nocb", "cont_batching", "noflag", "disable continuous batching"),
+    _f("--context-shift", "context_shift", "toggle", "shift the context when it fills (default: on)", "LLAMA_ARG_CONTEXT_SHIFT"),
+    _f("--kv-unified", "kv_unified", "toggle", "one KV buffer shared by all slots", "LLAMA_ARG_KV_UNIFIED"),
+    _f("-sps --slot-prompt-similarity", "slot_prompt_similarity", "float", "prompt similarity needed to reuse a slot (default: 0.5)"),
+    _f("--cache-prompt", "cache_prompt", "toggle", "reuse the cached prompt prefix (default: on)", "LLAMA_ARG_CACHE_PROMPT"),
+    _f("-ctk --cache-type-k", "cache_type_k", "str", "KV cache type for K (default: f16)", "LLAMA_ARG_CACHE_TYPE_K"),
+    _f("-ctv --cache-type-v", "cache_type_v", "str", "KV cache type for V (default: f16)", "LLAMA_ARG_CACHE_TYPE_V"),
+    # sampling defaults (requests override them)
+    _f("-s --seed", "seed", "int", "RNG seed (default: -1 = random)"),
+    _f("--temp --temperature", "temperature", "float", "temperature (default: 0.8)", "LLAMA_ARG_TEMPERATURE"),
+    _f("--top-k", "top_k", "int", "top-k sampling (default: 40, 0 = disabled)", "LLAMA_ARG_TOP_K"),
+    _f("--top-p", "top_p", "float", "top-p sampling (default: 0.95, 1.0 = disabled)", "LLAMA_ARG_TOP_P"),
+    _f("--min-p", "min_p", "float", "min-p sampling (default: 0.05, 0.0 = disabled)", "LLAMA_ARG_MIN_P"),
+    _f("--top-nsigma --top-n-sigma", "top_n_sigma", "float", "top-n-sigma sampling (default: -1 = disabled)"),
+    _f("--xtc-probability", "xtc_probability", "float", "XTC probability (default: 0.0)"),
+    _f("--xtc-threshold", "xtc_threshold", "float", "XTC threshold (default: 0.1)"),
+    _f("--typical", "typical_p", "float", "locally typical sampling p (default: 1.0 = disabled)"),
+    _f("--repeat-last-n", "repeat_last_n", "int", "last n tokens penalized (default: 64)"),
+    _f("--repeat-penalty", "repeat_penalty", "float", "repeat penalty (default: 1.0 = disabled)", "LLAMA_ARG_REPEAT_PENALTY"),
+    _f("--presence-penalty", "presence_penalty", "float", "presence penalty (default: 0.0)", "LLAMA_ARG_PRESENCE_PENALTY"),
+    _f("--frequency-penalty", "frequency_penalty", "float", "frequency penalty (default: 0.0)", "LLAMA_ARG_FREQUENCY_PENALTY"),
+    _f("--dry-multiplier", "dry_multiplier", "float", "DRY multiplier (default: 0.0 = disabled)"),
+    _f("--dry-base", "dry_base", "float", "DRY base (default: 1.75)"),
+    _f("--dry-allowed-length", "dry_allowed_length", "int", "DRY allowed length (default: 2)"),
+    _f("--dry-penalty-last-n", "dry_penalty_last_n", "int", "DRY penalty window (default: -1 = context)"),
+    _f("--dynatemp-range", "dynatemp_range", "float", "dynamic temperature range (default: 0.0)"),
+    _f("--dynatemp-exp", "dynatemp_exponent", "float", "dynamic temperature exponent (default: 1.0)"),
+    _f("--mirostat", "mirostat", "int", "Mirostat version (0 = off, 1, 2)"),
+    _f("--mirostat-lr", "mirostat_eta", "float", "Mirostat learning rate eta (default: 0.1)"),
+    _f("--mirostat-ent", "mirostat_tau", "float", "Mirostat target entropy tau (default: 5.0)"),
+    _f("--samplers", "samplers", "str", "sampler order separated by ';' (default: penalties;dry;top_n_sigma;top_k;typ_p;top_p;min_p;xtc;temperature)"),
+    _f("--sampling-seq --sampler-seq", "sampling_seq", "str", "sampler order as letters (e.g. edskypmxt)"),
+    _f("--ignore-eos", "ignore_eos", "flag", "ignore end-of-sequence tokens"),
+    _f("--min-keep", "min_keep", "int", "samplers keep at least this many tokens (default: 0)"),
+    _f("-l --logit-bias", "logit_bias", "list", "TOKEN_ID(+/-)BIAS, e.g. 15043+1 (repeatable)"),
+    _f("--grammar", "grammar", "str", "GBNF grammar constraining every generation"),
+    _f("--grammar-file", "grammar_file", "str", "file to read the grammar from"),
+    _f("-j --json-schema", "json_schema", "str", "JSON schema constraining every generation"),
+    _f("-jf --json-schema-file", "json_schema_file", "str", "file to read the JSON schema from"),
+    # rope / context hacking
+    _f("--rope-scaling", "rope_scaling", "str", "RoPE scaling: none, linear or yarn", "LLAMA_ARG_ROPE_SCALING_TYPE"),
+    _f("--rope-scale", "rope_scale", "float", "RoPE context scaling factor", "LLAMA_ARG_ROPE_SCALE"),
+    _f("--rope-freq-base", "rope_freq_base", "float", "RoPE base frequency (default: from the model)", "LLAMA_ARG_ROPE_FREQ_BASE"),
+    _f("--rope-freq-scale", "rope_freq_scale", "float", "RoPE frequency scale", "LLAMA_ARG_ROPE_FREQ_SCALE"),
+    _f("--yarn-orig-ctx", "yarn_orig_ctx", "int", "YaRN original context", "LLAMA_ARG_YARN_ORIG_CTX"),
+    _f("--yarn-ext-factor", "yarn_ext_factor", "float", "YaRN extrapolation mix factor", "LLAMA_ARG_YARN_EXT_FACTOR"),
+    _f("--yarn-attn-factor", "yarn_attn_factor", "float", "YaRN attention factor", "LLAMA_ARG_YARN_ATTN_FACTOR"),
+    _f("--yarn-beta-slow", "yarn_beta_slow", "float", "YaRN beta slow", "LLAMA_ARG_YARN_BETA_SLOW"),
+    _f("--yarn-beta-fast", "yarn_beta_fast", "float", "YaRN beta fast", "LLAMA_ARG_YARN_BETA_FAST"),
+    # embeddings
+    _f("--embedding --embeddings", "embeddings", "flag", "enable the embedding endpoints", "LLAMA_ARG_EMBEDDINGS"),
+    _f("--pooling", "pooling", "str", "embedding pooling: none, mean, cls, last, rank", "LLAMA_ARG_POOLING"),
+    # chat
+    _f("--chat-template", "chat_template", "str", "Jinja chat template or built-in name (chatml, llama2, llama3, gemma, ...)", "LLAMA_ARG_CHAT_TEMPLATE"),
+    _f("--chat-template-file", "chat_template_file", "str", "file holding a Jinja chat template", "LLAMA_ARG_CHAT_TEMPLATE_FILE"),
+    _f("--jinja", "jinja", "toggle", "use Jinja chat templates (always on here)", "LLAMA_ARG_JINJA", ignored=True),
+    _f("-spf --system-prompt-file", "system_prompt_file", "str", "JSON file with a system prompt prepended to every prompt"),
+    # server
+    _f("--host", "host", "str", "address to listen on (default: 127.0.0.1)", "LLAMA_ARG_HOST"),
+    _f("--port", "port", "int", "port to listen on (default: 8080)", "LLAMA_ARG_PORT"),
+    _f("--path", "path", "str", "folder of static files served at / (default: the web UI)", "LLAMA_ARG_STATIC_PATH"),
+    _f("--no-webui --no-ui", "webui", "noflag", "do not serve the web UI", "LLAMA_ARG_UI"),
+    _f("--api-key", "api_key", "list", "API key required as `Authorization: Bearer KEY` (repeatable, or comma-separated)", "LLAMA_API_KEY"),
+    _f("--api-key-file", "api_key_file", "str", "file with one API key per line", "LLAMA_ARG_API_KEY_FILE"),
+    _f("--ssl-key-file", "ssl_key_file", "str", "PEM private key for HTTPS", "LLAMA_ARG_SSL_KEY_FILE"),
+    _f("--ssl-cert-file", "ssl_cert_file", "str", "PEM certificate for HTTPS", "LLAMA_ARG_SSL_CERT_FILE"),
+    _f("-to --timeout", "timeout", "int", "read/write timeout in seconds (default: 600)", "LLAMA_ARG_TIMEOUT"),
+    _f("--metrics", "metrics", "flag", "enable the Prometheus /metrics endpoint", "LLAMA_ARG_ENDPOINT_METRICS"),
+    _f("--slots", "slots", "toggle", "enable the /slots endpoint (default: on)", "LLAMA_ARG_ENDPOINT_SLOTS"),
+    _f("--slots-endpoint-disable", "slots", "noflag", "disable the /slots endpoint (old spelling of --no-slots)"),
+    _f("--props", "props", "flag", "allow POST /props to change global properties", "LLAMA_ARG_ENDPOINT_PROPS"),
+    _f("--slot-save-path", "slot_save_path", "str", "folder for slot save/restore files (enables POST /slots)"),
+    _f("--cors-origins", "cors_origins", "str", "allowed CORS origins (default: *; 'localhost' reflects local origins)", "LLAMA_ARG_CORS_ORIGINS"),
+    _f("--log-format", "log_format", "str", "log format: text or json (default: text)"),
+    _f("-v --verbose --log-verbose", "verbose", "flag", "verbose logging (requests and responses)"),
+    _f("-lv --verbosity --log-verbosity", "verbosity", "int", "log verbosity level", "LLAMA_ARG_LOG_VERBOSITY"),
+    _f("--log-disable", "log_disable", "flag", "disable logging"),
+    # accepted and ignored: GPU and C-build knobs
+    _f("-t --threads", "threads", "int", "CPU threads (NumPy/BLAS decides here)", "LLAMA_ARG_THREADS", ignored=True),
+    _f("-tb --threads-batch", "threads_batch", "int", "batch threads (ignored)", ignored=True),
+    _f("--threads-http", "threads_http", "int", "HTTP threads (ignored: one event loop)", "LLAMA_ARG_THREADS_HTTP", ignored=True),
+    _f("-ngl --gpu-layers --n-gpu-layers", "n_gpu_layers", "str", "GPU layers (ignored: CPU only)", "LLAMA_ARG_N_GPU_LAYERS", ignored=True),
+    _f("-fa --flash-attn", "flash_attn", "str", "flash attention (ignored)", "LLAMA_ARG_FLASH_ATTN", ignored=True),
+    _f("--mlock", "mlock", "flag", "lock the model in RAM (ignored)", ignored=True),
+    _f("--no-mmap", "no_mmap", "flag", "do not memory-map the model (ignored)", ignored=True),
+    _f("--numa", "numa", "str", "NUMA strategy (ignored)", "LLAMA_ARG_NUMA", ignored=True),
+    _f("-dt --defrag-thold", "defrag_thold", "float", "KV defragmentation threshold (ignored)", "LLAMA_ARG_DEFRAG_THOLD", ignored=True),
+    _f("--no-warmup", "no_warmup", "flag", "skip warmup (ignored)", ignored=True),
+]
+
+TRUE_WORDS = {"1", "true", "on", "yes", "enabled"}
+FALSE_WORDS = {"0", "false", "off", "no", "disabled"}
+
+
+def env_bool(value: str, name: str) -> bool:
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"{name}={value!r}: expected true/false, 1/0, on/off")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake prints one line and exits 2 (no usage dump)."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser(prog: str = "pyllama-server") -> OneLineParser:
+    parser = OneLineParser(
+        prog=prog,
+        allow_abbrev=False,
+        description="llama-server compatible HTTP server on pyllama (Quart + Hypercorn).",
+        epilog="Every flag with a LLAMA_ARG_* variable can also be set through the environment.",
+    )
+    for flag in FLAGS:
+        note = " [ignored]" if flag.ignored else " [refused]" if flag.refused else ""
+        env = f" (env: {flag.env})" if flag.env else ""
+        help_text = flag.help + note + env
+        common: dict[str, Any] = {"dest": flag.dest, "help": help_text, "default": argparse.SUPPRESS}
+        if flag.kind == "flag":
+            parser.add_argument(*flag.names, action="store_true", **common)
+        elif flag.kind == "noflag":
+            parser.add_argument(*flag.names, action="store_false", **common)
+        elif flag.kind == "toggle":
+            negated = [n.replace("--", "--no-", 1) for n in flag.names if n.startswith("--")]
+            parser.add_argument(*flag.names, *negated, action=argparse.BooleanOptionalAction, **common)
+        elif flag.kind == "list":
+            parser.add_argument(*flag.names, action="append", metavar=flag.metavar or "VALUE", **common)
+        else:
+            kind = {"str": str, "int": int, "float": float}[flag.kind]
+            parser.add_argument(*flag.names, type=kind, metavar=flag.metavar or "N" if flag.kind != "str" else flag.metavar or "VALUE", **common)
+    return parser
+
+
+def env_values(env: dict[str, str]) -> dict[str, Any]:
+    """Flag values from LLAMA_ARG_* variables (converted like their flags)."""
+    values: dict[str, Any] = {}
+    for flag in FLAGS:
+        if flag.env is None or flag.env not in env or env[flag.env] == "":
+            continue
+        raw = env[flag.env]
+        try:
+            if flag.kind in ("flag", "toggle"):
+                values[flag.dest] = env_bool(raw, flag.env)
+            elif flag.kind == "noflag":
+                # LLAMA_ARG_UI=false means "no web UI": the variable names the positive setting.
+                values[flag.dest] = env_bool(raw, flag.env)
+            elif flag.kind == "list":
+                values[flag.dest] = [raw]
+            elif flag.kind == "int":
+                values[flag.dest] = int(raw)
+            elif flag.kind == "float":
+                values[flag.dest] = float(raw)
+            else:
+                values[flag.dest] = raw
+        except ValueError as exc:
+            raise ValueError(f"{flag.env}={raw!r}: {exc}") from None
+    return values
+
+
+def flag_for(dest: str) -> Flag:
+    return next(f for f in FLAGS if f.dest == dest)

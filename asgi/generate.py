@@ -1,0 +1,142 @@
+"""Running tasks on a model's worker: collect results, or stream events from several tasks.
+
+Every route that generates goes through here, so cancellation is handled once: when the
+client goes away the response generator is closed, the `finally` below cancels every
+task it started, and the scheduler frees their slots at its next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from asgi.errors import ApiError, BadRequest, ContextExceeded, NotSupported
+from asgi.registry import ServedModel
+from asgi.worker import EventStream
+
+_ERROR_KIND: dict[str, type[ApiError]] = {"invalid_request": BadRequest, "context": ContextExceeded}
+
+
+def raise_for_final(final: Any) -> None:
+    if final.error is not None:
+        kind = _ERROR_KIND.get(final.error_kind, ApiError)
+        raise kind(final.error)
+
+
+def merge_partials(a: Any, b: Any) -> Any | None:
+    """Join two pending Partial events of a slow reader into one (never merge a Final)."""
+    from pyllama.scheduler import Partial
+
+    if isinstance(a, Partial) and isinstance(b, Partial):
+        return Partial(a.task_id, a.text + b.text, [*a.tokens, *b.tokens], [*a.probs, *b.probs])
+    return None
+
+
+def submit(served: ServedModel, task: Any) -> EventStream:
+    if served.worker is None:
+        raise NotSupported("text generation is not available: this build has no scheduler")
+    if served.worker.error is not None:
+        raise ApiError(f"the model worker failed: {served.worker.error}")
+    return served.worker.submit(task, merge=merge_partials)
+
+
+@dataclass
+class Tagged:
+    index: int
+    event: Any
+
+
+async def run_all(served: ServedModel, tasks: list[Any]) -> list[Any]:
+    """Submit every task, wait for all finals (in task order); errors raise ApiError."""
+    from pyllama.scheduler import Final
+
+    streams = [submit(served, t) for t in tasks]
+    served.active_requests += 1
+    try:
+
+        async def final_of(stream: EventStream) -> Any:
+            while True:
+                event = await stream.next()
+                if isinstance(event, Final):
+                    return event
+
+        finals = await asyncio.gather(*(final_of(s) for s in streams))
+    finally:
+        served.active_requests -= 1
+        for s in streams:
+            s.cancel()
+    for final in finals:
+        raise_for_final(final)
+    return list(finals)
+
+
+async def stream_all(served: ServedModel, tasks: list[Any]) -> tuple[Tagged, AsyncIterator[Tagged]]:
+    """Start the tasks; return the first event (so an early error is a normal HTTP error)
+    and an iterator over the rest, each tagged with its task index."""
+    from pyllama.scheduler import Final
+
+    streams = [submit(served, t) for t in tasks]
+    queue: asyncio.Queue[Tagged] = asyncio.Queue()
+
+    async def pump(index: int, stream: EventStream) -> None:
+        while True:
+            event = await stream.next()
+            await queue.put(Tagged(index, event))
+            if isinstance(event, Final):
+                return
+
+    pumps = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    served.active_requests += 1
+
+    def cleanup() -> None:
+        served.active_requests -= 1
+        for p in pumps:
+            p.cancel()
+        for s in streams:
+            s.cancel()
+
+    try:
+        first = await queue.get()
+        if isinstance(first.event, Final):
+            raise_for_final(first.event)
+    except BaseException:
+        cleanup()
+        raise
+
+    async def rest() -> AsyncIterator[Tagged]:
+        remaining = len(tasks) - (1 if isinstance(first.event, Final) else 0)
+        try:
+            while remaining:
+                item = await queue.get()
+                if isinstance(item.event, Final):
+                    remaining -= 1
+                yield item
+        finally:
+            cleanup()
+
+    return first, rest()
+
+
+async def sse_events(
+    first: Tagged, rest: AsyncIterator[Tagged], render: Callable[[Tagged], list[str]], done: str | None
+) -> AsyncIterator[str]:
+    """Render tagged events as SSE text; an error mid-stream becomes an error event."""
+    from asgi.http import sse_event
+
+    try:
+        for chunk in render(first):
+            yield chunk
+        async for item in rest:
+            final_error = getattr(item.event, "error", None)
+            if final_error is not None:
+                kind = _ERROR_KIND.get(item.event.error_kind, ApiError)
+                yield sse_event(kind(final_error).to_json())
+                return
+            for chunk in render(item):
+                yield chunk
+        if done is not None:
+            yield done
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,88 @@
+"""Request/response helpers shared by the routes: JSON bodies, JSON replies, SSE framing.
+
+llama-server answers malformed JSON with a 500; here it is a 400 with the parser's
+reason, because the mistake is the client's. SSE framing is llama-server's exactly:
+`data: <json>\\n\\n` per event and `data: [DONE]\\n\\n` to close the OpenAI routes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+from quart import Response, current_app, request
+
+from asgi.errors import BadRequest
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _clean(value: Any) -> Any:
+    """JSON cannot carry NaN/inf; llama-server's dump_safe writes them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        return json.dumps(_clean(value), ensure_ascii=False, separators=(",", ":"))
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    response = current_app.response_class(dumps(value), status=status, mimetype="application/json")
+    response.headers["Content-Type"] = "application/json; charset=utf-8"
+    for key, val in (headers or {}).items():
+        response.headers[key] = val
+    return response
+
+
+async def read_json(*, allow_empty: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object; anything else is a 400 that says what is wrong."""
+    raw = await request.get_data(as_text=False)
+    assert isinstance(raw, bytes)
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise BadRequest("request body is empty: expected a JSON object")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("request body is not valid UTF-8") from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"Invalid JSON in request body: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def sse_event(data: Any) -> str:
+    """One Server-Sent Event; a list becomes one event per item (format_oai_sse)."""
+    if isinstance(data, list):
+        return "".join(f"data: {dumps(item)}\n\n" for item in data)
+    return f"data: {dumps(data)}\n\n"
+
+
+SSE_DONE = "data: [DONE]\n\n"
+
+
+def sse_response(events: AsyncIterator[str]) -> Response:
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in events:
+            yield chunk.encode("utf-8")
+
+    response = current_app.response_class(body(), status=200, mimetype="text/event-stream")
+    response.timeout = None  # a long generation is not a stuck response
+    for key, val in SSE_HEADERS.items():
+        response.headers[key] = val
+    return response

@@ -1,0 +1,111 @@
+"""`pyllama-server`: parse llama-server's flags and serve the app with Hypercorn.
+
+Hypercorn is driven through its Python API (not its CLI) so the flags stay
+llama-server's: --host/--port become the bind address, --ssl-cert-file/--ssl-key-file
+Hypercorn's certfile/keyfile, --timeout its read timeout. SIGINT/SIGTERM stop the server
+gracefully; a bad flag prints one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from asgi.settings import Settings, SettingsError, parse_settings
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
+            "level": record.levelname,
+            "function": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if settings.verbose else logging.INFO)
+
+
+def hypercorn_config(settings: Settings) -> Any:
+    from hypercorn.config import Config
+
+    config = Config()
+    host = settings.host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # IPv6 literal
+    config.bind = [f"{host}:{settings.port}"]
+    if settings.ssl_cert_file is not None and settings.ssl_key_file is not None:
+        config.certfile = str(settings.ssl_cert_file)
+        config.keyfile = str(settings.ssl_key_file)
+    config.read_timeout = settings.timeout
+    config.keep_alive_timeout = min(settings.timeout, 75)
+    config.graceful_timeout = 5
+    config.include_server_header = False
+    config.accesslog = logging.getLogger("asgi.access") if settings.verbose else None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+async def serve(settings: Settings) -> None:
+    from hypercorn.asyncio import serve as hypercorn_serve
+
+    from asgi.app import create_app
+
+    app = create_app(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    scheme = "https" if settings.ssl_cert_file else "http"
+    logging.getLogger("asgi").info(
+        "pyllama-server listening on %s://%s:%d (models: %s)",
+        scheme, settings.host, settings.port, ", ".join(m.name for m in settings.models),
+    )
+    await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=stop.wait)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = parse_settings(args, os.environ)
+    except SettingsError as exc:
+        print(f"pyllama-server: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    log = logging.getLogger("asgi")
+    for name in settings.ignored_flags:
+        log.info("note: %s has no effect in pyllama (accepted for llama-server compatibility)", name)
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:  # e.g. the port is taken
+        print(f"pyllama-server: error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

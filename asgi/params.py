@@ -1,0 +1,371 @@
+"""Completion request fields -> sampling parameters and task limits, checked in one place.
+
+This follows llama-server's schema (server-schema.cpp) field by field: the same names
+and aliases (`max_tokens` for `n_predict`, `n` for `n_cmpl`, `logprobs` for `n_probs`),
+hard limits that reject (`n_predict` below -1) and soft limits that clamp (`top_p` into
+[0, 1]), `null` meaning "use the default". A wrong type or value is a 400 that names the
+field: "Field 'n_predict': Value must be between -1 <= value <= 2147483647, but got -5".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgi.errors import BadRequest
+from pyllama.errors import InvalidRequestError
+from pyllama.sampling import SamplingParams, parse_samplers
+
+INT_MAX = 2**31 - 1
+_JSON_KIND = {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else _JSON_KIND.get(type(value), type(value).__name__)
+
+
+def _int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"Field '{name}': type must be number, but is {_kind(value)}")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadRequest(f"Field '{name}': must be a finite number")
+        value = int(value)
+    return int(value)
+
+
+def _float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"Field '{name}': type must be number, but is {_kind(value)}")
+    return float(value)
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise BadRequest(f"Field '{name}': type must be boolean, but is {_kind(value)}")
+    return value
+
+
+def _hard(name: str, value: int, lo: int, hi: int = INT_MAX) -> int:
+    if value < lo or value > hi:
+        raise BadRequest(f"Field '{name}': Value must be between {lo} <= value <= {hi}, but got {value}")
+    return value
+
+
+def _pick(body: dict[str, Any], *names: str) -> tuple[str, Any] | None:
+    """The first of `names` present with a non-null value (aliases in priority order)."""
+    for name in names:
+        if body.get(name) is not None:
+            return name, body[name]
+    return None
+
+
+@dataclass
+class CompletionParams:
+    """Everything a completion request asks for besides its prompt."""
+
+    sampling: SamplingParams
+    n_predict: int = -1
+    n_keep: int = 0
+    n_discard: int = 0
+    n_cmpl: int = 1
+    n_indent: int = 0
+    stop: list[str] = field(default_factory=list)
+    stream: bool = False
+    include_usage: bool = False
+    cache_prompt: bool = True
+    return_tokens: bool = False
+    timings_per_token: bool = False
+    id_slot: int = -1
+    response_fields: list[str] = field(default_factory=list)
+    t_max_predict_ms: int = -1
+    json_schema: Any = None  # kept for generation_settings
+
+    def generation_settings(self, n_ctx: int, model: str) -> dict[str, Any]:
+        """llama-server's `generation_settings` (task_params::to_json)."""
+        s = self.sampling
+        return {
+            "n_ctx": n_ctx,
+            "model": model,
+            "seed": s.seed if s.seed >= 0 else 0xFFFFFFFF,
+            "temperature": s.temperature,
+            "dynatemp_range": s.dynatemp_range,
+            "dynatemp_exponent": s.dynatemp_exponent,
+            "top_k": s.top_k,
+            "top_p": s.top_p,
+            "min_p": s.min_p,
+            "top_n_sigma": s.top_n_sigma,
+            "xtc_probability": s.xtc_probability,
+            "xtc_threshold": s.xtc_threshold,
+            "typical_p": s.typical_p,
+            "repeat_last_n": s.repeat_last_n,
+            "repeat_penalty": s.repeat_penalty,
+            "presence_penalty": s.presence_penalty,
+            "frequency_penalty": s.frequency_penalty,
+            "dry_multiplier": s.dry_multiplier,
+            "dry_base": s.dry_base,
+            "dry_allowed_length": s.dry_allowed_length,
+            "dry_penalty_last_n": s.dry_penalty_last_n,
+            "dry_sequence_breakers": list(s.dry_sequence_breakers),
+            "mirostat": s.mirostat,
+            "mirostat_tau": s.mirostat_tau,
+            "mirostat_eta": s.mirostat_eta,
+            "adaptive_target": s.adaptive_target,
+            "adaptive_decay": s.adaptive_decay,
+            "stop": list(self.stop),
+            "max_tokens": self.n_predict,
+            "n_predict": self.n_predict,
+            "n_keep": self.n_keep,
+            "n_discard": self.n_discard,
+            "ignore_eos": s.ignore_eos,
+            "stream": self.stream,
+            "logit_bias": [{"bias": b, "token": t} for t, b in s.logit_bias],
+            "n_probs": s.n_probs,
+            "min_keep": s.min_keep,
+            "grammar": s.grammar,
+            "grammar_lazy": s.grammar_lazy,
+            "grammar_triggers": [{"type": "word", "value": w} for w in s.grammar_trigger_words],
+            "preserved_tokens": [],
+            "chat_format": "Content-only",
+            "samplers": list(s.samplers),
+            "speculative.n_max": 0,
+            "speculative.n_min": 0,
+            "speculative.p_min": 0.0,
+            "timings_per_token": self.timings_per_token,
+            "post_sampling_probs": s.post_sampling_probs,
+            "lora": [],
+        }
+
+
+# (request field and aliases, SamplingParams attribute, kind, lower hard limit or soft clamp)
+_SAMPLING_NUMBERS: list[tuple[tuple[str, ...], str, str, tuple[float, float] | None, bool]] = [
+    (("temperature",), "temperature", "float", (0.0, math.inf), False),
+    (("dynatemp_range",), "dynatemp_range", "float", None, False),
+    (("dynatemp_exponent",), "dynatemp_exponent", "float", None, False),
+    (("top_k",), "top_k", "int", (0, INT_MAX), False),
+    (("top_p",), "top_p", "float", (0.0, 1.0), False),
+    (("min_p",), "min_p", "float", (0.0, 1.0), False),
+    (("top_n_sigma",), "top_n_sigma", "float", None, False),
+    (("xtc_probability",), "xtc_probability", "float", (0.0, 1.0), False),
+    (("xtc_threshold",), "xtc_threshold", "float", (0.0, 1.0), False),
+    (("typical_p",), "typical_p", "float", None, False),
+    (("repeat_last_n",), "repeat_last_n", "int", (-1, INT_MAX), True),
+    (("repeat_penalty",), "repeat_penalty", "float", None, False),
+    (("presence_penalty",), "presence_penalty", "float", None, False),
+    (("frequency_penalty",), "frequency_penalty", "float", None, False),
+    (("dry_multiplier",), "dry_multiplier", "float", None, False),
+    (("dry_allowed_length",), "dry_allowed_length", "int", (0, INT_MAX), True),
+    (("dry_penalty_last_n",), "dry_penalty_last_n", "int", (-1, INT_MAX), True),
+    (("mirostat",), "mirostat", "int", (0, 2), False),
+    (("mirostat_tau",), "mirostat_tau", "float", None, False),
+    (("mirostat_eta",), "mirostat_eta", "float", None, False),
+    (("adaptive_target",), "adaptive_target", "float", (-math.inf, 1.0), False),
+    (("min_keep",), "min_keep", "int", (0, INT_MAX), True),
+    (("n_probs", "logprobs"), "n_probs", "int", (0, INT_MAX), False),
+]
+
+_BOOLS = [("ignore_eos", "ignore_eos"), ("post_sampling_probs", "post_sampling_probs"), ("penalize_nl", "penalize_nl")]
+
+
+def _apply_numbers(body: dict[str, Any], s: SamplingParams) -> None:
+    for names, attr, kind, limits, hard in _SAMPLING_NUMBERS:
+        found = _pick(body, *names)
+        if found is None:
+            continue
+        name, raw = found
+        if kind == "int":
+            ival = _int(name, raw)
+            if limits is not None:
+                ival = _hard(name, ival, int(limits[0]), int(limits[1])) if hard else int(min(max(ival, limits[0]), limits[1]))
+            setattr(s, attr, ival)
+        else:
+            fval = _float(name, raw)
+            if limits is not None:
+                fval = min(max(fval, limits[0]), limits[1])
+            setattr(s, attr, fval)
+    if body.get("dry_base") is not None:
+        base = _float("dry_base", body["dry_base"])
+        if base >= 1.0:
+            s.dry_base = base
+    if body.get("adaptive_decay") is not None:
+        decay = _float("adaptive_decay", body["adaptive_decay"])
+        if not 0.0 <= decay <= 0.99:
+            raise BadRequest(f"Field 'adaptive_decay': Value must be between 0 <= value <= 0.99, but got {decay}")
+        s.adaptive_decay = decay
+    if body.get("seed") is not None:
+        seed = _int("seed", body["seed"])
+        s.seed = -1 if seed in (-1, 0xFFFFFFFF) else seed & 0xFFFFFFFF
+    for name, attr in _BOOLS:
+        if body.get(name) is not None:
+            setattr(s, attr, _bool(name, body[name]))
+
+
+def _logit_bias(value: Any, n_vocab: int, tokenize: Any) -> list[tuple[int, float]]:
+    """[[token, bias], ...] or {"token": bias}; a token may be a string; bias false bans it."""
+
+    def bias_of(v: Any) -> float | None:
+        if isinstance(v, bool):
+            return -math.inf if v is False else None
+        if isinstance(v, int | float):
+            return float(v)
+        return None
+
+    out: list[tuple[int, float]] = []
+
+    def add(token: Any, raw_bias: Any) -> None:
+        bias = bias_of(raw_bias)
+        if bias is None:
+            return
+        if isinstance(token, int) and not isinstance(token, bool):
+            if 0 <= token < n_vocab:
+                out.append((token, bias))
+        elif isinstance(token, str):
+            if token.lstrip("-").isdigit():
+                tid = int(token)
+                if 0 <= tid < n_vocab:
+                    out.append((tid, bias))
+            else:
+                out.extend((t, bias) for t in tokenize(token))
+
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, list) and len(item) == 2:
+                add(item[0], item[1])
+    elif isinstance(value, dict):
+        for key, raw in value.items():
+            add(key, raw)
+    else:
+        raise BadRequest(f"Field 'logit_bias': must be an array of [token, bias] pairs or an object, not {_kind(value)}")
+    return out
+
+
+def check_grammar(text: str) -> None:
+    """Parse a GBNF grammar now so a bad one is a 400 before any work is queued."""
+    from pyllama.grammar.parser import check_left_recursion, parse_grammar
+
+    check_left_recursion(parse_grammar(text))
+
+
+def schema_to_grammar(schema: Any) -> str:
+    """A JSON schema as GBNF (pyllama.grammar's converter)."""
+    try:
+        from pyllama.grammar import json_schema_to_grammar  # type: ignore[attr-defined]
+    except ImportError:
+        raise BadRequest("JSON schema constraints are not available in this build yet") from None
+    try:
+        grammar: str = json_schema_to_grammar(schema)
+    except InvalidRequestError as exc:
+        raise BadRequest(f'"json_schema": {exc}') from None
+    return grammar
+
+
+def parse_completion_params(
+    body: dict[str, Any],
+    *,
+    defaults: dict[str, Any],
+    n_vocab: int,
+    n_parallel: int,
+    tokenize: Any,
+) -> CompletionParams:
+    """Read every llama-server completion field from `body` over the server `defaults`."""
+    merged = {k: v for k, v in defaults.items() if k not in ("n_predict", "n_keep", "grammar", "json_schema")}
+    sampling = SamplingParams()
+    _apply_numbers(merged, sampling)
+    if "samplers" in merged:
+        sampling.samplers = parse_samplers(merged["samplers"])
+    if "logit_bias" in merged:
+        sampling.logit_bias = _logit_bias(merged["logit_bias"], n_vocab, tokenize)
+    _apply_numbers(body, sampling)
+    params = CompletionParams(sampling=sampling)
+    params.n_predict = int(defaults.get("n_predict", -1))
+    params.n_keep = int(defaults.get("n_keep", 0))
+
+    found = _pick(body, "n_predict", "max_completion_tokens", "max_tokens")
+    if found is not None:
+        n_predict = _hard(found[0], _int(*found), -1)
+        server_cap = int(defaults.get("n_predict", -1))
+        params.n_predict = min(n_predict, server_cap) if server_cap > 0 and n_predict >= 0 else (
+            server_cap if server_cap > 0 else n_predict
+        )
+    for name, attr, lo in (("n_keep", "n_keep", -1), ("n_discard", "n_discard", 0), ("n_indent", "n_indent", 0),
+                           ("id_slot", "id_slot", -1), ("t_max_predict_ms", "t_max_predict_ms", -1)):
+        if body.get(name) is not None:
+            setattr(params, attr, _hard(name, _int(name, body[name]), lo))
+    found = _pick(body, "n_cmpl", "n")
+    if found is not None:
+        params.n_cmpl = _hard(found[0], _int(*found), 1, n_parallel)
+    for name in ("stream", "cache_prompt", "return_tokens", "timings_per_token"):
+        if body.get(name) is not None:
+            setattr(params, name, _bool(name, body[name]))
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is not None:
+        params.include_usage = _bool("include_usage", options["include_usage"])
+
+    if body.get("samplers") is not None:
+        sampling.samplers = parse_samplers(body["samplers"])
+    if body.get("logit_bias") is not None:
+        sampling.logit_bias = _logit_bias(body["logit_bias"], n_vocab, tokenize)
+    if body.get("dry_sequence_breakers") is not None:
+        breakers = body["dry_sequence_breakers"]
+        if not isinstance(breakers, list) or not breakers or not all(isinstance(b, str) for b in breakers):
+            raise BadRequest("Field 'dry_sequence_breakers': must be a non-empty array of strings")
+        sampling.dry_sequence_breakers = list(breakers)
+    if body.get("response_fields") is not None:
+        fields = body["response_fields"]
+        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+            raise BadRequest("Field 'response_fields': must be an array of strings")
+        params.response_fields = list(fields)
+
+    stop = body.get("stop")
+    if stop is None:
+        params.stop = []
+    elif isinstance(stop, str):
+        params.stop = [stop] if stop else []
+    elif isinstance(stop, list) and all(isinstance(w, str) for w in stop):
+        params.stop = [w for w in stop if w]
+    else:
+        raise BadRequest("Field 'stop': must be a string or an array of strings")
+
+    _apply_grammar(body, defaults, sampling, params)
+    try:
+        sampling.validate()
+    except InvalidRequestError as exc:
+        raise BadRequest(str(exc)) from None
+    return params
+
+
+def _apply_grammar(body: dict[str, Any], defaults: dict[str, Any], s: SamplingParams, p: CompletionParams) -> None:
+    schema = body.get("json_schema")
+    grammar = body.get("grammar")
+    if schema is not None and grammar not in (None, ""):
+        raise BadRequest("Cannot use both json_schema and grammar")
+    if schema is None and grammar in (None, ""):
+        schema = defaults.get("json_schema")
+        grammar = defaults.get("grammar")
+    if schema is not None:
+        if isinstance(schema, str):
+            try:
+                schema = json.loads(schema)
+            except json.JSONDecodeError as exc:
+                raise BadRequest(f'"json_schema": not valid JSON ({exc.msg})') from None
+        if not isinstance(schema, dict | bool):
+            raise BadRequest('"json_schema": must be a JSON schema object')
+        if schema == {}:
+            schema = {"type": "object"}  # llama-server: an empty schema means any object
+        p.json_schema = schema
+        s.grammar = schema_to_grammar(schema)
+    elif grammar not in (None, ""):
+        if not isinstance(grammar, str):
+            raise BadRequest(f"Field 'grammar': type must be string, but is {_kind(grammar)}")
+        check_grammar(grammar)
+        s.grammar = grammar
+    if s.grammar and body.get("grammar_lazy") is not None:
+        s.grammar_lazy = _bool("grammar_lazy", body["grammar_lazy"])
+
+
+def copy_params(params: CompletionParams) -> CompletionParams:
+    """An independent copy (n_cmpl > 1 runs the same request several times)."""
+    return dataclasses.replace(params, sampling=dataclasses.replace(params.sampling))

@@ -1,0 +1,110 @@
+"""Prompt shapes llama-server accepts, turned into token lists (server-common.cpp).
+
+A prompt is a string, a list of token ids, a mix of both (`[12, "text", 34]`), an object
+`{"prompt_string": ...}`, or a list of any of those meaning several prompts. BOS is
+added only where a string starts the prompt. /infill builds its prompt from the model's
+FIM tokens in the repo-level pattern llama-server uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from asgi.errors import BadRequest
+
+
+class TokenizerLike(Protocol):
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]: ...
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def tokenize_mixed(tok: TokenizerLike, prompt: Any, add_special: bool, parse_special: bool) -> list[int]:
+    """A string, or a list of strings and token ids; only a leading string gets BOS."""
+    if isinstance(prompt, str):
+        return list(tok.tokenize(prompt, add_special, parse_special))
+    if not isinstance(prompt, list):
+        raise BadRequest(f'"prompt" must be a string or an array, not {type(prompt).__name__}')
+    tokens: list[int] = []
+    first = True
+    for part in prompt:
+        if isinstance(part, str):
+            tokens.extend(tok.tokenize(part, add_special and first, parse_special))
+        elif _is_token(part):
+            tokens.append(part)
+        else:
+            raise BadRequest("prompt arrays may only hold strings and integer token ids")
+        first = False
+    return tokens
+
+
+def _subprompt(tok: TokenizerLike, prompt: Any, add_special: bool, parse_special: bool) -> list[int]:
+    if isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(p, str) or _is_token(p) for p in prompt)):
+        return tokenize_mixed(tok, prompt, add_special, parse_special)
+    if isinstance(prompt, dict) and "prompt_string" in prompt:
+        if prompt.get("multimodal_data"):
+            raise BadRequest("Multimodal data provided, but model does not support multimodal requests.")
+        return tokenize_mixed(tok, prompt["prompt_string"], add_special, parse_special)
+    raise BadRequest(
+        '"prompt" elements must be a string, a list of tokens, a JSON object containing a prompt string, '
+        "or a list of mixed strings & tokens."
+    )
+
+
+def tokenize_prompts(tok: TokenizerLike, prompt: Any, add_special: bool = True, parse_special: bool = True) -> list[list[int]]:
+    """One token list per prompt (a list without any token ids is several prompts)."""
+    if prompt is None:
+        raise BadRequest('"prompt" is required')
+    if isinstance(prompt, list) and not any(_is_token(p) for p in prompt):
+        if not prompt:
+            raise BadRequest('"prompt" must not be empty')
+        return [_subprompt(tok, p, add_special, parse_special) for p in prompt]
+    return [_subprompt(tok, prompt, add_special, parse_special)]
+
+
+def check_token_ids(tokens: list[int], n_vocab: int) -> None:
+    for t in tokens:
+        if not 0 <= t < n_vocab:
+            raise BadRequest(f"token id {t} is out of range for this model's vocabulary (0..{n_vocab - 1})")
+
+
+def format_infill(
+    tok: Any,
+    *,
+    input_prefix: Any,
+    input_suffix: Any,
+    input_extra: list[dict[str, str]],
+    prompt_tokens: list[int],
+    n_batch: int,
+    n_predict: int,
+    n_ctx: int,
+    spm_infill: bool = False,
+) -> list[int]:
+    """llama-server's format_prompt_infill: [extra context] FIM_PRE prefix FIM_SUF suffix FIM_MID prompt."""
+    prefix = tokenize_mixed(tok, input_prefix, False, False)
+    suffix = tokenize_mixed(tok, input_suffix, False, False)
+    extra: list[int] = []
+    if tok.fim_rep_id is not None:
+        extra += [tok.fim_rep_id, *tok.tokenize("myproject\n", False, False)]
+    for chunk in input_extra:
+        text, filename = chunk.get("text", ""), chunk.get("filename", "tmp")
+        if tok.fim_sep_id is not None:
+            extra += [tok.fim_sep_id, *tok.tokenize(filename + "\n", False, False)]
+        else:
+            extra += tok.tokenize("\n\n--- snippet ---\n\n", False, False)
+        extra += tok.tokenize(text, False, False)
+    if tok.fim_sep_id is not None:
+        extra += [tok.fim_sep_id, *tok.tokenize("filename\n", False, False)]
+
+    n_prefix_take = min(len(prefix), 3 * (n_batch // 4))
+    n_suffix_take = min(len(suffix), max(0, n_batch // 4 - (2 + len(prompt_tokens))))
+    n_extra_take = min(max(0, n_ctx - n_batch - 2 * n_predict), len(extra))
+    prefix = [tok.fim_pre_id, *prefix[len(prefix) - n_prefix_take :], *prompt_tokens]
+    suffix = [tok.fim_suf_id, *suffix[:n_suffix_take]]
+    first, second = (suffix, prefix) if spm_infill else (prefix, suffix)
+    if tok.add_bos and tok.bos_id is not None:
+        first = [tok.bos_id, *first]
+    head = extra[len(extra) - n_extra_take :] if n_extra_take else []
+    return [*head, *first, *second, tok.fim_mid_id]

@@ -1,0 +1,214 @@
+"""The models a server serves: loaded on first use, unloaded least-recently-used first.
+
+With one model (`-m`) it is loaded when the server starts, in a thread, and `/health`
+answers 503 until it is ready. With `--config-file` every model is listed at once but
+loaded only when a request names it; loading more than `--models-max` models, or more
+bytes than `--models-memory-mb`, unloads the idle model used longest ago.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from asgi.errors import NotFound, Unavailable
+from asgi.settings import ModelSpec, Settings
+from asgi.worker import Worker
+from pyllama.chat import ChatTemplate
+
+if TYPE_CHECKING:
+    from pyllama.engine import Model
+    from pyllama.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServedModel:
+    spec: ModelSpec
+    settings: Settings
+    state: str = "unloaded"  # unloaded | loading | ready | error
+    error: str = ""
+    model: Model | None = None
+    template: ChatTemplate | None = None
+    worker: Worker | None = None
+    scheduler: Any = None
+    last_used: float = 0.0
+    created: int = field(default_factory=lambda: int(time.time()))
+    active_requests: int = 0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        assert self.model is not None
+        return self.model.tokenizer
+
+    def _load_blocking(self) -> None:
+        from pyllama.engine import Model, RopeOverrides
+
+        spec = self.spec
+        rope = RopeOverrides(
+            scaling_type=spec.rope.get("rope_scaling"),
+            freq_base=spec.rope.get("rope_freq_base"),
+            freq_scale=spec.rope.get("rope_freq_scale")
+            or (1.0 / spec.rope["rope_scale"] if spec.rope.get("rope_scale") else None),
+            yarn_orig_ctx=spec.rope.get("yarn_orig_ctx"),
+            yarn_ext_factor=spec.rope.get("yarn_ext_factor"),
+            yarn_attn_factor=spec.rope.get("yarn_attn_factor"),
+            yarn_beta_fast=spec.rope.get("yarn_beta_fast"),
+            yarn_beta_slow=spec.rope.get("yarn_beta_slow"),
+        )
+        t0 = time.perf_counter()
+        model = Model.load(
+            spec.path,
+            weights=spec.weights,
+            n_ctx=spec.n_ctx,
+            n_seq=spec.n_parallel,
+            n_ubatch=spec.n_ubatch,
+            kv_unified=spec.kv_unified,
+            cache_type_k=spec.cache_type_k,
+            cache_type_v=spec.cache_type_v,
+            rope=rope,
+        )
+        tokenizer = model.tokenizer
+        self.template = make_template(model, tokenizer, spec.chat_template)
+        self.model = model
+        self.scheduler = make_scheduler(model, self.spec, self.settings)
+        if self.scheduler is not None:
+            self.worker = Worker(self.scheduler, name=f"pyllama-{self.name}")
+            self.worker.start()
+        log.info(
+            "loaded %s (%s, %s weights, n_ctx %d, %d slots) in %.1f s",
+            spec.path, model.config.arch, model.weights, model.n_ctx, spec.n_parallel, time.perf_counter() - t0,
+        )
+
+    async def ensure_loaded(self) -> None:
+        async with self._lock:
+            if self.state == "ready":
+                return
+            self.state = "loading"
+            try:
+                await asyncio.to_thread(self._load_blocking)
+            except Exception as exc:
+                self.state = "error"
+                self.error = str(exc)
+                log.error("failed to load %s: %s", self.spec.path, exc)
+                raise Unavailable(f"model '{self.name}' failed to load: {exc}") from None
+            self.state = "ready"
+
+    def unload(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self.worker = None
+        self.scheduler = None
+        self.model = None
+        self.template = None
+        self.state = "unloaded"
+
+    @property
+    def nbytes(self) -> int:
+        return self.model.weights_nbytes if self.model is not None else 0
+
+
+def make_template(model: Model, tokenizer: Tokenizer, override: str | None) -> ChatTemplate:
+    """The chat template as llama-server resolves it, with the model's BOS/EOS text."""
+
+    def piece(token_id: int | None) -> str:
+        if token_id is None or token_id < 0:
+            return ""
+        return tokenizer.token_to_piece(token_id, True).decode("utf-8", errors="replace")
+
+    metadata = model.metadata
+    return ChatTemplate.resolve(
+        model.chat_template,
+        override,
+        bos_token=piece(tokenizer.bos_id),
+        eos_token=piece(tokenizer.eos_id),
+        add_bos=bool(metadata.get("tokenizer.ggml.add_bos_token", False)),
+        add_eos=bool(metadata.get("tokenizer.ggml.add_eos_token", False)),
+    )
+
+
+def make_scheduler(model: Model, spec: ModelSpec, settings: Settings) -> Any:
+    """The engine's scheduler for this model, or None while pyllama has none yet."""
+    try:
+        from pyllama.scheduler import Scheduler
+    except ImportError:
+        log.warning("pyllama.scheduler is not available: generation routes will answer 501")
+        return None
+    return Scheduler(
+        model,
+        n_batch=spec.n_batch,
+        context_shift=spec.context_shift,
+        slot_prompt_similarity=settings.slot_prompt_similarity,
+    )
+
+
+class ModelRegistry:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.models = [ServedModel(spec, settings) for spec in settings.models]
+        self._by_name = {alias: m for m in self.models for alias in m.spec.aliases}
+
+    @property
+    def default(self) -> ServedModel:
+        return self.models[0]
+
+    def lookup(self, name: Any) -> ServedModel:
+        """The model a request's "model" field names (a single-model server ignores the field)."""
+        if not self.settings.multi_model or name is None or name == "":
+            return self.default
+        if isinstance(name, str) and name in self._by_name:
+            return self._by_name[name]
+        names = ", ".join(a for m in self.models for a in m.spec.aliases)
+        raise NotFound(f"model '{name}' not found; available models: {names}")
+
+    async def get(self, name: Any) -> ServedModel:
+        served = self.lookup(name)
+        if served.state != "ready":
+            if not self.settings.multi_model:
+                if served.state == "error":
+                    raise Unavailable(f"model failed to load: {served.error}")
+                raise Unavailable("Loading model")
+            await self._make_room(served)
+            await served.ensure_loaded()
+        served.last_used = time.monotonic()
+        return served
+
+    async def _make_room(self, incoming: ServedModel) -> None:
+        """Unload idle models (least recently used first) to respect --models-max / memory budget."""
+        budget = self.settings.models_memory_mb << 20
+        estimate = incoming.spec.path.stat().st_size
+
+        def over() -> bool:
+            loaded = [m for m in self.models if m.state == "ready"]
+            if len(loaded) + 1 > max(1, self.settings.models_max):
+                return True
+            return bool(budget) and sum(m.nbytes for m in loaded) + estimate > budget
+
+        while over():
+            idle = sorted((m for m in self.models if m.state == "ready" and m.active_requests == 0),
+                          key=lambda m: m.last_used)
+            if not idle:
+                return  # everything busy: load anyway rather than fail the request
+            log.info("unloading %s to make room for %s", idle[0].name, incoming.name)
+            idle[0].unload()
+
+    async def start(self) -> None:
+        """Single-model servers load at startup (in the background: /health says 503 meanwhile)."""
+        if not self.settings.multi_model:
+            # A failure leaves its reason on the model, where /health reports it.
+            with contextlib.suppress(Unavailable):
+                await self.default.ensure_loaded()
+
+    def stop(self) -> None:
+        for served in self.models:
+            served.unload()

@@ -1,0 +1,191 @@
+"""OpenAI chat completions: /v1/chat/completions (and /chat/completions).
+
+The messages go through the model's chat template (pyllama.chat) to become one prompt;
+`response_format` and tools become a JSON-schema constraint; the rest of the body is
+read like a /completion request, so llama.cpp extras such as `mirostat` work here too.
+Replies come back as `message` (or streamed `delta` chunks), with tool calls parsed out
+of the text in the format the template implies.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from quart import Blueprint, Response
+
+from asgi.app import server_state
+from asgi.errors import BadRequest
+from asgi.generate import Tagged, run_all, sse_events, stream_all
+from asgi.http import SSE_DONE, json_response, read_json, sse_event, sse_response
+from asgi.params import schema_to_grammar
+from asgi.registry import ServedModel
+from asgi.responses import (
+    chat_chunk,
+    chat_message,
+    finish_reason,
+    oai_chat,
+    random_id,
+    tool_call_delta,
+    usage,
+    usage_chunk,
+)
+from pyllama.chat import ChatInputs, ChatPrompt, ParsedOutput, parse_messages, parse_output, parse_tools
+from pyllama.chat.tool_calls import streamable_prefix
+
+bp = Blueprint("chat", __name__)
+log = logging.getLogger(__name__)
+
+
+def _response_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    schema = body.get("json_schema")
+    fmt = body.get("response_format")
+    if fmt is None:
+        return schema if isinstance(schema, dict) else None
+    if not isinstance(fmt, dict):
+        raise BadRequest('"response_format" must be an object')
+    kind = fmt.get("type", "")
+    if kind == "json_object":
+        schema = fmt.get("schema", schema if schema is not None else {})
+    elif kind == "json_schema":
+        wrapper = fmt.get("json_schema", {})
+        schema = wrapper.get("schema", {}) if isinstance(wrapper, dict) else {}
+    elif kind not in ("", "text"):
+        raise BadRequest(f'response_format type must be one of "text" or "json_object", but got: {kind}')
+    if isinstance(schema, dict) and not schema:
+        schema = {"type": "object"}
+    if schema is not None and not isinstance(schema, dict):
+        raise BadRequest('"json_schema" must be a JSON schema object')
+    return schema
+
+
+def chat_prompt(served: ServedModel, body: dict[str, Any]) -> tuple[ChatPrompt, dict[str, Any]]:
+    """Render the request's messages; return the prompt and the body for the completion fields."""
+    assert served.template is not None
+    messages = parse_messages(body.get("messages"))
+    tools = parse_tools(body.get("tools"))
+    tool_choice = body.get("tool_choice", "auto")
+    if isinstance(tool_choice, dict):
+        tool_choice = "required"  # a named function: we constrain to calling a tool
+    if tool_choice not in ("auto", "none", "required"):
+        raise BadRequest('"tool_choice" must be "auto", "none", "required" or a function object')
+    schema = _response_schema(body)
+    if schema is not None and body.get("grammar"):
+        raise BadRequest("Cannot use both json_schema and grammar")
+    if tools and tool_choice != "none" and body.get("grammar"):
+        raise BadRequest("Cannot use custom grammar constraints with tools.")
+    kwargs = body.get("chat_template_kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise BadRequest('"chat_template_kwargs" must be an object')
+    add_generation_prompt = body.get("add_generation_prompt", True)
+    if not isinstance(add_generation_prompt, bool):
+        raise BadRequest("Field 'add_generation_prompt': type must be boolean")
+    parallel = body.get("parallel_tool_calls", False)
+    inputs = ChatInputs(
+        messages=messages, tools=tools, tool_choice=tool_choice, parallel_tool_calls=bool(parallel),
+        add_generation_prompt=add_generation_prompt, response_schema=schema, kwargs=dict(kwargs),
+    )
+    prompt = served.template.apply(inputs)
+    fields = {k: v for k, v in body.items() if k not in ("json_schema", "response_format", "prompt")}
+    if body.get("logprobs") is not None:
+        if not isinstance(body["logprobs"], bool):
+            raise BadRequest("Field 'logprobs': type must be boolean")
+        fields.pop("logprobs")
+        if body["logprobs"]:
+            fields["n_probs"] = body.get("top_logprobs") if body.get("top_logprobs") is not None else 20
+        elif body.get("top_logprobs") is not None:
+            raise BadRequest("top_logprobs requires logprobs to be set to true")
+    elif body.get("top_logprobs") is not None:
+        raise BadRequest("top_logprobs requires logprobs to be set to true")
+    if prompt.schema is not None:
+        try:
+            fields["grammar"] = schema_to_grammar(prompt.schema)
+        except BadRequest:
+            if not prompt.parse_tool_calls:
+                raise
+            log.warning("no JSON-schema grammar available: tool calls run unconstrained")
+            fields.pop("grammar", None)
+    return prompt, fields
+
+
+def _parse(prompt: ChatPrompt, text: str) -> ParsedOutput:
+    if not prompt.parse_tool_calls:
+        return ParsedOutput(text, [])
+    parsed = parse_output(text, prompt.format)
+    for call in parsed.tool_calls:
+        if not call.id:
+            call.id = random_id()
+    return parsed
+
+
+@bp.post("/v1/chat/completions")
+@bp.post("/chat/completions")
+async def chat_completions() -> Response:
+    from asgi.routes.completions import make_tasks, read_params
+
+    body = await read_json()
+    served = await server_state().registry.get(body.get("model"))
+    prompt, fields = chat_prompt(served, body)
+    params = read_params(served, fields)
+    tok = served.tokenizer
+    tokens = tok.tokenize(prompt.prompt, True, True)
+    tasks = make_tasks([tokens], params)
+    cmpl_id = random_id("chatcmpl-")
+    model_name = body["model"] if isinstance(body.get("model"), str) else served.name
+
+    if not params.stream:
+        finals = await run_all(served, tasks)
+        choices = []
+        for i, final in enumerate(finals):
+            parsed = _parse(prompt, final.content)
+            choice: dict[str, Any] = {
+                "finish_reason": finish_reason(final, bool(parsed.tool_calls)),
+                "index": i,
+                "message": chat_message(parsed.content, parsed.tool_calls),
+            }
+            if final.probs:
+                choice["logprobs"] = {"content": [p.to_json() for p in final.probs]}
+            choices.append(choice)
+        total = usage(sum(f.n_prompt for f in finals), sum(f.n_decoded for f in finals), sum(f.n_cached for f in finals))
+        return json_response(oai_chat(cmpl_id, model_name, choices, total, finals[0].timings))
+
+    started = [False] * len(tasks)
+    text = [""] * len(tasks)
+    sent = [0] * len(tasks)
+
+    def render(item: Tagged) -> list[str]:
+        from pyllama.scheduler import Final
+
+        i, event = item.index, item.event
+        out: list[str] = []
+        if not started[i]:
+            started[i] = True
+            out.append(sse_event(chat_chunk(cmpl_id, model_name, i, {"role": "assistant", "content": None})))
+        if not isinstance(event, Final):
+            text[i] += event.text
+            if prompt.parse_tool_calls:
+                upto = streamable_prefix(text[i], prompt.format)
+                piece, sent[i] = text[i][sent[i]:upto], max(sent[i], upto)
+            else:
+                piece = event.text
+            if piece or event.probs:
+                out.append(sse_event(chat_chunk(cmpl_id, model_name, i, {"content": piece}, logprobs=event.probs)))
+            return out
+        text[i] += event.tail
+        parsed = _parse(prompt, text[i]) if prompt.parse_tool_calls else ParsedOutput(text[i], [])
+        if prompt.parse_tool_calls:
+            rest = parsed.content[sent[i]:] if not parsed.tool_calls else parsed.content[sent[i]:].rstrip()
+            if parsed.content.startswith(text[i][: sent[i]]) and rest:
+                out.append(sse_event(chat_chunk(cmpl_id, model_name, i, {"content": rest})))
+            for n, call in enumerate(parsed.tool_calls):
+                out.append(sse_event(chat_chunk(cmpl_id, model_name, i, tool_call_delta(n, call))))
+        elif event.tail:
+            out.append(sse_event(chat_chunk(cmpl_id, model_name, i, {"content": event.tail})))
+        out.append(sse_event(chat_chunk(cmpl_id, model_name, i, {}, finish_reason(event, bool(parsed.tool_calls)))))
+        if params.include_usage:
+            out.append(sse_event(usage_chunk(cmpl_id, model_name, usage(event.n_prompt, event.n_decoded,
+                                                                         event.n_cached), event.timings)))
+        return out
+
+    first, rest = await stream_all(served, tasks)
+    return sse_response(sse_events(first, rest, render, SSE_DONE))

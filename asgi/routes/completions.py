@@ -1,0 +1,198 @@
+"""Text completion: /completion (/completions), OpenAI's /v1/completions, and /infill."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Response
+
+from asgi.app import server_state
+from asgi.errors import BadRequest, NotSupported
+from asgi.generate import Tagged, run_all, sse_events, stream_all
+from asgi.http import SSE_DONE, json_response, read_json, sse_event, sse_response
+from asgi.params import CompletionParams, copy_params, parse_completion_params
+from asgi.prompts import check_token_ids, format_infill, tokenize_mixed, tokenize_prompts
+from asgi.registry import ServedModel
+from asgi.responses import (
+    completion_final,
+    completion_partial,
+    finish_reason,
+    oai_completion,
+    oai_text_choice,
+    random_id,
+    usage,
+)
+
+bp = Blueprint("completions", __name__)
+
+
+def read_params(served: ServedModel, body: dict[str, Any]) -> CompletionParams:
+    assert served.model is not None
+    tok = served.tokenizer
+    return parse_completion_params(
+        body,
+        defaults=server_state().settings.sampling,
+        n_vocab=served.model.n_vocab,
+        n_parallel=served.spec.n_parallel,
+        tokenize=lambda text: tok.tokenize(text, False, False),
+    )
+
+
+def make_tasks(prompts: list[list[int]], params: CompletionParams) -> list[Any]:
+    """One scheduler Task per prompt and per requested completion (n_cmpl)."""
+    from pyllama.scheduler import Task
+
+    tasks = []
+    for prompt in prompts:
+        for _ in range(params.n_cmpl):
+            p = copy_params(params)
+            tasks.append(Task(
+                prompt=list(prompt), params=p.sampling, n_predict=p.n_predict, stop=list(p.stop),
+                n_keep=p.n_keep, n_discard=p.n_discard, id_slot=p.id_slot, cache_prompt=p.cache_prompt,
+            ))
+    return tasks
+
+
+def prompt_tokens(served: ServedModel, prompt: Any) -> list[list[int]]:
+    """Tokenized prompts, with the --system-prompt-file text in front of each."""
+    assert served.model is not None
+    tok = served.tokenizer
+    system = server_state().settings.system_prompt
+    if system:
+        head = tok.tokenize(system, True, True)
+        prompts = [head + p for p in tokenize_prompts(tok, prompt, add_special=False)]
+    else:
+        prompts = tokenize_prompts(tok, prompt)
+    for p in prompts:
+        check_token_ids(p, served.model.n_vocab)
+    return prompts
+
+
+def detok(served: ServedModel, tokens: list[int]) -> str:
+    tok = served.tokenizer
+    return b"".join(tok.token_to_piece(t, True) for t in tokens).decode("utf-8", errors="replace")
+
+
+async def native_completion(served: ServedModel, params: CompletionParams, prompts: list[list[int]]) -> Response:
+    """The llama.cpp-native result: one object, or a list for several prompts; or an SSE stream."""
+    assert served.model is not None
+    tasks = make_tasks(prompts, params)
+    texts = [detok(served, t.prompt) for t in tasks]
+    settings = params.generation_settings(served.model.n_ctx_seq, served.name)
+    if not params.stream:
+        finals = await run_all(served, tasks)
+        bodies = [
+            completion_final(f, index=i, model=served.name, prompt=texts[i], settings=settings, stream=False,
+                             return_tokens=params.return_tokens, response_fields=params.response_fields)
+            for i, f in enumerate(finals)
+        ]
+        return json_response(bodies[0] if len(bodies) == 1 else bodies)
+
+    decoded = [0] * len(tasks)
+
+    def render(item: Tagged) -> list[str]:
+        from pyllama.scheduler import Final
+
+        event = item.event
+        if isinstance(event, Final):
+            body = completion_final(event, index=item.index, model=served.name, prompt=texts[item.index],
+                                    settings=settings, stream=True, return_tokens=params.return_tokens,
+                                    response_fields=params.response_fields, content=event.tail)
+            return [sse_event(body)]
+        decoded[item.index] += len(event.tokens)
+        return [sse_event(completion_partial(event, index=item.index, slot_id=-1, n_decoded=decoded[item.index],
+                                             n_prompt=len(tasks[item.index].prompt), return_tokens=params.return_tokens))]
+
+    first, rest = await stream_all(served, tasks)
+    return sse_response(sse_events(first, rest, render, None))
+
+
+@bp.post("/completion")
+@bp.post("/completions")
+async def completion() -> Response:
+    body = await read_json()
+    served = await server_state().registry.get(body.get("model"))
+    params = read_params(served, body)
+    if "prompt" not in body:
+        raise BadRequest('"prompt" is required')
+    return await native_completion(served, params, prompt_tokens(served, body["prompt"]))
+
+
+@bp.post("/v1/completions")
+async def oai_completions() -> Response:
+    body = await read_json()
+    if "prompt" not in body:
+        raise BadRequest('"prompt" is required')
+    if body.get("echo"):
+        raise BadRequest("Only no echo is supported")
+    for name in ("best_of", "suffix"):
+        if body.get(name) is not None:
+            raise BadRequest(f"Unsupported param: {name}")
+    served = await server_state().registry.get(body.get("model"))
+    params = read_params(served, body)
+    tasks = make_tasks(prompt_tokens(served, body["prompt"]), params)
+    cmpl_id = random_id("cmpl-")
+    model_name = body["model"] if isinstance(body.get("model"), str) else served.name
+    if not params.stream:
+        finals = await run_all(served, tasks)
+        choices = [oai_text_choice(f.content, i, finish_reason(f), f.probs) for i, f in enumerate(finals)]
+        total = usage(sum(f.n_prompt for f in finals), sum(f.n_decoded for f in finals),
+                      sum(f.n_cached for f in finals))
+        return json_response(oai_completion(cmpl_id, model_name, choices, total, finals[0].timings))
+
+    def render(item: Tagged) -> list[str]:
+        from pyllama.scheduler import Final
+
+        event = item.event
+        if isinstance(event, Final):
+            choice = oai_text_choice(event.tail, item.index, finish_reason(event), None)
+            body_final = oai_completion(cmpl_id, model_name, [choice],
+                                        usage(event.n_prompt, event.n_decoded, event.n_cached), event.timings)
+            return [sse_event(body_final)]
+        choice = oai_text_choice(event.text, item.index, None, event.probs)
+        return [sse_event(oai_completion(cmpl_id, model_name, [choice], None))]
+
+    first, rest = await stream_all(served, tasks)
+    return sse_response(sse_events(first, rest, render, SSE_DONE))
+
+
+def _infill_extra(body: dict[str, Any]) -> list[dict[str, str]]:
+    extra = body.get("input_extra", [])
+    if not isinstance(extra, list):
+        raise BadRequest('"input_extra" must be an array of {"filename": string, "text": string}')
+    for chunk in extra:
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("text"), str):
+            raise BadRequest('extra_context chunk must contain a "text" field with a string value')
+        if "filename" in chunk and not isinstance(chunk["filename"], str):
+            raise BadRequest("extra_context chunk's \"filename\" field must be a string")
+    return extra
+
+
+@bp.post("/infill")
+async def infill() -> Response:
+    body = await read_json()
+    served = await server_state().registry.get(body.get("model"))
+    assert served.model is not None
+    tok = served.tokenizer
+    missing = [name for name, tid in (("prefix", tok.fim_pre_id), ("suffix", tok.fim_suf_id), ("middle", tok.fim_mid_id))
+               if tid is None]
+    if missing:
+        reasons = " ".join(f"{m} token is missing." for m in missing)
+        raise NotSupported(f"Infill is not supported by this model: {reasons}")
+    if "prompt" in body and not isinstance(body["prompt"], str):
+        raise BadRequest('"prompt" must be a string')
+    for name in ("input_prefix", "input_suffix"):
+        if name not in body:
+            raise BadRequest(f'"{name}" is required')
+        if not isinstance(body[name], str | list):
+            raise BadRequest(f'"{name}" must be a string')
+    extra = _infill_extra(body)
+    params = read_params(served, body)
+    prompt = tokenize_mixed(tok, body.get("prompt", ""), False, True)
+    tokens = format_infill(
+        tok, input_prefix=body["input_prefix"], input_suffix=body["input_suffix"], input_extra=extra,
+        prompt_tokens=prompt, n_batch=served.spec.n_batch, n_predict=params.n_predict,
+        n_ctx=served.model.n_ctx_seq,
+    )
+    return await native_completion(served, params, [tokens])
+

@@ -1,0 +1,100 @@
+"""Embeddings: /embedding and /embeddings (llama.cpp shape) and OpenAI's /v1/embeddings."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+from quart import Blueprint, Response
+
+from asgi.app import server_state
+from asgi.errors import BadRequest, NotSupported
+from asgi.generate import run_all
+from asgi.http import json_response, read_json
+from asgi.prompts import check_token_ids, tokenize_prompts
+from asgi.registry import ServedModel
+
+bp = Blueprint("embeddings", __name__)
+
+# GGUF `{arch}.pooling_type` values (llama_pooling_type).
+GGUF_POOLING = {0: "none", 1: "mean", 2: "cls", 3: "last"}
+
+
+def pooling_of(served: ServedModel) -> str:
+    """--pooling, else the model's own pooling, else mean (a generative model has none)."""
+    if served.spec.pooling:
+        return served.spec.pooling
+    assert served.model is not None
+    value = served.model.metadata.get(f"{served.model.config.arch}.pooling_type")
+    return GGUF_POOLING.get(int(value), "mean") if isinstance(value, int) else "mean"
+
+
+async def embed(oai: bool) -> Response:
+    body = await read_json()
+    served = await server_state().registry.get(body.get("model"))
+    if not served.spec.embeddings:
+        raise NotSupported("This server does not support embeddings. Start it with `--embeddings`")
+    pooling = pooling_of(served)
+    if oai and pooling == "none":
+        raise BadRequest("Pooling type 'none' is not OAI compatible. Please use a different pooling type")
+    if "input" in body:
+        raw = body["input"]
+    elif "content" in body:
+        raw, oai = body["content"], False  # "content" is the llama.cpp field: reply in its shape
+    else:
+        raise BadRequest('"input" or "content" must be provided')
+    use_base64 = False
+    if body.get("encoding_format") is not None:
+        if body["encoding_format"] == "base64":
+            use_base64 = True
+        elif body["encoding_format"] != "float":
+            raise BadRequest("The format to return the embeddings in. Can be either float or base64")
+    normalize = 2
+    if body.get("embd_normalize") is not None:
+        value = body["embd_normalize"]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadRequest("Field 'embd_normalize': type must be number")
+        normalize = value
+    assert served.model is not None
+    if isinstance(raw, list) and not raw:
+        raise BadRequest('"input" must not be empty')
+    prompts = tokenize_prompts(served.tokenizer, raw)
+    for tokens in prompts:
+        if not tokens:
+            raise BadRequest("Input content cannot be empty")
+        check_token_ids(tokens, served.model.n_vocab)
+    from pyllama.scheduler import Task
+
+    tasks = [Task(prompt=t, kind="embedding", pooling=pooling, normalize=normalize if pooling != "none" else -1)
+             for t in prompts]
+    finals = await run_all(served, tasks)
+    if not oai:
+        return json_response([{"index": i, "embedding": f.embedding} for i, f in enumerate(finals)])
+    data: list[dict[str, Any]] = []
+    for i, f in enumerate(finals):
+        vector = f.embedding[0]
+        if use_base64:
+            encoded = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+            data.append({"embedding": encoded, "index": i, "object": "embedding", "encoding_format": "base64"})
+        else:
+            data.append({"embedding": vector, "index": i, "object": "embedding"})
+    n_tokens = sum(f.n_prompt for f in finals)
+    model_name = body["model"] if isinstance(body.get("model"), str) else served.name
+    return json_response({
+        "model": model_name,
+        "object": "list",
+        "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+        "data": data,
+    })
+
+
+@bp.post("/embedding")
+@bp.post("/embeddings")
+async def embeddings_native() -> Response:
+    return await embed(oai=False)
+
+
+@bp.post("/v1/embeddings")
+async def embeddings_oai() -> Response:
+    return await embed(oai=True)

@@ -1,0 +1,216 @@
+"""Server and model state: /health, /props, /v1/models, /slots, /metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from quart import Blueprint, Response, request
+
+from asgi.app import server_state
+from asgi.errors import BadRequest, NotSupported, Unavailable
+from asgi.http import json_response, read_json
+from asgi.params import parse_completion_params
+from asgi.registry import ServedModel
+from asgi.responses import BUILD_INFO
+
+bp = Blueprint("meta", __name__)
+
+
+def slot_counts(served: ServedModel) -> tuple[int, int]:
+    total = served.spec.n_parallel
+    busy = int(getattr(served.scheduler, "n_busy", 0)) if served.scheduler is not None else 0
+    return total - busy, busy
+
+
+@bp.get("/health")
+@bp.get("/v1/health")
+async def health() -> Response:
+    state = server_state()
+    served = state.registry.default
+    if not state.settings.multi_model:
+        if served.state == "error":
+            return json_response({"status": "error", "error": {"code": 500, "message": served.error,
+                                                                "type": "server_error"}}, status=500)
+        if served.state != "ready":
+            return json_response({"status": "loading model", "error": {"code": 503, "message": "Loading model",
+                                                                        "type": "unavailable_error"}}, status=503)
+    if served.state != "ready":
+        return json_response({"status": "ok", "slots_idle": served.spec.n_parallel, "slots_processing": 0})
+    idle, busy = slot_counts(served)
+    body: dict[str, Any] = {"status": "ok", "slots_idle": idle, "slots_processing": busy}
+    if idle == 0:
+        body["status"] = "no slot available"
+        if "fail_on_no_slot" in request.args:
+            return json_response(body, status=503)
+    return json_response(body)
+
+
+def default_generation_settings(served: ServedModel) -> dict[str, Any]:
+    state = server_state()
+    assert served.model is not None
+    params = parse_completion_params(
+        {}, defaults=state.settings.sampling, n_vocab=served.model.n_vocab, n_parallel=served.spec.n_parallel,
+        tokenize=lambda text: served.tokenizer.tokenize(text, False, False),
+    )
+    settings = params.generation_settings(served.model.n_ctx_seq, served.name)
+    return {"id": 0, "id_task": -1, "n_ctx": served.model.n_ctx_seq, "speculative": False,
+            "is_processing": False, "params": settings, **settings}
+
+
+@bp.get("/props")
+async def get_props() -> Response:
+    state = server_state()
+    served = await state.registry.get(request.args.get("model"))
+    assert served.model is not None and served.template is not None
+    template = served.template
+    return json_response({
+        "default_generation_settings": default_generation_settings(served),
+        "total_slots": served.spec.n_parallel,
+        "model_alias": served.name,
+        "model_path": str(served.spec.path),
+        "modalities": {"vision": False, "audio": False, "video": False},
+        "endpoint_slots": state.settings.slots,
+        "endpoint_props": state.settings.props,
+        "endpoint_metrics": state.settings.metrics,
+        "webui": state.settings.static_path is not None,
+        "chat_template": template.source,
+        "chat_template_caps": template.caps.to_json(),
+        "bos_token": template.bos_token,
+        "eos_token": template.eos_token,
+        "build_info": BUILD_INFO,
+        "is_sleeping": False,
+        "system_prompt": state.settings.system_prompt,
+        "assistant_name": "",
+        "user_name": "",
+    })
+
+
+@bp.post("/props")
+async def post_props() -> Response:
+    state = server_state()
+    if not state.settings.props:
+        raise NotSupported("This server does not support changing global properties. Start it with `--props`")
+    body = await read_json(allow_empty=True)
+    if "system_prompt" in body:
+        if not isinstance(body["system_prompt"], str):
+            raise BadRequest("Field 'system_prompt': type must be string")
+        state.settings.system_prompt = body["system_prompt"]
+    return json_response({"success": True})
+
+
+def model_entry(served: ServedModel) -> dict[str, Any]:
+    meta: dict[str, Any] = {"size": served.spec.path.stat().st_size}
+    if served.model is not None:
+        model = served.model
+        meta = {
+            "vocab_type": 2 if model.metadata.get("tokenizer.ggml.model") == "gpt2" else 1,
+            "n_vocab": model.n_vocab,
+            "n_ctx": model.n_ctx_seq,
+            "n_ctx_train": model.config.n_ctx_train,
+            "n_embd": model.config.n_embd,
+            "n_params": int(sum(t.n_elements for t in model.gguf.tensors.values())),
+            "size": meta["size"],
+            "ftype": str(model.metadata.get("general.file_type", "")),
+        }
+    return {
+        "id": served.name,
+        "aliases": served.spec.aliases,
+        "tags": served.spec.tags,
+        "object": "model",
+        "created": served.created,
+        "owned_by": "llamacpp",
+        "status": {"value": "loaded" if served.state == "ready" else served.state},
+        "meta": meta,
+    }
+
+
+@bp.get("/models")
+@bp.get("/v1/models")
+async def models() -> Response:
+    registry = server_state().registry
+    return json_response({
+        "models": [
+            {"name": m.name, "model": m.name, "modified_at": "", "size": "", "digest": "", "type": "model",
+             "description": "", "tags": [""], "capabilities": ["completion"], "parameters": "",
+             "details": {"parent_model": "", "format": "gguf", "family": "", "families": [""],
+                         "parameter_size": "", "quantization_level": ""}}
+            for m in registry.models
+        ],
+        "object": "list",
+        "data": [model_entry(m) for m in registry.models],
+    })
+
+
+@bp.get("/slots")
+async def slots() -> Response:
+    state = server_state()
+    if not state.settings.slots:
+        raise NotSupported("This server does not support slots endpoint. Start it with `--slots`")
+    served = await state.registry.get(request.args.get("model"))
+    if served.worker is None or served.scheduler is None:
+        raise NotSupported("slots are not available: this build has no scheduler")
+    scheduler = served.scheduler
+    n_ctx = served.model.n_ctx_seq if served.model is not None else 0
+
+    def collect() -> list[dict[str, Any]]:
+        out = []
+        for slot in scheduler.slots:
+            info = dict(slot.info())
+            info.setdefault("n_ctx", n_ctx)
+            info["model"] = served.name
+            out.append(info)
+        return out
+
+    data = await served.worker.call(collect)
+    if "fail_on_no_slot" in request.args and not any(not s.get("is_processing") for s in data):
+        raise Unavailable("no slot available")
+    return json_response(data)
+
+
+def _metric_lines(name: str, kind: str, help_text: str, value: float) -> str:
+    return f"# HELP llamacpp:{name} {help_text}\n# TYPE llamacpp:{name} {kind}\nllamacpp:{name} {value:g}\n"
+
+
+@bp.get("/metrics")
+async def metrics() -> Response:
+    state = server_state()
+    if not state.settings.metrics:
+        raise NotSupported("This server does not support metrics endpoint. Start it with `--metrics`")
+    loaded = [m for m in state.registry.models if m.scheduler is not None and m.model is not None]
+    totals = {"prompt_tokens_total": 0.0, "prompt_seconds_total": 0.0, "tokens_predicted_total": 0.0,
+              "predicted_seconds_total": 0.0, "n_decode_total": 0.0, "n_busy_slots_total": 0.0}
+    kv_tokens = kv_cells = busy = deferred = 0
+    for served in loaded:
+        m = served.scheduler.metrics
+        for key in totals:
+            totals[key] += float(getattr(m, key, 0))
+        kv_tokens += sum(len(s.cache_tokens) for s in served.scheduler.slots)
+        assert served.model is not None
+        kv_cells += served.model.n_ctx_seq * served.spec.n_parallel
+        busy += served.scheduler.n_busy
+        deferred += int(getattr(served.scheduler, "deferred", 0))
+    text = "".join([
+        _metric_lines("prompt_tokens_total", "counter", "Number of prompt tokens processed.", totals["prompt_tokens_total"]),
+        _metric_lines("prompt_seconds_total", "counter", "Prompt process time", totals["prompt_seconds_total"]),
+        _metric_lines("tokens_predicted_total", "counter", "Number of generation tokens processed.",
+                      totals["tokens_predicted_total"]),
+        _metric_lines("tokens_predicted_seconds_total", "counter", "Predict process time",
+                      totals["predicted_seconds_total"]),
+        _metric_lines("n_decode_total", "counter", "Total number of llama_decode() calls", totals["n_decode_total"]),
+        _metric_lines("n_busy_slots_per_decode", "counter", "Average number of busy slots per llama_decode() call",
+                      totals["n_busy_slots_total"] / max(1.0, totals["n_decode_total"])),
+        _metric_lines("prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.",
+                      totals["prompt_tokens_total"] / totals["prompt_seconds_total"] if totals["prompt_seconds_total"] else 0.0),
+        _metric_lines("predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.",
+                      totals["tokens_predicted_total"] / totals["predicted_seconds_total"]
+                      if totals["predicted_seconds_total"] else 0.0),
+        _metric_lines("kv_cache_usage_ratio", "gauge", "KV-cache usage. 1 means 100 percent usage.",
+                      kv_tokens / kv_cells if kv_cells else 0.0),
+        _metric_lines("kv_cache_tokens", "gauge", "KV-cache tokens.", kv_tokens),
+        _metric_lines("requests_processing", "gauge", "Number of requests processing.", busy),
+        _metric_lines("requests_deferred", "gauge", "Number of requests deferred.", deferred),
+    ])
+    response = Response(text, status=200, content_type="text/plain; version=0.0.4")
+    response.headers["Process-Start-Time-Unix"] = str(int(state.started or time.time()))
+    return response

@@ -1,0 +1,363 @@
+"""Server settings: llama-server's flags and LLAMA_ARG_* variables, or a multi-model config file.
+
+`parse_settings(argv, env)` is the one entry point: `pyllama-server` passes sys.argv, and
+`hypercorn asgi.app:app` passes no arguments, so the same server can be configured by
+the environment alone. A config file (llama-cpp-python's format: host, port and a
+`models` list) describes several models served by one process and chosen per request
+by the `"model"` field.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asgi.flags import FLAGS, build_parser, env_values
+from pyllama import model_files
+
+log = logging.getLogger(__name__)
+
+REPO_WEB = Path(__file__).resolve().parent.parent / "web"
+
+# Flags whose value is a server-wide default for a request field of the same meaning.
+SAMPLING_FLAGS = {
+    "seed": "seed",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "top_n_sigma": "top_n_sigma",
+    "xtc_probability": "xtc_probability",
+    "xtc_threshold": "xtc_threshold",
+    "typical_p": "typical_p",
+    "repeat_last_n": "repeat_last_n",
+    "repeat_penalty": "repeat_penalty",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "dry_multiplier": "dry_multiplier",
+    "dry_base": "dry_base",
+    "dry_allowed_length": "dry_allowed_length",
+    "dry_penalty_last_n": "dry_penalty_last_n",
+    "dynatemp_range": "dynatemp_range",
+    "dynatemp_exponent": "dynatemp_exponent",
+    "mirostat": "mirostat",
+    "mirostat_eta": "mirostat_eta",
+    "mirostat_tau": "mirostat_tau",
+    "ignore_eos": "ignore_eos",
+    "min_keep": "min_keep",
+    "n_predict": "n_predict",
+    "keep": "n_keep",
+}
+
+
+class SettingsError(ValueError):
+    """A bad flag, variable or config file: printed as one line, exit status 2."""
+
+
+@dataclass
+class ModelSpec:
+    """One model the server can serve, and how to load it."""
+
+    path: Path
+    aliases: list[str]
+    tags: list[str] = field(default_factory=list)
+    n_ctx: int = 0  # 0 = the model's training context
+    n_batch: int = 2048
+    n_ubatch: int = 512
+    n_parallel: int = 1
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    embeddings: bool = False
+    pooling: str | None = None
+    chat_template: str | None = None
+    weights: str = "auto"
+    context_shift: bool = True
+    kv_unified: bool = False
+    rope: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.aliases[0]
+
+
+@dataclass
+class Settings:
+    models: list[ModelSpec]
+    host: str = "127.0.0.1"
+    port: int = 8080
+    static_path: Path | None = REPO_WEB
+    api_keys: list[str] = field(default_factory=list)
+    ssl_key_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    timeout: int = 600
+    metrics: bool = False
+    slots: bool = True
+    props: bool = False
+    slot_save_path: Path | None = None
+    cors_origins: str = "*"
+    log_format: str = "text"
+    verbose: bool = False
+    cache_prompt: bool = True
+    cont_batching: bool = True
+    slot_prompt_similarity: float = 0.5
+    sampling: dict[str, Any] = field(default_factory=dict)  # request-field defaults
+    system_prompt: str = ""
+    models_max: int = 4
+    models_memory_mb: int = 0
+    multi_model: bool = False
+    ignored_flags: list[str] = field(default_factory=list)
+
+    @property
+    def default_model(self) -> ModelSpec:
+        return self.models[0]
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{what} {path}: {exc.strerror or exc}") from None
+
+
+def _api_keys(values: dict[str, Any]) -> list[str]:
+    keys: list[str] = []
+    for item in values.get("api_key", []):
+        keys.extend(k.strip() for k in str(item).split(",") if k.strip())
+    if "api_key_file" in values:
+        text = _read_text(values["api_key_file"], "--api-key-file")
+        keys.extend(line.strip() for line in text.splitlines() if line.strip())
+    return keys
+
+
+def _sampling(values: dict[str, Any]) -> dict[str, Any]:
+    sampling = {SAMPLING_FLAGS[k]: v for k, v in values.items() if k in SAMPLING_FLAGS}
+    if "samplers" in values:
+        sampling["samplers"] = [s for s in values["samplers"].split(";") if s]
+    elif "sampling_seq" in values:
+        sampling["samplers"] = values["sampling_seq"]
+    if "logit_bias" in values:
+        biases = []
+        for item in values["logit_bias"]:
+            sign = max(item.rfind("+"), item.rfind("-"))
+            try:
+                biases.append([int(item[:sign]), float(item[sign:])])
+            except ValueError:
+                raise SettingsError(f"--logit-bias {item!r}: expected TOKEN_ID+BIAS or TOKEN_ID-BIAS") from None
+        sampling["logit_bias"] = biases
+    if "grammar" in values:
+        sampling["grammar"] = values["grammar"]
+    if "grammar_file" in values:
+        sampling["grammar"] = _read_text(values["grammar_file"], "--grammar-file")
+    schema_text = values.get("json_schema")
+    if "json_schema_file" in values:
+        schema_text = _read_text(values["json_schema_file"], "--json-schema-file")
+    if schema_text is not None:
+        try:
+            sampling["json_schema"] = json.loads(schema_text)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"--json-schema: not valid JSON ({exc.msg} at char {exc.pos})") from None
+    return sampling
+
+
+ROPE_FLAGS = (
+    "rope_scaling",
+    "rope_scale",
+    "rope_freq_base",
+    "rope_freq_scale",
+    "yarn_orig_ctx",
+    "yarn_ext_factor",
+    "yarn_attn_factor",
+    "yarn_beta_slow",
+    "yarn_beta_fast",
+)
+
+
+def _model_spec(path: Path, values: Mapping[str, Any], chat_template: str | None) -> ModelSpec:
+    if not path.is_file():
+        raise SettingsError(f"model file not found: {path}")
+    aliases = [a.strip() for a in str(values.get("alias", "")).split(",") if a.strip()] or [path.name]
+    spec = ModelSpec(path=path, aliases=aliases, chat_template=chat_template)
+    spec.tags = [t.strip() for t in str(values.get("tags", "")).split(",") if t.strip()]
+    for dest, attr in (("ctx_size", "n_ctx"), ("batch_size", "n_batch"), ("ubatch_size", "n_ubatch"), ("parallel", "n_parallel")):
+        if dest in values:
+            setattr(spec, attr, int(values[dest]))
+    for attr in ("cache_type_k", "cache_type_v", "pooling", "weights"):
+        if attr in values:
+            setattr(spec, attr, values[attr])
+    spec.embeddings = bool(values.get("embeddings", False))
+    spec.context_shift = bool(values.get("context_shift", True))
+    spec.kv_unified = bool(values.get("kv_unified", False))
+    spec.rope = {k: values[k] for k in ROPE_FLAGS if k in values}
+    if spec.n_parallel < 1:
+        raise SettingsError(f"--parallel must be at least 1 (got {spec.n_parallel})")
+    if spec.n_ctx < 0 or spec.n_batch < 1 or spec.n_ubatch < 1:
+        raise SettingsError("--ctx-size must be >= 0 and --batch-size/--ubatch-size >= 1")
+    if spec.weights not in ("auto", "dense", "packed"):
+        raise SettingsError(f"--weights must be auto, dense or packed (got {spec.weights!r})")
+    if spec.embeddings and spec.n_batch > spec.n_ubatch:
+        spec.n_batch = spec.n_ubatch  # llama-server: embeddings need the whole input in one ubatch
+    return spec
+
+
+# llama-cpp-python config keys -> our flag names (per model entry).
+CONFIG_MODEL_KEYS = {
+    "model_alias": "alias",
+    "alias": "alias",
+    "n_ctx": "ctx_size",
+    "ctx_size": "ctx_size",
+    "n_batch": "batch_size",
+    "n_ubatch": "ubatch_size",
+    "n_parallel": "parallel",
+    "parallel": "parallel",
+    "type_k": "cache_type_k",
+    "type_v": "cache_type_v",
+    "cache_type_k": "cache_type_k",
+    "cache_type_v": "cache_type_v",
+    "embedding": "embeddings",
+    "embeddings": "embeddings",
+    "pooling": "pooling",
+    "weights": "weights",
+    "rope_freq_base": "rope_freq_base",
+    "rope_freq_scale": "rope_freq_scale",
+    "tags": "tags",
+}
+CONFIG_IGNORED = {"n_gpu_layers", "main_gpu", "tensor_split", "use_mlock", "use_mmap", "n_threads", "n_threads_batch",
+                  "verbose", "offload_kqv", "flash_attn", "split_mode", "vocab_only", "logits_all", "numa"}
+
+
+def _load_config(path: str) -> dict[str, Any]:
+    text = _read_text(path, "--config-file")
+    if path.endswith((".yaml", ".yml")):
+        import yaml  # server extra
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"--config-file {path}: not valid YAML ({exc})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"--config-file {path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list) or not data["models"]:
+        raise SettingsError(f"--config-file {path}: expected an object with a non-empty 'models' list")
+    return data
+
+
+def _config_models(data: dict[str, Any], base: dict[str, Any], path: str) -> list[ModelSpec]:
+    specs = []
+    for i, entry in enumerate(data["models"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
+            raise SettingsError(f"--config-file {path}: models[{i}] needs a 'model' path")
+        values = dict(base)
+        values.pop("alias", None)
+        for key, value in entry.items():
+            if key in CONFIG_MODEL_KEYS:
+                values[CONFIG_MODEL_KEYS[key]] = value
+            elif key not in CONFIG_IGNORED | {"model", "chat_format", "chat_template"}:
+                log.warning("config models[%d]: ignoring unknown key %r", i, key)
+        template = entry.get("chat_template") or entry.get("chat_format") or base.get("chat_template")
+        model_path = Path(entry["model"])
+        if not model_path.is_absolute():
+            model_path = (Path(path).parent / model_path).resolve()
+        specs.append(_model_spec(model_path, values, template))
+    names = [a for s in specs for a in s.aliases]
+    if len(names) != len(set(names)):
+        raise SettingsError(f"--config-file {path}: model aliases must be unique ({', '.join(names)})")
+    return specs
+
+
+def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
+    """Settings from the command line over the environment; SystemExit(2) on a bad flag."""
+    parser = build_parser()
+    extra = shlex.split(env.get("PYLLAMA_SERVER_ARGS", ""))
+    try:
+        values = env_values(dict(env))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    values.update(vars(parser.parse_args([*extra, *argv])))
+
+    for flag in FLAGS:
+        if flag.refused and values.get(flag.dest):
+            raise SettingsError(f"{flag.names[-1]}: {flag.refused}")
+    ignored = [f.names[-1] for f in FLAGS if f.ignored and f.dest in values]
+
+    chat_template = values.get("chat_template")
+    if "chat_template_file" in values:
+        chat_template = _read_text(values["chat_template_file"], "--chat-template-file")
+    values["chat_template"] = chat_template
+
+    settings = Settings(models=[], ignored_flags=ignored)
+    if "config_file" in values:
+        data = _load_config(values["config_file"])
+        settings.models = _config_models(data, values, values["config_file"])
+        settings.multi_model = True
+        values.setdefault("host", data.get("host", settings.host))
+        values.setdefault("port", data.get("port", settings.port))
+        if data.get("api_key"):
+            values.setdefault("api_key", [str(data["api_key"])])
+    else:
+        model = values.get("model")
+        if model is None:
+            default = model_files.default_model_path()
+            if default is None:
+                raise SettingsError(model_files.HOW_TO_GET_DEFAULT)
+            model_path = default
+        else:
+            model_path = Path(model)
+        settings.models = [_model_spec(model_path, values, chat_template)]
+
+    settings.host = str(values.get("host", settings.host))
+    settings.port = int(values.get("port", settings.port))
+    if not 0 <= settings.port <= 65535:
+        raise SettingsError(f"--port must be between 0 and 65535 (got {settings.port})")
+    if "path" in values:
+        static = Path(values["path"])
+        if not static.is_dir():
+            raise SettingsError(f"--path {static}: not a folder")
+        settings.static_path = static
+    elif values.get("webui") is False:
+        settings.static_path = None
+    settings.api_keys = _api_keys(values)
+    for key in ("ssl_key_file", "ssl_cert_file"):
+        if key in values:
+            file = Path(values[key])
+            if not file.is_file():
+                raise SettingsError(f"--{key.replace('_', '-')} {file}: file not found")
+            setattr(settings, key, file)
+    if (settings.ssl_key_file is None) != (settings.ssl_cert_file is None):
+        raise SettingsError("HTTPS needs both --ssl-key-file and --ssl-cert-file")
+    for key in ("timeout", "metrics", "slots", "props", "cors_origins", "log_format", "verbose", "cache_prompt",
+                "cont_batching", "slot_prompt_similarity", "models_max", "models_memory_mb"):
+        if key in values:
+            setattr(settings, key, values[key])
+    if settings.log_format not in ("text", "json"):
+        raise SettingsError(f"--log-format must be text or json (got {settings.log_format!r})")
+    if "slot_save_path" in values:
+        settings.slot_save_path = Path(values["slot_save_path"])
+        settings.slot_save_path.mkdir(parents=True, exist_ok=True)
+    if "system_prompt_file" in values:
+        settings.system_prompt = _system_prompt(values["system_prompt_file"])
+    settings.sampling = _sampling(values)
+    return settings
+
+
+def _system_prompt(path: str) -> str:
+    """-spf: a JSON file {"system_prompt": {"prompt": ...}} (the seeds' shape) or plain text."""
+    text = _read_text(path, "--system-prompt-file")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    if isinstance(data, dict):
+        inner = data.get("system_prompt", data)
+        if isinstance(inner, dict) and isinstance(inner.get("prompt"), str):
+            return str(inner["prompt"])
+        if isinstance(inner, str):
+            return inner
+    raise SettingsError(f"--system-prompt-file {path}: expected {{\"system_prompt\": {{\"prompt\": ...}}}}")
