@@ -275,9 +275,8 @@ def read_gguf(path: str | Path, *, use_mmap: bool = True) -> GGUFFile:
         raise ModelLoadError(f"{p}: no such file")
     if not p.is_file():
         raise ModelLoadError(f"{p}: not a regular file")
-    size = p.stat().st_size
-    if size < 24:
-        raise GGUFError(f"{p}: file is too short to be GGUF ({size} bytes)")
+    if p.stat().st_size == 0:
+        raise GGUFError(f"{p}: file is empty, not a GGUF file")
     buf: Any
     if use_mmap:
         try:
