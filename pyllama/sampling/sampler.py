@@ -296,4 +296,15 @@ def _softmax_full(row: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 def _build_grammar(
     params: SamplingParams, pieces: Sequence[bytes] | None, eog_ids: frozenset[int]
 ) -> TokenConstraint:
-    raise InvalidRequestError("grammar-constrained sampling is not available yet")
+    if pieces is None:
+        raise InvalidRequestError("a grammar needs the vocabulary's token pieces")
+    from pyllama.grammar.constraint import GrammarConstraint
+
+    return GrammarConstraint.from_text(
+        params.grammar,
+        pieces,
+        eog_ids,
+        lazy=params.grammar_lazy,
+        trigger_words=params.grammar_trigger_words,
+        trigger_tokens=params.grammar_trigger_tokens,
+    )

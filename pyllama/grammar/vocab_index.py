@@ -1,0 +1,84 @@
+"""Every vocabulary piece decoded to code points once, laid out for vectorized filtering.
+
+The token filter walks all candidate tokens in lockstep, one character position at a
+time, so it needs "the j-th code point of each token" as one NumPy gather: a flat array
+of code points plus per-token offsets and lengths (CSR layout, no padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from pyllama.grammar.utf8 import decode_utf8
+
+I64 = npt.NDArray[np.int64]
+
+
+class VocabIndex:
+    def __init__(self, pieces: Sequence[bytes], eog_ids: frozenset[int]) -> None:
+        self.pieces = pieces
+        self.n_vocab = n = len(pieces)
+        self.eog_ids = eog_ids
+        texts: list[str] = []
+        lens = np.zeros(n, dtype=np.int64)
+        part_val = np.zeros(n, dtype=np.int64)
+        part_rem = np.zeros(n, dtype=np.int64)
+        usable = np.zeros(n, dtype=np.bool_)  # non-empty, not EOG, no invalid UTF-8
+        self.cont_start: list[int] = []  # tokens opening with a continuation byte
+        for i, piece in enumerate(pieces):
+            if i in eog_ids or not piece or piece[0] == 0:
+                texts.append("")
+                continue
+            if 0x80 <= piece[0] <= 0xBF:
+                self.cont_start.append(i)
+            try:
+                if 0 in piece:
+                    raise UnicodeDecodeError("utf-8", piece, 0, 1, "NUL")
+                text = piece.decode("utf-8")
+            except UnicodeDecodeError:
+                cps, partial = decode_utf8(piece)
+                if partial.n_remain < 0 or any(c > 0x10FFFF for c in cps):
+                    texts.append("")
+                    continue
+                text = "".join(map(chr, cps))
+                part_val[i], part_rem[i] = partial
+            texts.append(text)
+            lens[i] = len(text)
+            usable[i] = True
+        blob = "".join(texts).encode("utf-32-le", errors="surrogatepass")
+        self.flat: I64 = np.frombuffer(blob, dtype=np.uint32).astype(np.int64)
+        self.lens: I64 = lens
+        self.offsets: I64 = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if n else lens
+        self.part_val: I64 = part_val
+        self.part_rem: I64 = part_rem
+        self.usable = usable
+        usable_ids = np.flatnonzero(usable).astype(np.int64)
+        by_len = np.argsort(-lens[usable_ids], kind="stable")
+        self.walk_ids: I64 = usable_ids[by_len]  # longest first (see TokenFilter._walk)
+        self.walk_lens: I64 = lens[self.walk_ids]
+        self.walk_offsets: I64 = self.offsets[self.walk_ids]
+        self.eog_array: I64 = np.asarray(sorted(t for t in eog_ids if 0 <= t < n), dtype=np.int64)
+        self.max_len = int(lens.max()) if n else 0
+
+    def code_points(self, token: int) -> list[int]:
+        start = int(self.offsets[token])
+        out: list[int] = self.flat[start : start + int(self.lens[token])].tolist()
+        return out
+
+
+_CACHE: dict[tuple[int, frozenset[int]], VocabIndex] = {}
+
+
+def vocab_index(pieces: Sequence[bytes], eog_ids: frozenset[int]) -> VocabIndex:
+    """The index for a vocabulary, built once per (pieces object, EOG set)."""
+    key = (id(pieces), eog_ids)
+    hit = _CACHE.get(key)
+    if hit is not None and hit.pieces is pieces:
+        return hit
+    if len(_CACHE) >= 4:
+        _CACHE.clear()
+    index = _CACHE[key] = VocabIndex(pieces, eog_ids)
+    return index
