@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -155,6 +156,42 @@ class Scheduler:
     @property
     def n_busy(self) -> int:
         return sum(1 for s in self.slots if s.busy)
+
+    # -- slot persistence (call between steps, from the thread that runs step()) ---------
+    def save_slot(self, slot_id: int, path: Path) -> dict[str, Any]:
+        from pyllama.slot_store import save_slot
+
+        slot = self._idle_slot(slot_id)
+        t0 = time.perf_counter()
+        tokens = slot.cache_tokens[: self.model.kv.length(slot.id)]
+        n_written = save_slot(self.model, slot.id, tokens, path)
+        return {"id_slot": slot.id, "filename": path.name, "n_saved": len(tokens), "n_written": n_written,
+                "timings": {"save_ms": 1e3 * (time.perf_counter() - t0)}}
+
+    def restore_slot(self, slot_id: int, path: Path) -> dict[str, Any]:
+        from pyllama.slot_store import load_slot
+
+        slot = self._idle_slot(slot_id)
+        t0 = time.perf_counter()
+        tokens, n_read = load_slot(self.model, slot.id, path)
+        slot.cache_tokens = tokens
+        return {"id_slot": slot.id, "filename": path.name, "n_restored": len(tokens), "n_read": n_read,
+                "timings": {"restore_ms": 1e3 * (time.perf_counter() - t0)}}
+
+    def erase_slot(self, slot_id: int) -> dict[str, Any]:
+        slot = self._idle_slot(slot_id)
+        n = len(slot.cache_tokens)
+        self.model.kv.truncate(slot.id, 0)
+        slot.cache_tokens = []
+        return {"id_slot": slot.id, "n_erased": n}
+
+    def _idle_slot(self, slot_id: int) -> Slot:
+        if not 0 <= slot_id < len(self.slots):
+            raise InvalidRequestError(f"invalid slot id {slot_id} (0..{len(self.slots) - 1})")
+        slot = self.slots[slot_id]
+        if slot.busy:
+            raise InvalidRequestError(f"slot {slot_id} is busy")
+        return slot
 
     # -- the step -------------------------------------------------------------------
     def step(self) -> bool:
