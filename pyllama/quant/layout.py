@@ -42,19 +42,6 @@ class BlockArrays(NamedTuple):
     group: int
 
 
-def f16_field(blocks: np.ndarray[Any, np.dtype[np.uint8]], start: int) -> F32:
-    """The little-endian float16 at byte `start` of every block, as a float32 column (n, 1)."""
-    return blocks[:, start : start + 2].view(np.float16).astype(np.float32)
-
-
-def nibbles(packed: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    """(..., k) bytes -> (..., 2, k): low nibbles first, then high nibbles (ggml's order)."""
-    out = np.empty((*packed.shape[:-1], 2, packed.shape[-1]), dtype=np.uint8)
-    np.bitwise_and(packed, 0x0F, out=out[..., 0, :])
-    np.right_shift(packed, 4, out=out[..., 1, :])
-    return out
-
-
 # How a packed matmul with L input rows treats a tile of int8 codes (measured with
 # pyllama.quant.bench and a formulation sweep, natively and under Pyodide/Node):
 # - "factored": skip the per-weight scale multiply. Contract the codes (cast to float32)

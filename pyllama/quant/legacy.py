@@ -17,23 +17,25 @@ from typing import Any
 
 import numpy as np
 
-from pyllama.quant.layout import BlockArrays, f16_field, nibbles
+from pyllama.quant.bits import bit_planes, f16_field, low_bits_of_u32
+from pyllama.quant.layout import I8, BlockArrays
 
 U8 = np.ndarray[Any, np.dtype[np.uint8]]
 
 
-def _low4(qs: U8) -> U8:
-    """16 bytes of nibbles per block -> 32 4-bit values per block in weight order."""
-    return nibbles(qs).reshape(qs.shape[0], 32)
+def _nibbles(blocks: U8, start: int) -> U8:
+    """The 16 bytes of nibbles at `start` -> 32 4-bit values per block in weight order."""
+    return bit_planes(blocks, start, start + 16, (0, 4), 0x0F, 16).reshape(blocks.shape[0], 32)
 
 
-def _high_bits(qh: U8) -> U8:
-    """4 bytes (a little-endian uint32) per block -> bit j as value (j-th weight's 5th bit) << 4."""
-    bits = np.unpackbits(qh, axis=1, bitorder="little")
-    return np.left_shift(bits, 4, out=bits)
+def _with_high_bit(low: U8, blocks: U8, start: int) -> U8:
+    high = low_bits_of_u32(blocks, start)
+    np.left_shift(high, 4, out=high)
+    np.bitwise_or(low, high, out=low)
+    return low
 
 
-def _as_codes(values: U8, offset: int) -> np.ndarray[Any, np.dtype[np.int8]]:
+def _as_codes(values: U8, offset: int) -> I8:
     codes = values.view(np.int8)
     if offset:
         np.subtract(codes, np.int8(offset), out=codes)
@@ -41,22 +43,20 @@ def _as_codes(values: U8, offset: int) -> np.ndarray[Any, np.dtype[np.int8]]:
 
 
 def q4_0(blocks: U8) -> BlockArrays:
-    return BlockArrays(_as_codes(_low4(blocks[:, 2:]), 8), f16_field(blocks, 0), None, 32)
+    return BlockArrays(_as_codes(_nibbles(blocks, 2), 8), f16_field(blocks, 0), None, 32)
 
 
 def q4_1(blocks: U8) -> BlockArrays:
-    return BlockArrays(_as_codes(_low4(blocks[:, 4:]), 0), f16_field(blocks, 0), f16_field(blocks, 2), 32)
+    return BlockArrays(_as_codes(_nibbles(blocks, 4), 0), f16_field(blocks, 0), f16_field(blocks, 2), 32)
 
 
 def q5_0(blocks: U8) -> BlockArrays:
-    q = _low4(blocks[:, 6:])
-    np.bitwise_or(q, _high_bits(blocks[:, 2:6]), out=q)
+    q = _with_high_bit(_nibbles(blocks, 6), blocks, 2)
     return BlockArrays(_as_codes(q, 16), f16_field(blocks, 0), None, 32)
 
 
 def q5_1(blocks: U8) -> BlockArrays:
-    q = _low4(blocks[:, 8:])
-    np.bitwise_or(q, _high_bits(blocks[:, 4:8]), out=q)
+    q = _with_high_bit(_nibbles(blocks, 8), blocks, 4)
     return BlockArrays(_as_codes(q, 0), f16_field(blocks, 0), f16_field(blocks, 2), 32)
 
 
