@@ -14,6 +14,7 @@ pyllama.quant.matmul and re-exported here.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -26,11 +27,11 @@ from pyllama.quant.layout import FloatValues
 from pyllama.quant.matmul import MatmulBackend, matmul_backend, matmul_t, set_matmul_backend, tile_rows
 
 __all__ = [
-    "DEFAULT_SCRATCH",
     "Linear",
     "MatmulBackend",
     "ScratchPool",
     "WeightMode",
+    "default_scratch",
     "matmul_backend",
     "matmul_t",
     "set_matmul_backend",
@@ -62,7 +63,19 @@ class ScratchPool:
         return int(self._buf.nbytes)
 
 
-DEFAULT_SCRATCH = ScratchPool()
+_per_thread = threading.local()
+
+
+def default_scratch() -> ScratchPool:
+    """The pool shared by every Linear created without one, one per thread.
+
+    The engine itself never runs two forward passes at once, but a server holding two
+    models may drive them from two threads; they must not dequantize into one buffer.
+    """
+    pool: ScratchPool | None = getattr(_per_thread, "pool", None)
+    if pool is None:
+        pool = _per_thread.pool = ScratchPool()
+    return pool
 
 
 class Linear:
@@ -83,7 +96,7 @@ class Linear:
         self.mode = mode
         self.n_out, self.n_in = info.shape
         self.splits: tuple[int, ...] = (self.n_out,)
-        self.scratch = DEFAULT_SCRATCH if scratch is None else scratch
+        self.scratch = scratch  # None: default_scratch() of the calling thread
         self.weight: F32 | None = None
         self.packed: PackedTensor | None = None
         try:
@@ -149,7 +162,8 @@ class Linear:
         else:
             assert self.packed is not None
             y = np.empty((x2.shape[0], self.n_out), dtype=np.float32)
-            self.packed.matmul_t_into(x2, y, self.scratch.get(min(self.n_out, tile_rows(self.n_in)) * self.n_in))
+            pool = self.scratch if self.scratch is not None else default_scratch()
+            self.packed.matmul_t_into(x2, y, pool.get(min(self.n_out, tile_rows(self.n_in)) * self.n_in))
         return y.reshape(*x.shape[:-1], self.n_out)
 
     def rows(self, ids: np.ndarray[Any, np.dtype[np.integer[Any]]]) -> F32:

@@ -132,3 +132,23 @@ def test_bad_inputs_are_clear_errors() -> None:
         Linear(info)(np.zeros((1, 32), np.float32))
     with pytest.raises(ValueError, match="unknown matmul backend"):
         set_matmul_backend("gpu")  # type: ignore[arg-type]
+
+
+def test_default_scratch_is_shared_within_a_thread_only() -> None:
+    import threading
+
+    from pyllama.linear import default_scratch
+
+    a = Linear(make_info("a", T.Q4_0, 64, 256, 1), "packed")
+    b = Linear(make_info("b", T.Q4_0, 16, 256, 2), "packed")
+    x = np.ones((1, 256), dtype=np.float32)
+    a(x)
+    size = default_scratch().nbytes
+    assert size >= 64 * 256 * 4
+    b(x)
+    assert default_scratch().nbytes == size
+    other: list[ScratchPool] = []
+    t = threading.Thread(target=lambda: other.append(default_scratch()))
+    t.start()
+    t.join()
+    assert other[0] is not default_scratch()
