@@ -11,17 +11,25 @@ from __future__ import annotations
 from importlib import resources
 
 from pyllama.grammar.constraint import GrammarConstraint, compile_grammar
+from pyllama.grammar.json_schema import json_schema_to_grammar
 from pyllama.grammar.parser import GrammarError, ParsedGrammar, format_grammar, parse_grammar
+from pyllama.grammar.response_format import request_grammar, response_format_schema, schema_grammar
+from pyllama.grammar.schema_model import SchemaError
 
 __all__ = [
     "GrammarConstraint",
     "GrammarError",
     "ParsedGrammar",
+    "SchemaError",
     "builtin_grammar",
     "builtin_grammar_names",
     "compile_grammar",
     "format_grammar",
+    "json_schema_to_grammar",
     "parse_grammar",
+    "request_grammar",
+    "response_format_schema",
+    "schema_grammar",
 ]
 
 

@@ -55,10 +55,10 @@ class TokenFilter:
             allowed[v.eog_array] = True
         for kind, value, _ in g.token_stacks(state):
             if kind == TOKEN:
-                if 0 <= value < v.n_vocab and v.usable[value]:
+                if 0 <= value < v.n_vocab and v.token_matchable[value]:
                     allowed[value] = True
             else:
-                hit = v.usable.copy()
+                hit = v.token_matchable.copy()
                 if 0 <= value < v.n_vocab:
                     hit[value] = False
                 allowed |= hit
@@ -156,7 +156,7 @@ class TokenFilter:
         if token in v.eog_ids:
             return g.can_end(state)
         for kind, value, _ in g.token_stacks(state):
-            if v.usable[token] and (kind == TOKEN) == (value == token):
+            if v.token_matchable[token] and (kind == TOKEN) == (value == token):
                 return True
         piece = v.pieces[token]
         if not piece or piece[0] == 0:

@@ -55,6 +55,8 @@ class VocabIndex:
         self.part_val: I64 = part_val
         self.part_rem: I64 = part_rem
         self.usable = usable
+        # may match a `<[id]>` terminal: llama.cpp rejects a token that is only an unfinished character
+        self.token_matchable = usable & ~((lens == 0) & (part_rem != 0))
         usable_ids = np.flatnonzero(usable).astype(np.int64)
         by_len = np.argsort(-lens[usable_ids], kind="stable")
         self.walk_ids: I64 = usable_ids[by_len]  # longest first (see TokenFilter._walk)

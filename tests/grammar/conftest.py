@@ -1,0 +1,18 @@
+"""SmolLM2's vocabulary as the grammar sees it: token pieces with special tokens as text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pyllama.gguf_file import read_gguf
+from pyllama.tokenizer import Tokenizer
+
+
+@pytest.fixture(scope="session")
+def smollm2_vocab(smollm2_path: Path) -> tuple[list[bytes], frozenset[int]]:
+    tok = Tokenizer.from_gguf(read_gguf(smollm2_path))
+    n = len(tok.vocab.texts) if hasattr(tok, "vocab") else 49152
+    pieces = [tok.token_to_piece(i, special=True) for i in range(n)]
+    return pieces, frozenset(tok.eog_ids)
