@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from pyllama.config import ModelConfig, read_config
+from pyllama.config import ModelConfig, finalize_rope, read_config
 from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.gguf_file import GGUFFile, parse_gguf, read_gguf
 from pyllama.kv_cache import KVCache
@@ -264,24 +264,16 @@ def split_batch(batch: Batch, n_ubatch: int) -> Iterator[Batch]:
 
 def apply_rope_overrides(config: ModelConfig, o: RopeOverrides) -> None:
     """Apply llama.cpp's rope flags on top of the GGUF values (llama_context constructor rules)."""
-    r = config.rope
-    if o.scaling_type is not None:
-        if o.scaling_type not in ("none", "linear", "yarn"):
-            raise InvalidRequestError(f"--rope-scaling must be none, linear or yarn, not {o.scaling_type!r}")
-        r.scaling_type = o.scaling_type
-    if o.freq_base:
-        r.freq_base = o.freq_base
-    if o.freq_scale:
-        r.freq_scale = o.freq_scale
-    if o.yarn_orig_ctx:
-        r.n_ctx_orig = o.yarn_orig_ctx
-    if r.scaling_type == "yarn":
-        r.ext_factor = 1.0 if o.yarn_ext_factor is None or o.yarn_ext_factor < 0 else o.yarn_ext_factor
-    elif o.yarn_ext_factor is not None and o.yarn_ext_factor >= 0:
-        r.ext_factor = o.yarn_ext_factor
-    if o.yarn_attn_factor is not None:
-        r.attn_factor = o.yarn_attn_factor
-    if o.yarn_beta_fast is not None:
-        r.beta_fast = o.yarn_beta_fast
-    if o.yarn_beta_slow is not None:
-        r.beta_slow = o.yarn_beta_slow
+    if o.scaling_type is not None and o.scaling_type not in ("none", "linear", "yarn"):
+        raise InvalidRequestError(f"--rope-scaling must be none, linear or yarn, not {o.scaling_type!r}")
+    finalize_rope(
+        config.rope,
+        scaling_type=o.scaling_type,
+        freq_base=o.freq_base,
+        freq_scale=o.freq_scale,
+        yarn_orig_ctx=o.yarn_orig_ctx,
+        yarn_ext_factor=o.yarn_ext_factor,
+        yarn_attn_factor=o.yarn_attn_factor,
+        yarn_beta_fast=o.yarn_beta_fast,
+        yarn_beta_slow=o.yarn_beta_slow,
+    )

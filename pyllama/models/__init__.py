@@ -1,12 +1,37 @@
-"""Architecture registry: GGUF `general.architecture` -> model class."""
+"""Architecture registry: GGUF `general.architecture` -> a constructor of its network.
+
+Most entries are classes; `llama` is a function because llama.cpp's `llama` architecture
+covers both dense models (LlamaModel) and mixtures of experts such as Mixtral.
+"""
 
 from __future__ import annotations
 
-from pyllama.models.base import Batch, DecoderModel, SeqChunk
-from pyllama.models.llama import LlamaModel
+from collections.abc import Callable
 
-ARCHITECTURES: dict[str, type[DecoderModel]] = {
-    "llama": LlamaModel,
+from pyllama.config import ModelConfig
+from pyllama.gguf_file import GGUFFile
+from pyllama.kv_cache import KVCache
+from pyllama.models.base import Batch, DecoderModel, SeqChunk, Weights
+from pyllama.models.granite import GraniteModel
+from pyllama.models.llama import LlamaModel
+from pyllama.models.mixtral import MixtralModel
+from pyllama.models.qwen2 import Qwen2Model
+from pyllama.models.qwen3 import Qwen3Model
+
+ModelFactory = Callable[[GGUFFile, ModelConfig, Weights, KVCache], DecoderModel]
+
+
+def llama_family(gguf: GGUFFile, config: ModelConfig, weights: Weights, kv: KVCache) -> DecoderModel:
+    if config.n_expert > 0:
+        return MixtralModel(gguf, config, weights, kv)
+    return LlamaModel(gguf, config, weights, kv)
+
+
+ARCHITECTURES: dict[str, ModelFactory] = {
+    "llama": llama_family,
+    "qwen2": Qwen2Model,
+    "qwen3": Qwen3Model,
+    "granite": GraniteModel,
 }
 
-__all__ = ["ARCHITECTURES", "Batch", "DecoderModel", "LlamaModel", "SeqChunk"]
+__all__ = ["ARCHITECTURES", "Batch", "DecoderModel", "LlamaModel", "ModelFactory", "SeqChunk"]
