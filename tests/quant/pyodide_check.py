@@ -1,0 +1,47 @@
+"""Run under Pyodide by test_pyodide.py: the dequantizers and Linear on numpy 2.0.2 (wasm).
+
+Prints one JSON line: platform, numpy version, backend and the failures found.
+"""
+
+import json
+import sys
+
+import numpy as np
+from gguf import quants as gq
+from gguf.constants import GGML_QUANT_SIZES
+
+from pyllama.gguf_file import TensorInfo
+from pyllama.linear import Linear, matmul_backend
+from pyllama.quant import SUPPORTED_TYPES, dequantize
+from pyllama.quant import matmul as mm
+from pyllama.quant.synthetic import random_tensor_bytes
+
+rng = np.random.default_rng(0)
+failures: list[str] = []
+for qt in sorted(SUPPORTED_TYPES, key=lambda t: t.value):
+    bs, ts = GGML_QUANT_SIZES[qt]
+    for shape in [(3, bs * 2), (17, bs * 5)]:
+        raw = random_tensor_bytes(rng, qt, shape)
+        with np.errstate(all="ignore"):
+            ref = np.asarray(gq.dequantize(raw.reshape(shape[0], -1), qt), dtype=np.float32).reshape(shape)
+            got = dequantize(raw, qt, shape)
+        if not np.array_equal(ref, got, equal_nan=True):
+            failures.append(f"dequantize {qt.name} {shape}")
+    if qt.name in ("F32", "BF16"):
+        continue  # random bits include NaN/inf: matmul comparisons are meaningless
+    shape = (40, bs * 4 if bs > 1 else 256)
+    raw = random_tensor_bytes(rng, qt, shape)
+    info = TensorInfo("w", qt, shape, 0, raw.size, raw)
+    dense, packed = Linear(info, "dense"), Linear(info, "packed")
+    ids = np.array([3, 0, 39])
+    if not np.array_equal(packed.rows(ids), dense.rows(ids)):
+        failures.append(f"rows {qt.name}")
+    for tile in (mm.TILE_WEIGHTS, 3000):
+        saved, mm.TILE_WEIGHTS = mm.TILE_WEIGHTS, tile
+        for n_tokens in (1, 9):
+            x = rng.standard_normal((n_tokens, shape[1])).astype(np.float32)
+            yd, yp = dense(x), packed(x)
+            if not np.allclose(yp, yd, rtol=1e-5, atol=1e-5 * float(np.abs(yd).max())):
+                failures.append(f"matmul {qt.name} tile={tile} L={n_tokens}")
+        mm.TILE_WEIGHTS = saved
+print(json.dumps({"platform": sys.platform, "numpy": np.__version__, "backend": matmul_backend(), "failures": failures}))
