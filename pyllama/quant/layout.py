@@ -46,11 +46,12 @@ class BlockArrays(NamedTuple):
 # pyllama.quant.bench and a formulation sweep, natively and under Pyodide/Node):
 # - "factored": skip the per-weight scale multiply. Contract the codes (cast to float32)
 #   group by group with x and scale the per-group partial sums, which are `group` times
-#   fewer. With BLAS (one batched matmul) this is 2-3x faster than dequantizing for L <= 8.
+#   fewer. With BLAS (one batched matmul) this is 1.5-2x faster than dequantizing for
+#   L <= 2 and about even at L = 4; slower beyond.
 # - "codes": under einsum (Pyodide) and L == 1, einsum reads the int8 codes directly
 #   (casting in its own small buffers): 2x faster than dequantizing there.
 # - "dequant": scale the codes into the float32 tile, then one matmul (large L).
-FACTORED_MAX_ROWS = 8
+FACTORED_MAX_ROWS = 4
 
 
 def _tile_strategy(n_tokens: int) -> str:
