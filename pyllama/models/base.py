@@ -18,6 +18,7 @@ from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.gguf_file import GGUFFile
 from pyllama.kv_cache import KVCache
 from pyllama.linear import Linear, WeightMode
+from pyllama.numerics import GgmlLinear
 from pyllama.ops import RopeTable
 from pyllama.quant import SUPPORTED_TYPES, dequantize
 
@@ -88,7 +89,8 @@ class Weights:
         if name not in self.gguf.tensors:
             raise ModelLoadError(f"{self.gguf.path}: required tensor {name} is missing")
         info = self.gguf.tensors[name]
-        lin = Linear(info, mode or self.mode)
+        # GgmlLinear rounds like llama.cpp's CPU matmul (see pyllama/numerics.py).
+        lin = GgmlLinear(info, mode or self.mode)
         self._account(info.n_bytes, lin.weight.nbytes if lin.weight is not None else info.n_bytes)
         return lin
 

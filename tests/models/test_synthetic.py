@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from pyllama.engine import Model
+from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.models import ARCHITECTURES, Batch, SeqChunk
 from tests.models import synth
 
@@ -20,8 +21,6 @@ TOLERANCE = 1e-3
 
 
 def load(name: str, tmp_path: Path, **kwargs: object) -> Model:
-    if synth.MODELS[name][0] not in ARCHITECTURES:  # TEMPORARY while architectures land
-        pytest.xfail(f"{name} not implemented yet")
     path = synth.write_model(name, tmp_path / f"{name}.gguf")
     opts: dict[str, object] = {"weights": "dense", "n_ctx": synth.N_CTX, "cache_type_k": "f32", "cache_type_v": "f32"}
     opts.update(kwargs)
@@ -55,3 +54,35 @@ def test_incremental_decode_uses_the_cache(name: str, tmp_path: Path) -> None:
     rows = np.concatenate([first, second, *rest])
     err = float(np.abs(rows - expected_rows(name)).max())
     assert err < TOLERANCE, f"{name}: incremental max error {err:.2e}"
+
+
+def test_every_architecture_of_the_issue_is_registered() -> None:
+    wanted = {"llama", "gemma", "gemma2", "gemma3", "qwen2", "qwen3", "phi3", "gpt2", "starcoder2", "olmo2",
+              "granite", "bert", "nomic-bert"}
+    assert wanted <= set(ARCHITECTURES)
+    assert {a for a, _ in synth.MODELS.values()} == wanted
+
+
+def test_unsupported_architecture_names_the_supported_ones(tmp_path: Path) -> None:
+    b = synth.Builder("mamba", "mamba")
+    synth.common(b)
+    synth.head(b)
+    path = tmp_path / "mamba.gguf"
+    b.write(path)
+    with pytest.raises(ModelLoadError) as e:
+        Model.load(path)
+    msg = str(e.value)
+    assert "'mamba' is not supported" in msg and "gemma3" in msg and "nomic-bert" in msg
+
+
+def test_embedding_model_has_no_logits_and_wants_whole_inputs(tmp_path: Path) -> None:
+    model = load("bert", tmp_path)
+    with pytest.raises(InvalidRequestError, match="no logits"):
+        model.decode(Batch([SeqChunk(0, synth.PROMPT[:4], 0, "last")]))
+    model.kv.clear()
+    model.hidden(Batch([SeqChunk(0, synth.PROMPT[:4], 0, "all")]))
+    with pytest.raises(InvalidRequestError, match="whole"):
+        model.hidden(Batch([SeqChunk(0, synth.PROMPT[4:8], 4, "all")]))
+    # Re-embedding the same sequence replaces its cache instead of failing.
+    again = model.hidden(Batch([SeqChunk(0, list(synth.PROMPT), 0, "all")]))
+    assert float(np.abs(again - expected_rows("bert")).max()) < TOLERANCE
