@@ -17,12 +17,19 @@ from typing import Protocol
 
 from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.gguf_file import GGUFFile
-from pyllama.tokenizer.bench import bench_tokenizer, tokenize_throughput
+from pyllama.tokenizer.bench import bench_tokenizer, sample_text, tokenize_throughput
 from pyllama.tokenizer.detokenize import Detokenizer
 from pyllama.tokenizer.special import SpecialSplitter
 from pyllama.tokenizer.vocab import ATTR_CONTROL, Vocab, load_vocab
 
-__all__ = ["IncrementalDecoder", "Tokenizer", "Vocab", "bench_tokenizer", "tokenize_throughput"]
+__all__ = [
+    "IncrementalDecoder",
+    "Tokenizer",
+    "Vocab",
+    "bench_tokenizer",
+    "sample_text",
+    "tokenize_throughput",
+]
 
 log = logging.getLogger(__name__)
 

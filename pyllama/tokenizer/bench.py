@@ -60,6 +60,11 @@ def mixed_text(n_bytes: int = 1 << 20, seed: int = 0) -> str:
     return "".join(parts)
 
 
+def sample_text(n_bytes: int = 1 << 20) -> str:
+    """The benchmark text (1 MiB by default); see `mixed_text`."""
+    return mixed_text(n_bytes)
+
+
 def tokenize_throughput(tokenizer: Tokenizer, text: str) -> float:
     """MB/s (10^6 bytes of UTF-8 input per second) for one tokenize call on `text`."""
     n = len(text.encode("utf-8"))
