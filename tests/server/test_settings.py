@@ -1,0 +1,154 @@
+"""Flags, LLAMA_ARG_* variables and config files -> Settings; bad ones fail in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asgi.settings import SettingsError, parse_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_flags_map_to_settings(smollm2_path: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text("k2\n\nk3\n")
+    s = parse_settings(
+        ["-m", str(smollm2_path), "-a", "smol,tiny", "-c", "2048", "-np", "3", "-b", "256", "-ub", "128",
+         "--host", "0.0.0.0", "--port", "9000", "--api-key", "k1", "--api-key-file", str(keys),
+         "--temp", "0.5", "--top-k", "7", "-n", "32", "--keep", "4", "-s", "42", "--metrics", "--no-slots",
+         "-to", "30", "--samplers", "top_k;temperature", "-ctk", "q8_0", "--rope-freq-base", "20000",
+         "--chat-template", "llama3", "-l", "15+1.5", "-t", "4"],
+        {},
+    )
+    m = s.default_model
+    assert m.aliases == ["smol", "tiny"] and m.n_ctx == 2048 and m.n_parallel == 3
+    assert (m.n_batch, m.n_ubatch, m.cache_type_k) == (256, 128, "q8_0")
+    assert m.rope == {"rope_freq_base": 20000.0} and m.chat_template == "llama3"
+    assert (s.host, s.port, s.timeout, s.metrics, s.slots) == ("0.0.0.0", 9000, 30, True, False)
+    assert s.api_keys == ["k1", "k2", "k3"]
+    assert s.sampling == {"temperature": 0.5, "top_k": 7, "n_predict": 32, "n_keep": 4, "seed": 42,
+                          "samplers": ["top_k", "temperature"], "logit_bias": [[15, 1.5]]}
+    assert s.ignored_flags == ["--threads"]
+
+
+def test_environment_then_command_line(smollm2_path: Path) -> None:
+    env = {"LLAMA_ARG_MODEL": str(smollm2_path), "LLAMA_ARG_PORT": "8181", "LLAMA_ARG_CTX_SIZE": "512",
+           "LLAMA_ARG_ENDPOINT_METRICS": "true", "LLAMA_API_KEY": "secret", "LLAMA_ARG_N_PARALLEL": "2"}
+    s = parse_settings([], env)
+    assert (s.port, s.default_model.n_ctx, s.metrics, s.api_keys, s.default_model.n_parallel) == (
+        8181, 512, True, ["secret"], 2)
+    s = parse_settings(["--port", "9191", "-np", "1"], env)
+    assert s.port == 9191 and s.default_model.n_parallel == 1  # the command line wins
+
+
+def test_pyllama_server_args_variable(smollm2_path: Path) -> None:
+    s = parse_settings([], {"PYLLAMA_SERVER_ARGS": f"-m {smollm2_path} --port 7000 --embeddings"})
+    assert s.port == 7000 and s.default_model.embeddings
+
+
+def test_default_model_is_the_packaged_smollm2() -> None:
+    s = parse_settings([], {})
+    assert s.default_model.path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert s.default_model.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["-hf", "org/repo"], "never downloads"),
+        (["-mu", "https://example.com/m.gguf"], "never downloads"),
+        (["--hf-file", "x.gguf"], "never downloads"),
+        (["-m", "/no/such/model.gguf"], "model file not found"),
+        (["--port", "70000"], "between 0 and 65535"),
+        (["-np", "0"], "at least 1"),
+        (["--ssl-key-file", "/no/key.pem"], "file not found"),
+        (["--log-format", "xml"], "text or json"),
+        (["--json-schema", "{not json"], "not valid JSON"),
+    ],
+)
+def test_bad_settings_raise_one_line(argv: list[str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message) as info:
+        parse_settings(argv, {})
+    assert "\n" not in str(info.value)
+
+
+def test_bad_environment_value() -> None:
+    with pytest.raises(SettingsError, match="LLAMA_ARG_PORT"):
+        parse_settings([], {"LLAMA_ARG_PORT": "eighty"})
+
+
+def test_unknown_flag_exits_2_with_one_line() -> None:
+    result = subprocess.run([sys.executable, "-m", "asgi.main", "--no-such-flag"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unrecognized arguments: --no-such-flag" in lines[0]
+
+
+def test_refused_hub_flag_exits_2() -> None:
+    result = subprocess.run([sys.executable, "-m", "asgi.main", "-hf", "ggml-org/x"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "never downloads models from a hub" in result.stderr
+
+
+def test_help_lists_llama_server_flags() -> None:
+    result = subprocess.run([sys.executable, "-m", "asgi.main", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for flag in ("--ctx-size", "--parallel", "--api-key-file", "--ssl-cert-file", "LLAMA_ARG_CTX_SIZE",
+                 "--slot-save-path", "--rope-freq-base", "-ctk", "--config-file"):
+        assert flag in result.stdout
+
+
+def test_config_file_json_and_yaml(smollm2_path: Path, tmp_path: Path) -> None:
+    models = [
+        {"model": str(smollm2_path), "model_alias": "a", "chat_format": "vicuna", "n_ctx": 1024, "n_gpu_layers": -1},
+        {"model": smollm2_path.name, "model_alias": "b", "n_ctx": 512},
+    ]
+    (tmp_path / smollm2_path.name).symlink_to(smollm2_path)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"host": "0.0.0.0", "port": 20080, "models": models}))
+    s = parse_settings(["--config-file", str(cfg)], {})
+    assert s.multi_model and (s.host, s.port) == ("0.0.0.0", 20080)
+    assert [m.name for m in s.models] == ["a", "b"]
+    assert s.models[0].chat_template == "vicuna" and s.models[0].n_ctx == 1024
+    assert s.models[1].path == (tmp_path / smollm2_path.name).resolve()
+    yml = tmp_path / "c.yaml"
+    yml.write_text(f"port: 1234\nmodels:\n  - model: {smollm2_path}\n    model_alias: y\n")
+    s = parse_settings(["--config-file", str(yml), "--port", "4321"], {})
+    assert s.port == 4321 and s.models[0].name == "y"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{", "not valid JSON"),
+        ('{"models": []}', "non-empty 'models' list"),
+        ('{"models": [{"model_alias": "x"}]}', "needs a 'model' path"),
+    ],
+)
+def test_bad_config_files(tmp_path: Path, content: str, message: str) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(content)
+    with pytest.raises(SettingsError, match=message):
+        parse_settings(["--config-file", str(cfg)], {})
+
+
+def test_duplicate_aliases_refused(smollm2_path: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"models": [{"model": str(smollm2_path), "model_alias": "x"}] * 2}))
+    with pytest.raises(SettingsError, match="unique"):
+        parse_settings(["--config-file", str(cfg)], {})
+
+
+def test_system_prompt_file(smollm2_path: Path, tmp_path: Path) -> None:
+    spf = tmp_path / "sp.json"
+    spf.write_text(json.dumps({"system_prompt": {"prompt": "Transcript:", "anti_prompt": "User:"}}))
+    s = parse_settings(["-m", str(smollm2_path), "-spf", str(spf)], {})
+    assert s.system_prompt == "Transcript:"
