@@ -371,6 +371,9 @@ class Scheduler:
         if not slot.generating:
             slot.generating = True
             slot.t_prompt_done = time.perf_counter()
+        if slot.n_predict == 0:  # llama-server: evaluate the prompt into the cache, generate nothing
+            self._finish(slot, "limit")
+            return
         try:
             token = sampler.sample(logits)
         except PyllamaError as exc:
