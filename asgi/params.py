@@ -252,7 +252,7 @@ def check_grammar(text: str) -> None:
 def schema_to_grammar(schema: Any) -> str:
     """A JSON schema as GBNF (pyllama.grammar's converter)."""
     try:
-        from pyllama.grammar import json_schema_to_grammar  # type: ignore[attr-defined]
+        from pyllama.grammar import json_schema_to_grammar
     except ImportError:
         raise BadRequest("JSON schema constraints are not available in this build yet") from None
     try:
