@@ -43,6 +43,12 @@ def matmul_t(x: F32, w: F32, out: F32 | None = None) -> F32:
     return y
 
 
+def matmul(x: F32, wt: F32, out: F32 | None = None) -> F32:
+    """x (L, n_in) times wt (n_in, n_out) -> (L, n_out) float32 (into `out` if given)."""
+    y: F32 = np.einsum("ij,jk->ik", x, wt, out=out) if _backend == "einsum" else np.matmul(x, wt, out=out)
+    return y
+
+
 def tile_rows(n_cols: int) -> int:
     """Rows of a (n_rows, n_cols) weight that fit in one scratch tile (at least one)."""
     return max(1, TILE_WEIGHTS // n_cols)

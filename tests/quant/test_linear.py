@@ -14,7 +14,7 @@ from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.gguf_file import TensorInfo
 from pyllama.linear import Linear, ScratchPool, set_matmul_backend
 from pyllama.quant import matmul as matmul_mod
-from pyllama.quant.layout import FACTORED_MAX_ROWS
+from pyllama.quant.layout import tile_strategy
 from pyllama.quant.synthetic import random_tensor_bytes
 
 T = GGMLQuantizationType
@@ -47,12 +47,24 @@ def tiles(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bo
     return bool(request.param)
 
 
-@pytest.mark.parametrize("n_tokens", [1, 9])  # 9 > FACTORED_MAX_ROWS: every strategy runs
+TOKEN_COUNTS = [1, 4, 17]
+
+
+def test_token_counts_exercise_every_tile_strategy() -> None:
+    seen = set()
+    before = linear_mod.matmul_backend()
+    for backend in ("blas", "einsum"):
+        set_matmul_backend(backend)
+        seen |= {tile_strategy(n) for n in TOKEN_COUNTS}
+    set_matmul_backend(before)
+    assert seen == {"grouped-matmul", "grouped-einsum", "dequant"}
+
+
+@pytest.mark.parametrize("n_tokens", TOKEN_COUNTS)
 @pytest.mark.parametrize("qtype", QUANTIZABLE + RAW_ONLY, ids=lambda t: t.name)
 def test_dense_and_packed_agree(
     qtype: GGMLQuantizationType, n_tokens: int, backend: str, tiles: bool
 ) -> None:
-    assert n_tokens == 1 or n_tokens > FACTORED_MAX_ROWS
     info = make_info("w", qtype, 48, 512, qtype.value)
     dense, packed = Linear(info, "dense"), Linear(info, "packed")
     assert np.array_equal(dense.dense_weight(), packed.dense_weight())
@@ -80,7 +92,7 @@ def test_rows_are_exact(qtype: GGMLQuantizationType, mode: str) -> None:
         lin.rows(np.array([40]))
 
 
-@pytest.mark.parametrize("n_tokens", [1, 9])
+@pytest.mark.parametrize("n_tokens", TOKEN_COUNTS)
 @pytest.mark.parametrize("mode", ["dense", "packed"])
 def test_concat_mixed_types_equals_separate_calls(mode: str, n_tokens: int, backend: str, tiles: bool) -> None:
     # Q4_K_M files mix Q4_K and Q6_K inside one layer; F32 shows the zero-copy path.
