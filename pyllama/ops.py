@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from pyllama import numerics
 from pyllama.config import RopeParams
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
@@ -27,12 +28,9 @@ def as_f32(a: Any) -> F32:
 
 
 def rms_norm(x: F32, weight: F32 | None, eps: float) -> F32:
-    """x / sqrt(mean(x^2) + eps) * weight, over the last axis (llama.cpp's ggml_rms_norm)."""
-    ms = np.einsum("...i,...i->...", x, x, dtype=np.float32) / np.float32(x.shape[-1])
-    out = as_f32(x * (ONE / np.sqrt(ms + np.float32(eps)))[..., None])
-    if weight is not None:
-        out *= weight
-    return out
+    """x / sqrt(mean(x^2) + eps) * weight, over the last axis, rounded as ggml_rms_norm does
+    (squares summed in double; see pyllama.numerics)."""
+    return numerics.rms_norm(x, weight, eps)
 
 
 def layer_norm(x: F32, weight: F32 | None, bias: F32 | None, eps: float) -> F32:
@@ -48,7 +46,8 @@ def layer_norm(x: F32, weight: F32 | None, bias: F32 | None, eps: float) -> F32:
 
 
 def silu(x: F32) -> F32:
-    return as_f32(x / (ONE + np.exp(-x)))
+    """x * sigmoid(x) with ggml's SIMD exp (ggml_v_silu), so the FFN input quantizes alike."""
+    return numerics.silu(x)
 
 
 def gelu(x: F32) -> F32:
@@ -74,32 +73,33 @@ def matmul(a: F32, b_t: F32) -> F32:
 class RopeTable:
     """Precomputed cos/sin of RoPE angles for every position, so applying RoPE is two multiplies.
 
-    Follows ggml's rope (ggml-cpu/ops.cpp, rope_yarn): theta_i = p * base^(-2i/n_rot) scaled by
-    freq_scale, with YaRN ramp mixing when ext_factor != 0.
+    Follows ggml's rope (ggml-cpu/ops.cpp, ggml_rope_cache_init + rope_yarn) including its
+    float32 arithmetic: theta_i = p * theta_scale^i accumulated by repeated float32
+    multiplication, scaled by freq_scale, YaRN ramp mixing when ext_factor != 0, and the
+    rotation x0*cos - x1*sin contracted into an FMA as the compiled C does. A float64 angle
+    table differs from ggml's by up to 1e-3 rad at position 1000.
     """
 
     def __init__(self, rope: RopeParams, n_pos: int, freq_factors: F32 | None = None) -> None:
         self.rope = rope
         self.n_rot = rope.n_rot
         half = rope.n_rot // 2
-        inv_freq = rope.freq_base ** (-np.arange(0, half, dtype=np.float64) * 2.0 / rope.n_rot)
-        if freq_factors is not None:
-            inv_freq = inv_freq / freq_factors.astype(np.float64)
-        pos = np.arange(n_pos, dtype=np.float64)[:, None]
-        theta_extrap = pos * inv_freq[None, :]
-        theta_interp = rope.freq_scale * theta_extrap
-        mscale = rope.attn_factor
+        f32 = np.float32
+        theta_extrap = numerics.rope_angles_f32(n_pos, rope.n_rot, rope.freq_base, freq_factors)
+        theta_interp = f32(rope.freq_scale) * theta_extrap
+        mscale = f32(rope.attn_factor)
         if rope.ext_factor != 0.0:
             corr = _yarn_corr_dims(rope.n_rot, rope.n_ctx_orig, rope.freq_base, rope.beta_fast, rope.beta_slow)
-            i0 = np.arange(0, half, dtype=np.float64)
-            y = (i0 - corr[0]) / max(0.001, corr[1] - corr[0])
-            ramp_mix = (1.0 - np.clip(y, 0.0, 1.0)) * rope.ext_factor
-            theta = theta_interp * (1 - ramp_mix) + theta_extrap * ramp_mix
-            mscale *= 1.0 + 0.1 * math.log(1.0 / rope.freq_scale)
+            i0 = np.arange(0, half, dtype=np.float32) * f32(2)
+            y = (i0 / f32(2) - f32(corr[0])) / f32(max(0.001, corr[1] - corr[0]))
+            ramp_mix = ((f32(1) - np.clip(y, f32(0), f32(1))) * f32(rope.ext_factor)).astype(f32)
+            theta = theta_interp * (f32(1) - ramp_mix) + theta_extrap * ramp_mix
+            mscale = f32(mscale * (f32(1.0) + f32(0.1) * f32(math.log(1.0 / rope.freq_scale))))
         else:
             theta = theta_interp
-        self.cos = (np.cos(theta) * mscale).astype(np.float32)
-        self.sin = (np.sin(theta) * mscale).astype(np.float32)
+        t64 = theta.astype(np.float64)
+        self.cos = as_f32(np.cos(t64).astype(f32) * mscale)
+        self.sin = as_f32(np.sin(t64).astype(f32) * mscale)
 
     def apply(self, x: F32, positions: np.ndarray[Any, np.dtype[np.int64]]) -> F32:
         """Rotate x of shape (T, H, Dh) in place by each row's position; returns x."""
@@ -109,14 +109,14 @@ class RopeTable:
         if self.rope.neox:
             half = n // 2
             x0 = x[..., :half].copy()
-            x1 = x[..., half:n]
-            x[..., :half] = x0 * cos - x1 * sin
-            x[..., half:n] = x0 * sin + x1 * cos
+            x1 = x[..., half:n].copy()
+            x[..., :half] = numerics.fma_f32(x0, cos, -(x1 * sin))
+            x[..., half:n] = numerics.fma_f32(x0, sin, x1 * cos)
         else:
             x0 = x[..., 0:n:2].copy()
-            x1 = x[..., 1:n:2]
-            x[..., 0:n:2] = x0 * cos - x1 * sin
-            x[..., 1:n:2] = x0 * sin + x1 * cos
+            x1 = x[..., 1:n:2].copy()
+            x[..., 0:n:2] = numerics.fma_f32(x0, cos, -(x1 * sin))
+            x[..., 1:n:2] = numerics.fma_f32(x0, sin, x1 * cos)
         return x
 
 
@@ -147,6 +147,8 @@ def attention(
     sliding-window mask (a key is visible when k_pos <= q_pos and q_pos - k_pos < window).
     Returns (T, H * Dv).
     """
+    if numerics.use_exact_attention(q, k, v, causal):
+        return numerics.flash_attn_f16(q, k, v, q_pos, k_pos, scale, window=window, softcap=softcap)
     t, h, dh = q.shape
     hkv, s, dv = v.shape
     g = h // hkv

@@ -1,0 +1,436 @@
+"""ggml-compatible arithmetic: reproduce llama.cpp's CPU results bit for bit where it matters.
+
+WHY this exists: a quantized model run by llama.cpp is numerically *chaotic*. ggml
+quantizes every activation row to 8 bits before each quantized matmul and keeps K/V, Q
+and the attention accumulator in float16, so a difference in the last bit of a float32
+(a different summation order, an FMA instead of a multiply and an add) flips a rounding
+somewhere, the flip is ~1/127 of an activation, and it grows through the layers. A plain
+float32 forward pass lands 0.05-0.09 away from llama.cpp's top-5 probabilities; so does
+llama.cpp itself with flash attention switched off. Matching it to 1e-4 needs the same
+roundings in the same order. docs/numerics.md has the measurements.
+
+Every function here names the ggml routine it mirrors (ggml-cpu, x86 AVX2 build, the
+paths llama.cpp takes on a 2-thread CPU). Sums whose order matters are done in that
+order; FMAs are emulated in float64 (exact product, one rounding to float32).
+
+The exact kernels cost more than BLAS, so callers use them for small batches (decode,
+short prompts: `EXACT_MAX_ROWS`) and fall back to the fast float32 path with only the
+activation quantization emulated for long prompts, where ggml itself switches kernels.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gguf.constants import GGMLQuantizationType
+
+from pyllama.gguf_file import TensorInfo
+from pyllama.linear import Linear, ScratchPool, WeightMode
+from pyllama.quant import legacy
+from pyllama.quant.layout import BlockArrays
+
+F32 = np.ndarray[Any, np.dtype[np.float32]]
+F64 = np.ndarray[Any, np.dtype[np.float64]]
+I64 = np.ndarray[Any, np.dtype[np.int64]]
+
+T = GGMLQuantizationType
+f16, f32, f64 = np.float16, np.float32, np.float64
+
+# Rows (tokens) up to which matmuls use the bit-exact kernels.
+EXACT_MAX_ROWS = 32
+# ggml's flash attention switches to a tiled float32 kernel at 64 query rows
+# (GGML_FA_TILE_Q); below that it runs the float16 online softmax emulated here.
+FA_TILE_Q = 64
+# Cached positions up to which attention replays ggml's key-by-key float16 accumulation;
+# the replay is a Python loop over keys, so longer contexts take the float32 path.
+EXACT_MAX_KV = 1024
+
+QK = 32  # block size of the legacy types and of Q8_0/Q8_1
+
+# Weight type -> the type ggml quantizes the activations to (type_traits_cpu vec_dot_type).
+VEC_DOT_TYPE: dict[GGMLQuantizationType, str] = {
+    T.Q4_0: "q8_0",
+    T.Q5_0: "q8_0",
+    T.Q8_0: "q8_0",
+    T.IQ4_NL: "q8_0",
+    T.Q4_1: "q8_1",
+    T.Q5_1: "q8_1",
+}
+
+_LEGACY_UNPACK = {
+    T.Q4_0: legacy.q4_0,
+    T.Q4_1: legacy.q4_1,
+    T.Q5_0: legacy.q5_0,
+    T.Q5_1: legacy.q5_1,
+    T.Q8_0: legacy.q8_0,
+}
+
+
+def round_f16(x: Any) -> F32:
+    """float32 -> nearest float16 (ties to even, like F16C's _mm256_cvtps_ph) -> float32."""
+    return np.asarray(x, dtype=f32).astype(f16).astype(f32)
+
+
+def fma_f32(a: Any, b: Any, c: Any) -> F32:
+    """fmaf(a, b, c): the float64 product of two float32 is exact, so one rounding remains."""
+    return (np.asarray(a, dtype=f64) * np.asarray(b, dtype=f64) + np.asarray(c, dtype=f64)).astype(f32)
+
+
+# -- activation quantization (arch/x86/quants.c quantize_row_q8_0 / q8_1) ---------------------
+
+
+def quantize_q8(x: F32) -> tuple[F32, F32, F32]:
+    """Quantize rows of x (T, n) to Q8_0/Q8_1 blocks of 32 as the AVX2 code does.
+
+    Returns (q, d, s): q (T, n/32, 32) integer-valued float32, d (T, n/32) the float16
+    scale as float32, s (T, n/32) Q8_1's float16 `d * sum(q)` (d before f16 rounding).
+    amax/127 and 127/amax are both float32; x*id is rounded to nearest-even.
+    """
+    t, n = x.shape
+    xb = x.reshape(t, n // QK, QK)
+    amax = np.abs(xb).max(axis=-1)
+    d = amax / f32(127.0)
+    with np.errstate(divide="ignore"):
+        inv = np.where(amax > 0, f32(127.0) / amax, f32(0.0)).astype(f32)
+    q = np.rint(xb * inv[..., None])
+    s = round_f16(d * q.sum(axis=-1, dtype=f32))
+    return q, round_f16(d), s
+
+
+def act_quant_dequant(x: F32, qtype: GGMLQuantizationType) -> tuple[F32, F32 | None]:
+    """What the activations become after ggml quantizes them for a matmul with `qtype`.
+
+    Returns (x', ds): x' = q*d (exact in float32) and, for Q8_1 partners (Q4_1/Q5_1), the
+    per-block correction s - d*sum(q) the weight's min term sees (None otherwise). Used by
+    the fast (BLAS) path; for F32/F16 weights nothing is quantized.
+    """
+    if qtype == T.F16:
+        return round_f16(x), None  # ggml converts the activations to the weight's F16
+    kind = VEC_DOT_TYPE.get(qtype)
+    if kind is None:
+        return x, None
+    x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=f32)
+    q, d, s = quantize_q8(x2)
+    xq = (q * d[..., None]).reshape(x2.shape)
+    if kind == "q8_1":
+        return xq, (s - d * q.sum(axis=-1, dtype=f32)).astype(f32)
+    return xq, None
+
+
+# -- exact quantized matmul (ggml_vec_dot_*_q8_* AVX2) -----------------------------------------
+
+
+class ExactLegacyMatmul:
+    """Bit-exact y = W x for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights (ggml_vec_dot_qX_q8_Y, AVX2).
+
+    ggml's kernel, per output element: for each block of 32, the integer dot of weight codes
+    and activation quants is formed in 8 lanes of 4 products (exact), multiplied by
+    d_w*d_x (exact: two float16) and FMA-accumulated into 8 float32 lanes, block after
+    block; then hsum_float_8 and, for Q4_1/Q5_1, + sum(m*s) (float32, block order).
+    We form the lane sums for all rows at once with one batched matmul over the 8*nb
+    lane groups, and replay only the per-block float32 rounding as a loop over blocks.
+    """
+
+    def __init__(self, info: TensorInfo) -> None:
+        if info.ggml_type not in _LEGACY_UNPACK:
+            raise ValueError(f"{info.name}: no exact kernel for {info.ggml_type.name}")
+        self.qtype = info.ggml_type
+        self.n_out, self.n_in = info.shape
+        nb = self.n_in // QK
+        self.nb = nb
+        blocks = np.asarray(info.data).reshape(self.n_out * nb, -1)
+        arr: BlockArrays = _LEGACY_UNPACK[info.ggml_type](blocks)
+        codes = arr.codes.reshape(self.n_out, nb * 8, 4)
+        # (G, 4, n_out) with G = nb*8 lane groups: the batched matmul wants this order.
+        self.codes = np.ascontiguousarray(codes.transpose(1, 2, 0))
+        self.d = np.ascontiguousarray(arr.scale.reshape(self.n_out, nb).T, dtype=f32)  # (nb, n_out)
+        self.m = (
+            None if arr.bias is None else np.ascontiguousarray(arr.bias.reshape(self.n_out, nb).T, dtype=f32)
+        )
+        self._codes_f32: F32 | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.codes.nbytes + self.d.nbytes + (0 if self.m is None else self.m.nbytes))
+
+    def __call__(self, x: F32) -> F32:
+        """x (T, n_in) float32 -> (T, n_out) float32, bit-identical to ggml's mul_mat."""
+        t = x.shape[0]
+        q, d1, s = quantize_q8(np.ascontiguousarray(x, dtype=f32))
+        codes = _scratch_f32(self.codes.shape)
+        np.copyto(codes, self.codes)
+        out = np.empty((t, self.n_out), dtype=f32)
+        step = max(1, 64 // self.nb)  # bounds the float64 temporaries
+        for r0 in range(0, t, step):
+            r1 = min(t, r0 + step)
+            out[r0:r1] = self._rows(q[r0:r1], d1[r0:r1], s[r0:r1], codes)
+        return out
+
+    def _rows(self, q: F32, d1: F32, s: F32, codes: F32) -> F32:
+        t = q.shape[0]
+        nb, n_out = self.nb, self.n_out
+        xg = np.ascontiguousarray(q.reshape(t, nb * 8, 4).transpose(1, 0, 2))  # (G, T, 4)
+        isum = np.matmul(xg, codes).reshape(nb, 8, t, n_out)  # exact integers
+        dd = d1.T[:, :, None] * self.d[:, None, :]  # (nb, T, n_out), exact (f16*f16)
+        tmp = np.empty((8, t, n_out), dtype=f64)
+        acc = np.multiply(isum[0], dd[0], dtype=f32)  # first FMA onto 0: one rounding
+        for b in range(1, nb):
+            np.multiply(isum[b], dd[b], out=tmp, dtype=f64)  # exact
+            np.add(tmp, acc, out=tmp)
+            np.copyto(acc, tmp, casting="unsafe")  # the FMA's single rounding
+        r = acc[4:8] + acc[0:4]  # hsum_float_8
+        y: F32 = (r[0] + r[2]) + (r[1] + r[3])
+        if self.m is not None:
+            ms = s.T[:, :, None] * self.m[:, None, :]  # (nb, T, n_out), exact (f16*f16)
+            summs = ms[0].copy()
+            for b in range(1, nb):
+                summs += ms[b]
+            y = y + summs
+        return y.astype(f32, copy=False)
+
+
+_local = threading.local()
+
+
+def _scratch_f32(shape: tuple[int, ...]) -> F32:
+    """A float32 work buffer of `shape`, reused across calls (one per thread)."""
+    n = int(np.prod(shape))
+    buf: F32 | None = getattr(_local, "buf", None)
+    if buf is None or buf.size < n:
+        buf = np.empty(n, dtype=f32)
+        _local.buf = buf
+    return buf[:n].reshape(shape)
+
+
+def exact_kernel_for(info: TensorInfo) -> ExactLegacyMatmul | None:
+    """The bit-exact kernel for this weight, or None when its type has none yet."""
+    if info.ggml_type in _LEGACY_UNPACK and len(info.shape) == 2 and info.shape[1] % QK == 0:
+        return ExactLegacyMatmul(info)
+    return None
+
+
+# Types whose multi-row matmuls ggml also runs through vec_dot (llamafile's tinyBLAS takes
+# Q4_0/Q5_0/Q8_0/IQ4_NL with more than one row, with another summation order).
+_VEC_DOT_ALL_ROWS = frozenset({T.Q4_1, T.Q5_1})
+
+
+class GgmlLinear(Linear):
+    """A Linear whose products round like ggml's CPU matmul.
+
+    Small batches (decode, short prompts) use the bit-exact kernel when the weight type has
+    one; otherwise the activations are quantized exactly as ggml does (Q8_0/Q8_1 blocks,
+    float16 for F16 weights) and multiplied with BLAS, which leaves only float32 summation
+    order differences (~1e-7 relative). Fused (concatenated) weights run part by part, since
+    their parts may have different types and hence different activation quantizations.
+    """
+
+    def __init__(self, info: TensorInfo, mode: WeightMode = "dense", scratch: ScratchPool | None = None) -> None:
+        super().__init__(info, mode, scratch)
+        self.parts: list[GgmlLinear] | None = None
+        self.exact = exact_kernel_for(info)
+        self.mins: F32 | None = None
+        if VEC_DOT_TYPE.get(info.ggml_type) == "q8_1":
+            nb = self.n_in // QK
+            blocks = np.asarray(info.data).reshape(self.n_out * nb, -1)
+            bias = _LEGACY_UNPACK[info.ggml_type](blocks).bias
+            assert bias is not None
+            self.mins = np.ascontiguousarray(bias.reshape(self.n_out, nb), dtype=f32)
+
+    @classmethod
+    def concat(cls, parts: Sequence[Linear]) -> Linear:
+        fused = super().concat(parts)
+        if isinstance(fused, GgmlLinear):
+            fused.parts = [p for p in parts if isinstance(p, GgmlLinear)]
+            if len(fused.parts) != len(parts):
+                fused.parts = None
+            fused.exact = None
+            fused.mins = None
+        return fused
+
+    def __call__(self, x: F32) -> F32:
+        if x.shape[-1] != self.n_in:
+            raise ValueError(f"{self.info.name}: input width {x.shape[-1]} != {self.n_in}")
+        x2 = np.ascontiguousarray(x.reshape(-1, self.n_in), dtype=f32)
+        rows = x2.shape[0]
+        if self.parts is not None:
+            y = np.concatenate([p(x2) for p in self.parts], axis=-1)
+        elif self.exact is not None and rows <= EXACT_MAX_ROWS and (rows == 1 or self.info.ggml_type in _VEC_DOT_ALL_ROWS):
+            y = self.exact(x2)
+        else:
+            xq, ds = act_quant_dequant(x2, self.info.ggml_type)
+            y = super().__call__(xq)
+            if ds is not None and self.mins is not None:
+                y += ds @ self.mins.T
+        return y.reshape(*x.shape[:-1], self.n_out)
+
+
+# -- elementwise ops ---------------------------------------------------------------------------
+
+
+def rms_norm(x: F32, weight: F32 | None, eps: float) -> F32:
+    """ggml_compute_forward_rms_norm_f32 (+ fused MUL): x*x in float32 summed in double,
+    mean rounded to float32, scale = 1/sqrtf(mean+eps), then (x*scale)*w."""
+    sq = (x * x).astype(f64)
+    mean = (sq.sum(axis=-1) / x.shape[-1]).astype(f32)
+    scale = f32(1.0) / np.sqrt(mean + f32(eps))
+    y: F32 = x * scale[..., None]
+    if weight is not None:
+        y = y * weight
+    return y
+
+
+def _hexf(text: str) -> np.float32:
+    """A C hex-float constant (0x1.715476p+0f) as float32."""
+    return f32(float.fromhex(text))
+
+
+def v_expf(x: F32) -> F32:
+    """ggml_v_expf (vec.h, AVX2+FMA): the polynomial exp that ggml's SIMD silu uses."""
+    x = np.asarray(x, dtype=f32)
+    r = _hexf("0x1.8p23")
+    z = fma_f32(x, _hexf("0x1.715476p0"), r)
+    n = z - r
+    b = fma_f32(-n, _hexf("0x1.7F7D1Cp-20"), fma_f32(-n, _hexf("0x1.62E4p-1"), x))
+    e = z.view(np.int32) << 23
+    k = (e + np.array(1.0, dtype=f32).view(np.int32)).view(f32)
+    c = np.abs(n) > f32(126)
+    u = b * b
+    j = fma_f32(
+        fma_f32(fma_f32(_hexf("0x1.0E402p-7"), b, _hexf("0x1.573E2Ep-5")), u, fma_f32(_hexf("0x1.555E66p-3"), b, _hexf("0x1.FFFDB6p-2"))),
+        u,
+        _hexf("0x1.FFFFECp-1") * b,
+    )
+    out = fma_f32(k, j, k)
+    if not c.any():
+        return out
+    g = np.where(n <= 0, np.int32(-0x7E000000), np.int32(0))  # 0x82000000 as int32
+    s1 = (g + np.int32(0x7F000000)).view(f32)
+    s2 = (e - g).view(f32)
+    dmask = np.abs(n) > f32(192)
+    big = np.where(dmask, s1 * s1, fma_f32(s2, j, s2) * s1)
+    return np.where(c, big, out).astype(f32)
+
+
+def silu(x: F32) -> F32:
+    """ggml_v_silu: x / (1 + v_expf(-x)) (rows of a multiple of 8; ggml's scalar tail uses expf)."""
+    return (x / (f32(1.0) + v_expf(-x))).astype(f32)
+
+
+def swiglu(gate: F32, up: F32) -> F32:
+    """ggml_vec_swiglu_f32: silu(gate) * up."""
+    return (silu(gate) * up).astype(f32)
+
+
+# -- RoPE (ggml_rope_cache_init / rope_yarn) ---------------------------------------------------
+
+
+def rope_angles_f32(n_pos: int, n_rot: int, freq_base: float, freq_factors: F32 | None) -> F32:
+    """theta[p, i] as ggml computes it: theta_scale = powf(base, -2/n_rot) in float32 and
+    theta *= theta_scale iteratively (float32) from theta = p; divided by the freq factor."""
+    half = n_rot // 2
+    theta_scale = f32(np.power(f64(f32(freq_base)), f64(f32(-2.0) / f32(n_rot))))
+    out = np.empty((n_pos, half), dtype=f32)
+    theta = np.arange(n_pos, dtype=f32)
+    for i in range(half):
+        out[:, i] = theta if freq_factors is None else theta / freq_factors[i]
+        theta = theta * theta_scale
+    return out
+
+
+# -- flash attention (ggml_compute_forward_flash_attn_ext_f16_one_chunk) ------------------------
+
+
+def dot_f16_tree(p: F32) -> F32:
+    """Sum the last axis (length a multiple of 32) in ggml_vec_dot_f16's AVX2 order:
+    4 accumulators of 8 lanes fed in steps of 32, then GGML_F32x8_REDUCE."""
+    n = p.shape[-1]
+    b = p.reshape(*p.shape[:-1], n // 32, 4, 8)
+    acc = b[..., 0, :, :].copy()
+    for i in range(1, n // 32):
+        acc += b[..., i, :, :]
+    x = (acc[..., 0, :] + acc[..., 2, :]) + (acc[..., 1, :] + acc[..., 3, :])
+    t0 = x[..., 0:4] + x[..., 4:8]
+    out: F32 = (t0[..., 0] + t0[..., 1]) + (t0[..., 2] + t0[..., 3])
+    return out
+
+
+def use_exact_attention(q: F32, k: F32, v: F32, causal: bool) -> bool:
+    """Whether ggml would run its float16 one-chunk flash attention here and we can replay it:
+    a causal decoder, fewer than FA_TILE_Q query rows, an F16 KV cache (values exactly
+    representable in float16), head sizes that are multiples of 32, and a short context."""
+    if not causal or q.shape[0] >= FA_TILE_Q or k.shape[1] > EXACT_MAX_KV:
+        return False
+    if q.shape[-1] % 32 or k.shape[-1] % 32:
+        return False
+    return bool(np.array_equal(round_f16(k), k) and np.array_equal(round_f16(v), v))
+
+
+def flash_attn_f16(
+    q: F32,
+    k: F32,
+    v: F32,
+    q_pos: I64,
+    k_pos: I64,
+    scale: float,
+    *,
+    window: int = 0,
+    softcap: float = 0.0,
+) -> F32:
+    """ggml's CPU flash attention for an F16 KV cache and fewer than 64 query rows.
+
+    q (T, H, Dh) float32; k (Hkv, S, Dh), v (Hkv, S, Dv) float32 holding float16 values.
+    Q is rounded to float16; each score is an f16 dot (ggml_vec_dot_f16 order) times scale;
+    keys are visited in cache order with an online softmax whose V accumulator is float16
+    (ggml_vec_mad_f16 / ggml_vec_scale_f16: FMA in float32, stored back to float16), the
+    running sum S = S*ms + vs is an FMA, and the output is VKQ * (1/S). Masked keys are
+    skipped. Returns (T, H*Dv).
+    """
+    t, h, dh = q.shape
+    hkv, s_len, dv = v.shape
+    g = h // hkv
+    r = g * t
+    q16 = round_f16(q).reshape(t, hkv, g, dh).transpose(1, 2, 0, 3).reshape(hkv, r, dh)
+    scores = np.empty((hkv, r, s_len), dtype=f32)
+    step = max(1, (1 << 20) // max(1, r * dh))
+    for j0 in range(0, s_len, step):
+        j1 = min(s_len, j0 + step)
+        prod = q16[:, :, None, :] * k[:, None, j0:j1, :]  # exact products of float16 values
+        scores[:, :, j0:j1] = dot_f16_tree(prod)
+    if softcap:
+        scores *= f32(scale) / f32(softcap)
+        scores = (f32(softcap) * np.tanh(scores.astype(f64)).astype(f32)).astype(f32)
+    else:
+        scores *= f32(scale)
+    diff = q_pos[:, None] - k_pos[None, :]  # (T, S)
+    visible = diff >= 0
+    if window > 0:
+        visible &= diff < window
+    vis = np.broadcast_to(visible[None], (g, t, s_len)).reshape(r, s_len)
+    m = np.full((hkv, r), -np.inf, dtype=f32)
+    ssum = np.zeros((hkv, r), dtype=f32)
+    acc = np.zeros((hkv, r, dv), dtype=f32)  # float16 values
+    v64 = v.astype(f64)
+    for j in range(s_len):
+        act = vis[:, j]
+        if not act.any():
+            continue
+        sj = scores[:, :, j]
+        new = (sj > m) & act
+        m_new = np.where(new, sj, m)
+        with np.errstate(invalid="ignore"):
+            ms = np.where(new, np.exp((m - m_new).astype(f64)), 1.0).astype(f32)
+            vs = np.where(new | ~act, 1.0, np.exp((sj - m_new).astype(f64))).astype(f32)
+        if new.any():
+            scaled = round_f16(acc * ms[..., None])
+            acc = np.where(new[..., None], scaled, acc)
+        upd = round_f16((acc + v64[:, None, j, :] * vs[..., None].astype(f64)).astype(f32))
+        acc = np.where(act[None, :, None], upd, acc)
+        ssum = np.where(act, fma_f32(ssum, ms, vs), ssum)
+        m = m_new
+    with np.errstate(divide="ignore"):
+        inv = np.where(ssum == 0, f32(0.0), f32(1.0) / ssum).astype(f32)
+    out = acc * inv[..., None]
+    return np.ascontiguousarray(out.reshape(hkv, g, t, dv).transpose(2, 0, 1, 3).reshape(t, h * dv))
