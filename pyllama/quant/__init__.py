@@ -94,6 +94,20 @@ def repack(data: U8, qtype: GGMLQuantizationType, shape: tuple[int, ...]) -> Pac
     return _repack_2d(np.asarray(data), qtype, n_rows, n_cols)
 
 
+def _dequantize_2d(data: U8, qtype: GGMLQuantizationType, out: F32) -> None:
+    """Block types straight from their BlockArrays, in block order (no transposed layout)."""
+    n_rows, n_cols = out.shape
+    if qtype in _FLOAT_TYPES:
+        _FLOAT_TYPES[qtype](data.reshape(-1), n_rows, n_cols).dequantize_into(out)
+        return
+    arrays = _BLOCK_TYPES[qtype](data.reshape(-1, GGML_QUANT_SIZES[qtype][1]))
+    n_groups = arrays.scale.size
+    o3 = out.reshape(n_groups, arrays.group)
+    np.multiply(arrays.codes.reshape(n_groups, arrays.group), arrays.scale.reshape(n_groups, 1), out=o3)
+    if arrays.bias is not None:
+        np.add(o3, arrays.bias.reshape(n_groups, 1), out=o3)
+
+
 def dequantize(data: U8, qtype: GGMLQuantizationType, shape: tuple[int, ...]) -> F32:
     """Raw bytes of a tensor -> float32 array of `shape` (NumPy order)."""
     n_rows, n_cols = _check(data, qtype, shape)
@@ -102,5 +116,5 @@ def dequantize(data: U8, qtype: GGMLQuantizationType, shape: tuple[int, ...]) ->
     step = max(1, _CHUNK_WEIGHTS // n_cols)
     for start in range(0, n_rows, step):
         stop = min(n_rows, start + step)
-        _repack_2d(data[start:stop], qtype, stop - start, n_cols).dequantize_into(out[start:stop])
+        _dequantize_2d(data[start:stop], qtype, out[start:stop])
     return out.reshape(shape)
