@@ -214,3 +214,38 @@ async def metrics() -> Response:
     response = Response(text, status=200, content_type="text/plain; version=0.0.4")
     response.headers["Process-Start-Time-Unix"] = str(int(state.started or time.time()))
     return response
+
+
+@bp.post("/slots/<id_slot>")
+async def slot_action(id_slot: str) -> Response:
+    """Save, restore or erase a slot's KV cache (files confined to --slot-save-path)."""
+    state = server_state()
+    folder = state.settings.slot_save_path
+    if folder is None:
+        raise NotSupported("This server does not support slots action. Start it with `--slot-save-path`")
+    try:
+        slot_id = int(id_slot)
+    except ValueError:
+        raise BadRequest("Invalid slot ID") from None
+    action = request.args.get("action", "")
+    if action not in ("save", "restore", "erase"):
+        raise BadRequest("Invalid action")
+    body = await read_json(allow_empty=True)
+    served = await state.registry.get(body.get("model") or request.args.get("model"))
+    if served.worker is None or served.scheduler is None:
+        raise NotSupported("slots are not available: this build has no scheduler")
+    scheduler = served.scheduler
+    if action == "erase":
+        result = await served.worker.call(lambda: scheduler.erase_slot(slot_id))
+        return json_response(result)
+    filename = body.get("filename")
+    if not isinstance(filename, str) or not filename:
+        raise BadRequest('"filename" is required')
+    from pyllama.slot_store import safe_path
+
+    path = safe_path(folder, filename)  # rejects separators and "..": 400
+    if action == "save":
+        result = await served.worker.call(lambda: scheduler.save_slot(slot_id, path))
+    else:
+        result = await served.worker.call(lambda: scheduler.restore_slot(slot_id, path))
+    return json_response(result)

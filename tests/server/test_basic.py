@@ -179,3 +179,21 @@ def test_slots(server: ServerProcess) -> None:
     body = httpx.get(server.base_url + "/slots").json()
     assert [s["id"] for s in body] == [0, 1]
     assert all(s["n_ctx"] == 2048 and s["is_processing"] is False for s in body)
+
+
+def test_slot_save_erase_restore(server: ServerProcess) -> None:
+    with server.client() as c:
+        done = c.post("/completion", json={"prompt": "Slots keep their cache", "n_predict": 1, "id_slot": 0})
+        assert done.status_code == 200
+        saved = c.post("/slots/0?action=save", json={"filename": "s0.bin"}).json()
+        assert saved["id_slot"] == 0 and saved["filename"] == "s0.bin" and saved["n_saved"] >= 5
+        assert saved["n_written"] > 0 and "save_ms" in saved["timings"]
+        erased = c.post("/slots/0?action=erase").json()
+        assert erased["id_slot"] == 0 and erased["n_erased"] >= saved["n_saved"]
+        restored = c.post("/slots/0?action=restore", json={"filename": "s0.bin"}).json()
+        assert restored["n_restored"] == saved["n_saved"] and restored["n_read"] > 0
+        for body, query in (({"filename": "../x"}, "save"), ({"filename": "a/b"}, "save"), ({}, "save"),
+                            ({"filename": "x"}, "explode"), ({"filename": "missing.bin"}, "restore")):
+            res = c.post(f"/slots/0?action={query}", json=body)
+            assert res.status_code == 400, (body, query, res.text)
+        assert c.post("/slots/zero?action=erase").status_code == 400
