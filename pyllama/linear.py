@@ -24,7 +24,7 @@ from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.gguf_file import TensorInfo
 from pyllama.quant import PackedTensor, StackedRows, dequantize, repack
 from pyllama.quant.layout import FloatValues
-from pyllama.quant.matmul import MatmulBackend, matmul_backend, matmul_t, set_matmul_backend, tile_rows
+from pyllama.quant.matmul import MatmulBackend, matmul_backend, matmul_t, set_matmul_backend
 
 __all__ = [
     "Linear",
@@ -163,7 +163,7 @@ class Linear:
             assert self.packed is not None
             y = np.empty((x2.shape[0], self.n_out), dtype=np.float32)
             pool = self.scratch if self.scratch is not None else default_scratch()
-            self.packed.matmul_t_into(x2, y, pool.get(min(self.n_out, tile_rows(self.n_in)) * self.n_in))
+            self.packed.matmul_t_into(x2, y, pool.get(self.packed.scratch_size()))
         return y.reshape(*x.shape[:-1], self.n_out)
 
     def rows(self, ids: np.ndarray[Any, np.dtype[np.integer[Any]]]) -> F32:

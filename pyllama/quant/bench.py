@@ -24,7 +24,7 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from pyllama.quant import SUPPORTED_TYPES, dequantize, repack
 from pyllama.quant.layout import PackedTensor
-from pyllama.quant.matmul import MatmulBackend, matmul_backend, matmul_t, set_matmul_backend, tile_rows
+from pyllama.quant.matmul import MatmulBackend, matmul_backend, matmul_t, set_matmul_backend
 from pyllama.quant.synthetic import random_tensor_bytes
 
 # SmolLM2-135M: hidden 576, FFN 1536, vocab 49152 (the tied lm-head), Q4_1 + Q8_0 embedding.
@@ -68,7 +68,7 @@ def bench_dequantize(shape: tuple[int, int], min_time: float) -> list[dict[str, 
 
 def _packed_matmul(p: PackedTensor, x: np.ndarray[Any, np.dtype[np.float32]]) -> None:
     y = np.empty((x.shape[0], p.shape[0]), dtype=np.float32)
-    scratch = np.empty(min(p.shape[0], tile_rows(p.shape[1])) * p.shape[1], dtype=np.float32)
+    scratch = np.empty(p.scratch_size(), dtype=np.float32)
     p.matmul_t_into(x, y, scratch)
 
 

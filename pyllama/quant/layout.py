@@ -10,9 +10,8 @@ weights. Repacking splits the bit-packed blocks into those arrays ONCE at load, 
 dequantizing a whole matrix afterwards is two or three NumPy ufunc calls with `out=`
 and no temporaries (int8 -> float32 casting happens inside the multiply).
 
-Codes are kept as one int8 per weight, not as nibbles: measured natively, int8 codes
-dequantize ~40% faster than unpacking nibbles on every call, at the price of 1 byte per
-weight instead of 0.5 (still 4x smaller than float32).
+The layouts of quantized types (int8 codes, or nibbles for 4-bit types) live in
+grouped.py; this module holds the common interface, the float layouts and row stacking.
 
 Bit-exactness with `gguf.quants` (and ggml): each formula keeps ggml's rounding order.
 `scale` is the product ggml computes per group (d * sub-scale) and `bias` is the term
@@ -26,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pyllama.quant.matmul import matmul, matmul_backend, matmul_t, tile_rows
+from pyllama.quant.matmul import matmul_t, tile_rows
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
 I8 = np.ndarray[Any, np.dtype[np.int8]]
@@ -40,24 +39,6 @@ class BlockArrays(NamedTuple):
     scale: F32  # (n_blocks, block_size // group)
     bias: F32 | None  # same shape as scale, or None when the type has no offset term
     group: int
-
-
-# How a packed matmul with L input rows treats a tile of int8 codes. Chosen from a sweep
-# of all three on 576x1536 and 1536x576 Q4_1 tiles, natively and in Pyodide/Node:
-# - "grouped-matmul": skip the per-weight scale multiply. Multiply each group's codes
-#   (cast to float32) by that group's slice of x in one batched BLAS matmul, then apply
-#   the scales to the partial sums, `group` times fewer than the weights. Natively the
-#   fastest up to L = 16 (L=1: 0.27 ms vs 0.50 dequantizing); without BLAS it is erratic.
-# - "grouped-einsum": the same contraction as one einsum. The best without BLAS for
-#   L = 1 (Pyodide: 0.85-0.9 ms vs 1.4-1.5 dequantizing); beyond that, einsum loses.
-# - "dequant": scale the codes into the float32 tile, then one plain matmul.
-GROUPED_MATMUL_MAX_ROWS = 16
-
-
-def tile_strategy(n_tokens: int) -> str:
-    if matmul_backend() == "blas":
-        return "grouped-matmul" if n_tokens <= GROUPED_MATMUL_MAX_ROWS else "dequant"
-    return "grouped-einsum" if n_tokens == 1 else "dequant"
 
 
 class PackedTensor(ABC):
@@ -78,10 +59,14 @@ class PackedTensor(ABC):
     def nbytes(self) -> int:
         """Memory held by the arrays of this layout (views of a file count too)."""
 
+    def scratch_size(self) -> int:
+        """float32 elements of scratch that matmul_t_into needs (one tile)."""
+        return min(self.shape[0], tile_rows(self.shape[1])) * self.shape[1]
+
     def matmul_t_into(self, x: F32, y: F32, scratch: F32) -> None:
         """y (L, n_rows) = x (L, n_cols) @ W.T, dequantizing W one cache-sized tile at a time.
 
-        `scratch` is a flat float32 buffer of at least tile_rows(n_cols) * n_cols elements.
+        `scratch` is a flat float32 buffer of at least scratch_size() elements.
         """
         n_rows, n_cols = self.shape
         step = tile_rows(n_cols)
@@ -90,92 +75,6 @@ class PackedTensor(ABC):
             w = scratch[: (r1 - r0) * n_cols].reshape(r1 - r0, n_cols)
             self.dequantize_into(w, r0)
             matmul_t(x, w, out=y[:, r0:r1])
-
-
-class ScaledCodes(PackedTensor):
-    """int8 codes with a float32 scale (and optional bias) per group of `group` weights.
-
-    Stored group-major and transposed: codes[g, k, r] is weight (r, g * group + k) and
-    scale[g, 0, r] its group's scale. With rows last, every NumPy inner loop of the
-    matmul runs along n_rows (hundreds to thousands of elements) instead of along one
-    32-weight group: a one-token 576x1536 matmul went from 0.45 to 0.17-0.27 ms natively
-    and from 1.4-1.5 to 0.85-0.9 ms in Pyodide, and long prompts got no slower.
-    """
-
-    def __init__(self, codes: I8, scale: F32, bias: F32 | None, group: int) -> None:
-        """codes (n_rows, n_cols) in weight order; scale and bias (n_rows, n_cols // group)."""
-        n_rows, n_cols = codes.shape
-        if n_cols % group or scale.shape != (n_rows, n_cols // group):
-            raise ValueError(f"scale shape {scale.shape} does not match codes {codes.shape} / {group}")
-        if bias is not None and bias.shape != scale.shape:
-            raise ValueError(f"bias shape {bias.shape} != scale shape {scale.shape}")
-        self.shape = (n_rows, n_cols)
-        self.group = group
-        n_groups = n_cols // group
-        self.codes = _transpose(codes).reshape(n_groups, group, n_rows)
-        self.scale = _transpose(scale.astype(np.float32, copy=False)).reshape(n_groups, 1, n_rows)
-        self.bias = (
-            None if bias is None else _transpose(bias.astype(np.float32, copy=False)).reshape(n_groups, 1, n_rows)
-        )
-
-    def _write(self, out: F32, cols: slice | Ids) -> None:
-        """out (m, n_cols) = the weights of rows `cols` (a slice or ids of the last axis)."""
-        o = out.reshape(out.shape[0], *self.codes.shape[:2]).transpose(1, 2, 0)
-        np.multiply(self.codes[:, :, cols], self.scale[:, :, cols], out=o)
-        if self.bias is not None:
-            np.add(o, self.bias[:, :, cols], out=o)
-
-    def dequantize_into(self, out: F32, start: int = 0) -> None:
-        self._write(out, slice(start, start + out.shape[0]))
-
-    def dequantize_rows(self, ids: Ids) -> F32:
-        out = np.empty((len(ids), self.shape[1]), dtype=np.float32)
-        self._write(out, np.asarray(ids))
-        return out
-
-    @property
-    def nbytes(self) -> int:
-        return self.codes.nbytes + self.scale.nbytes + (0 if self.bias is None else self.bias.nbytes)
-
-    def matmul_t_into(self, x: F32, y: F32, scratch: F32) -> None:
-        """Tiled like the generic matmul, but the bias never touches the weights.
-
-        W = codes * scale + bias per group, so x @ W.T = x @ (codes * scale).T plus
-        (x summed per group) @ bias: a matmul 1/group the size replaces a pass over W.
-        """
-        n_rows, n_cols = self.shape
-        n_groups, group = self.codes.shape[:2]
-        xg = x.reshape(x.shape[0], n_groups, group)
-        strategy = tile_strategy(x.shape[0])
-        x_by_group = np.ascontiguousarray(xg.transpose(1, 0, 2))  # (groups, L, group)
-        step = tile_rows(n_cols)
-        for r0 in range(0, n_rows, step):
-            r1 = min(n_rows, r0 + step)
-            w = scratch[: (r1 - r0) * n_cols].reshape(n_groups, group, r1 - r0)
-            np.copyto(w, self.codes[:, :, r0:r1])
-            if strategy == "dequant":
-                np.multiply(w, self.scale[:, :, r0:r1], out=w)
-                matmul(x, w.reshape(n_cols, r1 - r0), out=y[:, r0:r1])
-                continue
-            if strategy == "grouped-matmul":
-                partial = np.matmul(x_by_group, w)  # (groups, L, rows)
-            else:
-                partial = np.einsum("gkr,glk->glr", w, x_by_group)
-            np.einsum("glr,gr->lr", partial, self.scale[:, 0, r0:r1], out=y[:, r0:r1])
-        if self.bias is not None:
-            y += matmul(np.ascontiguousarray(xg.sum(axis=2)), self.bias[:, 0, :])
-
-
-def _transpose(a: np.ndarray[Any, np.dtype[Any]]) -> np.ndarray[Any, np.dtype[Any]]:
-    """A contiguous copy of a 2-D array's transpose, copied in blocks of rows.
-
-    Blocked, NumPy's strided copy stays in cache: 4x faster for a 49152x576 int8 matrix.
-    """
-    n_rows = a.shape[0]
-    out = np.empty((a.shape[1], n_rows), dtype=a.dtype)
-    for r0 in range(0, n_rows, 256):
-        out[:, r0 : r0 + 256] = a[r0 : r0 + 256].T
-    return out
 
 
 class FloatValues(PackedTensor):
@@ -263,6 +162,9 @@ class StackedRows(PackedTensor):
     @property
     def nbytes(self) -> int:
         return sum(p.nbytes for p in self.parts)
+
+    def scratch_size(self) -> int:
+        return max(p.scratch_size() for p in self.parts)
 
     def matmul_t_into(self, x: F32, y: F32, scratch: F32) -> None:
         for part, p0 in zip(self.parts, self.starts, strict=False):

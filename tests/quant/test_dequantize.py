@@ -9,7 +9,7 @@ from gguf import quants as gguf_quants
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from pyllama.errors import ModelLoadError
-from pyllama.quant import SUPPORTED_TYPES, dequantize, repack
+from pyllama.quant import NIBBLE_TYPES, SUPPORTED_TYPES, dequantize, repack
 from pyllama.quant.synthetic import ALL_TYPES, random_tensor_bytes
 
 SHAPES_IN_BLOCKS = [(1, 1), (3, 2), (17, 5), (2, 3, 4)]
@@ -39,19 +39,27 @@ def test_dense_matches_gguf_reference(qtype: GGMLQuantizationType, blocks: tuple
     assert np.array_equal(got, reference(raw, qtype, shape), equal_nan=True)
 
 
-@pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
-def test_packed_layout_matches_dense(qtype: GGMLQuantizationType) -> None:
+PACKED_CASES = [(t, False) for t in ALL_TYPES] + [(t, True) for t in NIBBLE_TYPES]
+
+
+@pytest.mark.parametrize(("qtype", "nibbles"), PACKED_CASES, ids=lambda v: getattr(v, "name", f"nibbles={v}"))
+def test_packed_layout_matches_dense(qtype: GGMLQuantizationType, nibbles: bool) -> None:
     rng = np.random.default_rng(qtype.value)
     shape = (23, 3 * GGML_QUANT_SIZES[qtype][0])
     raw = random_tensor_bytes(rng, qtype, shape)
     with np.errstate(all="ignore"):
         dense = dequantize(raw, qtype, shape)
-        packed = repack(raw, qtype, shape)
+        packed = repack(raw, qtype, shape, nibbles=nibbles)
+    assert type(packed).__name__ == ("NibbleCodes" if nibbles else type(packed).__name__)
+    with np.errstate(all="ignore"):
         out = np.full(shape, 7.0, dtype=np.float32)
         packed.dequantize_into(out)
+        part = np.full((5, shape[1]), 7.0, dtype=np.float32)
+        packed.dequantize_into(part, 9)
         ids = np.array([5, 0, 22, 5, 11])
         rows = packed.dequantize_rows(ids)
     assert np.array_equal(out, dense, equal_nan=True)
+    assert np.array_equal(part, dense[9:14], equal_nan=True)
     assert np.array_equal(rows, dense[ids], equal_nan=True)
     assert packed.shape == shape and packed.nbytes > 0
 

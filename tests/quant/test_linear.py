@@ -9,12 +9,14 @@ import pytest
 from gguf import quants as gguf_quants
 from gguf.constants import GGMLQuantizationType
 
+import pyllama.quant as quant_mod
 from pyllama import linear as linear_mod
 from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.gguf_file import TensorInfo
 from pyllama.linear import Linear, ScratchPool, set_matmul_backend
+from pyllama.quant import NIBBLE_TYPES
 from pyllama.quant import matmul as matmul_mod
-from pyllama.quant.layout import tile_strategy
+from pyllama.quant.grouped import tile_strategy
 from pyllama.quant.synthetic import random_tensor_bytes
 
 T = GGMLQuantizationType
@@ -77,6 +79,24 @@ def test_dense_and_packed_agree(
     np.testing.assert_allclose(y_dense, x @ w_ref.T, rtol=1e-4, atol=1e-4 * float(np.abs(y_dense).max()))
     # A single vector works too.
     np.testing.assert_allclose(packed(x[-1]), y_dense[-1], rtol=1e-5, atol=1e-5 * float(np.abs(y_dense).max()))
+
+
+@pytest.mark.parametrize("n_tokens", TOKEN_COUNTS)
+@pytest.mark.parametrize("qtype", list(NIBBLE_TYPES), ids=lambda t: t.name)
+def test_nibble_layout_agrees_with_dense(
+    qtype: GGMLQuantizationType, n_tokens: int, backend: str, tiles: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = make_info("w", qtype, 48, 512, qtype.value)
+    dense = Linear(info, "dense")
+    monkeypatch.setattr(quant_mod, "_nibbles_by_default", True)
+    packed = Linear(info, "packed")
+    assert type(packed.packed).__name__ == "NibbleCodes"
+    assert packed.nbytes <= 0.75 * 48 * 512 + 1  # half a byte per code + float32 scale (+ min) per 32
+    x = np.random.default_rng(0).standard_normal((n_tokens, 512)).astype(np.float32)
+    y_dense = dense(x)
+    np.testing.assert_allclose(packed(x), y_dense, rtol=1e-5, atol=1e-5 * float(np.abs(y_dense).max()))
+    ids = np.array([47, 0, 5])
+    assert np.array_equal(packed.rows(ids), dense.rows(ids))
 
 
 @pytest.mark.parametrize("mode", ["dense", "packed"])
