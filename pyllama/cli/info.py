@@ -11,6 +11,7 @@ import numpy as np
 from pyllama.cli.common import guarded, resolve_model
 from pyllama.config import read_config
 from pyllama.gguf_file import read_gguf
+from pyllama.kv_cache import CACHE_TYPE_BYTES
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,10 +64,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"model params     = {n_params / 1e6:.2f} M")
     print(f"model size       = {size / 2**20:.2f} MiB ({8 * size / n_params:.2f} BPW)")
     print(f"dense weights    = {4 * n_params / 2**20:.2f} MiB (float32)")
-    for kind, nbytes in (("f32", 4), ("f16", 2)):
-        per_tok = 2 * cfg.n_layer * cfg.n_embd_k_gqa * nbytes
+    for kind, nbytes in CACHE_TYPE_BYTES.items():
+        per_tok = round(cfg.n_layer * (cfg.n_embd_k_gqa + cfg.n_embd_v_gqa) * nbytes)
         print(
-            f"KV cache {kind}     = {per_tok} bytes/token, "
+            f"KV cache {kind:<5}  = {per_tok} bytes/token, "
             f"{per_tok * args.ctx_size / 2**20:.2f} MiB for n_ctx={args.ctx_size}"
         )
     if args.tensors:

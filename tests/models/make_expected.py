@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ import numpy as np
 import llama_cpp
 from llama_cpp import Llama
 
-path, out, tokens, embed, n_ctx = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
+path, out, tokens, embed, n_ctx, rank = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5]), sys.argv[6] == "1"
 m = Llama(
     path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True, verbose=False, flash_attn=False,
     type_k=0, type_v=0, n_threads=2, embedding=embed,
@@ -48,19 +49,30 @@ if embed:
 else:
     m.eval(tokens)
     rows = np.asarray(m.scores[: len(tokens)], dtype=np.float32)
-np.save(out, rows.astype(np.float32))
+pooled = {}
+if embed:
+    # The same input through llama.cpp's own pooling: mean, and rank (the classifier head).
+    kinds = [("mean", llama_cpp.LLAMA_POOLING_TYPE_MEAN)] + ([("rank", llama_cpp.LLAMA_POOLING_TYPE_RANK)] if rank else [])
+    for name, kind in kinds:
+        p = Llama(path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, verbose=False, embedding=True, pooling_type=kind, n_threads=2)
+        p._batch.set_batch(tokens, n_past=0, logits_all=True)
+        p._ctx.decode(p._batch)
+        n = 1 if name == "rank" else llama_cpp.llama_model_n_embd(p.model)
+        pooled[name] = np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_seq(p.ctx, 0), shape=(n,)).copy()
+np.savez(out, rows=rows.astype(np.float32), **pooled)
 """
 
 
-def oracle_rows(path: Path, embed: bool) -> np.ndarray:
+def oracle_rows(path: Path, embed: bool, rank: bool) -> dict[str, np.ndarray]:
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "rows.npy"
+        out = Path(tmp) / "rows.npz"
         subprocess.run(
             [ORACLE_PYTHON, "-c", ORACLE_SCRIPT, str(path), str(out), json.dumps(synth.PROMPT), "1" if embed else "0",
-             str(synth.N_CTX)],
+             str(synth.N_CTX), "1" if rank else "0"],
             check=True,
         )
-        return np.asarray(np.load(out))
+        with np.load(out) as data:
+            return {k: np.asarray(data[k]) for k in data.files}
 
 
 def main(names: list[str]) -> None:
@@ -69,9 +81,11 @@ def main(names: list[str]) -> None:
         arch = synth.MODELS[name][0]
         with tempfile.TemporaryDirectory() as tmp:
             path = synth.write_model(name, Path(tmp) / f"{name}.gguf")
-            rows = oracle_rows(path, arch in synth.EMBEDDING_ARCHS)
-        np.savez_compressed(EXPECTED / f"{name}.npz", rows=rows, prompt=np.asarray(synth.PROMPT))
-        print(f"{name}: {rows.shape} max|x|={float(np.abs(rows).max()):.3f}")
+            got = oracle_rows(path, arch in synth.EMBEDDING_ARCHS, name in synth.RERANKERS)
+        save: Any = np.savez_compressed  # its stubs do not type **arrays
+        save(EXPECTED / f"{name}.npz", prompt=np.asarray(synth.PROMPT), **got)
+        rows = got["rows"]
+        print(f"{name}: {rows.shape} max|x|={float(np.abs(rows).max()):.3f} extra={sorted(set(got) - {'rows'})}")
 
 
 if __name__ == "__main__":

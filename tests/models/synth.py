@@ -33,6 +33,7 @@ N_EXPERT_USED = 2
 PROMPT: list[int] = [int(t) for t in np.random.default_rng(1234).integers(3, N_VOCAB, size=32)]
 
 EMBEDDING_ARCHS = frozenset({"bert", "nomic-bert"})
+RERANKERS = frozenset({"bert"})  # models written with a classifier head
 
 
 class Builder:
@@ -350,6 +351,11 @@ def bert_family(b: Builder, *, nomic: bool) -> None:
         else:
             seq_ffn(b, i)
         b.norm(f"{p}.layer_output_norm", bias=True)
+    if not nomic:  # a reranker head (pooling rank), written last so the other tensors keep their values
+        b.matrix("cls.weight", N_EMBD, N_EMBD)
+        b.bias("cls", N_EMBD)
+        b.matrix("cls.output.weight", 1, N_EMBD)
+        b.bias("cls.output", 1)
 
 
 def bert(b: Builder) -> None:
