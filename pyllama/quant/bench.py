@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from pyllama.quant import SUPPORTED_TYPES, dequantize, repack
+from pyllama.quant import SUPPORTED_TYPES, dequantize, repack, set_packed_nibbles
 from pyllama.quant.layout import PackedTensor
 from pyllama.quant.matmul import MatmulBackend, matmul_backend, matmul_t, set_matmul_backend
 from pyllama.quant.synthetic import random_tensor_bytes
@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", action="store_true", help="one JSON object instead of tables")
     ap.add_argument("--types", default="Q4_1,Q8_0,Q5_0,Q4_K", help="types for the matmul table")
     ap.add_argument("--tokens", default="1,64", help="input rows for the matmul table")
+    ap.add_argument("--nibbles", action="store_true", help="pack 4-bit types two codes per byte")
     args = ap.parse_args(argv)
+    set_packed_nibbles(args.nibbles)
     min_time = 0.05 if args.quick else 0.3
     shape = (256, 2048) if args.quick else (2048, 2048)
     qtypes = [GGMLQuantizationType[name] for name in args.types.split(",") if name]
@@ -122,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps({"platform": sys.platform, "numpy": np.__version__, "dequantize": deq, "matmul": mm}))
         return
-    print(f"platform {sys.platform}, numpy {np.__version__}; dequantize {shape[0]}x{shape[1]}")
+    nib = ", 4-bit types as nibbles" if args.nibbles else ""
+    print(f"platform {sys.platform}, numpy {np.__version__}; dequantize {shape[0]}x{shape[1]}{nib}")
     print(f"{'type':8} {'bpw':>5} {'dequantize GB/s':>16} {'packed GB/s':>12} {'packed Gw/s':>12} {'packed B/w':>10}")
     for r in deq:
         print(
