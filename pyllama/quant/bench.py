@@ -50,16 +50,18 @@ def bench_dequantize(shape: tuple[int, int], min_time: float) -> list[dict[str, 
         raw = random_tensor_bytes(rng, qtype, shape)
         packed = repack(raw, qtype, shape)
         out = np.empty(shape, dtype=np.float32)
+        out_t = np.empty(shape[::-1], dtype=np.float32)
         with np.errstate(all="ignore"):
             t_dense = best_ms(partial(dequantize, raw, qtype, shape), min_time)
             t_packed = best_ms(partial(packed.dequantize_into, out), min_time)
+            t_packed_t = best_ms(partial(packed.dequantize_t_into, out_t), min_time)
         rows.append(
             {
                 "type": qtype.name,
                 "bits_per_weight": round(8 * GGML_QUANT_SIZES[qtype][1] / GGML_QUANT_SIZES[qtype][0], 2),
                 "dequantize_GBps": round(raw.nbytes / t_dense / 1e6, 3),
-                "packed_GBps": round(raw.nbytes / t_packed / 1e6, 3),
                 "packed_Gweights_per_s": round(out.size / t_packed / 1e6, 3),
+                "packed_t_Gweights_per_s": round(out.size / t_packed_t / 1e6, 3),
                 "packed_bytes_per_weight": round(packed.nbytes / out.size, 3),
             }
         )
@@ -126,11 +128,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     nib = ", 4-bit types as nibbles" if args.nibbles else ""
     print(f"platform {sys.platform}, numpy {np.__version__}; dequantize {shape[0]}x{shape[1]}{nib}")
-    print(f"{'type':8} {'bpw':>5} {'dequantize GB/s':>16} {'packed GB/s':>12} {'packed Gw/s':>12} {'packed B/w':>10}")
+    print("dequantize: load path, GB/s of quantized bytes; packed: its layout into W (rows) and W.T")
+    print(f"{'type':8} {'bpw':>5} {'dequantize GB/s':>16} {'packed Gw/s':>12} {'W.T Gw/s':>9} {'packed B/w':>10}")
     for r in deq:
         print(
-            f"{r['type']:8} {r['bits_per_weight']:5.2f} {r['dequantize_GBps']:16.3f} {r['packed_GBps']:12.3f}"
-            f" {r['packed_Gweights_per_s']:12.3f} {r['packed_bytes_per_weight']:10.3f}"
+            f"{r['type']:8} {r['bits_per_weight']:5.2f} {r['dequantize_GBps']:16.3f}"
+            f" {r['packed_Gweights_per_s']:12.3f} {r['packed_t_Gweights_per_s']:9.3f} {r['packed_bytes_per_weight']:10.3f}"
         )
     print(f"\n{'type':6} {'matrix':>10} {'L':>3} {'kernel':>7} {'dense ms':>9} {'packed ms':>10}")
     for r in mm:

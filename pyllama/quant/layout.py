@@ -59,6 +59,12 @@ class PackedTensor(ABC):
     def nbytes(self) -> int:
         """Memory held by the arrays of this layout (views of a file count too)."""
 
+    def dequantize_t_into(self, wt: F32) -> None:
+        """Write W transposed, (n_cols, n_rows), into `wt` (layouts stored transposed: fast)."""
+        w = np.empty(self.shape, dtype=np.float32)
+        self.dequantize_into(w)
+        wt[...] = w.T
+
     def scratch_size(self) -> int:
         """float32 elements of scratch that matmul_t_into needs (one tile)."""
         return min(self.shape[0], tile_rows(self.shape[1])) * self.shape[1]

@@ -56,10 +56,13 @@ def test_packed_layout_matches_dense(qtype: GGMLQuantizationType, nibbles: bool)
         packed.dequantize_into(out)
         part = np.full((5, shape[1]), 7.0, dtype=np.float32)
         packed.dequantize_into(part, 9)
+        wt = np.full(shape[::-1], 7.0, dtype=np.float32)
+        packed.dequantize_t_into(wt)
         ids = np.array([5, 0, 22, 5, 11])
         rows = packed.dequantize_rows(ids)
     assert np.array_equal(out, dense, equal_nan=True)
     assert np.array_equal(part, dense[9:14], equal_nan=True)
+    assert np.array_equal(wt, dense.T, equal_nan=True)
     assert np.array_equal(rows, dense[ids], equal_nan=True)
     assert packed.shape == shape and packed.nbytes > 0
 
