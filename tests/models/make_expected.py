@@ -34,10 +34,12 @@ import llama_cpp
 from llama_cpp import Llama
 
 path, out, tokens, embed, n_ctx, rank = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5]), sys.argv[6] == "1"
+extra = json.loads(sys.argv[7])
 m = Llama(
     path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True, verbose=False, flash_attn=False,
     type_k=0, type_v=0, n_threads=2, embedding=embed,
     pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE if embed else llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED,
+    **extra,
 )
 if embed:
     # No KV memory for encoder models, so bypass eval(): one batch, every row an output.
@@ -63,12 +65,12 @@ np.savez(out, rows=rows.astype(np.float32), **pooled)
 """
 
 
-def oracle_rows(path: Path, embed: bool, rank: bool) -> dict[str, np.ndarray]:
+def oracle_rows(path: Path, embed: bool, rank: bool, extra: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rows.npz"
         subprocess.run(
             [ORACLE_PYTHON, "-c", ORACLE_SCRIPT, str(path), str(out), json.dumps(synth.PROMPT), "1" if embed else "0",
-             str(synth.N_CTX), "1" if rank else "0"],
+             str(synth.N_CTX), "1" if rank else "0", json.dumps(extra or {})],
             check=True,
         )
         with np.load(out) as data:
@@ -77,11 +79,14 @@ def oracle_rows(path: Path, embed: bool, rank: bool) -> dict[str, np.ndarray]:
 
 def main(names: list[str]) -> None:
     EXPECTED.mkdir(exist_ok=True)
-    for name in names or list(synth.MODELS):
-        arch = synth.MODELS[name][0]
+    for name in names or [*synth.MODELS, *synth.ROPE_FLAGS]:
+        base, flags = synth.ROPE_FLAGS.get(name, (name, {}))
+        arch = synth.MODELS[base][0]
         with tempfile.TemporaryDirectory() as tmp:
-            path = synth.write_model(name, Path(tmp) / f"{name}.gguf")
-            got = oracle_rows(path, arch in synth.EMBEDDING_ARCHS, name in synth.RERANKERS)
+            path = synth.write_model(base, Path(tmp) / f"{base}.gguf")
+            got = oracle_rows(
+                path, arch in synth.EMBEDDING_ARCHS, name in synth.RERANKERS, synth.oracle_rope_kwargs(flags)
+            )
         save: Any = np.savez_compressed  # its stubs do not type **arrays
         save(EXPECTED / f"{name}.npz", prompt=np.asarray(synth.PROMPT), **got)
         rows = got["rows"]

@@ -387,6 +387,30 @@ MODELS: dict[str, tuple[str, Callable[[Builder], None]]] = {
 }
 
 
+# Command-line RoPE flags on top of a model above: name -> (model, RopeOverrides fields).
+# "none" must ignore the GGUF's linear factor; Gemma 2's sliding layers keep their base.
+ROPE_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "qwen2-yarn-flags": ("qwen2", {"scaling_type": "yarn", "freq_scale": 0.25, "yarn_orig_ctx": 16}),
+    "qwen2-none-flags": ("qwen2-linear", {"scaling_type": "none"}),
+    "gemma2-base-flags": ("gemma2", {"freq_base": 500.0, "freq_scale": 0.5}),
+    "llama-yarn-beta-flags": ("llama-yarn", {"yarn_beta_fast": 8.0, "yarn_beta_slow": 2.0, "yarn_ext_factor": 0.5}),
+}
+
+# llama.cpp's context-parameter names for the same flags (what the oracle is given).
+LLAMA_CPP_ROPE_PARAMS = {
+    "scaling_type": "rope_scaling_type", "freq_base": "rope_freq_base", "freq_scale": "rope_freq_scale",
+    "yarn_orig_ctx": "yarn_orig_ctx", "yarn_ext_factor": "yarn_ext_factor", "yarn_attn_factor": "yarn_attn_factor",
+    "yarn_beta_fast": "yarn_beta_fast", "yarn_beta_slow": "yarn_beta_slow",
+}
+SCALING_TYPE_IDS = {"none": 0, "linear": 1, "yarn": 2}
+
+
+def oracle_rope_kwargs(flags: dict[str, Any]) -> dict[str, Any]:
+    return {
+        LLAMA_CPP_ROPE_PARAMS[k]: SCALING_TYPE_IDS[v] if k == "scaling_type" else v for k, v in flags.items()
+    }
+
+
 def write_model(name: str, path: Path) -> Path:
     """Write model `name` (a key of MODELS) to `path`, deterministically."""
     arch, build = MODELS[name]

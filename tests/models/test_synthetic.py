@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyllama.engine import Model
+from pyllama.engine import Model, RopeOverrides
 from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.models import ARCHITECTURES, Batch, SeqChunk
 from tests.models import synth
@@ -54,6 +54,18 @@ def test_incremental_decode_uses_the_cache(name: str, tmp_path: Path) -> None:
     rows = np.concatenate([first, second, *rest])
     err = float(np.abs(rows - expected_rows(name)).max())
     assert err < TOLERANCE, f"{name}: incremental max error {err:.2e}"
+
+
+@pytest.mark.parametrize("name", list(synth.ROPE_FLAGS))
+def test_rope_flags_match_llama_cpp(name: str, tmp_path: Path) -> None:
+    """--rope-scaling/--rope-freq-base/--rope-freq-scale/--yarn-* on top of the GGUF's values."""
+    base, flags = synth.ROPE_FLAGS[name]
+    model = load(base, tmp_path, rope=RopeOverrides(**flags))
+    rows = model.decode(Batch([SeqChunk(0, list(synth.PROMPT), 0, "all")]))
+    want = expected_rows(name)
+    assert float(np.abs(rows - want).max()) < TOLERANCE
+    # and the flags really changed something
+    assert float(np.abs(want - expected_rows(base)).max()) > 10 * TOLERANCE
 
 
 def test_every_architecture_of_the_issue_is_registered() -> None:
