@@ -139,6 +139,14 @@ class Scheduler:
         self._next_id = 0
         self.metrics = Metrics()
         self.deferred = 0
+        self._pieces: list[bytes] | None = None
+
+    def token_pieces(self) -> list[bytes]:
+        """Every token's text as bytes (special tokens rendered), computed once: grammars need it."""
+        if self._pieces is None:
+            tok = self.model.tokenizer
+            self._pieces = [tok.token_to_piece(i, True) for i in range(self.model.n_vocab)]
+        return self._pieces
 
     # -- requests (thread-safe: deque appends only) -------------------------------------
     def submit(self, task: Task, emit: Emit) -> int:
@@ -304,7 +312,7 @@ class Scheduler:
                 task.params,
                 model.n_vocab,
                 eog_ids=tok.eog_ids,
-                token_pieces=tok.pieces_bytes() if hasattr(tok, "pieces_bytes") else None,
+                token_pieces=self.token_pieces(),
                 n_ctx=slot.n_ctx,
             )
         n_cached = slot.common_prefix(task.prompt) if task.cache_prompt and task.kind == "completion" else 0
