@@ -83,6 +83,8 @@ class ServedModel:
         self.model = model
         self.scheduler = make_scheduler(model, self.spec, self.settings)
         if self.scheduler is not None:
+            if hasattr(self.scheduler, "token_pieces"):
+                self.scheduler.token_pieces()  # grammars need them: build once, here, not on a request
             self.worker = Worker(self.scheduler, name=f"pyllama-{self.name}")
             self.worker.start()
         log.info(

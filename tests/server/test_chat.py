@@ -89,15 +89,6 @@ def test_tools_generic_format(server: ServerProcess) -> None:
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
     prompt = httpx.post(server.base_url + "/apply-template", json={"messages": MESSAGES, "tools": tools}).json()["prompt"]
     assert "get_weather" in prompt and "Respond in JSON format" in prompt
-    try:
-        from pyllama.grammar import json_schema_to_grammar  # noqa: F401
-        from pyllama.tokenizer import Tokenizer
-
-        constrained = hasattr(Tokenizer, "pieces_bytes")
-    except ImportError:
-        constrained = False
-    if not constrained:
-        pytest.xfail("tool calls need JSON-schema grammars (json_schema_to_grammar + token pieces) to land")
     res = client(server).chat.completions.create(
         model="x", temperature=0, max_tokens=40, tools=tools, tool_choice="required",  # type: ignore[arg-type]
         messages=[{"role": "user", "content": "What is the weather in Paris?"}])
@@ -132,3 +123,26 @@ def test_openai_client_sees_errors(server: ServerProcess) -> None:
     with pytest.raises(BadRequestError) as info:
         client(server).chat.completions.create(model="x", messages=MESSAGES, max_tokens=-3)
     assert info.value.status_code == 400
+
+
+def test_response_format_json_schema(server: ServerProcess) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}}, "required": ["city"]}
+    res = client(server).chat.completions.create(
+        model="x", messages=MESSAGES, max_tokens=24, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}})
+    answer = json.loads(res.choices[0].message.content or "")
+    assert isinstance(answer["city"], str) and len(answer["city"]) <= 12
+
+
+@pytest.mark.slow
+def test_streamed_tool_call_deltas(server: ServerProcess) -> None:
+    tools = [{"type": "function", "function": {
+        "name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string"}},
+                                           "required": ["zone"]}}}]
+    chunks = list(client(server).chat.completions.create(
+        model="x", temperature=0, max_tokens=48, tools=tools, tool_choice="required", stream=True,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "What time is it in Tokyo?"}]))
+    calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert len(calls) == 1 and calls[0].function is not None and calls[0].function.name == "get_time"
+    assert "zone" in json.loads(calls[0].function.arguments or "{}") and calls[0].id
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]

@@ -151,26 +151,13 @@ def test_seed_reproducible(server: ServerProcess) -> None:
     assert len(set(runs[1:])) >= 2
 
 
-def _grammar_ready() -> None:
-    from pyllama.tokenizer import Tokenizer
-
-    if not hasattr(Tokenizer, "pieces_bytes"):
-        pytest.xfail("the scheduler cannot give grammars the token pieces yet (Tokenizer.pieces_bytes missing)")
-
-
 def test_grammar(server: ServerProcess) -> None:
-    _grammar_ready()
     body = complete(server, prompt="Is the sky blue? Answer:", n_predict=8, grammar='root ::= " yes" | " no"')
     assert body["content"] in (" yes", " no")
     assert body["generation_settings"]["grammar"] == 'root ::= " yes" | " no"'
 
 
 def test_json_schema(server: ServerProcess) -> None:
-    try:
-        from pyllama.grammar import json_schema_to_grammar  # noqa: F401
-    except ImportError:
-        pytest.xfail("pyllama.grammar has no json_schema_to_grammar yet")
-    _grammar_ready()
     schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8}}, "required": ["name"]}
     body = complete(server, prompt="A person as JSON:", n_predict=40, json_schema=schema, **GREEDY)
     assert isinstance(json.loads(body["content"])["name"], str)
