@@ -9,6 +9,8 @@ the next merge. Words repeat a lot in real text, so finished words are cached.
 
 from __future__ import annotations
 
+from itertools import chain
+
 from pyllama.tokenizer.pretokenize import PreTokenizer, pre_tokenizer_for
 from pyllama.tokenizer.unicode import WHITESPACE, byte_encode, tolower
 from pyllama.tokenizer.vocab import Vocab
@@ -66,14 +68,15 @@ class BPETokenizer:
     def encode(self, text: str, out: list[int]) -> None:
         """Append the ids of one raw-text fragment (after special-token splitting)."""
         cache = self._cache
-        for word in self.pre.split(text):
-            ids = cache.get(word)
-            if ids is None:
-                ids = self._encode_word(word)
-                if len(cache) >= _CACHE_LIMIT:
-                    cache.clear()
-                cache[word] = ids
-            out.extend(ids)
+        words = self.pre.split(text)
+        missing = [w for w in set(words) if w not in cache]
+        if missing:
+            if len(cache) + len(missing) > _CACHE_LIMIT:
+                cache.clear()
+                missing = list(set(words))
+            for w in missing:
+                cache[w] = self._encode_word(w)
+        out.extend(chain.from_iterable(map(cache.__getitem__, words)))
 
     def _encode_word(self, word: str) -> tuple[int, ...]:
         t2i = self.t2i

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import cache
-from itertools import accumulate
+from itertools import accumulate, chain
 
 from pyllama.errors import ModelLoadError
 from pyllama.tokenizer import unicode as uni
@@ -44,6 +44,9 @@ _QWEN35 = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p
 _KIMI = "\\p{Han}+"
 _AFMOE = ("\\p{AFMoE_digits}", "\\d{1,3}(?=(?:\\d{3})*\\b)")
 _NEWLINES = "[^\\n]+|[\\n]+"
+# regex text -> the hand-written splitter llama.cpp runs instead (unicode_regex_split_custom)
+_CUSTOM = {_GPT2: "gpt2", _QWEN2: "qwen2", _QWEN35: "qwen35", _KIMI: "kimi", _NEWLINES: "newlines"}
+_CUSTOM.update(dict.fromkeys(_LLAMA3, "llama3"))
 
 
 @cache
@@ -63,7 +66,11 @@ def _custom_pattern(kind: str) -> re.Pattern[str]:
     """A regex over the signature view equivalent to one of llama.cpp's hand-written splitters."""
     L, N, W, M, H, LH = (uni.SIG_CLASS[c] for c in ("L", "N", "W", "M", "H", "LnotH"))
     ws_tail = f"[{W}]*[\\r\\n]+|[{W}]+(?![^{W}])|[{W}]+|(?s:.)"
-    if kind == "gpt2":
+    if kind == "digits+gpt2":
+        # "\\p{N}" then the GPT-2 splitter (starcoder, smollm, ...): digits stand alone and
+        # end the pieces around them, so whitespace before a digit is "end of piece".
+        src = f"[{N}]|'s|'t|'re|'ve|'m|'ll|'d| ?[{L}]+| ?[^{W}{L}{N}]+|[{W}]+(?![^{W}{N}])|[{W}]+|(?s:.)"
+    elif kind == "gpt2":
         src = f"'s|'t|'re|'ve|'m|'ll|'d| ?[{L}]+| ?[{N}]+| ?[^{W}{L}{N}]+|[{W}]+(?![^{W}])|[{W}]+|(?s:.)"
     elif kind in ("llama3", "qwen2"):
         digits = f"[{N}]{{1,3}}" if kind == "llama3" else f"[{N}]"
@@ -191,10 +198,8 @@ def _afmoe_stage(view: str, start: int, end: int, out: list[int]) -> None:
 
 def compile_stage(expr: str) -> tuple[Stage, str]:
     """A stage for one llama.cpp regex, and which view of the text it reads."""
-    custom = {_GPT2: "gpt2", _QWEN2: "qwen2", _QWEN35: "qwen35", _KIMI: "kimi", _NEWLINES: "newlines"}
-    custom.update(dict.fromkeys(_LLAMA3, "llama3"))
-    if expr in custom:
-        return _cover_stage(_custom_pattern(custom[expr])), "sig"
+    if expr in _CUSTOM:
+        return _cover_stage(_custom_pattern(_CUSTOM[expr])), "sig"
     if expr in _AFMOE:
         return _afmoe_stage, "sig"
     if any(u in expr for u in _UCAT_ENUM):
@@ -215,10 +220,20 @@ class PreTokenizer:
 
     def __init__(self, regexes: tuple[str, ...]) -> None:
         self.regexes = regexes
-        self._stages = [compile_stage(r) for r in regexes]
+        # one hand-written splitter alone: on ASCII text its regex can run on the text itself
+        single = "digits+gpt2" if regexes == ("\\p{N}", _GPT2) else None
+        if single is None and len(regexes) == 1 and regexes[0] in _CUSTOM:
+            single = _CUSTOM[regexes[0]]
+        self._single = _custom_pattern(single).findall if single else None
+        if single == "digits+gpt2":
+            self._stages = [(_cover_stage(_custom_pattern(single)), "sig")]
+        else:
+            self._stages = [compile_stage(r) for r in regexes]
         self._views = {v for _, v in self._stages}
 
     def split(self, text: str) -> list[str]:
+        if self._single is not None and text.isascii():
+            return self._single(text)  # the signature view of ASCII text is the text
         views: dict[str, str] = {}
         if "sig" in self._views:
             views["sig"] = uni.signature(text)
@@ -235,12 +250,7 @@ class PreTokenizer:
                 stage(view, start, end, new)
                 start = end
             bounds = new
-        words: list[str] = []
-        start = 0
-        for end in bounds:
-            words.append(text[start:end])
-            start = end
-        return words
+        return [text[a:b] for a, b in zip(chain((0,), bounds), bounds, strict=False)]
 
 
 def pre_tokenizer_for(pre_type: str) -> tuple[PreTokenizer, bool]:

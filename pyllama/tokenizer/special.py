@@ -33,14 +33,17 @@ class SpecialSplitter:
         self._by_text: dict[str, list[int]] = {}
         for tid in self._order:
             self._by_text.setdefault(vocab.texts[tid], []).append(tid)
-        self._pattern: re.Pattern[str] | None = None
+        self._index: tuple[re.Pattern[str], frozenset[str]] | None = None
         self._prefixes: dict[str, tuple[str, ...]] = {}
 
-    def _compiled(self) -> re.Pattern[str]:
-        if self._pattern is None:
-            texts = sorted(self._by_text, key=len, reverse=True)
-            self._pattern = re.compile("|".join(map(re.escape, texts))) if texts else re.compile("(?!)")
-        return self._pattern
+    def _built_index(self) -> tuple[re.Pattern[str], frozenset[str]]:
+        """A regex for the 1- and 2-char prefixes of special tokens, and all their prefixes."""
+        if self._index is None:
+            prefixes = frozenset(t[:i] for t in self._by_text for i in range(1, len(t) + 1))
+            alts = sorted({t[:2] for t in self._by_text}, key=len, reverse=True)
+            pattern = re.compile("|".join(map(re.escape, alts)) if alts else "(?!)")
+            self._index = (pattern, prefixes)
+        return self._index
 
     def _special_prefixes(self, tok: str) -> tuple[str, ...]:
         found = self._prefixes.get(tok)
@@ -53,20 +56,26 @@ class SpecialSplitter:
         """Special token ids that occur anywhere in `text`, in cache (priority) order."""
         if not self._by_text:
             return []
-        pattern = self._compiled()
+        pattern, prefixes = self._built_index()
+        by_text = self._by_text
         seen: set[str] = set()
-        pos = 0
         search = pattern.search
-        while True:
-            m = search(text, pos)
-            if m is None:
-                break
-            tok = m.group()
-            if tok not in seen:
+        n_text = len(text)
+        m = search(text)
+        while m is not None:
+            pos = m.start()
+            # the longest special token starting here (its special prefixes come along)
+            tok = ""
+            end = pos + 1
+            while end <= n_text and text[pos:end] in prefixes:
+                if text[pos:end] in by_text:
+                    tok = text[pos:end]
+                end += 1
+            if tok and tok not in seen:
                 seen.add(tok)
                 seen.update(self._special_prefixes(tok))
-            pos = m.start() + 1
-        ids = [tid for tok in seen for tid in self._by_text[tok]]
+            m = search(text, pos + 1)
+        ids = [tid for tok in seen for tid in by_text[tok]]
         ids.sort(key=self._rank.__getitem__)
         return ids
 

@@ -12,6 +12,7 @@ are tokenized (and cached) separately. That is exact, not an approximation.
 from __future__ import annotations
 
 import heapq
+import re
 
 from pyllama.errors import InvalidRequestError
 from pyllama.tokenizer.vocab import Vocab
@@ -27,6 +28,18 @@ class SPMTokenizer:
         self.t2i = vocab.token_to_id
         self.scores = vocab.scores
         self._cache: dict[str, tuple[int, ...]] = {}
+        self._barrier = self._space_barrier(vocab.texts)
+
+    @staticmethod
+    def _space_barrier(texts: list[str]) -> re.Pattern[str]:
+        """Where a segment may start: before a U+2581 whose left neighbour never precedes
+        U+2581 inside any token (so no merge can ever join the two)."""
+        left: set[str] = set()
+        for t in texts:
+            if "\u2581" in t[1:]:
+                left.update(t[i - 1] for i in range(1, len(t)) if t[i] == "\u2581")
+        cls = "".join(re.escape(c) for c in sorted(left))
+        return re.compile(f"(?<=[^{cls}])(?=\u2581)" if cls else "(?<=.)(?=\u2581)", re.S)
 
     def byte_to_token(self, b: int) -> int:
         """llama_vocab::byte_to_token for SPM/UGM: <0xXX>, else the raw character."""
@@ -40,7 +53,11 @@ class SPMTokenizer:
         return tid
 
     def encode(self, text: str, out: list[int]) -> None:
-        out.extend(self._encode_segment(text))
+        if len(text) < 64:
+            out.extend(self._encode_segment(text))
+            return
+        for segment in self._barrier.split(text):
+            out.extend(self._encode_segment(segment))
 
     def _encode_segment(self, text: str) -> tuple[int, ...]:
         ids = self._cache.get(text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
@@ -45,6 +46,26 @@ TEXTS: list[str] = [
     "",
 ]
 
+_FUZZ_POOL = [
+    *"aZq09 '\u2019\t\n\r\x0b\x0c.,!?-_/\\\"()[]{}<>$+=^`|~#@%&*:;",
+    *["s", "t", "re", "ve", "ll", "d", "m", "S", "LL", "RE", "word", "Word", "WORD", "camelCase"],
+    *["\u00a0", "\u2003", "\u3000", "\u0085", "\u2028", "\u200b", "\u00ad", "\u0301", "\u0308", "\u064b"],
+    *"éÀßЖжΩω你好世界こカ한글ąŁ",
+    *"٣٤Ⅻ½²０１",
+    *["😀", "👍🏽", "\U0002ebf0", "\u0378", "\ue000", "\U0001f9ff", "\x1c", "\x7f"],
+    *["<|im_start|>", "<tool>", "<mask>", "</s>", "  ", "\n\n", "\r\n", "1234567", "12", " 1", "'s"],
+]  # fmt: skip
+
+
+def fuzz_texts(n: int = 80, seed: int = 1234) -> list[str]:
+    """Deterministic random strings over characters that stress pre-tokenizers."""
+    rng = random.Random(seed)
+    return ["".join(rng.choice(_FUZZ_POOL) for _ in range(rng.randint(1, 30))) for _ in range(n)]
+
+
+BASE_TEXTS = list(TEXTS)
+TEXTS += fuzz_texts()
+
 SPECIAL_CONTROL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<mask>", "<s>", "</s>", "<unk>"]
 SPECIAL_USER = ["<tool>"]
 
@@ -64,31 +85,35 @@ class VocabSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _train_merges(words: list[list[str]], n_merges: int) -> list[tuple[str, str]]:
+def _train_merges(words: list[str], n_merges: int) -> list[tuple[str, str]]:
+    """Plain BPE training on word counts; ties broken by the pair itself (deterministic)."""
+    counts = Counter(words)
+    seqs = [(list(w), c) for w, c in sorted(counts.items())]
     merges: list[tuple[str, str]] = []
-    seqs = [list(w) for w in words]
     for _ in range(n_merges):
         pairs: Counter[tuple[str, str]] = Counter()
-        for s in seqs:
-            pairs.update(itertools.pairwise(s))
+        for sq, c in seqs:
+            for pair in itertools.pairwise(sq):
+                pairs[pair] += c
         if not pairs:
             break
         best = min(pairs, key=lambda p: (-pairs[p], p))
         if pairs[best] < 2:
             break
         merges.append(best)
-        for s in seqs:
+        a, b = best
+        for sq, _ in seqs:
             i = 0
-            while i < len(s) - 1:
-                if (s[i], s[i + 1]) == best:
-                    s[i : i + 2] = [s[i] + s[i + 1]]
+            while i < len(sq) - 1:
+                if sq[i] == a and sq[i + 1] == b:
+                    sq[i : i + 2] = [a + b]
                 i += 1
     return merges
 
 
 def _corpus_words() -> list[str]:
     words: list[str] = []
-    for t in TEXTS * 3 + ["the quick brown fox jumps over the lazy dog " * 3]:
+    for t in BASE_TEXTS * 3 + ["the quick brown fox jumps over the lazy dog " * 3]:
         cur = ""
         for ch in t:
             if ch in " \n" and cur.strip():
@@ -102,8 +127,7 @@ def _corpus_words() -> list[str]:
 
 @cache
 def _bpe_merges() -> tuple[tuple[str, str], ...]:
-    words = [byte_encode(w) for w in _corpus_words()]
-    return tuple(_train_merges([list(w) for w in words], 500))
+    return tuple(_train_merges([byte_encode(w) for w in _corpus_words()], 500))
 
 
 def bpe_spec(name: str, pre: str | None, **extra: Any) -> VocabSpec:
@@ -124,7 +148,7 @@ def bpe_spec(name: str, pre: str | None, **extra: Any) -> VocabSpec:
 def gemma4_spec() -> VocabSpec:
     """SPM-style BPE (tokenizer.ggml.model gemma4): raw UTF-8 with U+2581, <0xXX> fallback."""
     words = [w.replace(" ", "\u2581") for w in _corpus_words()]
-    merges = _train_merges([list(w) for w in words if "\n" not in w], 300)
+    merges = _train_merges([w for w in words if "\n" not in w], 300)
     chars = sorted({c for w in words for c in w if c != "\n"})
     tokens = [f"<0x{b:02X}>" for b in range(256)]
     types = [BYTE] * 256
@@ -139,6 +163,7 @@ def gemma4_spec() -> VocabSpec:
     return VocabSpec("gemma4", "gemma4", tokens, types, merges=[f"{a} {b}" for a, b in merges], extra=extra)
 
 
+@cache
 def _unigram_pieces() -> list[tuple[str, float]]:
     """Pieces with log-probability-like scores from corpus counts (for SPM and UGM)."""
     counts: Counter[str] = Counter()

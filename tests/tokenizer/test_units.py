@@ -1,0 +1,94 @@
+"""Small behaviours: errors, clean-up passes, byte decoding, the pre-tokenizer tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pyllama.errors import InvalidRequestError, ModelLoadError
+from pyllama.gguf_file import read_gguf
+from pyllama.tokenizer import IncrementalDecoder, Tokenizer
+from pyllama.tokenizer import unicode as uni
+from pyllama.tokenizer.bpe import bpe_merge, merge_ranks
+from pyllama.tokenizer.detokenize import clean_spaces, decode_gpt2_text
+from pyllama.tokenizer.pretokenize import PreTokenizer
+from pyllama.tokenizer.pretokenizer_regexes import PRE_TYPE_REGEXES
+from pyllama.tokenizer.vocab import KNOWN_PRE_TOKENIZERS
+from tests.tokenizer.synthetic import VocabSpec, write_gguf
+
+
+def test_clean_spaces_passes_like_llama_cpp() -> None:
+    assert clean_spaces(b"Hello , world ! Is it ?") == b"Hello, world! Is it?"
+    assert clean_spaces(b"a ' b") == b"a'b"
+    assert clean_spaces(b"it 's I 'm we 're you 've don 't he 'll") == b"it's I'm we're you've don 't he 'll"
+    assert clean_spaces(b"") == b""
+
+
+def test_gpt2_byte_decoding_and_unknown_marker() -> None:
+    assert decode_gpt2_text("ĠHello") == b" Hello"
+    assert decode_gpt2_text("Ċ") == b"\n"
+    assert decode_gpt2_text("a\u4e00") == b"a[UNK_BYTE_0xe4b880a\xe4\xb8\x80]"
+
+
+def test_bpe_merges_lowest_rank_leftmost_first() -> None:
+    ranks = merge_ranks(["a a", "b c", "aa a"])
+    assert bpe_merge(list("aaa"), ranks) == ["aaa"]
+    # after "aa" forms, the pair (a, a) still outranks (aa, a)
+    assert bpe_merge(list("aaaa"), ranks) == ["aa", "aa"]
+    assert bpe_merge(list("aaa"), merge_ranks(["a a"])) == ["aa", "a"]
+    assert bpe_merge(list("abc"), ranks) == ["a", "bc"]
+    assert merge_ranks(["x y", "x y", "nospace"]) == {("x", "y"): 0, ("", ""): 2}
+
+
+def test_every_pre_tokenizer_compiles() -> None:
+    assert len(KNOWN_PRE_TOKENIZERS) > 80
+    for pre_type, (regexes, _) in PRE_TYPE_REGEXES.items():
+        words = PreTokenizer(regexes).split("Hello, wörld! 123 你好 \n\n  x's")
+        assert "".join(words) == "Hello, wörld! 123 你好 \n\n  x's", pre_type
+
+
+def test_unicode_tables_are_llama_cpps_not_pythons() -> None:
+    assert uni.category(0x2EBF0) == uni.LETTER  # CJK Ext. I (Unicode 15.1); Python 3.11 says Cn
+    assert uni.category(0x1CC00) == uni.UNDEFINED  # Unicode 16
+    assert uni.category(ord("a")) == uni.LETTER and uni.category(ord("7")) == uni.NUMBER
+    assert {c for c in range(128) if c in uni.WHITESPACE} == {9, 10, 11, 12, 13, 32}
+    assert uni.tolower(ord("Ä")) == ord("ä") and uni.nfd_first(ord("é")) == ord("e")
+    assert uni.collapse("aé 1²\u3000,") == "a\xd2 1\xd1\x0b,"
+
+
+def _tiny(tmp_path: Path, tokens: list[str], model: str = "gpt2", pre: str | None = "gpt-2") -> Tokenizer:
+    spec = VocabSpec("tiny", model, tokens, [1] * len(tokens), merges=["a b"], pre=pre)
+    return Tokenizer.from_gguf(read_gguf(write_gguf(spec, tmp_path / "tiny.gguf")))
+
+
+def test_bad_vocabularies_raise_model_load_errors(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="pre-tokenizer"):
+        _tiny(tmp_path, ["a", "b", "ab"], pre="no-such-pre")
+    with pytest.raises(ModelLoadError, match="tokenizer model"):
+        _tiny(tmp_path, ["a"], model="plamo3")
+
+
+def test_out_of_range_ids_are_clear_errors(tmp_path: Path) -> None:
+    tok = _tiny(tmp_path, ["a", "b", "ab"])
+    assert tok.tokenize("abab", add_special=False) == [2, 2]
+    with pytest.raises(InvalidRequestError, match="out of range"):
+        tok.token_to_piece(99)
+    with pytest.raises(InvalidRequestError, match="out of range"):
+        tok.detokenize([0, -1])
+    with pytest.raises(InvalidRequestError, match="out of range"):
+        IncrementalDecoder(tok).feed(3)
+
+
+def test_fused_digit_gpt2_splitter_equals_the_two_stage_chain() -> None:
+    from pyllama.tokenizer.pretokenize import compile_stage
+    from tests.tokenizer.synthetic import fuzz_texts
+
+    regexes = PRE_TYPE_REGEXES["smollm"][0]
+    fused = PreTokenizer(regexes)
+    chained = PreTokenizer(regexes)
+    chained._stages = [compile_stage(r) for r in regexes]
+    chained._views = {v for _, v in chained._stages}
+    assert fused._stages != chained._stages
+    for text in [*fuzz_texts(400, seed=7), "a  1", "x \t 12 ", "  3", "'s9 '1"]:
+        assert fused.split(text) == chained.split(text), text
