@@ -5,14 +5,19 @@ Two ways to hold the codes:
 
 - `ScaledCodes`: one int8 per weight. Fastest per call.
 - `NibbleCodes`: two 4-bit codes per byte, for the 4-bit types (Q4_0, Q4_1, Q4_K):
-  0.75 instead of 1.25 bytes per weight in all, for about 1.5x the per-call unpacking
-  time (576x1536 one-token matmul, native 0.20 -> 0.30 ms, Pyodide 0.82 -> 1.3 ms).
+  0.75 instead of 1.25 bytes per weight in all, for about 1.3-1.5x the per-call
+  unpacking time (576x1536 one-token matmul, native 0.19 -> 0.24 ms, Pyodide 0.82 -> 1.3).
 
-Both are stored group-major and transposed: codes[g, k, r] is weight (r, g * group + k)
-and scale[g, 0, r] its group's scale. With rows last, every NumPy inner loop of the
-matmul runs along n_rows (hundreds to thousands of elements) instead of along one
-32-weight group: a one-token 576x1536 matmul went from 0.45 to 0.17-0.27 ms natively
-and from 1.4-1.5 to 0.85-0.9 ms in Pyodide compared with a row-major layout.
+Storage is tile-major, then group-major and transposed: rows are cut into tiles of
+`rows_per_tile` (the last one zero-padded), and within tile t, codes[t, g, k, r] is
+weight (t * rows_per_tile + r, g * group + k), scale[t, g, 0, r] its group's scale.
+- Rows last: every NumPy inner loop of the matmul runs along the tile's rows (hundreds
+  to thousands of elements) instead of along one 32-weight group. A one-token 576x1536
+  matmul went from 0.45 to 0.17-0.27 ms natively and from 1.4-1.5 to 0.85-0.9 ms in
+  Pyodide compared with a row-major layout.
+- Tiles contiguous: a matmul dequantizes one cache-sized tile at a time, and reading it
+  is one sequential sweep. With only the transposed layout, a tile of the 49152x576
+  lm-head gathered 576 strided runs from 576 different pages and the copy dominated.
 
 In a matmul the bias never touches the weights: x @ W.T = x @ (codes * scale).T plus
 (x summed per group) @ bias, a product `group` times smaller than a pass over W.
@@ -21,6 +26,7 @@ In a matmul the bias never touches the weights: x @ W.T = x @ (codes * scale).T 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -29,6 +35,7 @@ from pyllama.quant.layout import F32, I8, Ids, PackedTensor
 from pyllama.quant.matmul import matmul, matmul_backend, tile_rows
 
 U8 = np.ndarray[Any, np.dtype[np.uint8]]
+Cols = slice | np.ndarray[Any, np.dtype[np.integer[Any]]]
 
 # How a packed matmul with L input rows treats a tile of codes. Chosen from a sweep of
 # all three on 576x1536 and 1536x576 Q4_1 tiles, natively and in Pyodide/Node:
@@ -48,27 +55,23 @@ def tile_strategy(n_tokens: int) -> str:
     return "grouped-einsum" if n_tokens == 1 else "dequant"
 
 
-def _transpose(a: np.ndarray[Any, np.dtype[Any]]) -> np.ndarray[Any, np.dtype[Any]]:
-    """A contiguous copy of a 2-D array's transpose, copied in blocks of rows.
-
-    Blocked, NumPy's strided copy stays in cache: 4x faster for a 49152x576 int8 matrix.
-    """
-    n_rows = a.shape[0]
-    out = np.empty((a.shape[1], n_rows), dtype=a.dtype)
-    for r0 in range(0, n_rows, 256):
-        out[:, r0 : r0 + 256] = a[r0 : r0 + 256].T
-    return out
-
-
-def _group_major(a: np.ndarray[Any, np.dtype[Any]], n_groups: int) -> np.ndarray[Any, np.dtype[Any]]:
-    """(n_rows, n_groups * k) -> contiguous (n_groups, k, n_rows)."""
-    return _transpose(a).reshape(n_groups, -1, a.shape[0])
+def _tiled(a: np.ndarray[Any, np.dtype[Any]], n_groups: int, rows: int) -> np.ndarray[Any, np.dtype[Any]]:
+    """(n_rows, n_groups * k) -> contiguous (n_tiles, n_groups, k, rows), zero-padded rows."""
+    n_rows, width = a.shape
+    n_tiles = -(-n_rows // rows)
+    out = np.zeros((n_tiles, width, rows), dtype=a.dtype)
+    for t in range(n_tiles):
+        # Transposing in blocks of 256 rows keeps NumPy's strided copy in cache.
+        for r0 in range(t * rows, min(n_rows, (t + 1) * rows), 256):
+            r1 = min(n_rows, (t + 1) * rows, r0 + 256)
+            out[t, :, r0 - t * rows : r1 - t * rows] = a[r0:r1].T
+    return out.reshape(n_tiles, n_groups, width // n_groups, rows)
 
 
 class _GroupedCodes(PackedTensor):
     """Shared arithmetic of the two code layouts; subclasses say how codes become floats."""
 
-    unpacks = False  # True: _codes_into needs the uint8 half-tile after the float32 tile
+    unpacks = False  # True: _codes_into needs a uint8 half-tile after the float32 tile
 
     def __init__(self, shape: tuple[int, int], group: int, scale: F32, bias: F32 | None) -> None:
         n_rows, n_cols = shape
@@ -79,75 +82,108 @@ class _GroupedCodes(PackedTensor):
         self.shape = shape
         self.group = group
         self.n_groups = n_cols // group
-        self.scale = _group_major(scale.astype(np.float32, copy=False), self.n_groups)  # (G, 1, R)
-        self.bias = None if bias is None else _group_major(bias.astype(np.float32, copy=False), self.n_groups)
+        # Balanced tiles: as many as the tile budget needs, with as little padding as possible.
+        n_tiles = -(-n_rows // tile_rows(n_cols))
+        self.rows_per_tile = -(-n_rows // n_tiles)
+        self.scale = self._tile(scale.astype(np.float32, copy=False))  # (T, G, 1, rows)
+        self.bias = None if bias is None else self._tile(bias.astype(np.float32, copy=False))
+
+    def _tile(self, a: np.ndarray[Any, np.dtype[Any]]) -> np.ndarray[Any, np.dtype[Any]]:
+        return _tiled(a, self.n_groups, self.rows_per_tile)
 
     @abstractmethod
-    def _codes_into(self, w: F32, cols: slice | Ids, tmp: U8 | None) -> None:
-        """w (G, group, m) = the codes of rows `cols` as float32 (exact small integers).
+    def _codes_into(self, w: F32, t: int, cols: Cols, tmp: U8 | None) -> None:
+        """w (G, group, m) = codes of tile t's rows `cols` as float32 (exact small integers).
 
         `tmp` is uint8 scratch of shape (G, group // 2, m), or None to allocate.
         """
 
     def _matmul_bias(self) -> F32 | None:
-        """(G, n_rows): the per-group term added to scale * code in a matmul (None: zero)."""
-        return None if self.bias is None else self.bias[:, 0, :]
+        """(T, G, rows): the per-group term added to scale * code in a matmul (None: zero)."""
+        return None if self.bias is None else self.bias[:, :, 0, :]
 
-    def _weights_t(self, w: F32, cols: slice | Ids) -> None:
-        """w (G, group, m) = the exact weights of rows `cols`, group-major (W.T reshaped)."""
-        self._codes_into(w, cols, None)
-        np.multiply(w, self.scale[:, :, cols], out=w)
+    def _weights_t(self, w: F32, t: int, cols: Cols) -> None:
+        """w (G, group, m) = the exact weights of tile t's rows `cols`, group-major."""
+        self._codes_into(w, t, cols, None)
+        np.multiply(w, self.scale[t][:, :, cols], out=w)
         if self.bias is not None:
-            np.add(w, self.bias[:, :, cols], out=w)
+            np.add(w, self.bias[t][:, :, cols], out=w)
+
+    def _tiles(self, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
+        """(tile, first local row, last local row + 1) covering rows start..stop."""
+        rows = self.rows_per_tile
+        for t in range(start // rows, -(-stop // rows)):
+            yield t, max(start, t * rows) - t * rows, min(stop, (t + 1) * rows) - t * rows
 
     def dequantize_into(self, out: F32, start: int = 0) -> None:
-        # Group-major tiles of ~256 KB, each transposed into its rows of `out`: writing
-        # `out` through a transposed view instead was 20x slower.
         m, n_cols = out.shape
+        rows = self.rows_per_tile
+        # Weights of up to ~256 KB at a time, transposed into their rows of `out`: writing
+        # `out` through a transposed view instead was 20x slower.
         step = max(8, (1 << 16) // n_cols)
-        buf = np.empty(min(m, step) * n_cols, dtype=np.float32)
-        for r0 in range(0, m, step):
-            r1 = min(m, r0 + step)
-            tile = buf[: (r1 - r0) * n_cols].reshape(self.n_groups, self.group, r1 - r0)
-            self._weights_t(tile, slice(start + r0, start + r1))
-            out[r0:r1] = tile.reshape(n_cols, r1 - r0).T
+        buf = np.empty(min(m, rows, step) * n_cols, dtype=np.float32)
+        done = 0
+        for t, lo, hi in self._tiles(start, start + m):
+            for a in range(lo, hi, step):
+                b = min(hi, a + step)
+                w = buf[: (b - a) * n_cols].reshape(self.n_groups, self.group, b - a)
+                self._weights_t(w, t, slice(a, b))
+                out[done : done + b - a] = w.reshape(n_cols, b - a).T
+                done += b - a
 
     def dequantize_rows(self, ids: Ids) -> F32:
         ids = np.asarray(ids)
-        tile = np.empty((self.n_groups, self.group, len(ids)), dtype=np.float32)
-        self._weights_t(tile, ids)
-        return np.ascontiguousarray(tile.reshape(self.shape[1], len(ids)).T)
+        out = np.empty((len(ids), self.shape[1]), dtype=np.float32)
+        tile_of, local = np.divmod(ids, self.rows_per_tile)
+        for t in np.unique(tile_of):
+            sel = np.flatnonzero(tile_of == t)
+            w = np.empty((self.n_groups, self.group, len(sel)), dtype=np.float32)
+            self._weights_t(w, int(t), local[sel])
+            out[sel] = w.reshape(self.shape[1], len(sel)).T
+        return out
 
     def dequantize_t_into(self, wt: F32) -> None:
-        self._weights_t(wt.reshape(self.n_groups, self.group, self.shape[0]), slice(None))
+        for t, lo, hi in self._tiles(0, self.shape[0]):
+            r0 = t * self.rows_per_tile
+            w = np.empty((self.n_groups, self.group, hi - lo), dtype=np.float32)
+            self._weights_t(w, t, slice(lo, hi))
+            wt[:, r0 + lo : r0 + hi] = w.reshape(self.shape[1], hi - lo)
+
+    def scratch_size(self) -> int:
+        return self.rows_per_tile * self.shape[1]
 
     def matmul_t_into(self, x: F32, y: F32, scratch: F32) -> None:
         n_rows, n_cols = self.shape
-        n_groups, group = self.n_groups, self.group
+        n_groups, group, rows = self.n_groups, self.group, self.rows_per_tile
         xg = x.reshape(x.shape[0], n_groups, group)
         strategy = tile_strategy(x.shape[0])
         x_by_group = np.ascontiguousarray(xg.transpose(1, 0, 2))  # (groups, L, group)
-        step = tile_rows(n_cols)
-        tile = min(n_rows, step) * n_cols
-        for r0 in range(0, n_rows, step):
-            r1 = min(n_rows, r0 + step)
-            w = scratch[: (r1 - r0) * n_cols].reshape(n_groups, group, r1 - r0)
-            tmp = None
-            if self.unpacks:
-                tmp = scratch[tile:].view(np.uint8)[: (r1 - r0) * n_cols // 2].reshape(n_groups, group // 2, -1)
-            self._codes_into(w, slice(r0, r1), tmp)
+        w = scratch[: rows * n_cols].reshape(n_groups, group, rows)
+        tmp = None
+        if self.unpacks:
+            tmp = scratch[rows * n_cols :].view(np.uint8)[: rows * n_cols // 2].reshape(n_groups, group // 2, rows)
+        whole = slice(None)
+        for t in range(self.scale.shape[0]):
+            r0, r1 = t * rows, min(n_rows, (t + 1) * rows)
+            self._codes_into(w, t, whole, tmp)
             if strategy == "dequant":
-                np.multiply(w, self.scale[:, :, r0:r1], out=w)
-                matmul(x, w.reshape(n_cols, r1 - r0), out=y[:, r0:r1])
+                np.multiply(w, self.scale[t], out=w)
+                matmul(x, w.reshape(n_cols, rows)[:, : r1 - r0], out=y[:, r0:r1])
                 continue
             if strategy == "grouped-matmul":
                 partial = np.matmul(x_by_group, w)  # (groups, L, rows)
             else:
                 partial = np.einsum("gkr,glk->glr", w, x_by_group)
-            np.einsum("glr,gr->lr", partial, self.scale[:, 0, r0:r1], out=y[:, r0:r1])
+            np.einsum("glr,gr->lr", partial[:, :, : r1 - r0], self.scale[t, :, 0, : r1 - r0], out=y[:, r0:r1])
         bias = self._matmul_bias()
         if bias is not None:
-            y += matmul(np.ascontiguousarray(xg.sum(axis=2)), bias)
+            # (L, G) @ (G, rows) for every tile at once -> (L, T, rows) -> (L, T * rows).
+            x_sums = np.ascontiguousarray(xg.sum(axis=2))
+            if matmul_backend() == "blas":
+                corr = np.matmul(x_sums, bias).transpose(1, 0, 2)
+            else:
+                corr = np.einsum("lg,tgr->ltr", x_sums, bias)
+            y += corr.reshape(x.shape[0], -1)[:, :n_rows]
 
 
 class ScaledCodes(_GroupedCodes):
@@ -156,10 +192,10 @@ class ScaledCodes(_GroupedCodes):
     def __init__(self, codes: I8, scale: F32, bias: F32 | None, group: int) -> None:
         """codes (n_rows, n_cols) in weight order; scale and bias (n_rows, n_cols // group)."""
         super().__init__((codes.shape[0], codes.shape[1]), group, scale, bias)
-        self.codes = _group_major(codes, self.n_groups)  # (G, group, R)
+        self.codes = self._tile(codes)  # (T, G, group, rows)
 
-    def _codes_into(self, w: F32, cols: slice | Ids, tmp: U8 | None) -> None:
-        np.copyto(w, self.codes[:, :, cols])
+    def _codes_into(self, w: F32, t: int, cols: Cols, tmp: U8 | None) -> None:
+        np.copyto(w, self.codes[t][:, :, cols])
 
     @property
     def nbytes(self) -> int:
@@ -167,7 +203,7 @@ class ScaledCodes(_GroupedCodes):
 
 
 class NibbleCodes(_GroupedCodes):
-    """4-bit codes, two per byte: byte (g, j, r) holds codes k = j (low) and j + group/2.
+    """4-bit codes, two per byte: byte (t, g, j, r) holds codes k = j (low) and j + group/2.
 
     `offset` is subtracted from the unsigned nibble (8 for Q4_0, whose codes are q - 8).
     Exact dequantization computes float(q - offset) * scale like ggml; the matmul folds
@@ -178,15 +214,15 @@ class NibbleCodes(_GroupedCodes):
 
     def __init__(self, codes: I8, scale: F32, bias: F32 | None, group: int, offset: int) -> None:
         super().__init__((codes.shape[0], codes.shape[1]), group, scale, bias)
-        unsigned = _group_major(codes, self.n_groups).view(np.uint8)  # (G, group, R)
+        unsigned = self._tile(codes).view(np.uint8)  # (T, G, group, rows)
         if offset:
-            unsigned += np.uint8(offset)
+            unsigned += np.uint8(offset)  # the zero padding wraps around: never read back
         half = group // 2
-        self.nibbles = unsigned[:, :half] | (unsigned[:, half:] << 4)
+        self.nibbles = unsigned[:, :, :half] | (unsigned[:, :, half:] << 4)
         self.offset = offset
-        self.folded_bias: F32 | None = None if self.bias is None else self.bias[:, 0, :]
+        self.folded_bias: F32 | None = None if self.bias is None else self.bias[:, :, 0, :]
         if offset:
-            fold: F32 = np.float32(-offset) * self.scale[:, 0, :]
+            fold: F32 = np.float32(-offset) * self.scale[:, :, 0, :]
             if self.folded_bias is not None:
                 np.add(fold, self.folded_bias, out=fold)
             self.folded_bias = fold
@@ -196,9 +232,9 @@ class NibbleCodes(_GroupedCodes):
         tile = super().scratch_size()
         return tile + tile // 8 + 1
 
-    def _codes_into(self, w: F32, cols: slice | Ids, tmp: U8 | None) -> None:
+    def _codes_into(self, w: F32, t: int, cols: Cols, tmp: U8 | None) -> None:
         half = self.group // 2
-        nib = self.nibbles[:, :, cols]
+        nib = self.nibbles[t][:, :, cols]
         if tmp is None:
             tmp = np.empty(nib.shape, dtype=np.uint8)
         np.bitwise_and(nib, 0x0F, out=tmp)
@@ -206,13 +242,13 @@ class NibbleCodes(_GroupedCodes):
         np.right_shift(nib, 4, out=tmp)
         np.copyto(w[:, half:], tmp)
 
-    def _weights_t(self, w: F32, cols: slice | Ids) -> None:
-        self._codes_into(w, cols, None)
+    def _weights_t(self, w: F32, t: int, cols: Cols) -> None:
+        self._codes_into(w, t, cols, None)
         if self.offset:
             np.subtract(w, np.float32(self.offset), out=w)  # exact: small integers
-        np.multiply(w, self.scale[:, :, cols], out=w)
+        np.multiply(w, self.scale[t][:, :, cols], out=w)
         if self.bias is not None:
-            np.add(w, self.bias[:, :, cols], out=w)
+            np.add(w, self.bias[t][:, :, cols], out=w)
 
     def _matmul_bias(self) -> F32 | None:
         return self.folded_bias

@@ -10,6 +10,7 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from pyllama.errors import ModelLoadError
 from pyllama.quant import NIBBLE_TYPES, SUPPORTED_TYPES, dequantize, repack
+from pyllama.quant import matmul as matmul_mod
 from pyllama.quant.synthetic import ALL_TYPES, random_tensor_bytes
 
 SHAPES_IN_BLOCKS = [(1, 1), (3, 2), (17, 5), (2, 3, 4)]
@@ -42,10 +43,15 @@ def test_dense_matches_gguf_reference(qtype: GGMLQuantizationType, blocks: tuple
 PACKED_CASES = [(t, False) for t in ALL_TYPES] + [(t, True) for t in NIBBLE_TYPES]
 
 
+@pytest.mark.parametrize("small_tiles", [False, True], ids=["one-tile", "six-tiles"])
 @pytest.mark.parametrize(("qtype", "nibbles"), PACKED_CASES, ids=lambda v: getattr(v, "name", f"nibbles={v}"))
-def test_packed_layout_matches_dense(qtype: GGMLQuantizationType, nibbles: bool) -> None:
+def test_packed_layout_matches_dense(
+    qtype: GGMLQuantizationType, nibbles: bool, small_tiles: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rng = np.random.default_rng(qtype.value)
     shape = (23, 3 * GGML_QUANT_SIZES[qtype][0])
+    if small_tiles:  # 4 rows per tile: 6 tiles, the last one padded
+        monkeypatch.setattr(matmul_mod, "TILE_WEIGHTS", 4 * shape[1])
     raw = random_tensor_bytes(rng, qtype, shape)
     with np.errstate(all="ignore"):
         dense = dequantize(raw, qtype, shape)
@@ -58,7 +64,7 @@ def test_packed_layout_matches_dense(qtype: GGMLQuantizationType, nibbles: bool)
         packed.dequantize_into(part, 9)
         wt = np.full(shape[::-1], 7.0, dtype=np.float32)
         packed.dequantize_t_into(wt)
-        ids = np.array([5, 0, 22, 5, 11])
+        ids = np.array([5, 0, 22, 5, 11, 21, 3])
         rows = packed.dequantize_rows(ids)
     assert np.array_equal(out, dense, equal_nan=True)
     assert np.array_equal(part, dense[9:14], equal_nan=True)
