@@ -106,6 +106,15 @@ class Tokenizer:
 
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
         """llama_tokenize(text, add_special, parse_special)."""
+        if not isinstance(text, str):
+            raise InvalidRequestError(f"tokenize needs a str, got {type(text).__name__}")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InvalidRequestError(
+                    f"text is not valid Unicode (lone surrogate at {e.start})"
+                ) from None
         v = self.vocab
         frags = self._special.split(text, parse_special)
         out: list[int] = []
@@ -181,6 +190,11 @@ class Tokenizer:
     def tokens_to_str(self, tokens: Sequence[int]) -> str:
         """llama-server's tokens_to_str (POST /detokenize): pieces with special=true, joined."""
         return b"".join(self._detok.piece(t, True) for t in tokens).decode("utf-8", "replace")
+
+    def all_pieces(self, special: bool = True) -> list[bytes]:
+        """token_to_piece of every id, in id order (for samplers and grammar indexes)."""
+        piece = self._detok.piece
+        return [piece(i, special) for i in range(self.n_vocab)]
 
     def piece_text(self, token: int) -> str:
         """The token's vocabulary string (llama_vocab_get_text)."""

@@ -26,12 +26,21 @@ from pyllama.tokenizer.vocab import (
 _ATTR_SPECIAL = ATTR_UNKNOWN | ATTR_CONTROL
 
 
+class _DecodeTable(dict[int, str]):
+    """GPT-2 printable character -> the latin-1 character of its byte; others -> U+FFFF."""
+
+    def __missing__(self, cpt: int) -> str:
+        return "\uffff"
+
+
+_DECODE_TABLE = _DecodeTable({ord(c): chr(b) for c, b in UNICODE_TO_BYTE.items()})
+
+
 def decode_gpt2_text(text: str) -> bytes:
     """llama_decode_text: printable GPT-2 characters -> bytes, with its [UNK_BYTE_..] marker."""
-    try:
-        return bytes(UNICODE_TO_BYTE[c] for c in text)
-    except KeyError:
-        pass
+    mapped = text.translate(_DECODE_TABLE)
+    if "\uffff" not in mapped:
+        return mapped.encode("latin-1")
     out = bytearray()
     for c in text:
         b = UNICODE_TO_BYTE.get(c)

@@ -9,6 +9,7 @@ pre-tokenizer that splits in the wrong place produces different ids.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import math
 import random
@@ -43,6 +44,7 @@ TEXTS: list[str] = [
     "<mask> token  <mask>  end",
     "hello<tool>  world <tool> again",
     "Hello World. Hello World, ' quoted ' it 's and 're done ?",
+    "ＡＢＣ AB ① ② e\u0301 ﬀ ｱ\u3000x\u00a0y",
     "",
 ]
 
@@ -237,6 +239,28 @@ def wpm_spec(name: str, **extra: Any) -> VocabSpec:
     return VocabSpec(name, "bert", tokens, types, extra=extra)
 
 
+# A SentencePiece precompiled_charsmap (XCDA) built by sentencepiece 0.2.3 from custom rules:
+# ﬁ->fi, ﬀ->ff, fullwidth A B C 1 -> ASCII, ① ② -> 1 2, U+3000 and U+00A0 -> space,
+# "AB" -> x, e + U+0301 -> é.
+CHARSMAP = base64.b64decode(
+    "AAQAAAAAAQBBAAEAEgAAgEIFAADMAAIAgQ0AABQAAICgPQAAAAAAgJGMAgCgGQAAoRkAAAIAAIAEAACAgAQCAIAdAACACQAA"
+    "gQkAAAwAAIAPAACAkWEAAAYAAIAIAACACgAAgBkAAAAYAAAAGwAAABoAAAAdAAAAHAAAAB8AAAAeAAAArMACACAAAAAjAAAA"
+    "IgAAAKHFAABltAMAo8UAAKLFAAApAAAAKAAAACsAAAAqAAAALQAAACwAAAAvAAAALgAAALzUAgAwAAAAMwAAADIAAAA1AAAA"
+    "NAAAADcAAAA2AAAAOQAAADgAAAA7AAAAOgAAAD0AAAA8AAAAPwAAAD4AAABBAAAAQAAAAEMAAABCAAAARQAAAEQAAABHAAAA"
+    "RgAAAEkAAABIAAAASwAAAEoAAABNAAAATAAAAE8AAABOAAAAUQAAAFAAAABTAAAAUgAAAFUAAABUAAAAVwAAAFYAAABZAAAA"
+    "WAAAAFsAAABaAAAAXQAAAFwAAABfAAAAXgAAAGEAAABgAAAAYwAAAGIAAABlAAAAZAAAAGcAAABmAAAAaQAAAGgAAABrAAAA"
+    "agAAAG0AAABsAAAAbwAAAG4AAABxAAAAcAAAAHMAAAByAAAAdQAAAHQAAAB3AAAAdgAAAHkAAAB4AAAAewAAAHoAAAB9AAAA"
+    "fAAAAH8AAAB+AAAAgQAAAIAAAADClAAAggAAAIUAAACEAAAAhwAAAIYAAACJAAAAiAAAAIsAAACKAAAAjQAAAIwAAACPAAAA"
+    "jgAAAJEAAACQAAAAkwAAAJIAAACVAAAAlAAAAJcAAACWAAAAmQAAAJgAAACbAAAAmgAAAJ0AAACcAAAAnwAAAJ4AAAChAAAA"
+    "oAAAAOLoAADjtAAApQAAAKQAAACnAAAApgAAAKkAAACoAAAAqwAAAKoAAACtAAAArAAAAK8AAADvjAAAsQAAALAAAACzAAAA"
+    "sgAAALUAAAC0AAAAtwAAALYAAAC5AAAAuAAAALsAAAC6AAAAvQAAALwAAAC/AAAAvgAAAMEAAADAAAAAwwAAAMIAAADFAAAA"
+    "xAAAAMcAAADGAAAAyQAAAMgAAADLAAAAygAAAM0AAADMAAAAzwAAAM4AAADRAAAA0AAAANMAAADSAAAA1QAAANQAAADXAAAA"
+    "1gAAANkAAADYAAAA2wAAANoAAADdAAAA3AAAAN8AAADeAAAA4QAAAOAAAADjAAAA4gAAAOUAAADkAAAA5wAAAOYAAADpAAAA"
+    "6AAAAOsAAADqAAAA7QAAAOwAAADvAAAA7gAAAPEAAADwAAAA8wAAAPIAAAD1AAAA9AAAAPcAAAD2AAAA+QAAAPgAAAD7AAAA"
+    "+gAAAP0AAAD8AAAA/wAAAP4AAAAgADEAMgBBAEIAQwBmZgBmaQB4AMOpAA=="
+)
+
+
 def write_gguf(spec: VocabSpec, path: Path) -> Path:
     """A vocab-only GGUF llama.cpp can load (llama architecture, tiny hparams, no tensors)."""
     w = gguf.GGUFWriter(str(path), arch="llama")
@@ -266,7 +290,7 @@ def write_gguf(spec: VocabSpec, path: Path) -> Path:
         elif isinstance(value, int):
             w.add_uint32(full, value)
         elif isinstance(value, bytes):
-            w.add_array(full, list(value))
+            w.add_key_value(full, list(value), gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.UINT8)
         else:
             w.add_string(full, str(value))
     w.write_header_to_file()
@@ -297,6 +321,7 @@ def all_specs() -> list[VocabSpec]:
     specs.append(spm_spec("spm-noprefix", add_space_prefix=False, add_eos_token=True))
     specs.append(ugm_spec("ugm"))
     specs.append(ugm_spec("ugm-plain", add_space_prefix=False, remove_extra_whitespaces=False))
+    specs.append(ugm_spec("ugm-charsmap", precompiled_charsmap=CHARSMAP))
     specs.append(wpm_spec("wpm"))
     specs.append(wpm_spec("wpm-cased", **{"normalizer.lowercase": False}))
     return specs

@@ -92,3 +92,12 @@ def test_fused_digit_gpt2_splitter_equals_the_two_stage_chain() -> None:
     assert fused._stages != chained._stages
     for text in [*fuzz_texts(400, seed=7), "a  1", "x \t 12 ", "  3", "'s9 '1"]:
         assert fused.split(text) == chained.split(text), text
+
+
+def test_non_text_input_is_a_clear_error(tmp_path: Path) -> None:
+    tok = _tiny(tmp_path, ["a", "b", "ab"])
+    with pytest.raises(InvalidRequestError, match="surrogate"):
+        tok.tokenize("a\ud800b")
+    with pytest.raises(InvalidRequestError, match="needs a str"):
+        tok.tokenize(b"ab")  # type: ignore[arg-type]
+    assert tok.all_pieces() == [b"a", b"b", b"ab"]
