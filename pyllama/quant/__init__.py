@@ -2,9 +2,13 @@
 
 `dequantize` turns a tensor's raw bytes into a float32 array (bit-identical to
 `gguf.quants.dequantize`). `repack` turns them into a `PackedTensor` that keeps the
-weights small and dequantizes a whole matrix per call into a caller's buffer (see
-layout.py for why the layouts look the way they do). One module per ggml type family:
-float.py, legacy.py (Q4_0..Q8_0), kquants.py (Q2_K..Q6_K), iquants.py (IQ4_NL, IQ4_XS).
+weights small and multiplies by them tile by tile (layout.py, grouped.py say why the
+layouts look the way they do; matmul.py holds the BLAS/einsum kernel switch).
+
+One module per ggml type family turns raw blocks into codes and scales with whole-array
+NumPy expressions (bits.py reads the packed bit fields): float.py (F32, F16, BF16),
+legacy.py (Q4_0..Q8_0), kquants.py (Q2_K..Q6_K), iquants.py (IQ4_NL, IQ4_XS).
+`python -m pyllama.quant.bench` measures all of it.
 """
 
 from __future__ import annotations

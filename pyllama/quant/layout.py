@@ -7,8 +7,8 @@ Every ggml block type we support reduces to the same shape of arithmetic:
 where `code` is a small integer per weight (already offset, e.g. q - 8 for Q4_0, or
 the IQ4 non-linear table value) and `scale`/`bias` are float32 per group of 16 or 32
 weights. Repacking splits the bit-packed blocks into those arrays ONCE at load, so
-dequantizing a whole matrix afterwards is two or three NumPy ufunc calls with `out=`
-and no temporaries (int8 -> float32 casting happens inside the multiply).
+a matmul afterwards only casts codes to float32 and multiplies, in cache-sized tiles,
+into a reused scratch buffer.
 
 The layouts of quantized types (int8 codes, or nibbles for 4-bit types) live in
 grouped.py; this module holds the common interface, the float layouts and row stacking.
