@@ -31,6 +31,11 @@ if (query.get("engine")) state.settings.engine = query.get("engine") === "browse
 if (query.get("model")) $("gguf-url").value = query.get("model");
 
 // ---- helpers -----------------------------------------------------------------------
+const TRASH_ICON = '<svg viewBox="0 0 16 16" width="14" height="14" aria-hidden="true" fill="none" stroke="currentColor" ' +
+  'stroke-width="1.5"><path d="M2.5 4h11M6 4V2.5h4V4M4 4l.8 9.5h6.4L12 4M6.8 6.5v5M9.2 6.5v5"/></svg>';
+const STOP_LABELS = { stop: "done", eos: "done", length: "length limit", limit: "length limit", word: "stop word",
+  stopped: "stopped", abort: "stopped", tool_calls: "tool call" };
+
 function showBanner(msg, retry) {
   const b = $("banner");
   if (!msg) { b.hidden = true; b.textContent = ""; return; }
@@ -68,12 +73,12 @@ function params() {
 }
 
 function fmtTimings(t, stopType) {
-  if (!t) return stopType ? `stop: ${stopType}` : "";
+  if (!t) return stopType ? STOP_LABELS[stopType] ?? stopType : "";
   const parts = [];
   if (t.prompt_n !== undefined) parts.push(`prompt ${t.prompt_n} tok`);
   if (t.predicted_n !== undefined) parts.push(`${t.predicted_n} tok`);
-  if (t.predicted_per_second) parts.push(`${t.predicted_per_second.toFixed(1)} tok/s`);
-  if (stopType) parts.push(`stop: ${stopType}`);
+  if (t.predicted_per_second) parts.push(`${t.estimated ? "≈" : ""}${t.predicted_per_second.toFixed(1)} tok/s`);
+  if (stopType) parts.push(STOP_LABELS[stopType] ?? stopType);
   return parts.join(" · ");
 }
 
@@ -150,6 +155,7 @@ async function loadBrowserModel(source) {
   const engine = browserEngine();
   state.engine = engine;
   const bar = $("load-progress");
+  $("load-status").dataset.state = "loading";
   $("gguf-load").disabled = true;
   bar.hidden = false;
   bar.removeAttribute("value");
@@ -158,10 +164,11 @@ async function loadBrowserModel(source) {
     const info = await engine.load(source, { nCtx: Number(state.settings.n_ctx) || 2048 });
     $("load-status").textContent = `Model ready: ${info.general_name || info.name} (${info.architecture}, ` +
       `${(info.size / 2 ** 20).toFixed(0)} MiB, loaded in ${(info.total_ms / 1000).toFixed(1)} s)`;
-    $("load-status").dataset.ready = "1";
+    $("load-status").dataset.state = "ready";
     showBanner(null);
   } catch (e) {
     $("load-status").textContent = errorText(e);
+    $("load-status").dataset.state = "error";
     showBanner(errorText(e));
   } finally {
     bar.hidden = true;
@@ -196,7 +203,7 @@ function renderConvList() {
     del.type = "button";
     del.className = "icon conv-del";
     del.setAttribute("aria-label", `Delete ${c.title}`);
-    del.textContent = "🗑";
+    del.innerHTML = TRASH_ICON;
     del.onclick = () => {
       if (!confirm(`Delete "${c.title}"?`)) return;
       state.conversations = state.conversations.filter((x) => x.id !== c.id);
@@ -369,10 +376,18 @@ async function generateReply(conv) {
     const box = $("messages");
     if (box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
   };
+  let tFirst = 0;
+  let nPieces = 0;
+  let usage = null;
   try {
     const p = params();
     for await (const ev of engine.chat(messages, p, ctrl.signal)) {
-      if (ev.content) msg.content += ev.content;
+      if (ev.content) {
+        if (!tFirst) tFirst = performance.now();
+        else nPieces++;
+        msg.content += ev.content;
+      }
+      if (ev.usage) usage = ev.usage;
       if (ev.probs) (msg.probs ??= []).push(...ev.probs);
       if (ev.timings) msg.timings = ev.timings;
       if (ev.stop_type) msg.stop_type = ev.stop_type;
@@ -385,7 +400,13 @@ async function generateReply(conv) {
       showBanner(msg.error, engine.kind === "server" ? refreshInfo : null);
     }
   } finally {
-    if (ctrl.signal.aborted && !msg.stop_type) msg.stop_type = "stopped";
+    if (ctrl.signal.aborted) msg.stop_type = "stopped";
+    if (!msg.timings && nPieces > 0) {
+      // No server timings: estimate from the stream (pieces after the first, over their span).
+      const ms = performance.now() - tFirst;
+      msg.timings = { prompt_n: usage?.prompt_tokens, predicted_n: usage?.completion_tokens ?? nPieces + 1,
+        predicted_per_second: (nPieces / ms) * 1000, estimated: true };
+    }
     if (raf) cancelAnimationFrame(raf);
     delete msg.pending;
     setBusy(null);

@@ -4,7 +4,7 @@
 //   engine.complete(prompt, params, signal) -> async iterator of events
 //   engine.info()                           -> {model, n_ctx, ...} or throws EngineError
 //
-// An event is {content, probs?, done?, timings?, stop_type?}: `content` is new text,
+// An event is {content, probs?, done?, timings?, usage?, stop_type?}: `content` is new text,
 // `probs` one entry per token {token, prob, top: [{token, prob}]}, and the last event has
 // done: true. ServerEngine turns llama-server's SSE streams into these events;
 // BrowserEngine gets llama-server-shaped /completion chunks from a Web Worker that runs
@@ -48,6 +48,7 @@ function chatChunkToEvent(d) {
     ev.stop_type = choice.finish_reason;
   }
   if (d.timings) ev.timings = d.timings;
+  if (d.usage) ev.usage = d.usage;
   return ev;
 }
 
@@ -131,7 +132,7 @@ export class ServerEngine {
   }
 
   chat(messages, params, signal) {
-    const body = { messages, stream: true, ...samplingFields(params) };
+    const body = { messages, stream: true, stream_options: { include_usage: true }, ...samplingFields(params) };
     delete body.n_probs;
     if (params.n_predict !== undefined && params.n_predict >= 0) body.max_tokens = params.n_predict;
     if (params.n_probs > 0) { body.logprobs = true; body.top_logprobs = params.n_probs; }

@@ -172,7 +172,7 @@ class Session:
             stop=[s for s in ([stops] if isinstance(stops, str) else stops) if isinstance(s, str)],
             cache_prompt=bool(req.get("cache_prompt", True)),
         )
-        self.events = []
+        self.events.clear()
         self.task_id = self.sched.submit(task, self.events.append)
 
     def step(self) -> dict[str, Any] | None:
@@ -193,7 +193,7 @@ class Session:
             elif isinstance(ev, Final):
                 self.task_id = None
                 if ev.error:
-                    self.events = []
+                    self.events.clear()
                     raise InvalidRequestError(ev.error)
                 chunk.update(
                     content=chunk["content"] + ev.tail,
@@ -208,7 +208,7 @@ class Session:
                     prompt_tokens=list(self.prompt),
                 )
                 break
-        self.events = []
+        self.events.clear()
         if probs:
             chunk["completion_probabilities"] = probs
         return chunk
@@ -220,5 +220,5 @@ class Session:
         self.sched.cancel(self.task_id)
         self.sched.step()  # applies the cancellation
         self.task_id = None
-        self.events = []
+        self.events.clear()
         return {"content": "", "tokens": [], "stop": True, "stop_type": "abort"}

@@ -45,7 +45,8 @@ function boot(pyodideURL, wheelsURL, sessionURL) {
     const wheels = await resp.json();
     const urls = ["gguf", "pyllama"].map((k) => new URL(wheels[k], wheelsURL).href);
     const micropip = py.pyimport("micropip");
-    await micropip.install(py.toPy(urls), { deps: false });
+    const pyurls = py.toPy(urls);
+    try { await micropip.install.callKwargs(pyurls, { deps: false }); } finally { pyurls.destroy(); }
     micropip.destroy();
     const code = await (await fetch(sessionURL)).text();
     py.FS.writeFile("/home/pyodide/pyllama_session.py", code);
