@@ -14,7 +14,8 @@ from pyllama.tokenizer.bpe import bpe_merge, merge_ranks
 from pyllama.tokenizer.detokenize import clean_spaces, decode_gpt2_text
 from pyllama.tokenizer.pretokenize import PreTokenizer
 from pyllama.tokenizer.pretokenizer_regexes import PRE_TYPE_REGEXES
-from pyllama.tokenizer.vocab import KNOWN_PRE_TOKENIZERS
+from pyllama.tokenizer.special import Fragment, SpecialSplitter
+from pyllama.tokenizer.vocab import ATTR_CONTROL, ATTR_LSTRIP, ATTR_RSTRIP, ATTR_UNKNOWN, KNOWN_PRE_TOKENIZERS
 from tests.tokenizer.synthetic import VocabSpec, write_gguf
 
 
@@ -101,3 +102,46 @@ def test_non_text_input_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequestError, match="needs a str"):
         tok.tokenize(b"ab")  # type: ignore[arg-type]
     assert tok.all_pieces() == [b"a", b"b", b"ab"]
+
+
+def _reference_split(splitter: SpecialSplitter, text: str, parse_special: bool) -> list[Fragment]:
+    """tokenizer_st_partition written the direct way (every token over every fragment)."""
+    frags: list[Fragment] = [(0, len(text))] if text else []
+    for tid in splitter._order:
+        attr, tok = splitter._attrs[tid], splitter._texts[tid]
+        if not parse_special and attr & (ATTR_CONTROL | ATTR_UNKNOWN):
+            continue
+        out: list[Fragment] = []
+        for frag in frags:
+            if isinstance(frag, int):
+                out.append(frag)
+                continue
+            pos, end = frag
+            while (m := text.find(tok, pos, end)) >= 0:
+                left = m
+                while attr & ATTR_LSTRIP and left > pos and text[left - 1] in " \t\n\v\f\r":
+                    left -= 1
+                if left > pos:
+                    out.append((pos, left))
+                out.append(tid)
+                pos = m + len(tok)
+                while attr & ATTR_RSTRIP and pos < end and text[pos] in " \t\n\v\f\r":
+                    pos += 1
+            if pos < end:
+                out.append((pos, end))
+        frags = out
+    return frags
+
+
+@pytest.mark.parametrize("name", ["bpe-jina-lstrip", "bpe-phi3-rstrip", "spm", "gemma4"])
+def test_special_splitting_equals_the_direct_algorithm(name: str, tmp_path: Path) -> None:
+    from tests.tokenizer.synthetic import all_specs, fuzz_texts
+
+    spec = next(s for s in all_specs() if s.name == name)
+    vocab = Tokenizer.from_gguf(read_gguf(write_gguf(spec, tmp_path / "v.gguf"))).vocab
+    vocab.attrs[vocab.token_to_id["<tool>"]] |= ATTR_LSTRIP | ATTR_RSTRIP
+    splitter = SpecialSplitter(vocab)
+    texts = [*fuzz_texts(300, seed=99), " <tool>  <tool> x <tool>"]
+    for text in [*texts, "".join(texts) * 30]:  # the long one takes the trie-regex path
+        for parse in (True, False):
+            assert splitter.split(text, parse) == _reference_split(splitter, text, parse)
