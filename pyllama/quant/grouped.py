@@ -4,9 +4,9 @@ Every supported block type reduces to w = scale[group] * code + bias[group] (lay
 Two ways to hold the codes:
 
 - `ScaledCodes`: one int8 per weight. Fastest per call.
-- `NibbleCodes`: two 4-bit codes per byte, for the 4-bit types (Q4_0, Q4_1, Q4_K):
-  0.75 instead of 1.25 bytes per weight in all, for about 1.3-1.5x the per-call
-  unpacking time (576x1536 one-token matmul, native 0.19 -> 0.24 ms, Pyodide 0.82 -> 1.3).
+- `NibbleCodes`: two 4-bit codes per byte, for the 4-bit types (Q4_0, Q4_1, Q4_K), and
+  scales/mins kept in float16 where that is exact: 0.625-0.75 instead of 1.25 bytes per
+  weight in all (Q4_1: the file's own size), for about 1.5x the per-call time.
 
 Storage is tile-major, then group-major and transposed: rows are cut into tiles of
 `rows_per_tile` (the last one zero-padded), and within tile t, codes[t, g, k, r] is
@@ -68,12 +68,42 @@ def _tiled(a: np.ndarray[Any, np.dtype[Any]], n_groups: int, rows: int) -> np.nd
     return out.reshape(n_tiles, n_groups, width // n_groups, rows)
 
 
+def _float32(a: F32) -> np.ndarray[Any, np.dtype[np.floating[Any]]]:
+    return np.asarray(a, dtype=np.float32)
+
+
+def _narrowed(a: F32) -> np.ndarray[Any, np.dtype[np.floating[Any]]]:
+    """`a` as float16 when that loses nothing, else float32 (for the compact layout).
+
+    The legacy types' scales and mins are the file's own float16 values, so keeping them
+    in float16 halves their memory (Q4_1 as nibbles: 0.75 -> 0.625 bytes per weight, the
+    file's size); each tile widens them exactly to float32 before use. That widening
+    costs ~0.1 ms per 576x1536 matmul natively (0.20 -> 0.30 ms for one token), so the
+    fast int8 layout keeps float32. K-quant products such as d * sub-scale usually need
+    float32 anyway.
+    """
+    narrow = a.astype(np.float16)
+    if np.array_equal(narrow.astype(np.float32), a, equal_nan=True):
+        return narrow
+    return np.asarray(a, dtype=np.float32)
+
+
+def _as_float32(a: np.ndarray[Any, np.dtype[np.floating[Any]]], buf: F32) -> F32:
+    """`a` itself if float32, else widened into `buf` (same shape)."""
+    if a.dtype == np.float32:
+        return a
+    np.copyto(buf, a)
+    return buf
+
+
 class _GroupedCodes(PackedTensor):
     """Shared arithmetic of the two code layouts; subclasses say how codes become floats."""
 
     unpacks = False  # True: _codes_into needs a uint8 half-tile after the float32 tile
 
-    def __init__(self, shape: tuple[int, int], group: int, scale: F32, bias: F32 | None) -> None:
+    def __init__(
+        self, shape: tuple[int, int], group: int, scale: F32, bias: F32 | None, narrow: bool = False
+    ) -> None:
         n_rows, n_cols = shape
         if n_cols % group or scale.shape != (n_rows, n_cols // group):
             raise ValueError(f"scale shape {scale.shape} does not match {shape} / {group}")
@@ -85,8 +115,9 @@ class _GroupedCodes(PackedTensor):
         # Balanced tiles: as many as the tile budget needs, with as little padding as possible.
         n_tiles = -(-n_rows // tile_rows(n_cols))
         self.rows_per_tile = -(-n_rows // n_tiles)
-        self.scale = self._tile(scale.astype(np.float32, copy=False))  # (T, G, 1, rows)
-        self.bias = None if bias is None else self._tile(bias.astype(np.float32, copy=False))
+        widen = _narrowed if narrow else _float32
+        self.scale = self._tile(widen(scale))  # (T, G, 1, rows)
+        self.bias = None if bias is None else self._tile(widen(bias))
 
     def _tile(self, a: np.ndarray[Any, np.dtype[Any]]) -> np.ndarray[Any, np.dtype[Any]]:
         return _tiled(a, self.n_groups, self.rows_per_tile)
@@ -98,7 +129,7 @@ class _GroupedCodes(PackedTensor):
         `tmp` is uint8 scratch of shape (G, group // 2, m), or None to allocate.
         """
 
-    def _matmul_bias(self) -> F32 | None:
+    def _matmul_bias(self) -> np.ndarray[Any, np.dtype[np.floating[Any]]] | None:
         """(T, G, rows): the per-group term added to scale * code in a matmul (None: zero)."""
         return None if self.bias is None else self.bias[:, :, 0, :]
 
@@ -150,7 +181,10 @@ class _GroupedCodes(PackedTensor):
             wt[:, r0 + lo : r0 + hi] = w.reshape(self.shape[1], hi - lo)
 
     def scratch_size(self) -> int:
-        return self.rows_per_tile * self.shape[1]
+        # float32 elements: the weight tile, one (groups, rows) tile of scales or biases
+        # widened to float32, and a uint8 half-tile for layouts that unpack.
+        tile = self.rows_per_tile * self.shape[1]
+        return tile + self.n_groups * self.rows_per_tile + (tile // 8 + 1 if self.unpacks else 0)
 
     def matmul_t_into(self, x: F32, y: F32, scratch: F32) -> None:
         n_rows, n_cols = self.shape
@@ -158,32 +192,33 @@ class _GroupedCodes(PackedTensor):
         xg = x.reshape(x.shape[0], n_groups, group)
         strategy = tile_strategy(x.shape[0])
         x_by_group = np.ascontiguousarray(xg.transpose(1, 0, 2))  # (groups, L, group)
-        w = scratch[: rows * n_cols].reshape(n_groups, group, rows)
+        bias = self._matmul_bias()
+        x_sums = None if bias is None else np.ascontiguousarray(xg.sum(axis=2))  # (L, groups)
+        tile = rows * n_cols
+        w = scratch[:tile].reshape(n_groups, group, rows)
+        # Scales/biases may be float16 (exact): widen one tile's worth before use, since
+        # a float16 operand inside a broadcasting multiply was 10x slower.
+        factors = scratch[tile : tile + n_groups * rows].reshape(n_groups, rows)
         tmp = None
         if self.unpacks:
-            tmp = scratch[rows * n_cols :].view(np.uint8)[: rows * n_cols // 2].reshape(n_groups, group // 2, rows)
+            tmp = scratch[tile + n_groups * rows :].view(np.uint8)[: tile // 2].reshape(n_groups, group // 2, rows)
         whole = slice(None)
         for t in range(self.scale.shape[0]):
             r0, r1 = t * rows, min(n_rows, (t + 1) * rows)
+            n = r1 - r0
             self._codes_into(w, t, whole, tmp)
+            scale = _as_float32(self.scale[t, :, 0, :], factors)
             if strategy == "dequant":
-                np.multiply(w, self.scale[t], out=w)
-                matmul(x, w.reshape(n_cols, rows)[:, : r1 - r0], out=y[:, r0:r1])
-                continue
-            if strategy == "grouped-matmul":
-                partial = np.matmul(x_by_group, w)  # (groups, L, rows)
+                np.multiply(w, scale[:, None, :], out=w)
+                matmul(x, w.reshape(n_cols, rows)[:, :n], out=y[:, r0:r1])
             else:
-                partial = np.einsum("gkr,glk->glr", w, x_by_group)
-            np.einsum("glr,gr->lr", partial[:, :, : r1 - r0], self.scale[t, :, 0, : r1 - r0], out=y[:, r0:r1])
-        bias = self._matmul_bias()
-        if bias is not None:
-            # (L, G) @ (G, rows) for every tile at once -> (L, T, rows) -> (L, T * rows).
-            x_sums = np.ascontiguousarray(xg.sum(axis=2))
-            if matmul_backend() == "blas":
-                corr = np.matmul(x_sums, bias).transpose(1, 0, 2)
-            else:
-                corr = np.einsum("lg,tgr->ltr", x_sums, bias)
-            y += corr.reshape(x.shape[0], -1)[:, :n_rows]
+                if strategy == "grouped-matmul":
+                    partial = np.matmul(x_by_group, w)  # (groups, L, rows)
+                else:
+                    partial = np.einsum("gkr,glk->glr", w, x_by_group)
+                np.einsum("glr,gr->lr", partial[:, :, :n], scale[:, :n], out=y[:, r0:r1])
+            if bias is not None and x_sums is not None:
+                y[:, r0:r1] += matmul(x_sums, _as_float32(bias[t], factors)[:, :n])
 
 
 class ScaledCodes(_GroupedCodes):
@@ -213,24 +248,21 @@ class NibbleCodes(_GroupedCodes):
     unpacks = True
 
     def __init__(self, codes: I8, scale: F32, bias: F32 | None, group: int, offset: int) -> None:
-        super().__init__((codes.shape[0], codes.shape[1]), group, scale, bias)
+        super().__init__((codes.shape[0], codes.shape[1]), group, scale, bias, narrow=True)
         unsigned = self._tile(codes).view(np.uint8)  # (T, G, group, rows)
         if offset:
             unsigned += np.uint8(offset)  # the zero padding wraps around: never read back
         half = group // 2
         self.nibbles = unsigned[:, :, :half] | (unsigned[:, :, half:] << 4)
         self.offset = offset
-        self.folded_bias: F32 | None = None if self.bias is None else self.bias[:, :, 0, :]
+        self.folded_bias: np.ndarray[Any, np.dtype[np.floating[Any]]] | None = (
+            None if self.bias is None else self.bias[:, :, 0, :]
+        )
         if offset:
-            fold: F32 = np.float32(-offset) * self.scale[:, :, 0, :]
+            fold: F32 = np.float32(-offset) * self.scale[:, :, 0, :].astype(np.float32)
             if self.folded_bias is not None:
                 np.add(fold, self.folded_bias, out=fold)
             self.folded_bias = fold
-
-    def scratch_size(self) -> int:
-        # The float32 tile plus a uint8 half-tile for unpacking (in float32 units).
-        tile = super().scratch_size()
-        return tile + tile // 8 + 1
 
     def _codes_into(self, w: F32, t: int, cols: Cols, tmp: U8 | None) -> None:
         half = self.group // 2
@@ -250,7 +282,7 @@ class NibbleCodes(_GroupedCodes):
         if self.bias is not None:
             np.add(w, self.bias[t][:, :, cols], out=w)
 
-    def _matmul_bias(self) -> F32 | None:
+    def _matmul_bias(self) -> np.ndarray[Any, np.dtype[np.floating[Any]]] | None:
         return self.folded_bias
 
     @property
