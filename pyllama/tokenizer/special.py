@@ -133,9 +133,13 @@ class SpecialSplitter:
             p = text.find(tok)
             while p >= 0:
                 i = bisect_right(starts, p) - 1
-                if i >= 0 and p + n <= raw[i][1] and (not touched or touched[-1] != i):
+                if i >= 0 and p + n <= raw[i][1]:
                     touched.append(i)
-                p = text.find(tok, p + 1)
+                # later starts inside fragment i need no look: the fragment is either
+                # touched already or too short; continue at the next fragment
+                if i + 1 >= len(raw):
+                    break
+                p = text.find(tok, max(p + 1, starts[i + 1]))
             if not touched:
                 continue
             new: list[tuple[int, int]] = []

@@ -6,18 +6,24 @@ Characters that never became part of a token fall back to byte tokens <0xXX>.
 
 Speed: merges never cross a boundary between two characters that no token contains
 side by side, so the text is cut at such boundaries into independent segments, which
-are tokenized (and cached) separately. That is exact, not an approximation.
+are tokenized (and cached) separately. That is exact, not an approximation. Cuts before
+U+2581 come from a small regex; for long inputs a table of every character pair inside
+a token finds the rest.
 """
 
 from __future__ import annotations
 
 import heapq
+import operator
 import re
+from itertools import chain
 
 from pyllama.errors import InvalidRequestError
 from pyllama.tokenizer.vocab import Vocab
 
 _CACHE_LIMIT = 100_000
+# After merging this many characters, build the character-pair table (~0.5 s for Gemma).
+_LONG_TEXT = 50_000
 
 
 class SPMTokenizer:
@@ -29,6 +35,8 @@ class SPMTokenizer:
         self.scores = vocab.scores
         self._cache: dict[str, tuple[int, ...]] = {}
         self._barrier = self._space_barrier(vocab.texts)
+        self._pairs: frozenset[str] | None = None
+        self._merged_chars = 0
 
     @staticmethod
     def _space_barrier(texts: list[str]) -> re.Pattern[str]:
@@ -56,22 +64,45 @@ class SPMTokenizer:
         if len(text) < 64:
             out.extend(self._encode_segment(text))
             return
+        if self._merged_chars > _LONG_TEXT and self._pairs is None:
+            # every adjacent character pair inside any token; built once the tokenizer has
+            # merged a lot of text (so short prompts never pay for it)
+            joined = "\x00".join(self.vocab.texts)
+            self._pairs = frozenset(map(operator.add, joined, joined[1:]))
         for segment in self._barrier.split(text):
             out.extend(self._encode_segment(segment))
 
     def _encode_segment(self, text: str) -> tuple[int, ...]:
         ids = self._cache.get(text)
         if ids is None:
-            ids = tuple(self._merge(text))
+            pairs = self._pairs
+            if pairs is None or len(text) < 8:
+                ids = tuple(self._merge(text))
+            else:
+                # cut between characters that no token has side by side: no merge can
+                # cross such a cut, so the pieces tokenize independently (and cache well)
+                cuts = [i for i, pr in enumerate(map(operator.add, text, text[1:]), 1) if pr not in pairs]
+                if not cuts:
+                    ids = tuple(self._merge(text))
+                else:
+                    bounds = zip([0, *cuts], [*cuts, len(text)], strict=True)
+                    ids = tuple(chain.from_iterable(self._encode_piece(text[a:b]) for a, b in bounds))
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
             self._cache[text] = ids
+        return ids
+
+    def _encode_piece(self, text: str) -> tuple[int, ...]:
+        ids = self._cache.get(text)
+        if ids is None:
+            ids = self._cache[text] = tuple(self._merge(text))
         return ids
 
     def _merge(self, text: str) -> list[int]:
         n = len(text)
         if n == 0:
             return []
+        self._merged_chars += n
         t2i, scores = self.t2i, self.scores
         length = [1] * n
         nxt = list(range(1, n + 1))
