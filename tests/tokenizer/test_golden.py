@@ -128,3 +128,21 @@ def test_control_tokens_render_only_with_special(gemma_tok: Tokenizer) -> None:
     assert gemma_tok.detokenize(ids, remove_special=True, unparse_special=True) == (
         "<start_of_turn>user\nHi<end_of_turn>"
     )
+
+
+def test_spm_segmentation_is_exact(gemma_tok: Tokenizer) -> None:
+    """Cutting SPM input at space/pair barriers gives the ids of one big merge."""
+    from pyllama.tokenizer.bench import mixed_text
+    from pyllama.tokenizer.spm import SPMTokenizer
+
+    spm = SPMTokenizer(gemma_tok.vocab)
+    text = mixed_text(4000, seed=3).replace("\n", " ").replace(" ", "\u2581")
+    whole = spm._merge(text)
+    out: list[int] = []
+    spm.encode(text, out)  # space barriers only
+    assert out == whole
+    spm._merged_chars = 10**9  # force the character-pair table
+    spm._cache.clear()
+    out = []
+    spm.encode(text, out)
+    assert spm._pairs is not None and out == whole
