@@ -64,6 +64,8 @@ def test_bad_cache_types() -> None:
 @pytest.mark.parity
 @pytest.mark.slow
 def test_q8_0_cache_keeps_smollm2_perplexity(smollm2_path: Path) -> None:
+    """Two of the text's four chunks (one alone is too noisy: 63 scored tokens). Measured on
+    all four: f16 24.81, q8_0 24.76 (-0.22%); llama.cpp's own: 24.87 vs 24.95 (+0.30%)."""
     text = (GOLDEN / "ppl_text.txt").read_text()
     model = Model.load(smollm2_path, n_ctx=128, weights="dense", cache_type_k="f16", cache_type_v="f16")
     tokens = model.tokenizer.tokenize(text, add_special=True, parse_special=False)
