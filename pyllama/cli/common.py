@@ -27,8 +27,8 @@ def add_model_args(p: argparse.ArgumentParser, *, ctx_default: int = 4096) -> No
         help="dense: float32 once (fast, 4 bytes/param); packed: stay quantized (low memory); auto: by budget",
     )
     p.add_argument("--mem-budget", type=float, default=None, help="MiB the dense layout may use (auto/dense)")
-    p.add_argument("-ctk", "--cache-type-k", default="f16", help="KV cache type for K: f32, f16 (default)")
-    p.add_argument("-ctv", "--cache-type-v", default="f16", help="KV cache type for V: f32, f16 (default)")
+    p.add_argument("-ctk", "--cache-type-k", default="f16", help="KV cache type for K: f32, f16 (default), q8_0")
+    p.add_argument("-ctv", "--cache-type-v", default="f16", help="KV cache type for V: f32, f16 (default), q8_0")
 
 
 def resolve_model(arg: str | None) -> Path:
