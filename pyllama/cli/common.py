@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pyllama import model_files
-from pyllama.engine import Model
+from pyllama.engine import Model, RopeOverrides
 from pyllama.errors import ModelLoadError
 
 
@@ -29,6 +29,33 @@ def add_model_args(p: argparse.ArgumentParser, *, ctx_default: int = 4096) -> No
     p.add_argument("--mem-budget", type=float, default=None, help="MiB the dense layout may use (auto/dense)")
     p.add_argument("-ctk", "--cache-type-k", default="f16", help="KV cache type for K: f32, f16 (default), q8_0")
     p.add_argument("-ctv", "--cache-type-v", default="f16", help="KV cache type for V: f32, f16 (default), q8_0")
+    r = p.add_argument_group("RoPE (llama.cpp's flags; default: the model's own)")
+    r.add_argument("--rope-scaling", choices=["none", "linear", "yarn"], help="RoPE frequency scaling method")
+    r.add_argument("--rope-scale", type=float, help="context scaling factor: expand the context by N")
+    r.add_argument("--rope-freq-base", type=float, help="RoPE base frequency")
+    r.add_argument("--rope-freq-scale", type=float, help="RoPE frequency scaling factor (1/N expands by N)")
+    r.add_argument("--yarn-orig-ctx", type=int, help="YaRN: original context size of the model")
+    r.add_argument("--yarn-ext-factor", type=float, help="YaRN: extrapolation mix factor (-1 = model default)")
+    r.add_argument("--yarn-attn-factor", type=float, help="YaRN: attention magnitude scale")
+    r.add_argument("--yarn-beta-slow", type=float, help="YaRN: high correction dim or alpha")
+    r.add_argument("--yarn-beta-fast", type=float, help="YaRN: low correction dim or beta")
+
+
+def rope_overrides(args: argparse.Namespace) -> RopeOverrides | None:
+    """The RoPE flags as RopeOverrides (None when none was given); --rope-scale N means
+    --rope-freq-scale 1/N, as in llama.cpp's common/arg.cpp."""
+    scale = getattr(args, "rope_scale", None)
+    o = RopeOverrides(
+        scaling_type=getattr(args, "rope_scaling", None),
+        freq_base=getattr(args, "rope_freq_base", None),
+        freq_scale=getattr(args, "rope_freq_scale", None) or (1.0 / scale if scale else None),
+        yarn_orig_ctx=getattr(args, "yarn_orig_ctx", None),
+        yarn_ext_factor=getattr(args, "yarn_ext_factor", None),
+        yarn_attn_factor=getattr(args, "yarn_attn_factor", None),
+        yarn_beta_fast=getattr(args, "yarn_beta_fast", None),
+        yarn_beta_slow=getattr(args, "yarn_beta_slow", None),
+    )
+    return None if o == RopeOverrides() else o
 
 
 def resolve_model(arg: str | None) -> Path:
@@ -79,6 +106,7 @@ def load_model(args: argparse.Namespace, *, n_seq: int = 1, **extra: Any) -> Mod
             cache_type_k=args.cache_type_k,
             cache_type_v=args.cache_type_v,
             mem_budget=budget,
+            rope=rope_overrides(args),
             progress=progress,
             **extra,
         )

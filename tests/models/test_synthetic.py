@@ -98,3 +98,19 @@ def test_embedding_model_has_no_logits_and_wants_whole_inputs(tmp_path: Path) ->
     # Re-embedding the same sequence replaces its cache instead of failing.
     again = model.hidden(Batch([SeqChunk(0, list(synth.PROMPT), 0, "all")]))
     assert float(np.abs(again - expected_rows("bert")).max()) < TOLERANCE
+
+
+def test_cli_rope_flags_reach_the_model(tmp_path: Path) -> None:
+    """`pyllama run/perplexity ... --rope-scaling yarn --rope-scale 4 --yarn-orig-ctx 16` = llama.cpp's."""
+    import argparse
+
+    from pyllama.cli.common import add_model_args, load_model
+
+    p = argparse.ArgumentParser()
+    add_model_args(p)
+    path = synth.write_model("qwen2", tmp_path / "qwen2.gguf")
+    args = p.parse_args(["-m", str(path), "-c", str(synth.N_CTX), "--weights", "dense", "-ctk", "f32", "-ctv", "f32",
+                         "--rope-scaling", "yarn", "--rope-scale", "4", "--yarn-orig-ctx", "16"])
+    model = load_model(args)
+    rows = model.decode(Batch([SeqChunk(0, list(synth.PROMPT), 0, "all")]))
+    assert float(np.abs(rows - expected_rows("qwen2-yarn-flags")).max()) < TOLERANCE
