@@ -233,6 +233,8 @@ def test_client_disconnect_frees_the_slot(server: ServerProcess) -> None:
         for line in res.iter_lines():
             if line.startswith("data: "):
                 break  # one token arrived: close the connection mid-generation
+        health = httpx.get(server.base_url + "/health").json()
+        assert health == {"status": "ok", "slots_idle": 1, "slots_processing": 1}
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         slots = httpx.get(server.base_url + "/slots").json()

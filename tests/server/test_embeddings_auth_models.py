@@ -104,3 +104,20 @@ def test_unknown_model_is_404_with_the_aliases(multi_server: ServerProcess) -> N
             model="gpt-4", messages=[{"role": "user", "content": "Hi"}], max_tokens=1)
     message = info.value.body["message"]  # type: ignore[index]
     assert "gpt-4" in message and "smol-chatml" in message and "smol-llama2" in message
+
+
+def test_disabled_endpoints_are_501(keyed_server: ServerProcess) -> None:
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    for path in ("/slots", "/metrics"):
+        res = httpx.get(keyed_server.base_url + path, headers=auth)
+        assert res.status_code == 501 and res.json()["error"]["type"] == "not_supported_error", path
+    res = httpx.post(keyed_server.base_url + "/slots/0?action=erase", headers=auth)
+    assert res.status_code == 501 and "--slot-save-path" in res.json()["error"]["message"]
+
+
+def test_path_flag_serves_another_folder(multi_server: ServerProcess) -> None:
+    res = httpx.get(multi_server.base_url + "/")
+    assert res.status_code == 200 and "custom front end" in res.text
+    assert httpx.get(multi_server.base_url + "/app.js").status_code == 404  # the bundled UI is not mixed in
+    js = httpx.get(multi_server.base_url + "/completion.js")  # ...except /completion.js, as the seeds promise
+    assert js.status_code == 200 and "llama" in js.text
