@@ -37,9 +37,13 @@ def merge_partials(a: Any, b: Any) -> Any | None:
 def submit(served: ServedModel, task: Any) -> EventStream:
     if served.worker is None:
         raise NotSupported("text generation is not available: this build has no scheduler")
-    if served.worker.error is not None:
-        raise ApiError(f"the model worker failed: {served.worker.error}")
-    return served.worker.submit(task, merge=merge_partials)
+    return served.worker.submit(task, merge=merge_partials, on_crash=crash_event)
+
+
+def crash_event(message: str) -> Any:
+    from pyllama.scheduler import Final
+
+    return Final(-1, error=message, error_kind="server")
 
 
 @dataclass

@@ -282,6 +282,7 @@ def parse_completion_params(
     params = CompletionParams(sampling=sampling)
     params.n_predict = int(defaults.get("n_predict", -1))
     params.n_keep = int(defaults.get("n_keep", 0))
+    params.cache_prompt = bool(defaults.get("cache_prompt", True))
 
     found = _pick(body, "n_predict", "max_completion_tokens", "max_tokens")
     if found is not None:

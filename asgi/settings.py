@@ -149,6 +149,8 @@ def _sampling(values: dict[str, Any]) -> dict[str, Any]:
             except ValueError:
                 raise SettingsError(f"--logit-bias {item!r}: expected TOKEN_ID+BIAS or TOKEN_ID-BIAS") from None
         sampling["logit_bias"] = biases
+    if "cache_prompt" in values:
+        sampling["cache_prompt"] = bool(values["cache_prompt"])
     if "grammar" in values:
         sampling["grammar"] = values["grammar"]
     if "grammar_file" in values:

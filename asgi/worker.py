@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -38,8 +39,14 @@ class SchedulerLike(Protocol):
 class EventStream:
     """Events of one task, readable with `async for` on the event loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, merge: Callable[[Any, Any], Any | None] | None) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        merge: Callable[[Any, Any], Any | None] | None,
+        on_crash: Callable[[str], Any] | None = None,
+    ) -> None:
         self._loop = loop
+        self.on_crash = on_crash  # builds the event that ends this stream if the scheduler crashes
         self._events: collections.deque[Any] = collections.deque()
         self._ready = asyncio.Event()
         self._merge = merge
@@ -76,7 +83,7 @@ class Worker:
         self._wake = threading.Condition()
         self._running = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.error: BaseException | None = None
+        self._live: set[EventStream] = set()  # touched on the model thread only
 
     def start(self) -> None:
         self._running = True
@@ -112,10 +119,20 @@ class Worker:
                 command()
             try:
                 busy = self.scheduler.step()
-            except Exception as exc:  # a scheduler bug must not kill the thread silently
+            except Exception as exc:  # a scheduler bug must not kill the thread or hang clients
                 log.exception("scheduler step failed")
-                self.error = exc
+                self._fail_live(f"internal error in the scheduler: {type(exc).__name__}: {exc}")
                 busy = False
+
+    def _fail_live(self, message: str) -> None:
+        """End every open stream with an error event and drop its task from the scheduler."""
+        for stream in list(self._live):
+            if stream.task_id is not None:
+                with contextlib.suppress(Exception):
+                    self.scheduler.cancel(stream.task_id)
+            if stream.on_crash is not None:
+                stream.emit_threadsafe(stream.on_crash(message))
+        self._live.clear()
 
     # -- API for the event loop ------------------------------------------------------------
 
@@ -134,13 +151,19 @@ class Worker:
         self._post(command)
         return asyncio.wrap_future(future)
 
-    def submit(self, task: Any, merge: Callable[[Any, Any], Any | None] | None = None) -> EventStream:
+    def submit(
+        self,
+        task: Any,
+        merge: Callable[[Any, Any], Any | None] | None = None,
+        on_crash: Callable[[str], Any] | None = None,
+    ) -> EventStream:
         """Queue `task`; its events arrive on the returned stream. Call stream.cancel() to stop it."""
-        stream = EventStream(asyncio.get_running_loop(), merge)
+        stream = EventStream(asyncio.get_running_loop(), merge, on_crash)
 
         def command() -> None:
             if stream.closed:
                 return
+            self._live.add(stream)
             stream.task_id = self.scheduler.submit(task, stream.emit_threadsafe)
 
         def cancel() -> None:
@@ -149,6 +172,7 @@ class Worker:
             stream.closed = True
 
             def do_cancel() -> None:
+                self._live.discard(stream)
                 if stream.task_id is not None:
                     self.scheduler.cancel(stream.task_id)
 
