@@ -74,12 +74,12 @@ def completion_final(
     return nested_fields(response_fields, body) if response_fields else body
 
 
-def completion_partial(event: Any, *, index: int, slot_id: int, n_decoded: int, n_prompt: int,
-                       return_tokens: bool) -> dict[str, Any]:
+def completion_partial(event: Any, *, index: int, slot_id: int, n_decoded: int, n_prompt: int) -> dict[str, Any]:
+    """One streamed chunk: like llama-server, it always carries the ids of its tokens."""
     body: dict[str, Any] = {
         "index": index,
         "content": event.text,
-        "tokens": list(event.tokens) if return_tokens else [],
+        "tokens": list(event.tokens),
         "stop": False,
         "id_slot": slot_id,
         "tokens_predicted": n_decoded,

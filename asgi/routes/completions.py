@@ -101,7 +101,7 @@ async def native_completion(served: ServedModel, params: CompletionParams, promp
             return [sse_event(body)]
         decoded[item.index] += len(event.tokens)
         return [sse_event(completion_partial(event, index=item.index, slot_id=-1, n_decoded=decoded[item.index],
-                                             n_prompt=len(tasks[item.index].prompt), return_tokens=params.return_tokens))]
+                                             n_prompt=len(tasks[item.index].prompt)))]
 
     first, rest = await stream_all(served, tasks)
     return sse_response(sse_events(first, rest, render, None))

@@ -72,7 +72,8 @@ def test_stream_equals_non_stream_for_same_seed(server: ServerProcess) -> None:
     final = events[-1]
     assert final["tokens_predicted"] == whole["tokens_predicted"] == 8
     assert final["generation_settings"]["seed"] == 42 and final["timings"]["predicted_n"] == 8
-    assert all(len(e["tokens"]) == 0 for e in events)  # tokens only with return_tokens
+    assert sum(len(e["tokens"]) for e in events[:-1]) == 8  # chunks always carry their token ids
+    assert final["tokens"] == []  # the final result only with return_tokens
 
 
 def test_stop_string_cut_and_never_streamed(server: ServerProcess) -> None:
