@@ -90,3 +90,8 @@ class GPT2Model(ArchModel):
 
     def final_norm(self, x: F32) -> F32:
         return self.out_norm(x)
+
+    def rerotate_keys(self, layer: int, keys: F32, delta: int) -> F32:
+        """Context shift: without RoPE the cached keys carry no position to fix (llama.cpp skips
+        the K-shift for rope type none)."""
+        return keys if not self.uses_rope else super().rerotate_keys(layer, keys, delta)

@@ -114,3 +114,15 @@ def test_cli_rope_flags_reach_the_model(tmp_path: Path) -> None:
     model = load_model(args)
     rows = model.decode(Batch([SeqChunk(0, list(synth.PROMPT), 0, "all")]))
     assert float(np.abs(rows - expected_rows("qwen2-yarn-flags")).max()) < TOLERANCE
+
+
+@pytest.mark.parametrize(("name", "moves"), [("gpt2", False), ("starcoder2", True), ("gemma3", True)])
+def test_context_shift_rerotates_only_rope_keys(name: str, moves: bool, tmp_path: Path) -> None:
+    model = load(name, tmp_path)
+    model.decode(Batch([SeqChunk(0, synth.PROMPT[:12], 0, "none")]))
+    before = [model.kv.keys(i, 0, 12).copy() for i in range(synth.N_LAYER)]
+    model.kv.shift(0, 2, 4, model.net.rerotate_keys)
+    after = [model.kv.keys(i, 0, 8) for i in range(synth.N_LAYER)]
+    for b, a in zip(before, after, strict=True):
+        assert np.array_equal(a[:, :2], b[:, :2])
+        assert np.allclose(a[:, 2:], b[:, 6:]) != moves
