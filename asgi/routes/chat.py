@@ -129,7 +129,7 @@ async def chat_completions() -> Response:
     params = read_params(served, fields)
     tok = served.tokenizer
     tokens = tok.tokenize(prompt.prompt, True, True)
-    tasks = make_tasks([tokens], params)
+    tasks = make_tasks(served, [tokens], params)
     cmpl_id = random_id("chatcmpl-")
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
 

@@ -7,7 +7,7 @@ from typing import Any
 from quart import Blueprint, Response
 
 from asgi.app import server_state
-from asgi.errors import BadRequest, NotSupported
+from asgi.errors import BadRequest, ContextExceeded, NotSupported
 from asgi.generate import Tagged, run_all, sse_events, stream_all
 from asgi.http import SSE_DONE, json_response, read_json, sse_event, sse_response
 from asgi.params import CompletionParams, copy_params, parse_completion_params
@@ -38,10 +38,23 @@ def read_params(served: ServedModel, body: dict[str, Any]) -> CompletionParams:
     )
 
 
-def make_tasks(prompts: list[list[int]], params: CompletionParams) -> list[Any]:
+def check_context(prompts: list[list[int]], n_ctx: int, *, generating: bool = True) -> None:
+    """A prompt that cannot fit the slot is a 400 with the sizes, before any work is queued."""
+    for prompt in prompts:
+        if len(prompt) >= n_ctx if generating else len(prompt) > n_ctx:
+            raise ContextExceeded(
+                f"the request ({len(prompt)} tokens) exceeds the available context size ({n_ctx} tokens), "
+                "try increasing it",
+                n_prompt_tokens=len(prompt), n_ctx=n_ctx,
+            )
+
+
+def make_tasks(served: ServedModel, prompts: list[list[int]], params: CompletionParams) -> list[Any]:
     """One scheduler Task per prompt and per requested completion (n_cmpl)."""
     from pyllama.scheduler import Task
 
+    assert served.model is not None
+    check_context(prompts, served.model.n_ctx_seq)
     tasks = []
     for prompt in prompts:
         for _ in range(params.n_cmpl):
@@ -76,7 +89,7 @@ def detok(served: ServedModel, tokens: list[int]) -> str:
 async def native_completion(served: ServedModel, params: CompletionParams, prompts: list[list[int]]) -> Response:
     """The llama.cpp-native result: one object, or a list for several prompts; or an SSE stream."""
     assert served.model is not None
-    tasks = make_tasks(prompts, params)
+    tasks = make_tasks(served, prompts, params)
     texts = [detok(served, t.prompt) for t in tasks]
     settings = params.generation_settings(served.model.n_ctx_seq, served.name)
     if not params.stream:
@@ -130,7 +143,7 @@ async def oai_completions() -> Response:
             raise BadRequest(f"Unsupported param: {name}")
     served = await server_state().registry.get(body.get("model"))
     params = read_params(served, body)
-    tasks = make_tasks(prompt_tokens(served, body["prompt"]), params)
+    tasks = make_tasks(served, prompt_tokens(served, body["prompt"]), params)
     cmpl_id = random_id("cmpl-")
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
     if not params.stream:

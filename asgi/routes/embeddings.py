@@ -64,7 +64,10 @@ async def embed(oai: bool) -> Response:
         if not tokens:
             raise BadRequest("Input content cannot be empty")
         check_token_ids(tokens, served.model.n_vocab)
+    from asgi.routes.completions import check_context
     from pyllama.scheduler import Task
+
+    check_context(prompts, served.model.n_ctx_seq, generating=False)
 
     tasks = [Task(prompt=t, kind="embedding", pooling=pooling, normalize=normalize if pooling != "none" else -1)
              for t in prompts]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pyllama.chat import builtin, jinja_env, tool_calls
@@ -58,6 +58,8 @@ class ChatInputs:
     response_schema: dict[str, Any] | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     now: float | None = None
+    # A trailing assistant message is a prefill to continue (llama-server's default).
+    prefill_assistant: bool = True
 
 
 @dataclass
@@ -236,8 +238,13 @@ class ChatTemplate:
         """The prompt for `inputs`, with the output constraint tools or response_format need."""
         use_tools = bool(inputs.tools) and inputs.tool_choice != "none"
         fmt = self.tool_format if use_tools else tool_calls.CONTENT_ONLY
+        prefill = self._prefill(inputs)
+        if prefill is not None:
+            inputs = replace(inputs, messages=inputs.messages[:-1], add_generation_prompt=True)
         messages = self._polyfill(inputs, fmt)
         prompt = self.render(messages, inputs, add_generation_prompt=inputs.add_generation_prompt)
+        if prefill is not None:
+            prompt += prefill  # the reply continues the client's partial assistant message
         result = ChatPrompt(prompt=prompt, format=fmt, parse_tool_calls=use_tools)
         if use_tools:
             plan = tool_calls.plan_tools(
@@ -257,6 +264,18 @@ class ChatTemplate:
                 common += 1
             result.generation_prompt = prompt[common:]
         return result
+
+    @staticmethod
+    def _prefill(inputs: ChatInputs) -> str | None:
+        """The text of a trailing assistant message to continue, if there is one."""
+        msgs = inputs.messages
+        if not (inputs.prefill_assistant and inputs.add_generation_prompt and msgs and msgs[-1].role == "assistant"):
+            return None
+        if len(msgs) >= 2 and msgs[-2].role == "assistant":
+            raise InvalidRequestError("Cannot have 2 or more assistant messages at the end of the list.")
+        if msgs[-1].tool_calls:
+            raise InvalidRequestError("Cannot continue an assistant message that contains tool calls.")
+        return msgs[-1].text()
 
     def example(self) -> str:
         """A short conversation rendered, for the startup log (as llama-server prints one)."""

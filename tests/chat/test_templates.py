@@ -151,3 +151,16 @@ def test_typed_content_parts_are_joined_for_string_templates() -> None:
 def test_bad_messages_are_rejected_with_a_sentence(messages: Any, message: str) -> None:
     with pytest.raises(InvalidRequestError, match=message):
         parse_messages(messages)
+
+
+def test_trailing_assistant_message_is_continued() -> None:
+    template = ChatTemplate.resolve(None, "llama3")
+    inputs = _messages([("user", "What is the best book"), ("assistant", "Whill")])
+    assert template.apply(inputs).prompt.endswith(
+        "<|start_header_id|>user<|end_header_id|>\n\nWhat is the best book<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nWhill"
+    )
+    with pytest.raises(InvalidRequestError, match="2 or more assistant"):
+        template.apply(_messages([("user", "a"), ("assistant", "b"), ("assistant", "c")]))
+    plain = ChatInputs(messages=inputs.messages, add_generation_prompt=False)
+    assert template.apply(plain).prompt.endswith("Whill<|eot_id|>")  # no prefill without a generation prompt

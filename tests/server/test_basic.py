@@ -151,6 +151,12 @@ def test_oversized_prompt_is_400(server: ServerProcess) -> None:
     res = httpx.post(server.base_url + "/completion", json={"prompt": "hello " * 2100, "n_predict": 1}, timeout=120)
     error = _error(res, 400, "exceed_context_size_error")
     assert "context size" in error["message"]
+    assert error["n_ctx"] == 2048 and error["n_prompt_tokens"] > 2048
+    with httpx.stream("POST", server.base_url + "/v1/chat/completions", timeout=120, json={
+            "messages": [{"role": "user", "content": "hello " * 2100}], "stream": True}) as streamed:
+        assert streamed.status_code == 400  # before the stream starts: a plain HTTP error
+        streamed.read()
+        assert streamed.json()["error"]["type"] == "exceed_context_size_error"
 
 
 def test_unknown_route_and_method(server: ServerProcess) -> None:
