@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from asgi.errors import ApiError, BadRequest, ContextExceeded, NotSupported
+from asgi.errors import ApiError, BadRequest, ContextExceeded, NotSupported, Unavailable
 from asgi.registry import ServedModel
 from asgi.worker import EventStream
 
@@ -36,6 +36,8 @@ def merge_partials(a: Any, b: Any) -> Any | None:
 
 def submit(served: ServedModel, task: Any) -> EventStream:
     if served.worker is None:
+        if served.state != "ready":
+            raise Unavailable(f"model '{served.name}' was unloaded to make room for another; retry")
         raise NotSupported("text generation is not available: this build has no scheduler")
     return served.worker.submit(task, merge=merge_partials, on_crash=crash_event)
 

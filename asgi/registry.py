@@ -202,7 +202,7 @@ class ModelRegistry:
             if not idle:
                 return  # everything busy: load anyway rather than fail the request
             log.info("unloading %s to make room for %s", idle[0].name, incoming.name)
-            idle[0].unload()
+            await asyncio.to_thread(idle[0].unload)  # joins the model thread: not on the event loop
 
     async def start(self) -> None:
         """Single-model servers load at startup (in the background: /health says 503 meanwhile)."""
