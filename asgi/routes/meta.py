@@ -198,7 +198,7 @@ async def metrics() -> Response:
         _metric_lines("tokens_predicted_seconds_total", "counter", "Predict process time",
                       totals["predicted_seconds_total"]),
         _metric_lines("n_decode_total", "counter", "Total number of llama_decode() calls", totals["n_decode_total"]),
-        _metric_lines("n_busy_slots_per_decode", "counter", "Average number of busy slots per llama_decode() call",
+        _metric_lines("n_busy_slots_per_decode", "gauge", "Average number of busy slots per llama_decode() call",
                       totals["n_busy_slots_total"] / max(1.0, totals["n_decode_total"])),
         _metric_lines("prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.",
                       totals["prompt_tokens_total"] / totals["prompt_seconds_total"] if totals["prompt_seconds_total"] else 0.0),
