@@ -6,7 +6,8 @@ needs the *same* category of every code point as llama.cpp, and CPython 3.11
 UnicodeData.txt was "latest" when its table was generated) all disagree on recently
 assigned characters. A committed table makes every runtime agree with llama.cpp.
 
-Usage: python -m pyllama.tokenizer.gen_unicode_tables path/to/unicode-data.cpp > unicode_tables.py
+Usage: python -m pyllama.tokenizer.gen_unicode_tables path/to/unicode-data.cpp > /tmp/t.py
+(then move /tmp/t.py over unicode_tables.py: the package imports the old one while this runs).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ Regenerate with `python -m pyllama.tokenizer.gen_unicode_tables unicode-data.cpp
 See docs/tokenizers.md for the Unicode version these tables describe.
 """
 
+# fmt: off
 # (start, flags) pairs, flattened; a range lasts until the next start. Flags as in
 # llama.cpp's unicode.h: 1 undefined, 2 number, 4 letter, 8 separator, 16 mark,
 # 32 punctuation, 64 symbol, 128 control.
@@ -67,6 +69,7 @@ LOWERCASE: tuple[int, ...] = (
 NFD_RANGES: tuple[int, ...] = (
 {_flat(nfd, 12)}
 )
+# fmt: on
 '''
 
 

@@ -367,13 +367,17 @@ def load_vocab(gguf: GGUFFile) -> Vocab:
 
 
 def _find_first(vocab: Vocab, candidates: tuple[str, ...]) -> int | None:
-    """The id llama.cpp's text scan would pick among `candidates`.
+    """The id llama.cpp's text scan picks among `candidates`: it walks an
+    std::unordered_map, so with several present the hash-table order decides (replayed
+    by stl_order)."""
+    found = [t for t in candidates if t in vocab.token_to_id]
+    if not found:
+        return None
+    if len(found) > 1:
+        from pyllama.tokenizer.stl_order import first_in_walk
 
-    llama.cpp walks an std::unordered_map, so with several candidates present its choice
-    depends on hash order; we take the lowest id (matches SmolLM2 and Gemma 3).
-    """
-    found = [vocab.token_to_id[t] for t in candidates if t in vocab.token_to_id]
-    return min(found) if found else None
+        found = [first_in_walk(vocab.texts, found)]
+    return vocab.token_to_id[found[0]]
 
 
 def _mark_control(vocab: Vocab, tid: int) -> None:

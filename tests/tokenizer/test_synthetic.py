@@ -3,6 +3,7 @@ against llama.cpp's ids (recorded with the oracle in data/synthetic_expected.jso
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,13 @@ from pyllama.gguf_file import read_gguf
 from pyllama.tokenizer import Tokenizer
 from tests.tokenizer.synthetic import TEXTS, VocabSpec, all_specs, write_gguf
 
-DATA = Path(__file__).parent / "data" / "synthetic_expected.json"
+DATA = Path(__file__).parent / "data" / "synthetic_expected.json.gz"
 SPECS = {s.name: s for s in all_specs()}
 
 
 @pytest.fixture(scope="module")
 def expected() -> dict[str, Any]:
-    data = json.loads(DATA.read_text(encoding="utf-8"))
+    data = json.loads(gzip.decompress(DATA.read_bytes()))
     assert data["texts"] == TEXTS, "texts changed: re-run python -m tests.tokenizer.record_synthetic"
     results: dict[str, Any] = data["results"]
     return results
@@ -71,5 +72,24 @@ def test_detokenize_matches_llama_cpp(name: str, expected: dict[str, Any], gguf_
 def test_recorded_ids_are_what_llama_cpp_says_now() -> None:
     from tests.tokenizer.record_synthetic import run_oracle
 
-    data = json.loads(DATA.read_text(encoding="utf-8"))
-    assert run_oracle() == data["results"]
+    results, ids = run_oracle()
+    assert results == json.loads(gzip.decompress(DATA.read_bytes()))["results"]
+    assert ids == json.loads(SPECIAL_IDS.read_text(encoding="utf-8"))
+
+
+SPECIAL_IDS = Path(__file__).parent / "data" / "synthetic_special_ids.json"
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_special_ids_and_attributes_match_llama_cpp(name: str, gguf_dir: Path) -> None:
+    """bos/eos/eot/nl/pad/fim ids, the EOG set and every non-normal token attribute, as
+    llama.cpp reported them (EOT here needs the unordered_map walk: 747 beats 745)."""
+    want = json.loads(SPECIAL_IDS.read_text(encoding="utf-8"))[name]
+    t = _tokenizer(SPECS[name], gguf_dir)
+    got = {
+        "bos": t.bos_id, "eos": t.eos_id, "eot": t.eot_id, "sep": t.sep_id, "nl": t.nl_id, "pad": t.pad_id,
+        "fim": [t.fim_pre_id, t.fim_suf_id, t.fim_mid_id, t.fim_pad_id, t.fim_rep_id, t.fim_sep_id],
+        "eog": sorted(t.eog_ids), "add_bos": t.add_bos, "add_eos": t.add_eos,
+        "attrs_not_normal": {str(i): a for i, a in enumerate(t.vocab.attrs) if a != 4},
+    }  # fmt: skip
+    assert got == want

@@ -145,3 +145,35 @@ def test_special_splitting_equals_the_direct_algorithm(name: str, tmp_path: Path
     for text in [*texts, "".join(texts) * 30]:  # the long one takes the trie-regex path
         for parse in (True, False):
             assert splitter.split(text, parse) == _reference_split(splitter, text, parse)
+
+
+LLAMA_SRC = Path("/work/llama-src/llama_cpp_python-0.3.36/vendor/llama.cpp/src")
+
+
+def test_committed_unicode_tables_are_llama_cpps() -> None:
+    from pyllama.tokenizer import unicode_tables
+    from pyllama.tokenizer.gen_unicode_tables import parse
+
+    src = LLAMA_SRC / "unicode-data.cpp"
+    if not src.exists():
+        pytest.skip(f"{src} not present")
+    tables = parse(src.read_text(encoding="utf-8"))
+    flat = [n for row in tables["unicode_ranges_flags"] for n in row]
+    assert tuple(flat) == unicode_tables.FLAG_RANGES
+    assert tuple(n for (n,) in tables["unicode_set_whitespace"]) == unicode_tables.WHITESPACE
+    assert tuple(n for row in tables["unicode_map_lowercase"] for n in row) == unicode_tables.LOWERCASE
+    assert tuple(n for row in tables["unicode_ranges_nfd"] for n in row) == unicode_tables.NFD_RANGES
+
+
+def test_unordered_map_walk_replay() -> None:
+    from pyllama.tokenizer.stl_order import _rehash_points, first_in_walk, hash_bytes, iteration_order
+
+    # _Hash_bytes("hello", 5, 0xc70f6907) from libstdc++ itself
+    assert int(hash_bytes([b"hello"])[0]) == 2762169579135187400
+    # std::unordered_map<std::string, int> filled with "k0".."k13" walks in this order (g++ 12)
+    assert _rehash_points(30) == [(0, 13), (13, 29), (29, 59)]
+    order = iteration_order([f"k{i}".encode() for i in range(14)]).tolist()
+    assert order == [13, 0, 2, 12, 5, 9, 1, 6, 3, 4, 7, 8, 10, 11]  # what the C++ program printed
+    assert (
+        first_in_walk(["<|endoftext|>", "a", "<|im_end|>"], ["<|endoftext|>", "<|im_end|>"]) == "<|im_end|>"
+    )
