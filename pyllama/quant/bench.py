@@ -108,6 +108,45 @@ def bench_matmul(
     return rows
 
 
+def bench_model(path: str, n_tokens: list[int], reps: int = 3) -> list[dict[str, Any]]:
+    """Every 2-D weight of a GGUF file once per "token step", as a forward pass would.
+
+    Unlike the single-matrix table, the weights do not stay in cache between calls, so
+    this shows what memory traffic costs each layout. Attention, norms etc. not included.
+    """
+    from pyllama.gguf_file import read_gguf
+    from pyllama.linear import Linear
+
+    infos = [t for t in read_gguf(path).tensors.values() if len(t.shape) == 2]
+    rows: list[dict[str, Any]] = []
+    for label, mode, nibbles in (("dense", "dense", False), ("packed", "packed", False), ("nibbles", "packed", True)):
+        set_packed_nibbles(nibbles)
+        start = time.perf_counter()
+        lins = [Linear(info, mode) for info in infos]  # type: ignore[arg-type]
+        load_s = time.perf_counter() - start
+        rng = np.random.default_rng(0)
+        for n in n_tokens:
+            xs = [rng.standard_normal((n, lin.n_in)).astype(np.float32) for lin in lins]
+
+            def step(lins: list[Linear] = lins, xs: list[Any] = xs) -> None:
+                for lin, x in zip(lins, xs, strict=True):
+                    lin(x)
+
+            t = best_ms(step, 0.0, reps)
+            rows.append(
+                {
+                    "layout": label,
+                    "tokens": n,
+                    "ms_per_step": round(t, 1),
+                    "weights_MB": round(sum(lin.nbytes for lin in lins) / 1e6, 1),
+                    "load_s": round(load_s, 2),
+                }
+            )
+        del lins
+    set_packed_nibbles(False)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m pyllama.quant.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller tensors, fewer repetitions")
@@ -115,7 +154,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--types", default="Q4_1,Q8_0,Q5_0,Q4_K", help="types for the matmul table")
     ap.add_argument("--tokens", default="1,64", help="input rows for the matmul table")
     ap.add_argument("--nibbles", action="store_true", help="pack 4-bit types two codes per byte")
+    ap.add_argument("--model", help="instead: time every 2-D weight of this GGUF per step, per layout")
     args = ap.parse_args(argv)
+    if args.model:
+        n_tokens = [int(n) for n in args.tokens.split(",") if n]
+        res = bench_model(args.model, n_tokens)
+        if args.json:
+            print(json.dumps({"platform": sys.platform, "numpy": np.__version__, "model": res}))
+            return
+        print(f"platform {sys.platform}, numpy {np.__version__}, kernel {matmul_backend()}: {args.model}")
+        print(f"{'layout':8} {'L':>3} {'ms/step':>9} {'weights MB':>11} {'load s':>7}")
+        for r in res:
+            print(f"{r['layout']:8} {r['tokens']:3d} {r['ms_per_step']:9.1f} {r['weights_MB']:11.1f} {r['load_s']:7.2f}")
+        return
     set_packed_nibbles(args.nibbles)
     min_time = 0.05 if args.quick else 0.3
     shape = (256, 2048) if args.quick else (2048, 2048)
