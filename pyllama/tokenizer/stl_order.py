@@ -49,7 +49,7 @@ _PRIMES = (
 def hash_bytes(keys: list[bytes]) -> np.ndarray:
     """std::_Hash_bytes(key, len, 0xc70f6907) of every key, vectorized (uint64)."""
     n = len(keys)
-    lengths = np.fromiter((len(k) for k in keys), dtype=np.int64, count=n)
+    lengths = np.fromiter((len(k) for k in keys), dtype=np.intp, count=n)  # intp: wasm32 has 32-bit
     width = int(lengths.max(initial=0) // 8 + 1) * 8
     buf = np.zeros((n, width), dtype=np.uint8)
     flat = np.frombuffer(b"".join(keys), dtype=np.uint8)
