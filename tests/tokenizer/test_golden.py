@@ -146,3 +146,14 @@ def test_spm_segmentation_is_exact(gemma_tok: Tokenizer) -> None:
     out = []
     spm.encode(text, out)
     assert spm._pairs is not None and out == whole
+
+
+def test_double_bos_warns_like_llama_cpp(gemma_tok: Tokenizer, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="pyllama.tokenizer"):
+        ids = gemma_tok.tokenize("<bos>Hi", add_special=True, parse_special=True)
+    assert ids[:2] == [2, 2]
+    assert "starts with 2 BOS tokens" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pyllama.tokenizer"):
+        gemma_tok.tokenize("<bos>Hi", add_special=True, parse_special=False)
+    assert "BOS" not in caplog.text
