@@ -115,7 +115,7 @@ def repack(
     if qtype in _FLOAT_TYPES:
         return _FLOAT_TYPES[qtype](data.reshape(-1), n_rows, n_cols)
     arrays = _BLOCK_TYPES[qtype](data.reshape(-1, GGML_QUANT_SIZES[qtype][1]))
-    codes = arrays.codes.reshape(n_rows, n_cols)
+    codes = arrays.codes.reshape(n_rows, -1, arrays.group)  # a view even for strided Q8_0 codes
     scale = arrays.scale.reshape(n_rows, -1)
     bias = None if arrays.bias is None else arrays.bias.reshape(n_rows, -1)
     use_nibbles = _nibbles_by_default if nibbles is None else nibbles

@@ -56,16 +56,21 @@ def tile_strategy(n_tokens: int) -> str:
 
 
 def _tiled(a: np.ndarray[Any, np.dtype[Any]], n_groups: int, rows: int) -> np.ndarray[Any, np.dtype[Any]]:
-    """(n_rows, n_groups * k) -> contiguous (n_tiles, n_groups, k, rows), zero-padded rows."""
-    n_rows, width = a.shape
+    """(n_rows, n_groups * k) or (n_rows, n_groups, k) -> contiguous (n_tiles, n_groups, k, rows).
+
+    Rows past n_rows are zero. The 3-D form lets a strided view (Q8_0's codes inside
+    the file's 34-byte blocks) be transposed without first being copied contiguous.
+    """
+    n_rows = a.shape[0]
+    src = a.reshape(n_rows, n_groups, -1)
     n_tiles = -(-n_rows // rows)
-    out = np.zeros((n_tiles, width, rows), dtype=a.dtype)
+    out = np.zeros((n_tiles, n_groups, src.shape[2], rows), dtype=a.dtype)
     for t in range(n_tiles):
         # Transposing in blocks of 256 rows keeps NumPy's strided copy in cache.
         for r0 in range(t * rows, min(n_rows, (t + 1) * rows), 256):
             r1 = min(n_rows, (t + 1) * rows, r0 + 256)
-            out[t, :, r0 - t * rows : r1 - t * rows] = a[r0:r1].T
-    return out.reshape(n_tiles, n_groups, width // n_groups, rows)
+            out[t, :, :, r0 - t * rows : r1 - t * rows] = src[r0:r1].transpose(1, 2, 0)
+    return out
 
 
 def _float32(a: F32) -> np.ndarray[Any, np.dtype[np.floating[Any]]]:
@@ -225,8 +230,9 @@ class ScaledCodes(_GroupedCodes):
     """int8 codes with a float32 scale (and optional bias) per group of `group` weights."""
 
     def __init__(self, codes: I8, scale: F32, bias: F32 | None, group: int) -> None:
-        """codes (n_rows, n_cols) in weight order; scale and bias (n_rows, n_cols // group)."""
-        super().__init__((codes.shape[0], codes.shape[1]), group, scale, bias)
+        """codes (n_rows, n_cols) or (n_rows, n_cols // group, group) in weight order;
+        scale and bias (n_rows, n_cols // group)."""
+        super().__init__((codes.shape[0], codes[0].size), group, scale, bias)
         self.codes = self._tile(codes)  # (T, G, group, rows)
 
     def _codes_into(self, w: F32, t: int, cols: Cols, tmp: U8 | None) -> None:
@@ -248,7 +254,7 @@ class NibbleCodes(_GroupedCodes):
     unpacks = True
 
     def __init__(self, codes: I8, scale: F32, bias: F32 | None, group: int, offset: int) -> None:
-        super().__init__((codes.shape[0], codes.shape[1]), group, scale, bias, narrow=True)
+        super().__init__((codes.shape[0], codes[0].size), group, scale, bias, narrow=True)
         unsigned = self._tile(codes).view(np.uint8)  # (T, G, group, rows)
         if offset:
             unsigned += np.uint8(offset)  # the zero padding wraps around: never read back
