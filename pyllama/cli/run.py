@@ -35,7 +35,7 @@ def main(args: argparse.Namespace) -> int:
     if args.verbose_prompt:
         log(f"prompt tokens ({len(prompt)}): {prompt}")
     sampler = Sampler(params, model.n_vocab, eog_ids=tok.eog_ids, n_ctx=model.n_ctx_seq,
-                      token_pieces=[tok.token_to_piece(i, special=True) for i in range(model.n_vocab)]
+                      token_pieces=tok.all_pieces(special=True)
                       if params.grammar or params.dry_multiplier > 0 else None)
     sampler.accept_prompt(prompt)
     from pyllama.tokenizer import IncrementalDecoder
