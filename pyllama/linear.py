@@ -3,10 +3,11 @@
 Two modes (DESIGN.md, Performance):
 - `dense` dequantizes once into a contiguous float32 (n_out, n_in) array: BLAS speed,
   4 bytes per parameter.
-- `packed` keeps the repacked quantized arrays (pyllama.quant.layout, ~1.2 bytes per
-  parameter for 4-bit types) and dequantizes on every call, one cache-sized tile at a
-  time, into a scratch buffer that ALL packed Linear objects share, so a forward pass
-  allocates no weight-sized memory.
+- `packed` keeps the repacked quantized arrays (pyllama.quant.grouped: int8 codes,
+  1.1-1.25 bytes per parameter; or with pyllama.quant.set_packed_nibbles(True), 4-bit
+  types at 0.6-0.75) and multiplies one cache-sized tile at a time through a scratch
+  buffer that ALL packed Linear objects of a thread share, so a forward pass allocates
+  no weight-sized memory.
 
 The matmul kernel (BLAS `@` on CPython, `np.einsum` under Pyodide) is chosen in
 pyllama.quant.matmul and re-exported here.
@@ -42,7 +43,7 @@ WeightMode = Literal["dense", "packed"]
 
 
 class ScratchPool:
-    """One float32 buffer, grown to the largest matrix ever requested and then reused.
+    """One float32 buffer, grown to the largest tile ever requested and then reused.
 
     Packed Linear objects dequantize into it right before their matmul; nothing keeps a
     reference to its contents afterwards, so sharing it across all layers is safe in the
@@ -152,19 +153,26 @@ class Linear:
         self.packed.dequantize_into(out)
         return out
 
-    def __call__(self, x: F32) -> F32:
-        """x (L, n_in) or (n_in,) float32 -> (L, n_out) or (n_out,)."""
+    def __call__(self, x: F32, out: F32 | None = None) -> F32:
+        """x (L, n_in) or (n_in,) float32 -> (L, n_out) or (n_out,).
+
+        `out`, if given, is a C-contiguous float32 array of the result's shape to write
+        into (no allocation per call on the hot path).
+        """
         if x.shape[-1] != self.n_in:
             raise ValueError(f"{self.info.name}: input width {x.shape[-1]} != {self.n_in}")
         x2 = np.ascontiguousarray(x.reshape(-1, self.n_in), dtype=np.float32)
+        shape = (*x.shape[:-1], self.n_out)
+        if out is not None and (out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous):
+            raise ValueError(f"{self.info.name}: out must be C-contiguous float32 {shape}, got {out.dtype} {out.shape}")
+        y = np.empty((x2.shape[0], self.n_out), dtype=np.float32) if out is None else out.reshape(-1, self.n_out)
         if self.weight is not None:
-            y = matmul_t(x2, self.weight)
+            matmul_t(x2, self.weight, out=y)
         else:
             assert self.packed is not None
-            y = np.empty((x2.shape[0], self.n_out), dtype=np.float32)
             pool = self.scratch if self.scratch is not None else default_scratch()
             self.packed.matmul_t_into(x2, y, pool.get(self.packed.scratch_size()))
-        return y.reshape(*x.shape[:-1], self.n_out)
+        return y.reshape(shape)
 
     def rows(self, ids: np.ndarray[Any, np.dtype[np.integer[Any]]]) -> F32:
         """Rows of W (embedding lookup), dequantizing only those rows in packed mode."""

@@ -77,6 +77,13 @@ def test_dense_and_packed_agree(
     # Against an independent float64 computation from gguf-py's dequantizer.
     w_ref = np.asarray(gguf_quants.dequantize(info.data.reshape(48, -1), qtype), dtype=np.float64)
     np.testing.assert_allclose(y_dense, x @ w_ref.T, rtol=1e-4, atol=1e-4 * float(np.abs(y_dense).max()))
+    # Into a caller's buffer, for both layouts.
+    for lin in (dense, packed):
+        buf = np.full((n_tokens, 48), np.nan, dtype=np.float32)
+        assert lin(x, out=buf) is not None
+        np.testing.assert_allclose(buf, y_dense, rtol=1e-5, atol=1e-5 * float(np.abs(y_dense).max()))
+    with pytest.raises(ValueError, match="out must be C-contiguous float32"):
+        dense(x, out=np.empty((n_tokens, 47), dtype=np.float32))
     # A single vector works too.
     np.testing.assert_allclose(packed(x[-1]), y_dense[-1], rtol=1e-5, atol=1e-5 * float(np.abs(y_dense).max()))
 
