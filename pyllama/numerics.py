@@ -20,17 +20,10 @@ activation quantization emulated for long prompts, where ggml itself switches ke
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from gguf.constants import GGMLQuantizationType
-
-from pyllama.gguf_file import TensorInfo
-from pyllama.linear import Linear, ScratchPool, WeightMode
-from pyllama.quant import legacy
-from pyllama.quant.layout import BlockArrays
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
 F64 = np.ndarray[Any, np.dtype[np.float64]]
@@ -49,6 +42,7 @@ FA_TILE_Q = 64
 EXACT_MAX_KV = 1024
 
 QK = 32  # block size of the legacy types and of Q8_0/Q8_1
+QK_K = 256  # super-block size of the k-quants and of Q8_K
 
 # Weight type -> the type ggml quantizes the activations to (type_traits_cpu vec_dot_type).
 VEC_DOT_TYPE: dict[GGMLQuantizationType, str] = {
@@ -58,16 +52,13 @@ VEC_DOT_TYPE: dict[GGMLQuantizationType, str] = {
     T.IQ4_NL: "q8_0",
     T.Q4_1: "q8_1",
     T.Q5_1: "q8_1",
+    T.Q2_K: "q8_k",
+    T.Q3_K: "q8_k",
+    T.Q4_K: "q8_k",
+    T.Q5_K: "q8_k",
+    T.Q6_K: "q8_k",
+    T.IQ4_XS: "q8_k",
 }
-
-_LEGACY_UNPACK = {
-    T.Q4_0: legacy.q4_0,
-    T.Q4_1: legacy.q4_1,
-    T.Q5_0: legacy.q5_0,
-    T.Q5_1: legacy.q5_1,
-    T.Q8_0: legacy.q8_0,
-}
-
 
 def round_f16(x: Any) -> F32:
     """float32 -> nearest float16 (ties to even, like F16C's _mm256_cvtps_ph) -> float32."""
@@ -100,6 +91,25 @@ def quantize_q8(x: F32) -> tuple[F32, F32, F32]:
     return q, round_f16(d), s
 
 
+def quantize_q8_k(x: F32) -> tuple[F32, F32]:
+    """Quantize rows of x (T, n) to Q8_K super-blocks of 256 (quantize_row_q8_K_ref, and the
+    AVX2 ggml_quantize_mat_q8_K_4x8 which gives the same numbers).
+
+    iscale = -127/max where max is the signed value of largest magnitude, q = rint(x*iscale)
+    (at most 127), d = 1/iscale in float32 (not float16). Returns q (T, n/256, 256) as
+    integer-valued float32 and d (T, n/256).
+    """
+    t, n = x.shape
+    xb = x.reshape(t, n // QK_K, QK_K)
+    idx = np.abs(xb).argmax(axis=-1)
+    vmax = np.take_along_axis(xb, idx[..., None], axis=-1)[..., 0]
+    with np.errstate(divide="ignore"):
+        iscale = np.where(vmax != 0, f32(-127.0) / vmax, f32(0.0)).astype(f32)
+        d = np.where(vmax != 0, f32(1.0) / iscale, f32(0.0)).astype(f32)
+    q = np.minimum(np.rint(xb * iscale[..., None]), f32(127.0))
+    return q, d
+
+
 def act_quant_dequant(x: F32, qtype: GGMLQuantizationType) -> tuple[F32, F32 | None]:
     """What the activations become after ggml quantizes them for a matmul with `qtype`.
 
@@ -113,158 +123,14 @@ def act_quant_dequant(x: F32, qtype: GGMLQuantizationType) -> tuple[F32, F32 | N
     if kind is None:
         return x, None
     x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=f32)
+    if kind == "q8_k":
+        qk, dk = quantize_q8_k(x2)
+        return (qk * dk[..., None]).reshape(x2.shape), None
     q, d, s = quantize_q8(x2)
     xq = (q * d[..., None]).reshape(x2.shape)
     if kind == "q8_1":
         return xq, (s - d * q.sum(axis=-1, dtype=f32)).astype(f32)
     return xq, None
-
-
-# -- exact quantized matmul (ggml_vec_dot_*_q8_* AVX2) -----------------------------------------
-
-
-class ExactLegacyMatmul:
-    """Bit-exact y = W x for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights (ggml_vec_dot_qX_q8_Y, AVX2).
-
-    ggml's kernel, per output element: for each block of 32, the integer dot of weight codes
-    and activation quants is formed in 8 lanes of 4 products (exact), multiplied by
-    d_w*d_x (exact: two float16) and FMA-accumulated into 8 float32 lanes, block after
-    block; then hsum_float_8 and, for Q4_1/Q5_1, + sum(m*s) (float32, block order).
-    We form the lane sums for all rows at once with one batched matmul over the 8*nb
-    lane groups, and replay only the per-block float32 rounding as a loop over blocks.
-    """
-
-    def __init__(self, info: TensorInfo) -> None:
-        if info.ggml_type not in _LEGACY_UNPACK:
-            raise ValueError(f"{info.name}: no exact kernel for {info.ggml_type.name}")
-        self.qtype = info.ggml_type
-        self.n_out, self.n_in = info.shape
-        nb = self.n_in // QK
-        self.nb = nb
-        blocks = np.asarray(info.data).reshape(self.n_out * nb, -1)
-        arr: BlockArrays = _LEGACY_UNPACK[info.ggml_type](blocks)
-        codes = arr.codes.reshape(self.n_out, nb * 8, 4)
-        # (G, 4, n_out) with G = nb*8 lane groups: the batched matmul wants this order.
-        self.codes = np.ascontiguousarray(codes.transpose(1, 2, 0))
-        self.d = np.ascontiguousarray(arr.scale.reshape(self.n_out, nb).T, dtype=f32)  # (nb, n_out)
-        self.m = (
-            None if arr.bias is None else np.ascontiguousarray(arr.bias.reshape(self.n_out, nb).T, dtype=f32)
-        )
-        self._codes_f32: F32 | None = None
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.codes.nbytes + self.d.nbytes + (0 if self.m is None else self.m.nbytes))
-
-    def __call__(self, x: F32) -> F32:
-        """x (T, n_in) float32 -> (T, n_out) float32, bit-identical to ggml's mul_mat."""
-        t = x.shape[0]
-        q, d1, s = quantize_q8(np.ascontiguousarray(x, dtype=f32))
-        codes = _scratch_f32(self.codes.shape)
-        np.copyto(codes, self.codes)
-        out = np.empty((t, self.n_out), dtype=f32)
-        step = max(1, 64 // self.nb)  # bounds the float64 temporaries
-        for r0 in range(0, t, step):
-            r1 = min(t, r0 + step)
-            out[r0:r1] = self._rows(q[r0:r1], d1[r0:r1], s[r0:r1], codes)
-        return out
-
-    def _rows(self, q: F32, d1: F32, s: F32, codes: F32) -> F32:
-        t = q.shape[0]
-        nb, n_out = self.nb, self.n_out
-        xg = np.ascontiguousarray(q.reshape(t, nb * 8, 4).transpose(1, 0, 2))  # (G, T, 4)
-        isum = np.matmul(xg, codes).reshape(nb, 8, t, n_out)  # exact integers
-        dd = d1.T[:, :, None] * self.d[:, None, :]  # (nb, T, n_out), exact (f16*f16)
-        tmp = np.empty((8, t, n_out), dtype=f64)
-        acc = np.multiply(isum[0], dd[0], dtype=f32)  # first FMA onto 0: one rounding
-        for b in range(1, nb):
-            np.multiply(isum[b], dd[b], out=tmp, dtype=f64)  # exact
-            np.add(tmp, acc, out=tmp)
-            np.copyto(acc, tmp, casting="unsafe")  # the FMA's single rounding
-        r = acc[4:8] + acc[0:4]  # hsum_float_8
-        y: F32 = (r[0] + r[2]) + (r[1] + r[3])
-        if self.m is not None:
-            ms = s.T[:, :, None] * self.m[:, None, :]  # (nb, T, n_out), exact (f16*f16)
-            summs = ms[0].copy()
-            for b in range(1, nb):
-                summs += ms[b]
-            y = y + summs
-        return y.astype(f32, copy=False)
-
-
-_local = threading.local()
-
-
-def _scratch_f32(shape: tuple[int, ...]) -> F32:
-    """A float32 work buffer of `shape`, reused across calls (one per thread)."""
-    n = int(np.prod(shape))
-    buf: F32 | None = getattr(_local, "buf", None)
-    if buf is None or buf.size < n:
-        buf = np.empty(n, dtype=f32)
-        _local.buf = buf
-    return buf[:n].reshape(shape)
-
-
-def exact_kernel_for(info: TensorInfo) -> ExactLegacyMatmul | None:
-    """The bit-exact kernel for this weight, or None when its type has none yet."""
-    if info.ggml_type in _LEGACY_UNPACK and len(info.shape) == 2 and info.shape[1] % QK == 0:
-        return ExactLegacyMatmul(info)
-    return None
-
-
-# Types whose multi-row matmuls ggml also runs through vec_dot (llamafile's tinyBLAS takes
-# Q4_0/Q5_0/Q8_0/IQ4_NL with more than one row, with another summation order).
-_VEC_DOT_ALL_ROWS = frozenset({T.Q4_1, T.Q5_1})
-
-
-class GgmlLinear(Linear):
-    """A Linear whose products round like ggml's CPU matmul.
-
-    Small batches (decode, short prompts) use the bit-exact kernel when the weight type has
-    one; otherwise the activations are quantized exactly as ggml does (Q8_0/Q8_1 blocks,
-    float16 for F16 weights) and multiplied with BLAS, which leaves only float32 summation
-    order differences (~1e-7 relative). Fused (concatenated) weights run part by part, since
-    their parts may have different types and hence different activation quantizations.
-    """
-
-    def __init__(self, info: TensorInfo, mode: WeightMode = "dense", scratch: ScratchPool | None = None) -> None:
-        super().__init__(info, mode, scratch)
-        self.parts: list[GgmlLinear] | None = None
-        self.exact = exact_kernel_for(info)
-        self.mins: F32 | None = None
-        if VEC_DOT_TYPE.get(info.ggml_type) == "q8_1":
-            nb = self.n_in // QK
-            blocks = np.asarray(info.data).reshape(self.n_out * nb, -1)
-            bias = _LEGACY_UNPACK[info.ggml_type](blocks).bias
-            assert bias is not None
-            self.mins = np.ascontiguousarray(bias.reshape(self.n_out, nb), dtype=f32)
-
-    @classmethod
-    def concat(cls, parts: Sequence[Linear]) -> Linear:
-        fused = super().concat(parts)
-        if isinstance(fused, GgmlLinear):
-            fused.parts = [p for p in parts if isinstance(p, GgmlLinear)]
-            if len(fused.parts) != len(parts):
-                fused.parts = None
-            fused.exact = None
-            fused.mins = None
-        return fused
-
-    def __call__(self, x: F32) -> F32:
-        if x.shape[-1] != self.n_in:
-            raise ValueError(f"{self.info.name}: input width {x.shape[-1]} != {self.n_in}")
-        x2 = np.ascontiguousarray(x.reshape(-1, self.n_in), dtype=f32)
-        rows = x2.shape[0]
-        if self.parts is not None:
-            y = np.concatenate([p(x2) for p in self.parts], axis=-1)
-        elif self.exact is not None and rows <= EXACT_MAX_ROWS and (rows == 1 or self.info.ggml_type in _VEC_DOT_ALL_ROWS):
-            y = self.exact(x2)
-        else:
-            xq, ds = act_quant_dequant(x2, self.info.ggml_type)
-            y = super().__call__(xq)
-            if ds is not None and self.mins is not None:
-                y += ds @ self.mins.T
-        return y.reshape(*x.shape[:-1], self.n_out)
 
 
 # -- elementwise ops ---------------------------------------------------------------------------
@@ -322,6 +188,29 @@ def silu(x: F32) -> F32:
 def swiglu(gate: F32, up: F32) -> F32:
     """ggml_vec_swiglu_f32: silu(gate) * up."""
     return (silu(gate) * up).astype(f32)
+
+
+_GELU_TABLE: list[F32] = []
+
+
+def gelu(x: F32) -> F32:
+    """GELU (tanh form) as ggml's CPU backend computes it (GGML_GELU_FP16, vec.h).
+
+    x is rounded to float16 and looked up in a 65536-entry table of
+    fp16(ggml_gelu_f32(x)); x <= -10 gives 0 and x >= 10 gives x. The table entries are
+    0.5f*x*(1+tanhf(SQRT_2_OVER_PI*x*(1+GELU_COEF_A*x*x))) with the inner 1+a*x*x
+    contracted to an FMA and a correctly rounded tanhf, which reproduces every entry.
+    """
+    if not _GELU_TABLE:
+        f = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(f16).astype(f32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            inner = (f32(0.7978845608028654) * f) * fma_f32(f32(0.044715) * f, f, f32(1.0))
+            t = np.tanh(inner.astype(f64)).astype(f32)
+            g = (f32(0.5) * f) * (f32(1.0) + t)
+        _GELU_TABLE.append(g.astype(f16).astype(f32))
+    table = _GELU_TABLE[0]
+    y = table[np.asarray(x, dtype=f32).astype(f16).view(np.uint16)]
+    return np.where(x <= f32(-10.0), f32(0.0), np.where(x >= f32(10.0), x, y)).astype(f32)
 
 
 # -- RoPE (ggml_rope_cache_init / rope_yarn) ---------------------------------------------------

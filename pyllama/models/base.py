@@ -15,10 +15,10 @@ import numpy as np
 
 from pyllama.config import ModelConfig
 from pyllama.errors import InvalidRequestError, ModelLoadError
+from pyllama.exact_matmul import GgmlLinear
 from pyllama.gguf_file import GGUFFile
 from pyllama.kv_cache import KVCache
 from pyllama.linear import Linear, WeightMode
-from pyllama.numerics import GgmlLinear
 from pyllama.ops import RopeTable
 from pyllama.quant import SUPPORTED_TYPES, dequantize
 

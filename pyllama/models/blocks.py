@@ -11,12 +11,12 @@ layer (sliding-window layers may use another base).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from pyllama import numerics
 from pyllama.config import ModelConfig
 from pyllama.errors import ModelLoadError
 from pyllama.gguf_file import GGUFFile, TensorInfo
@@ -30,27 +30,12 @@ I64 = np.ndarray[Any, np.dtype[np.int64]]
 NormKind = Literal["rms", "layer"]
 Activation = Literal["silu", "gelu"]
 
-_GELU_TABLE: F32 | None = None
 
 
 def gelu(x: F32) -> F32:
-    """GELU (tanh form) exactly as ggml's CPU backend computes it.
-
-    ggml rounds x to f16 and reads a 65536-entry table of f16(gelu(x)) (GGML_GELU_FP16 in
-    ggml-cpu/vec.h), saturating outside [-10, 10]. The f16 rounding is a ~1e-3 relative
-    effect, large enough to matter when comparing logits with llama.cpp.
-    """
-    global _GELU_TABLE
-    if _GELU_TABLE is None:
-        f = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
-        with np.errstate(over="ignore", invalid="ignore"):
-            c = np.float32(math.sqrt(2.0 / math.pi))
-            g = np.float32(0.5) * f * (np.float32(1.0) + np.tanh(c * f * (np.float32(1.0) + np.float32(0.044715) * f * f)))
-        _GELU_TABLE = g.astype(np.float16).astype(np.float32)
-    idx = x.astype(np.float16).view(np.uint16)
-    y = _GELU_TABLE[idx]
-    y = np.where(x <= -10.0, np.float32(0.0), np.where(x >= 10.0, x, y))
-    return as_f32(y.astype(np.float32, copy=False))
+    """GELU (tanh form) exactly as ggml's CPU backend computes it: x rounded to f16 and
+    looked up in ggml's f16 table (GGML_GELU_FP16); see pyllama.numerics.gelu."""
+    return numerics.gelu(x)
 
 
 def activate(kind: Activation, x: F32) -> F32:

@@ -2,8 +2,11 @@
 
 The bar (issues 2 and 4): from each prompt's `prompt_ids`, greedy decoding reproduces
 llama-server's first 16 tokens, and at every step the probabilities of llama.cpp's top-5
-tokens are within 0.01 of ours. The prompt is evaluated as one batch and every generated
-token on its own, as llama-server does, because ggml picks kernels by batch size.
+tokens are within 0.01 of ours. The prompt is evaluated in the batches llama-server uses and every generated token on
+its own, because ggml picks kernels (and so roundings) by batch size: for models with a
+sliding-window cache llama-server stops the prompt batch 4 tokens (and 4 + n_ubatch
+tokens) before the end to take a context checkpoint (server-context.cpp,
+checkpoint_offsets), so the last 4 prompt tokens go through the model as their own batch.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pyllama.engine import Model
 
 N_STEPS = 16
 PROB_TOLERANCE = 0.01
+N_UBATCH = 512
+CHECKPOINT_OFFSETS = (4 + N_UBATCH, 4)
 
 
 @dataclass
@@ -35,10 +40,27 @@ def log_softmax(logits: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return out
 
 
+def server_prompt_batches(prompt: list[int], swa: bool) -> list[list[int]]:
+    """The prompt batches llama-server decodes: whole, or cut where a checkpoint is taken."""
+    if not swa:
+        return [prompt]
+    batches: list[list[int]] = []
+    start = 0
+    for i in range(1, len(prompt) + 1):
+        if len(prompt) - i in CHECKPOINT_OFFSETS:
+            batches.append(prompt[start:i])
+            start = i
+    batches.append(prompt[start:])
+    return [b for b in batches if b]
+
+
 def run_prompt(model: Model, completion: dict[str, Any]) -> PromptResult:
     """Greedy-decode N_STEPS tokens and measure the top-5 probability gap at each step."""
     model.kv.clear(0)
-    logits = model.eval_prompt(completion["prompt_ids"])
+    cfg = model.config
+    swa = any(cfg.is_swa(i) for i in range(cfg.n_layer))
+    for batch in server_prompt_batches(list(completion["prompt_ids"]), swa):
+        logits = model.eval_prompt(batch)
     tokens: list[int] = []
     worst, worst_step = 0.0, -1
     for step in range(N_STEPS):
