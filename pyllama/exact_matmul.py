@@ -331,11 +331,12 @@ class GgmlLinear(Linear):
             fused.mins = None
         return fused
 
-    def __call__(self, x: F32) -> F32:
+    def __call__(self, x: F32, out: F32 | None = None) -> F32:
         if x.shape[-1] != self.n_in:
             raise ValueError(f"{self.info.name}: input width {x.shape[-1]} != {self.n_in}")
         x2 = np.ascontiguousarray(x.reshape(-1, self.n_in), dtype=f32)
         rows = x2.shape[0]
+        shape = (*x.shape[:-1], self.n_out)
         if self.parts is not None:
             y = np.concatenate([p(x2) for p in self.parts], axis=-1)
         elif self.exact is not None and rows <= EXACT_MAX_ROWS:
@@ -345,6 +346,9 @@ class GgmlLinear(Linear):
             y = super().__call__(xq)
             if ds is not None and self.mins is not None:
                 y += ds @ self.mins.T
-        return y.reshape(*x.shape[:-1], self.n_out)
+        if out is not None:
+            out[...] = y.reshape(shape)
+            return out
+        return y.reshape(shape)
 
 
