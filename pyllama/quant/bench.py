@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from pyllama.quant import SUPPORTED_TYPES, dequantize, repack, set_packed_nibbles
+from pyllama.quant import SUPPORTED_TYPES, dequantize, repack, set_compact_packing
 from pyllama.quant.layout import PackedTensor
 from pyllama.quant.matmul import MatmulBackend, matmul_backend, matmul_t, set_matmul_backend
 from pyllama.quant.synthetic import random_tensor_bytes
@@ -119,8 +119,8 @@ def bench_model(path: str, n_tokens: list[int], reps: int = 3) -> list[dict[str,
 
     infos = [t for t in read_gguf(path).tensors.values() if len(t.shape) == 2]
     rows: list[dict[str, Any]] = []
-    for label, mode, nibbles in (("dense", "dense", False), ("packed", "packed", False), ("nibbles", "packed", True)):
-        set_packed_nibbles(nibbles)
+    for label, mode, compact in (("dense", "dense", False), ("packed", "packed", False), ("compact", "packed", True)):
+        set_compact_packing(compact)
         start = time.perf_counter()
         lins = [Linear(info, mode) for info in infos]  # type: ignore[arg-type]
         load_s = time.perf_counter() - start
@@ -143,7 +143,7 @@ def bench_model(path: str, n_tokens: list[int], reps: int = 3) -> list[dict[str,
                 }
             )
         del lins
-    set_packed_nibbles(False)
+    set_compact_packing(False)
     return rows
 
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", action="store_true", help="one JSON object instead of tables")
     ap.add_argument("--types", default="Q4_1,Q8_0,Q5_0,Q4_K", help="types for the matmul table")
     ap.add_argument("--tokens", default="1,64", help="input rows for the matmul table")
-    ap.add_argument("--nibbles", action="store_true", help="pack 4-bit types two codes per byte")
+    ap.add_argument("--compact", action="store_true", help="smallest exact packed layouts (4-bit as nibbles)")
     ap.add_argument("--model", help="instead: time every 2-D weight of this GGUF per step, per layout")
     args = ap.parse_args(argv)
     if args.model:
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         for r in res:
             print(f"{r['layout']:8} {r['tokens']:3d} {r['ms_per_step']:9.1f} {r['weights_MB']:11.1f} {r['load_s']:7.2f}")
         return
-    set_packed_nibbles(args.nibbles)
+    set_compact_packing(args.compact)
     min_time = 0.05 if args.quick else 0.3
     shape = (256, 2048) if args.quick else (2048, 2048)
     qtypes = [GGMLQuantizationType[name] for name in args.types.split(",") if name]
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps({"platform": sys.platform, "numpy": np.__version__, "dequantize": deq, "matmul": mm}))
         return
-    nib = ", 4-bit types as nibbles" if args.nibbles else ""
+    nib = ", compact packed layouts" if args.compact else ""
     print(f"platform {sys.platform}, numpy {np.__version__}; dequantize {shape[0]}x{shape[1]}{nib}")
     print("dequantize: load path, GB/s of quantized bytes; packed: its layout into W (rows) and W.T")
     print(f"{'type':8} {'bpw':>5} {'dequantize GB/s':>16} {'packed Gw/s':>12} {'W.T Gw/s':>9} {'packed B/w':>10}")

@@ -3,7 +3,8 @@
 Every supported block type reduces to w = scale[group] * code + bias[group] (layout.py).
 Two ways to hold the codes:
 
-- `ScaledCodes`: one int8 per weight. Fastest per call.
+- `ScaledCodes`: one int8 per weight. Fastest per call. In the compact variant its
+  scales stay float16 where exact (Q8_0: 1.0625 bytes per weight, the file's size).
 - `NibbleCodes`: two 4-bit codes per byte, for the 4-bit types (Q4_0, Q4_1, Q4_K), and
   scales/mins kept in float16 where that is exact: 0.625-0.75 instead of 1.25 bytes per
   weight in all (Q4_1: the file's own size), for about 1.5x the per-call time.
@@ -229,10 +230,10 @@ class _GroupedCodes(PackedTensor):
 class ScaledCodes(_GroupedCodes):
     """int8 codes with a float32 scale (and optional bias) per group of `group` weights."""
 
-    def __init__(self, codes: I8, scale: F32, bias: F32 | None, group: int) -> None:
+    def __init__(self, codes: I8, scale: F32, bias: F32 | None, group: int, narrow: bool = False) -> None:
         """codes (n_rows, n_cols) or (n_rows, n_cols // group, group) in weight order;
-        scale and bias (n_rows, n_cols // group)."""
-        super().__init__((codes.shape[0], codes[0].size), group, scale, bias)
+        scale and bias (n_rows, n_cols // group); `narrow`: float16 scales where exact."""
+        super().__init__((codes.shape[0], codes[0].size), group, scale, bias, narrow)
         self.codes = self._tile(codes)  # (T, G, group, rows)
 
     def _codes_into(self, w: F32, t: int, cols: Cols, tmp: U8 | None) -> None:

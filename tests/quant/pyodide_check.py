@@ -12,7 +12,7 @@ from gguf.constants import GGML_QUANT_SIZES
 
 from pyllama.gguf_file import TensorInfo
 from pyllama.linear import Linear, matmul_backend
-from pyllama.quant import NIBBLE_TYPES, SUPPORTED_TYPES, dequantize, set_packed_nibbles
+from pyllama.quant import SUPPORTED_TYPES, dequantize, set_compact_packing
 from pyllama.quant import matmul as mm
 from pyllama.quant.synthetic import random_tensor_bytes
 
@@ -33,19 +33,19 @@ for qt in sorted(SUPPORTED_TYPES, key=lambda t: t.value):
     raw = random_tensor_bytes(rng, qt, shape)
     info = TensorInfo("w", qt, shape, 0, raw.size, raw)
     dense = Linear(info, "dense")
-    for nibbles in (False, True) if qt in NIBBLE_TYPES else (False,):
+    for compact in (False, True):
         for tile in (mm.TILE_WEIGHTS, 3000):
             saved, mm.TILE_WEIGHTS = mm.TILE_WEIGHTS, tile
-            set_packed_nibbles(nibbles)
+            set_compact_packing(compact)
             packed = Linear(info, "packed")
-            set_packed_nibbles(False)
+            set_compact_packing(False)
             ids = np.array([3, 0, 39, 17])
             if not np.array_equal(packed.rows(ids), dense.rows(ids)):
-                failures.append(f"rows {qt.name} nibbles={nibbles} tile={tile}")
+                failures.append(f"rows {qt.name} compact={compact} tile={tile}")
             for n_tokens in (1, 9):
                 x = rng.standard_normal((n_tokens, shape[1])).astype(np.float32)
                 yd, yp = dense(x), packed(x)
                 if not np.allclose(yp, yd, rtol=1e-5, atol=1e-5 * float(np.abs(yd).max())):
-                    failures.append(f"matmul {qt.name} nibbles={nibbles} tile={tile} L={n_tokens}")
+                    failures.append(f"matmul {qt.name} compact={compact} tile={tile} L={n_tokens}")
             mm.TILE_WEIGHTS = saved
 print(json.dumps({"platform": sys.platform, "numpy": np.__version__, "backend": matmul_backend(), "failures": failures}))

@@ -40,13 +40,13 @@ def test_dense_matches_gguf_reference(qtype: GGMLQuantizationType, blocks: tuple
     assert np.array_equal(got, reference(raw, qtype, shape), equal_nan=True)
 
 
-PACKED_CASES = [(t, False) for t in ALL_TYPES] + [(t, True) for t in NIBBLE_TYPES]
+PACKED_CASES = [(t, False) for t in ALL_TYPES] + [(t, True) for t in ALL_TYPES]
 
 
 @pytest.mark.parametrize("small_tiles", [False, True], ids=["one-tile", "six-tiles"])
-@pytest.mark.parametrize(("qtype", "nibbles"), PACKED_CASES, ids=lambda v: getattr(v, "name", f"nibbles={v}"))
+@pytest.mark.parametrize(("qtype", "compact"), PACKED_CASES, ids=lambda v: getattr(v, "name", f"compact={v}"))
 def test_packed_layout_matches_dense(
-    qtype: GGMLQuantizationType, nibbles: bool, small_tiles: bool, monkeypatch: pytest.MonkeyPatch
+    qtype: GGMLQuantizationType, compact: bool, small_tiles: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = np.random.default_rng(qtype.value)
     shape = (23, 3 * GGML_QUANT_SIZES[qtype][0])
@@ -55,8 +55,9 @@ def test_packed_layout_matches_dense(
     raw = random_tensor_bytes(rng, qtype, shape)
     with np.errstate(all="ignore"):
         dense = dequantize(raw, qtype, shape)
-        packed = repack(raw, qtype, shape, nibbles=nibbles)
-    assert type(packed).__name__ == ("NibbleCodes" if nibbles else type(packed).__name__)
+        packed = repack(raw, qtype, shape, compact=compact)
+    if qtype in NIBBLE_TYPES:
+        assert type(packed).__name__ == ("NibbleCodes" if compact else "ScaledCodes")
     with np.errstate(all="ignore"):
         out = np.full(shape, 7.0, dtype=np.float32)
         packed.dequantize_into(out)
