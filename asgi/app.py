@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -163,22 +164,43 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
 
 
 class _LazyApp:
-    """`hypercorn asgi.app:app`: build the real app from the environment on first use."""
+    """`hypercorn asgi.app:app`: build the real app from the environment on first use.
+
+    Bad settings fail the ASGI lifespan startup with the one-line reason, so Hypercorn
+    stops instead of serving an app that cannot work."""
 
     def __init__(self) -> None:
         self._app: Quart | None = None
+        self._error: str | None = None
 
-    def _get(self) -> Quart:
-        if self._app is None:
+    def _get(self) -> Quart | None:
+        if self._app is None and self._error is None:
             from asgi.main import configure_logging
+            from asgi.settings import SettingsError
 
-            settings = parse_settings([], os.environ)
+            try:
+                settings = parse_settings([], os.environ)
+            except SettingsError as exc:
+                self._error = f"pyllama-server: error: {exc}"
+                log.error("%s", self._error)
+                return None
             configure_logging(settings)
             self._app = create_app(settings)
         return self._app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self._get()(scope, receive, send)
+        app = self._get()
+        if app is not None:
+            await app(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.failed", "message": self._error})
+        elif scope["type"] == "http":
+            body = json.dumps({"error": {"code": 500, "message": self._error, "type": "server_error"}}).encode()
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
 
 
 app = _LazyApp()

@@ -93,3 +93,11 @@ def test_loading_state_is_503(smollm2_path: Path) -> None:
         assert models.status_code == 200 and (await models.get_json())["data"][0]["status"]["value"] == "unloaded"
 
     asyncio.run(run())
+
+
+def test_hypercorn_cli_with_bad_settings_stops_with_the_reason() -> None:
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("LLAMA_")}
+    env["LLAMA_ARG_MODEL"] = "/no/such/model.gguf"
+    result = subprocess.run([sys.executable, "-m", "hypercorn", "asgi.app:app", "--bind", "127.0.0.1:0"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert "pyllama-server: error: model file not found: /no/such/model.gguf" in result.stderr + result.stdout
