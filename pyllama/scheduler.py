@@ -317,7 +317,9 @@ class Scheduler:
             )
         n_cached = slot.common_prefix(task.prompt) if task.cache_prompt and task.kind == "completion" else 0
         # Always evaluate at least the last prompt token so there are logits to sample from.
-        n_cached = min(n_cached, len(task.prompt) - 1)
+        # The last sampled token of the previous task is in cache_tokens but was never
+        # decoded, so the KV cache may hold one token fewer than cache_tokens.
+        n_cached = min(n_cached, len(task.prompt) - 1, model.kv.length(slot.id))
         model.kv.truncate(slot.id, n_cached)
         slot.begin(task, emit, sampler, n_cached, tok)
         if task.n_predict < 0 and self.n_predict_default >= 0:
