@@ -46,7 +46,7 @@ def test_streaming_chat_equals_non_streaming(server: ServerProcess) -> None:
 
 
 def test_chat_sse_framing(server: ServerProcess) -> None:
-    res = httpx.post(server.base_url + "/v1/chat/completions",
+    res = httpx.post(server.base_url + "/chat/completions",
                      json={"messages": MESSAGES, "max_tokens": 2, "stream": True}, timeout=120)
     assert res.text.endswith("data: [DONE]\n\n")
     events = sse_events(res)

@@ -243,3 +243,13 @@ def test_client_disconnect_frees_the_slot(server: ServerProcess) -> None:
             return
         time.sleep(0.2)
     pytest.fail("slot 0 still busy after the client disconnected")
+
+
+def test_end_of_generation_token_stops(server: ServerProcess) -> None:
+    """The /completions alias; a chat-formatted prompt ends on <|im_end|> (an EOG token)."""
+    res = httpx.post(server.base_url + "/completions", timeout=120, json={
+        "prompt": "<|im_start|>user\nSay only the word yes.<|im_end|>\n<|im_start|>assistant\n",
+        "n_predict": 12, "temperature": 0})
+    body = res.json()
+    assert body["stop_type"] == "eos" and body["stopped_eos"] is True and body["stopped_limit"] is False
+    assert body["tokens_predicted"] < 12 and body["content"].startswith("Yes") and "<|im_end|>" not in body["content"]

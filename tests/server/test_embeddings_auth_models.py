@@ -121,3 +121,13 @@ def test_path_flag_serves_another_folder(multi_server: ServerProcess) -> None:
     assert httpx.get(multi_server.base_url + "/app.js").status_code == 404  # the bundled UI is not mixed in
     js = httpx.get(multi_server.base_url + "/completion.js")  # ...except /completion.js, as the seeds promise
     assert js.status_code == 200 and "llama" in js.text
+
+
+def test_post_props_with_the_flag(keyed_server: ServerProcess) -> None:
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    res = httpx.post(keyed_server.base_url + "/props", json={"system_prompt": "You are terse."}, headers=auth)
+    assert res.json() == {"success": True}
+    props = httpx.get(keyed_server.base_url + "/props", headers=auth).json()
+    assert props["system_prompt"] == "You are terse." and props["endpoint_props"] is True
+    assert props["endpoint_slots"] is False
+    httpx.post(keyed_server.base_url + "/props", json={"system_prompt": ""}, headers=auth)  # leave it as found
