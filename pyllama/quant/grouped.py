@@ -121,9 +121,9 @@ class _GroupedCodes(PackedTensor):
         # Balanced tiles: as many as the tile budget needs, with as little padding as possible.
         n_tiles = -(-n_rows // tile_rows(n_cols))
         self.rows_per_tile = -(-n_rows // n_tiles)
-        widen = _narrowed if narrow else _float32
-        self.scale = self._tile(widen(scale))  # (T, G, 1, rows)
-        self.bias = None if bias is None else self._tile(widen(bias))
+        store = _narrowed if narrow else _float32
+        self.scale = self._tile(store(scale))  # (T, G, 1, rows)
+        self.bias = None if bias is None else self._tile(store(bias))
 
     def _tile(self, a: np.ndarray[Any, np.dtype[Any]]) -> np.ndarray[Any, np.dtype[Any]]:
         return _tiled(a, self.n_groups, self.rows_per_tile)
