@@ -86,6 +86,16 @@ class CharClass:
             object.__setattr__(self, "_ascii", table)
         return table
 
+    def matches_partial_many(self, low: npt.NDArray[np.int64], high: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Vectorized `matches_partial` over precomputed code point spans (low > high: impossible)."""
+        possible = low <= high
+        if self.any:
+            return possible
+        hit = np.zeros(low.shape, dtype=np.bool_)
+        for lo, hi in zip(self.lo.tolist(), self.hi.tolist(), strict=True):
+            hit |= (lo <= high) & (low <= hi)
+        return possible & (hit if self.positive else ~hit)
+
     def matches_partial(self, partial: Partial) -> bool:
         """llama_grammar_match_partial_char: could the unfinished character satisfy this class?"""
         span = partial_range(partial)

@@ -96,10 +96,14 @@ class TokenFilter:
         allowed[ids[plain]] = True
         if plain.all():
             return
-        for i in np.flatnonzero(~plain).tolist():
-            t = int(ids[i])
-            if g.partial_ok(int(states[i]), Partial(int(v.part_val[t]), int(v.part_rem[t]))):
-                allowed[t] = True
+        rest, rest_states = ids[~plain], states[~plain]
+        low, high = v.part_low[rest], v.part_high[rest]
+        for s in np.flatnonzero(np.bincount(rest_states)).tolist():
+            sel = rest_states == s
+            ok = np.zeros(int(sel.sum()), dtype=np.bool_)
+            for _, cls in g.char_stacks(s):
+                ok |= cls.matches_partial_many(low[sel], high[sel])
+            allowed[rest[sel][ok]] = True
 
     def _advance(self, state: npt.NDArray[np.int64], chars: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         first = int(state[0])

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from pyllama.grammar.utf8 import decode_utf8
+from pyllama.grammar.utf8 import Partial, decode_utf8, partial_range
 
 I64 = npt.NDArray[np.int64]
 
@@ -54,6 +54,13 @@ class VocabIndex:
         self.offsets: I64 = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if n else lens
         self.part_val: I64 = part_val
         self.part_rem: I64 = part_rem
+        # code points an unfinished trailing character could still become ([low, high]; low > high: none)
+        self.part_low: I64 = np.ones(n, dtype=np.int64)
+        self.part_high: I64 = np.zeros(n, dtype=np.int64)
+        for t in np.flatnonzero(part_rem > 0).tolist():
+            span = partial_range(Partial(int(part_val[t]), int(part_rem[t])))
+            if span is not None:
+                self.part_low[t], self.part_high[t] = span
         self.usable = usable
         # may match a `<[id]>` terminal: llama.cpp rejects a token that is only an unfinished character
         self.token_matchable = usable & ~((lens == 0) & (part_rem != 0))

@@ -96,10 +96,10 @@ class LogitBias:
         full = n > 0 and int(c.ids[0]) == 0 and int(c.ids[-1]) == n - 1 and n >= int(self.tokens.max()) + 1
         if full and bool(np.all(c.ids[self.tokens] == self.tokens)):
             np.add.at(logits, self.tokens, self.biases)
-        else:
-            pos = {int(t): i for i, t in enumerate(c.ids.tolist())}
+        else:  # candidates were reordered or cut: find the biased tokens among them
+            total: dict[int, float] = {}
             for t, b in zip(self.tokens.tolist(), self.biases.tolist(), strict=True):
-                i = pos.get(t)
-                if i is not None:
-                    logits[i] += np.float32(b)
+                total[t] = total.get(t, 0.0) + b
+            for i in np.flatnonzero(np.isin(c.ids, self.tokens)).tolist():
+                logits[i] += np.float32(total[int(c.ids[i])])
         return Candidates(c.ids, logits, c.probs, c.sorted)

@@ -220,13 +220,36 @@ class Sampler:
         c = self._run_chain(Candidates(self._ids, row.copy()))
         token = c.selected_id()
         if self.grammar is not None and not self.grammar.allows(token):
-            masked = np.where(self.grammar.allowed_mask(), row, np.float32(-np.inf)).astype(np.float32)
-            if not np.isfinite(masked).any():
-                raise InvalidRequestError("the grammar allows no token here (is the grammar unsatisfiable?)")
-            c = self._run_chain(Candidates(self._ids, masked))
+            c = self._run_chain(self._grammar_candidates(row, self.grammar.allowed_mask()))
             token = c.selected_id()
         self.last_candidates = c
         return token
+
+    def _grammar_candidates(self, row: npt.NDArray[np.float32], mask: npt.NDArray[np.bool_]) -> Candidates:
+        """The full vocabulary with disallowed logits at -inf, as llama.cpp's grammar sampler leaves it.
+
+        When top-k comes first in the chain (after samplers that only shift logits) and at
+        least k tokens are allowed, the -inf tokens can never survive it, so only the allowed
+        ones are passed on: the same result without partitioning the whole vocabulary.
+        """
+        allowed = np.flatnonzero(mask)
+        logits = row[allowed]
+        if not np.isfinite(logits).any():
+            raise InvalidRequestError("the grammar allows no token here (is the grammar unsatisfiable?)")
+        if self._top_k_first and allowed.size >= self.params.top_k:
+            return Candidates(allowed.astype(np.int32), logits.astype(np.float32, copy=True))
+        masked = np.full(row.shape, -np.inf, dtype=np.float32)
+        masked[allowed] = logits
+        return Candidates(self._ids, masked)
+
+    @property
+    def _top_k_first(self) -> bool:
+        for stage in self._stages:
+            if stage.name == "top-k":
+                return self.params.top_k > 0
+            if stage.name not in ("logit_bias", "penalties", "dry"):
+                return False
+        return False
 
     def accept(self, token: int, *, apply_grammar: bool = True) -> None:
         """Advance penalties, DRY, mirostat and the grammar by one token.

@@ -16,6 +16,7 @@ from pyllama.grammar.json_schema import json_schema_to_grammar
 from pyllama.grammar.matcher import CompiledGrammar
 from pyllama.grammar.parser import parse_grammar
 from pyllama.grammar.schema_model import SchemaError
+from tests.grammar.formats import format_checker
 
 DATA = Path(__file__).parent / "data"
 SCHEMA_CASES = json.loads((DATA / "schema_cases.json").read_text())["cases"]
@@ -143,20 +144,6 @@ def sample(schema: dict[str, Any], rng: random.Random, root: dict[str, Any], dep
     if t == "null":
         return None
     return {}
-
-
-_TIME = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])")
-
-
-def format_checker() -> jsonschema.FormatChecker:
-    """jsonschema's checker, with RFC 3339 time / date-time checks it only has with extra packages."""
-    checker = jsonschema.FormatChecker()
-    date_ok = checker.checkers["date"][0]
-    checker.checks("time")(lambda v: not isinstance(v, str) or bool(_TIME.fullmatch(v)))
-    checker.checks("date-time")(
-        lambda v: not isinstance(v, str) or ("T" in v and date_ok(v.split("T", 1)[0]) and bool(_TIME.fullmatch(v.split("T", 1)[1])))
-    )
-    return checker
 
 
 @pytest.mark.parametrize("name", list(SCHEMAS))

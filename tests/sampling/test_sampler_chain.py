@@ -175,3 +175,32 @@ def test_default_chain_overhead_on_49k_vocab() -> None:
     per_token = (time.perf_counter() - t0) / n
     print(f"default chain: {per_token * 1e3:.3f} ms/token")
     assert per_token < 5e-3  # generous bound for a loaded 2-core machine
+
+
+def test_grammar_constrains_sampling_and_rejection_path() -> None:
+    """The sampled token is checked first; when rejected the chain reruns on the allowed tokens."""
+    pieces = [b"a", b"b", b"{", b"}", b"</s>", b"ab"]
+    eog = frozenset({4})
+    s = Sampler(SamplingParams(seed=0, grammar='root ::= "{" "ab"* "}"'), len(pieces), eog_ids=eog, token_pieces=pieces)
+    row = np.zeros(len(pieces), dtype=np.float32)
+    row[4] = 10.0  # the model wants to stop at once: not allowed yet
+    out = b""
+    for _ in range(12):
+        t = s.sample(row)
+        if t in eog:
+            break
+        s.accept(t)
+        out += pieces[t]
+    assert out.startswith(b"{") and (t in eog) == out.endswith(b"}")
+    assert all(c in b"{ab}" for c in out)
+    if t in eog:
+        assert out[1:-1].replace(b"ab", b"") == b""
+
+
+def test_grammar_needs_pieces_and_reports_bad_grammar() -> None:
+    from pyllama.grammar import GrammarError
+
+    with pytest.raises(InvalidRequestError, match="token pieces"):
+        Sampler(SamplingParams(grammar='root ::= "a"'), 3)
+    with pytest.raises(GrammarError, match=r"^Failed to parse grammar"):
+        Sampler(SamplingParams(grammar='root ::= "a'), 3, token_pieces=[b"a", b"b", b"c"])
