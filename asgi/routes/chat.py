@@ -65,8 +65,13 @@ def chat_prompt(served: ServedModel, body: dict[str, Any]) -> tuple[ChatPrompt, 
     messages = parse_messages(body.get("messages"))
     tools = parse_tools(body.get("tools"))
     tool_choice = body.get("tool_choice", "auto")
-    if isinstance(tool_choice, dict):
-        tool_choice = "required"  # a named function: we constrain to calling a tool
+    if isinstance(tool_choice, dict):  # {"type": "function", "function": {"name": ...}}: call that one
+        function = tool_choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        tools = [t for t in tools if t["function"]["name"] == name]
+        if not tools:
+            raise BadRequest(f'"tool_choice" names a function that is not in "tools": {name!r}')
+        tool_choice = "required"
     if tool_choice not in ("auto", "none", "required"):
         raise BadRequest('"tool_choice" must be "auto", "none", "required" or a function object')
     schema = _response_schema(body)

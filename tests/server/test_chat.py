@@ -89,6 +89,13 @@ def test_tools_generic_format(server: ServerProcess) -> None:
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
     prompt = httpx.post(server.base_url + "/apply-template", json={"messages": MESSAGES, "tools": tools}).json()["prompt"]
     assert "get_weather" in prompt and "Respond in JSON format" in prompt
+    named = httpx.post(server.base_url + "/apply-template", json={
+        "messages": MESSAGES, "tools": [*tools, {"type": "function", "function": {"name": "other"}}],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}).json()["prompt"]
+    assert "get_weather" in named and '"other"' not in named
+    missing = httpx.post(server.base_url + "/apply-template", json={
+        "messages": MESSAGES, "tools": tools, "tool_choice": {"type": "function", "function": {"name": "nope"}}})
+    assert missing.status_code == 400 and "nope" in missing.json()["error"]["message"]
     # The reply side, without the cost of a grammar-constrained generation: what the route
     # builds from a finished generic-format reply (the streamed test below runs the model).
     from asgi.responses import chat_message
