@@ -106,6 +106,7 @@ class _GroupedCodes(PackedTensor):
     """Shared arithmetic of the two code layouts; subclasses say how codes become floats."""
 
     unpacks = False  # True: _codes_into needs a uint8 half-tile after the float32 tile
+    offset = 0  # subtracted from every code before scaling (NibbleCodes of Q4_0: 8)
 
     def __init__(
         self, shape: tuple[int, int], group: int, scale: F32, bias: F32 | None, narrow: bool = False
@@ -168,16 +169,20 @@ class _GroupedCodes(PackedTensor):
                 out[done : done + b - a] = w.reshape(n_cols, b - a).T
                 done += b - a
 
+    @abstractmethod
+    def _row_codes(self, tile_of: Ids, local: Ids) -> F32:
+        """(n, G, group) float32 codes of the rows at (tile, local row) pairs."""
+
     def dequantize_rows(self, ids: Ids) -> F32:
-        ids = np.asarray(ids)
-        out = np.empty((len(ids), self.shape[1]), dtype=np.float32)
-        tile_of, local = np.divmod(ids, self.rows_per_tile)
-        for t in np.unique(tile_of):
-            sel = np.flatnonzero(tile_of == t)
-            w = np.empty((self.n_groups, self.group, len(sel)), dtype=np.float32)
-            self._weights_t(w, int(t), local[sel])
-            out[sel] = w.reshape(self.shape[1], len(sel)).T
-        return out
+        # One advanced-indexing gather across tiles: rows come out in weight order.
+        tile_of, local = np.divmod(np.asarray(ids), self.rows_per_tile)
+        w = self._row_codes(tile_of, local)
+        if self.offset:
+            np.subtract(w, np.float32(self.offset), out=w)  # exact: small integers
+        np.multiply(w, self.scale[tile_of, :, :, local], out=w)
+        if self.bias is not None:
+            np.add(w, self.bias[tile_of, :, :, local], out=w)
+        return w.reshape(len(w), self.shape[1])
 
     def dequantize_t_into(self, wt: F32) -> None:
         for t, lo, hi in self._tiles(0, self.shape[0]):
@@ -239,6 +244,9 @@ class ScaledCodes(_GroupedCodes):
     def _codes_into(self, w: F32, t: int, cols: Cols, tmp: U8 | None) -> None:
         np.copyto(w, self.codes[t][:, :, cols])
 
+    def _row_codes(self, tile_of: Ids, local: Ids) -> F32:
+        return self.codes[tile_of, :, :, local].astype(np.float32)
+
     @property
     def nbytes(self) -> int:
         return self.codes.nbytes + self.scale.nbytes + (0 if self.bias is None else self.bias.nbytes)
@@ -280,6 +288,14 @@ class NibbleCodes(_GroupedCodes):
         np.copyto(w[:, :half], tmp)
         np.right_shift(nib, 4, out=tmp)
         np.copyto(w[:, half:], tmp)
+
+    def _row_codes(self, tile_of: Ids, local: Ids) -> F32:
+        nib = self.nibbles[tile_of, :, :, local]  # (n, G, group // 2)
+        w = np.empty((*nib.shape[:2], self.group), dtype=np.float32)
+        half = self.group // 2
+        np.copyto(w[:, :, :half], nib & 0x0F)
+        np.copyto(w[:, :, half:], nib >> 4)
+        return w
 
     def _weights_t(self, w: F32, t: int, cols: Cols) -> None:
         self._codes_into(w, t, cols, None)
