@@ -186,7 +186,10 @@ async def chat_completions() -> Response:
                 out.append(sse_event(chat_chunk(cmpl_id, model_name, i, tool_call_delta(n, call))))
         elif event.tail:
             out.append(sse_event(chat_chunk(cmpl_id, model_name, i, {"content": event.tail})))
-        out.append(sse_event(chat_chunk(cmpl_id, model_name, i, {}, finish_reason(event, bool(parsed.tool_calls)))))
+        finish = chat_chunk(cmpl_id, model_name, i, {}, finish_reason(event, bool(parsed.tool_calls)))
+        if not params.include_usage:
+            finish["timings"] = event.timings  # llama-server puts timings on the last chunk
+        out.append(sse_event(finish))
         if params.include_usage:
             out.append(sse_event(usage_chunk(cmpl_id, model_name, usage(event.n_prompt, event.n_decoded,
                                                                          event.n_cached), event.timings)))

@@ -51,6 +51,7 @@ def test_chat_sse_framing(server: ServerProcess) -> None:
     assert res.text.endswith("data: [DONE]\n\n")
     events = sse_events(res)
     assert events[-1] == "[DONE]"
+    assert events[-2]["choices"][0]["finish_reason"] and events[-2]["timings"]["predicted_n"] <= 2
     assert all(e["object"] == "chat.completion.chunk" for e in events[:-1])
 
 
