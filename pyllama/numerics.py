@@ -39,7 +39,7 @@ EXACT_MAX_ROWS = 32
 FA_TILE_Q = 64
 # Cached positions up to which attention replays ggml's key-by-key float16 accumulation;
 # the replay is a Python loop over keys, so longer contexts take the float32 path.
-EXACT_MAX_KV = 1024
+EXACT_MAX_KV = 256
 
 QK = 32  # block size of the legacy types and of Q8_0/Q8_1
 QK_K = 256  # super-block size of the k-quants and of Q8_K
@@ -298,28 +298,46 @@ def flash_attn_f16(
     if window > 0:
         visible &= diff < window
     vis = np.broadcast_to(visible[None], (g, t, s_len)).reshape(r, s_len)
-    m = np.full((hkv, r), -np.inf, dtype=f32)
-    ssum = np.zeros((hkv, r), dtype=f32)
-    acc = np.zeros((hkv, r, dv), dtype=f32)  # float16 values
+    # Everything but the float16 accumulator is vectorized over keys: the running max, which
+    # keys raise it ("new": rescale by ms = e^(Mold-M), weight 1) and the weights
+    # vs = e^(s-M) of the others; masked keys get weight 0 and change nothing.
+    masked = np.where(vis[None], scores, f32(-np.inf))
+    run_max = np.maximum.accumulate(masked, axis=-1)
+    prev_max = np.concatenate([np.full((hkv, r, 1), -np.inf, dtype=f32), run_max[..., :-1]], axis=-1)
+    new = vis[None] & (masked > prev_max)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ms = np.where(new, np.exp((prev_max - run_max).astype(f64)), 1.0).astype(f32)
+        vs = np.where(new, 1.0, np.exp((masked - run_max).astype(f64))).astype(f32)
+    vs[~np.broadcast_to(vis[None], vs.shape)] = 0.0
+    vs64 = vs.astype(f64)
+    any_new = np.asarray(new.any(axis=(0, 1)), dtype=bool)
+    # The float16 accumulator and the float32 sum S = S*ms + vs (an FMA), replayed key by key
+    # with preallocated buffers: only these roundings are inherently sequential.
+    ms64 = ms.astype(f64)
+    acc = np.zeros((hkv, r, dv), dtype=f64)  # float16 values
+    tmp = np.empty((hkv, r, dv), dtype=f64)
+    a32 = np.empty((hkv, r, dv), dtype=f32)
+    a16 = np.empty((hkv, r, dv), dtype=f16)
+    s64 = np.zeros((hkv, r), dtype=f64)  # float32 values
+    stmp = np.empty((hkv, r), dtype=f64)
+    s32 = np.empty((hkv, r), dtype=f32)
     v64 = v.astype(f64)
-    for j in range(s_len):
-        act = vis[:, j]
-        if not act.any():
-            continue
-        sj = scores[:, :, j]
-        new = (sj > m) & act
-        m_new = np.where(new, sj, m)
-        with np.errstate(invalid="ignore"):
-            ms = np.where(new, np.exp((m - m_new).astype(f64)), 1.0).astype(f32)
-            vs = np.where(new | ~act, 1.0, np.exp((sj - m_new).astype(f64))).astype(f32)
-        if new.any():
-            scaled = round_f16(acc * ms[..., None])
-            acc = np.where(new[..., None], scaled, acc)
-        upd = round_f16((acc + v64[:, None, j, :] * vs[..., None].astype(f64)).astype(f32))
-        acc = np.where(act[None, :, None], upd, acc)
-        ssum = np.where(act, fma_f32(ssum, ms, vs), ssum)
-        m = m_new
+    for j in np.flatnonzero(vis.any(axis=0)):
+        if any_new[j]:
+            nj = new[:, :, j]
+            scaled = round_f16((acc * ms64[:, :, j, None]).astype(f32))
+            acc = np.where(nj[..., None], scaled, acc)
+        np.multiply(v64[:, None, j, :], vs64[:, :, j, None], out=tmp)
+        np.add(tmp, acc, out=tmp)
+        np.copyto(a32, tmp, casting="unsafe")  # the FMA's rounding to float32 ...
+        np.copyto(a16, a32, casting="unsafe")  # ... then the store to float16
+        np.copyto(acc, a16)
+        np.multiply(s64, ms64[:, :, j], out=stmp)
+        np.add(stmp, vs64[:, :, j], out=stmp)
+        np.copyto(s32, stmp, casting="unsafe")
+        np.copyto(s64, s32)
+    ssum = s32 if len(np.flatnonzero(vis.any(axis=0))) else np.zeros((hkv, r), dtype=f32)
     with np.errstate(divide="ignore"):
         inv = np.where(ssum == 0, f32(0.0), f32(1.0) / ssum).astype(f32)
-    out = acc * inv[..., None]
+    out = acc.astype(f32) * inv[..., None]
     return np.ascontiguousarray(out.reshape(hkv, g, t, dv).transpose(2, 0, 1, 3).reshape(t, h * dv))
