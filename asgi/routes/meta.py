@@ -39,6 +39,8 @@ async def health() -> Response:
         return json_response({"status": "ok", "slots_idle": served.spec.n_parallel, "slots_processing": 0})
     idle, busy = slot_counts(served)
     body: dict[str, Any] = {"status": "ok", "slots_idle": idle, "slots_processing": busy}
+    if "include_slots" in request.args and state.settings.slots and served.worker is not None:
+        body["slots"] = await served.worker.call(lambda: [slot.info() for slot in served.scheduler.slots])
     if idle == 0:
         body["status"] = "no slot available"
         if "fail_on_no_slot" in request.args:

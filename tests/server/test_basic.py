@@ -15,6 +15,8 @@ def test_health(server: ServerProcess) -> None:
     assert res.status_code == 200
     assert res.json() == {"status": "ok", "slots_idle": 2, "slots_processing": 0}
     assert res.headers["content-type"].startswith("application/json")
+    with_slots = httpx.get(server.base_url + "/health?include_slots").json()
+    assert [s["id"] for s in with_slots["slots"]] == [0, 1]
 
 
 def test_props(server: ServerProcess) -> None:
