@@ -232,3 +232,58 @@ def test_dist_singleton_keeps_rng_aligned() -> None:
         a = single.apply(Candidates(np.arange(256, dtype=np.int32), np.zeros(256, np.float32)))
         b = control.apply(Candidates(np.arange(256, dtype=np.int32), np.zeros(256, np.float32)))
         assert a.selected == b.selected
+
+
+def test_dry_breakers_from_vocabulary() -> None:
+    """get_overlapping_token_sequences: pieces containing a breaker are single-token breakers;
+    pieces ending with a breaker's prefix get the rest of the breaker, tokenized, as tail."""
+    from pyllama.sampling.dry import process_breakers
+
+    pieces = [b"a", b"b", b"\n", b"x\ny", b"ab", b"c:", b":", b"q", b"xa"]
+    got = process_breakers(pieces, ["\n", ":", "ab"], None)
+    assert got == {2: [()], 3: [()], 5: [()], 6: [()], 4: [()], 0: [(1,)], 8: [(1,)]}
+
+
+def test_dry_through_sampler_respects_breakers() -> None:
+    from pyllama.sampling import Sampler, SamplingParams
+
+    pieces = [b"a", b"b", b"c", b"\n"]
+    params = SamplingParams(temperature=0.0, dry_multiplier=5.0, dry_allowed_length=1, dry_penalty_last_n=16)
+    row = np.array([0.0, 0.0, 0.5, 0.0], dtype=np.float32)
+    s = Sampler(params, 4, token_pieces=pieces)
+    s.accept_prompt([2, 0, 2, 0])  # "c a c a": emitting c again would extend a repeat
+    assert s.sample(row) != 2
+    s2 = Sampler(params, 4, token_pieces=pieces)
+    s2.accept_prompt([2, 0, 3, 2, 0])  # "c a" repeats; what followed it was the newline...
+    row2 = np.array([0.0, 0.0, 0.0, 0.5], dtype=np.float32)
+    assert s2.sample(row2) == 3  # ...and a sequence breaker is never penalized itself
+
+
+def test_penalize_nl_false_exempts_newline() -> None:
+    from pyllama.sampling import Sampler, SamplingParams
+
+    pieces = [b"a", b"\n"]
+    row = np.array([1.0, 1.01], dtype=np.float32)
+    on = Sampler(SamplingParams(temperature=0.0, repeat_penalty=2.0), 2, token_pieces=pieces)
+    off = Sampler(SamplingParams(temperature=0.0, repeat_penalty=2.0, penalize_nl=False), 2, token_pieces=pieces)
+    for s in (on, off):
+        s.accept_prompt([1])
+    assert on.sample(row) == 0 and off.sample(row) == 1
+
+
+def test_adaptive_p_runs_and_is_seeded() -> None:
+    from pyllama.sampling import Sampler, SamplingParams
+
+    rows = np.random.default_rng(1).normal(0, 2, (8, 300)).astype(np.float32)
+
+    def run() -> list[int]:
+        s = Sampler(SamplingParams(seed=9, samplers=["top_k", "adaptive_p"], adaptive_target=0.3), 300)
+        out = []
+        for r in rows:
+            t = s.sample(r)
+            s.accept(t)
+            out.append(t)
+        return out
+
+    assert run() == run()
+    assert Sampler(SamplingParams(samplers=["adaptive_p"]), 10).chain_names[-1] == "adaptive-p"
