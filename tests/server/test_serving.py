@@ -54,7 +54,7 @@ def test_hypercorn_cli_reads_settings_from_environment(smollm2_path: Path) -> No
 def test_broken_model_file_reports_error(tmp_path: Path) -> None:
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)
-    server = ServerProcess(["-m", str(bad)], log_name="broken")
+    server = ServerProcess(["-m", str(bad), "--log-format", "json"], log_name="broken")
     try:
         deadline = 60.0
         import time
@@ -74,6 +74,11 @@ def test_broken_model_file_reports_error(tmp_path: Path) -> None:
         assert res.json()["status"] == "error" and "broken.gguf" in res.json()["error"]["message"]
         gen = httpx.post(server.base_url + "/completion", json={"prompt": "x"})
         assert gen.status_code == 503 and gen.json()["error"]["type"] == "unavailable_error"
+        import json
+
+        records = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith("{")]
+        failure = [r for r in records if "failed to load" in r["msg"]]
+        assert failure and failure[0]["level"] == "ERROR"  # --log-format json: one JSON object per line
     finally:
         server.stop()
 
