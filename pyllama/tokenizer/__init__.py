@@ -158,6 +158,17 @@ class Tokenizer:
                 self._warn_double("EOS", "ends")
         return out
 
+    def pieces_bytes(self) -> list[bytes]:
+        """Every token's text with special tokens rendered (the grammar matches these).
+
+        Built once and returned as the same list each time: grammar and DRY caches key on it.
+        """
+        pieces: list[bytes] | None = getattr(self, "_pieces_bytes", None)
+        if pieces is None:
+            pieces = [self.token_to_piece(i, special=True) for i in range(self.n_vocab)]
+            self._pieces_bytes = pieces
+        return pieces
+
     def _need(self, tid: int | None, what: str) -> int:
         if tid is None:
             raise InvalidRequestError(f"the model asks for a {what} token but its vocabulary defines none")
