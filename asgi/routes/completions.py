@@ -28,6 +28,8 @@ bp = Blueprint("completions", __name__)
 
 def read_params(served: ServedModel, body: dict[str, Any]) -> CompletionParams:
     assert served.model is not None
+    if body.get("image_data") or body.get("multimodal_data"):
+        raise BadRequest("image_data is not supported: this server runs text-only models (no multimodal projector)")
     tok = served.tokenizer
     return parse_completion_params(
         body,

@@ -142,6 +142,7 @@ def _error(res: httpx.Response, status: int, kind: str) -> dict[str, Any]:
         (b'{"n_predict": 4}', '"prompt" is required'),
         (b'{"prompt": "x", "id_slot": -3}', "Field 'id_slot'"),
         (b'{"prompt": "x", "logit_bias": 3}', "Field 'logit_bias'"),
+        (b'{"prompt": "x", "image_data": [{"data": "AAAA", "id": 12}]}', "image_data is not supported"),
     ],
 )
 def test_bad_completion_requests_are_400(server: ServerProcess, payload: bytes, message: str) -> None:
