@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 from gguf import quants as gq
-from gguf.constants import GGML_QUANT_SIZES
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from pyllama.gguf_file import TensorInfo
 from pyllama.linear import Linear, matmul_backend
@@ -39,7 +39,7 @@ for qt in sorted(SUPPORTED_TYPES, key=lambda t: t.value):
             set_compact_packing(compact)
             packed = Linear(info, "packed")
             set_compact_packing(False)
-            ids = np.array([3, 0, 39, 17])
+            ids = np.array([3, 0, 39, 17], dtype=np.int64)  # wasm32: not the default intp
             if not np.array_equal(packed.rows(ids), dense.rows(ids)):
                 failures.append(f"rows {qt.name} compact={compact} tile={tile}")
             for n_tokens in (1, 9):
@@ -48,4 +48,17 @@ for qt in sorted(SUPPORTED_TYPES, key=lambda t: t.value):
                 if not np.allclose(yp, yd, rtol=1e-5, atol=1e-5 * float(np.abs(yd).max())):
                     failures.append(f"matmul {qt.name} compact={compact} tile={tile} L={n_tokens}")
             mm.TILE_WEIGHTS = saved
+# Fused linears of mixed types (Q4_K_M style), with int64 row ids.
+parts = []
+for i, qt in enumerate((GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K, GGMLQuantizationType.F32)):
+    raw = random_tensor_bytes(rng, qt, (8 + i, 256))
+    parts.append(Linear(TensorInfo(f"p{i}", qt, (8 + i, 256), 0, raw.size, raw), "packed"))
+fused = Linear.concat(parts)
+x = rng.standard_normal((1, 256)).astype(np.float32)
+want = np.concatenate([p(x) for p in parts], axis=1)
+if not np.allclose(fused(x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max())):
+    failures.append("concat matmul")
+ids = np.array([26, 0, 8, 17], dtype=np.int64)
+if not np.array_equal(fused.rows(ids), np.concatenate([p.dense_weight() for p in parts])[ids]):
+    failures.append("concat rows")
 print(json.dumps({"platform": sys.platform, "numpy": np.__version__, "backend": matmul_backend(), "failures": failures}))
