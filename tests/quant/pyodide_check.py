@@ -52,6 +52,8 @@ for qt in sorted(SUPPORTED_TYPES, key=lambda t: t.value):
 parts = []
 for i, qt in enumerate((GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K, GGMLQuantizationType.F32)):
     raw = random_tensor_bytes(rng, qt, (8 + i, 256))
+    if qt == GGMLQuantizationType.F32:  # finite values, unlike random F32 bits
+        raw = rng.standard_normal((8 + i) * 256).astype(np.float32).view(np.uint8)
     parts.append(Linear(TensorInfo(f"p{i}", qt, (8 + i, 256), 0, raw.size, raw), "packed"))
 fused = Linear.concat(parts)
 x = rng.standard_normal((1, 256)).astype(np.float32)
