@@ -91,7 +91,7 @@ class Weights:
         info = self.gguf.tensors[name]
         # GgmlLinear rounds like llama.cpp's CPU matmul (see pyllama/numerics.py).
         lin = GgmlLinear(info, mode or self.mode)
-        self._account(info.n_bytes, lin.weight.nbytes if lin.weight is not None else info.n_bytes)
+        self._account(info.n_bytes, lin.nbytes)
         return lin
 
     def _account(self, file_bytes: int, held: int) -> None:
