@@ -13,6 +13,4 @@ from pyllama.tokenizer import Tokenizer
 @pytest.fixture(scope="session")
 def smollm2_vocab(smollm2_path: Path) -> tuple[list[bytes], frozenset[int]]:
     tok = Tokenizer.from_gguf(read_gguf(smollm2_path))
-    n = len(tok.vocab.texts) if hasattr(tok, "vocab") else 49152
-    pieces = [tok.token_to_piece(i, special=True) for i in range(n)]
-    return pieces, frozenset(tok.eog_ids)
+    return tok.pieces_bytes(), frozenset(tok.eog_ids)

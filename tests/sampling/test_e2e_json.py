@@ -79,7 +79,7 @@ def model(smollm2_path: Path) -> Model:
 
 @pytest.fixture(scope="module")
 def pieces(model: Model) -> list[bytes]:
-    return [model.tokenizer.token_to_piece(i, special=True) for i in range(model.n_vocab)]
+    return model.tokenizer.pieces_bytes()
 
 
 class TimedSampler:
