@@ -20,7 +20,7 @@ has a `pyodide-lock.json` listing only the files present, so `pyodide.loadPackag
 resolves everything offline, plus `wheels.json` naming the two wheels the official CDN lacks
 (gguf, pyllama) for pages that take the core from the CDN.
 
-Usage: python wasm/build.py [--out DIR] [--cache DIR] [--wheel-only]
+Usage: python wasm/build.py [--out DIR] [--cache DIR] [--wheel-only | --cdn-wheels]
 """
 
 from __future__ import annotations
@@ -196,12 +196,14 @@ def fetch_numpy(cache: Path, out: Path, official: dict[str, Any]) -> dict[str, d
     return entries
 
 
-def fetch_pure(cache: Path, out: Path) -> dict[str, dict[str, Any]]:
+def fetch_pure(cache: Path, out: Path, only: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
     """Pure wheels for gguf, jinja2, markupsafe and pyyaml (cached after the first build)."""
     wdir = cache / "wheels"
     wdir.mkdir(parents=True, exist_ok=True)
     entries: dict[str, dict[str, Any]] = {}
     for pw in PURE_WHEELS:
+        if only is not None and pw.lock_name not in only:
+            continue
         prefix = f"{pw.dist_name.lower()}-{pw.version}-"
 
         def find(prefix: str = prefix) -> list[Path]:
@@ -312,13 +314,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only rebuild the pyllama wheel in an already assembled --out (updates its lock entry)",
     )
+    ap.add_argument(
+        "--cdn-wheels",
+        action="store_true",
+        help="only what a page using the official Pyodide CDN needs from this server: the gguf and "
+        "pyllama wheels and wheels.json (no npm; a ~120 KB download once)",
+    )
     a = ap.parse_args(argv)
     out: Path = a.out.resolve()
     cache: Path = a.cache.resolve()
     out.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
 
-    if a.wheel_only:
+    if a.cdn_wheels and not (out / "pyodide-lock.json").exists():
+        packages = fetch_pure(cache, out, only=("gguf",))
+        wheel = build_pyllama_wheel(out)
+        wheels = {"gguf": packages["gguf"]["file_name"], "pyllama": wheel.name}
+        (out / "wheels.json").write_text(json.dumps(wheels, indent=1) + "\n")
+        log(f"wrote {out} (wheels for the CDN Pyodide: {', '.join(wheels.values())})")
+        return 0
+    if a.wheel_only or a.cdn_wheels:
         lock_path = out / "pyodide-lock.json"
         if not lock_path.exists():
             sys.exit(f"wasm/build.py: {out} is not assembled yet; run without --wheel-only first")

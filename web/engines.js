@@ -218,7 +218,7 @@ export class BrowserEngine {
   async info() {
     if (!this.modelInfo) throw new EngineError("No model loaded in the browser yet — pick a .gguf file or enter a URL");
     const i = this.modelInfo;
-    return { model: i.general_name || i.name, model_path: i.name, n_ctx: i.n_ctx, total_slots: 1, ...i };
+    return { ...i, model: i.name, model_path: i.general_name ? `${i.name} (${i.general_name})` : i.name, total_slots: 1 };
   }
 
   async *run(mode, request, signal) {
