@@ -20,6 +20,7 @@ activation quantization emulated for long prompts, where ggml itself switches ke
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -32,14 +33,21 @@ I64 = np.ndarray[Any, np.dtype[np.int64]]
 T = GGMLQuantizationType
 f16, f32, f64 = np.float16, np.float32, np.float64
 
-# Rows (tokens) up to which matmuls use the bit-exact kernels.
-EXACT_MAX_ROWS = 32
+# Rows (tokens) up to which matmuls use the bit-exact kernels: every batch that ggml's
+# float16 flash attention also handles (fewer than 64 rows).
+EXACT_MAX_ROWS = 63
 # ggml's flash attention switches to a tiled float32 kernel at 64 query rows
 # (GGML_FA_TILE_Q); below that it runs the float16 online softmax emulated here.
 FA_TILE_Q = 64
 # Cached positions up to which attention replays ggml's key-by-key float16 accumulation;
 # the replay is a Python loop over keys, so longer contexts take the float32 path.
-EXACT_MAX_KV = 256
+EXACT_MAX_KV = 1024
+# llama.cpp pads the KV view it attends over to 256 cells (llama_kv_cache::get_n_kv); from
+# 512 cells on, single-token flash attention splits the keys between the threads
+# (use_split_kv_path). llama-server's golden runs used 2 threads.
+KV_PAD = 256
+FA_SPLIT_KV = 512
+GGML_N_THREADS = 2
 
 QK = 32  # block size of the legacy types and of Q8_0/Q8_1
 QK_K = 256  # super-block size of the k-quants and of Q8_K
@@ -68,6 +76,21 @@ def round_f16(x: Any) -> F32:
 def fma_f32(a: Any, b: Any, c: Any) -> F32:
     """fmaf(a, b, c): the float64 product of two float32 is exact, so one rounding remains."""
     return (np.asarray(a, dtype=f64) * np.asarray(b, dtype=f64) + np.asarray(c, dtype=f64)).astype(f32)
+
+
+def server_prompt_batches(n_prompt: int, swa: bool, n_ubatch: int = 512) -> list[tuple[int, int]]:
+    """The [start, end) prompt batches llama-server decodes for a fresh prompt.
+
+    For models with a sliding-window cache llama-server ends a prompt batch 4 + n_ubatch
+    and 4 tokens before the end of the prompt, to save a context checkpoint there
+    (tools/server/server-context.cpp, checkpoint_offsets). ggml's kernels depend on the
+    batch size, so reproducing llama-server's numbers needs the same cuts.
+    """
+    if not swa or n_prompt == 0:
+        return [(0, n_prompt)]
+    cuts = sorted({n_prompt - off for off in (4 + n_ubatch, 4) if 0 < n_prompt - off < n_prompt})
+    bounds = [0, *cuts, n_prompt]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 # -- activation quantization (arch/x86/quants.c quantize_row_q8_0 / q8_1) ---------------------
@@ -298,6 +321,44 @@ def flash_attn_f16(
     if window > 0:
         visible &= diff < window
     vis = np.broadcast_to(visible[None], (g, t, s_len)).reshape(r, s_len)
+    n_kv = max(KV_PAD, -(-s_len // KV_PAD) * KV_PAD)  # llama.cpp's padded KV view
+    if t == 1 and n_kv >= FA_SPLIT_KV:
+        # use_split_kv_path: one chunk of keys per thread, each with its own float16
+        # accumulator, merged by ggml_flash_attn_ext_reduce_partials in float32.
+        chunk = -(-n_kv // GGML_N_THREADS)
+        m_fin = np.full((hkv, r), -np.inf, dtype=f32)
+        s_fin = np.zeros((hkv, r), dtype=f32)
+        acc_fin = np.zeros((hkv, r, dv), dtype=f32)
+        for j0 in range(0, min(s_len, n_kv), chunk):
+            j1 = min(s_len, j0 + chunk)
+            m_c, s_c, acc_c = _fa_replay(scores[:, :, j0:j1], vis[:, j0:j1], v[:, j0:j1])
+            live = s_c != 0
+            m_new = np.maximum(m_fin, m_c)
+            with np.errstate(invalid="ignore"):
+                sc_old = np.exp((m_fin - m_new).astype(f64)).astype(f32)
+                sc_new = np.exp((m_c - m_new).astype(f64)).astype(f32)
+            # a*b + c*d compiled as fma(a, b, c*d)
+            acc_m = fma_f32(acc_fin, sc_old[..., None], acc_c * sc_new[..., None])
+            s_m = fma_f32(s_fin, sc_old, s_c * sc_new)
+            acc_fin = np.where(live[..., None], acc_m, acc_fin)
+            s_fin = np.where(live, s_m, s_fin)
+            m_fin = np.where(live, m_new, m_fin)
+        acc32, ssum = acc_fin, s_fin
+    else:
+        _, ssum, acc32 = _fa_replay(scores, vis, v)
+    with np.errstate(divide="ignore"):
+        inv = np.where(ssum == 0, f32(0.0), f32(1.0) / ssum).astype(f32)
+    out = acc32 * inv[..., None]
+    return np.ascontiguousarray(out.reshape(hkv, g, t, dv).transpose(2, 0, 1, 3).reshape(t, h * dv))
+
+
+def _fa_replay(scores: F32, vis: np.ndarray[Any, np.dtype[np.bool_]], v: F32) -> tuple[F32, F32, F32]:
+    """One chunk of ggml's online softmax over keys: returns (M, S, VKQ as float32).
+
+    scores (Hkv, R, S), vis (R, S), v (Hkv, S, Dv) float16 values.
+    """
+    hkv, r, s_len = scores.shape
+    dv = v.shape[-1]
     # Everything but the float16 accumulator is vectorized over keys: the running max, which
     # keys raise it ("new": rescale by ms = e^(Mold-M), weight 1) and the weights
     # vs = e^(s-M) of the others; masked keys get weight 0 and change nothing.
@@ -320,7 +381,7 @@ def flash_attn_f16(
     a16 = np.empty((hkv, r, dv), dtype=f16)
     s64 = np.zeros((hkv, r), dtype=f64)  # float32 values
     stmp = np.empty((hkv, r), dtype=f64)
-    s32 = np.empty((hkv, r), dtype=f32)
+    s32 = np.zeros((hkv, r), dtype=f32)
     v64 = v.astype(f64)
     for j in np.flatnonzero(vis.any(axis=0)):
         if any_new[j]:
@@ -336,8 +397,5 @@ def flash_attn_f16(
         np.add(stmp, vs64[:, :, j], out=stmp)
         np.copyto(s32, stmp, casting="unsafe")
         np.copyto(s64, s32)
-    ssum = s32 if len(np.flatnonzero(vis.any(axis=0))) else np.zeros((hkv, r), dtype=f32)
-    with np.errstate(divide="ignore"):
-        inv = np.where(ssum == 0, f32(0.0), f32(1.0) / ssum).astype(f32)
-    out = acc.astype(f32) * inv[..., None]
-    return np.ascontiguousarray(out.reshape(hkv, g, t, dv).transpose(2, 0, 1, 3).reshape(t, h * dv))
+    m_last = run_max[..., -1] if s_len else np.full((hkv, r), -np.inf, dtype=f32)
+    return m_last.astype(f32), s32, acc.astype(f32)

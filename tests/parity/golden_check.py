@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from pyllama.engine import Model
+from pyllama.numerics import server_prompt_batches
 
 N_STEPS = 16
 PROB_TOLERANCE = 0.01
 N_UBATCH = 512
-CHECKPOINT_OFFSETS = (4 + N_UBATCH, 4)
 
 
 @dataclass
@@ -40,27 +40,14 @@ def log_softmax(logits: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return out
 
 
-def server_prompt_batches(prompt: list[int], swa: bool) -> list[list[int]]:
-    """The prompt batches llama-server decodes: whole, or cut where a checkpoint is taken."""
-    if not swa:
-        return [prompt]
-    batches: list[list[int]] = []
-    start = 0
-    for i in range(1, len(prompt) + 1):
-        if len(prompt) - i in CHECKPOINT_OFFSETS:
-            batches.append(prompt[start:i])
-            start = i
-    batches.append(prompt[start:])
-    return [b for b in batches if b]
-
-
 def run_prompt(model: Model, completion: dict[str, Any]) -> PromptResult:
     """Greedy-decode N_STEPS tokens and measure the top-5 probability gap at each step."""
     model.kv.clear(0)
     cfg = model.config
     swa = any(cfg.is_swa(i) for i in range(cfg.n_layer))
-    for batch in server_prompt_batches(list(completion["prompt_ids"]), swa):
-        logits = model.eval_prompt(batch)
+    prompt = list(completion["prompt_ids"])
+    for start, end in server_prompt_batches(len(prompt), swa, N_UBATCH):
+        logits = model.eval_prompt(prompt[start:end])
     tokens: list[int] = []
     worst, worst_step = 0.0, -1
     for step in range(N_STEPS):
