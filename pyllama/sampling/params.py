@@ -153,6 +153,8 @@ class SamplingParams:
     # lazy grammars start constraining once one of these words appears in the output
     grammar_trigger_words: list[str] = field(default_factory=list)
     grammar_trigger_tokens: list[int] = field(default_factory=list)
+    # regexes (llama.cpp "pattern" triggers); constrained output starts at the first group
+    grammar_trigger_patterns: list[str] = field(default_factory=list)
     penalize_nl: bool = True  # older llama-server field; False exempts "\n" from penalties
 
     def validate(self) -> None:

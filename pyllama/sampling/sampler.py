@@ -330,4 +330,5 @@ def _build_grammar(
         lazy=params.grammar_lazy,
         trigger_words=params.grammar_trigger_words,
         trigger_tokens=params.grammar_trigger_tokens,
+        trigger_patterns=params.grammar_trigger_patterns,
     )

@@ -163,3 +163,18 @@ def test_compiled_grammars_are_shared() -> None:
 
 def test_no_partial_key() -> None:
     assert Partial(0, 0) == NO_PARTIAL
+
+
+def test_lazy_grammar_trigger_pattern_through_sampler() -> None:
+    from pyllama.sampling import Sampler, SamplingParams
+
+    pieces = [b"say ", b"<call>", b"x", b"{}", b"</s>"]
+    params = SamplingParams(
+        temperature=0.0, grammar='root ::= "<call>" "{}"', grammar_lazy=True, grammar_trigger_patterns=[r"[\s\S]*?(<call>)"]
+    )
+    s = Sampler(params, len(pieces), eog_ids=frozenset({4}), token_pieces=pieces)
+    row = np.array([0.0, 0.0, 5.0, 0.0, 0.0], dtype=np.float32)
+    assert s.sample(row) == 2  # not triggered yet: anything goes
+    s.accept(0)
+    s.accept(1)  # "<call>" triggers; the grammar has consumed it
+    assert s.sample(row) == 3
