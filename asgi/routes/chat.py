@@ -31,7 +31,7 @@ from asgi.responses import (
     usage_chunk,
 )
 from pyllama.chat import ChatInputs, ChatPrompt, ParsedOutput, parse_messages, parse_output, parse_tools
-from pyllama.chat.tool_calls import streamable_prefix
+from pyllama.chat.tool_calls import streamable_content
 
 bp = Blueprint("chat", __name__)
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ async def chat_completions() -> Response:
 
     started = [False] * len(tasks)
     text = [""] * len(tasks)
-    sent = [0] * len(tasks)
+    shown = [""] * len(tasks)  # content already streamed, per choice
 
     def render(item: Tagged) -> list[str]:
         from pyllama.scheduler import Final
@@ -169,8 +169,9 @@ async def chat_completions() -> Response:
         if not isinstance(event, Final):
             text[i] += event.text
             if prompt.parse_tool_calls:
-                upto = streamable_prefix(text[i], prompt.format)
-                piece, sent[i] = text[i][sent[i]:upto], max(sent[i], upto)
+                visible = streamable_content(text[i], prompt.format)
+                piece = visible[len(shown[i]):] if visible.startswith(shown[i]) else ""
+                shown[i] += piece
             else:
                 piece = event.text
             if piece or event.probs:
@@ -179,8 +180,9 @@ async def chat_completions() -> Response:
         text[i] += event.tail
         parsed = _parse(prompt, text[i]) if prompt.parse_tool_calls else ParsedOutput(text[i], [])
         if prompt.parse_tool_calls:
-            rest = parsed.content[sent[i]:] if not parsed.tool_calls else parsed.content[sent[i]:].rstrip()
-            if parsed.content.startswith(text[i][: sent[i]]) and rest:
+            content = parsed.content.rstrip() if parsed.tool_calls else parsed.content
+            rest = content[len(shown[i]):] if content.startswith(shown[i]) else ""
+            if rest:
                 out.append(sse_event(chat_chunk(cmpl_id, model_name, i, {"content": rest})))
             for n, call in enumerate(parsed.tool_calls):
                 out.append(sse_event(chat_chunk(cmpl_id, model_name, i, tool_call_delta(n, call))))

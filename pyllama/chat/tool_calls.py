@@ -213,6 +213,48 @@ def parse_output(text: str, fmt: str) -> ParsedOutput:
     return ParsedOutput(text, [])
 
 
+_RESPONSE_OPEN = re.compile(r'\s*\{\s*"response"\s*:\s*"')
+
+
+def _partial_json_string(body: str) -> str:
+    """The decoded text of a JSON string body that may still be growing (no closing quote yet)."""
+    escaped = False
+    for i, c in enumerate(body):
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c == '"':
+            body = body[:i]
+            break
+    for cut in range(min(len(body), 12) + 1):  # drop a trailing incomplete escape such as \u00
+        try:
+            decoded: str = json.loads('"' + body[: len(body) - cut] + '"')
+            return decoded
+        except json.JSONDecodeError:
+            continue
+    return ""
+
+
+def streamable_content(text: str, fmt: str) -> str:
+    """The reply's user-visible content as far as a partial output shows it.
+
+    While streaming with tools, this is what can be sent before the reply is finished:
+    text before a tool-call marker (Hermes, Mistral), the growing `"response"` string of
+    the generic JSON format, plain text that cannot be a Llama 3 call. Anything that may
+    still turn out to be a call is held back.
+    """
+    if fmt == GENERIC:
+        match = _RESPONSE_OPEN.match(text)
+        return _partial_json_string(text[match.end() :]) if match else ""
+    if fmt == LLAMA3:
+        head = text.lstrip()
+        if not head or head.startswith("{") or "<|python_tag|>".startswith(head[:14]) or head.startswith("<|python_tag|>"):
+            return ""
+        return text
+    return text[: streamable_prefix(text, fmt)]
+
+
 def streamable_prefix(text: str, fmt: str) -> int:
     """How many leading characters of a partial reply are surely plain content.
 

@@ -6,7 +6,7 @@ import json
 
 from pyllama.chat import CHATML_SOURCE, ChatInputs, ChatTemplate, parse_messages, parse_output, parse_tools
 from pyllama.chat import tool_calls as tc
-from pyllama.chat.tool_calls import streamable_prefix
+from pyllama.chat.tool_calls import streamable_content, streamable_prefix
 
 WEATHER = parse_tools(
     [
@@ -108,3 +108,13 @@ def test_streamable_prefix_holds_back_possible_markers() -> None:
     assert streamable_prefix("Hello <tool_call>{", tc.HERMES) == len("Hello ")
     assert streamable_prefix("Hello there", tc.HERMES) == len("Hello there")
     assert streamable_prefix('{"response": "x"', tc.GENERIC) == 0
+
+
+def test_streamable_content_per_format() -> None:
+    assert streamable_content('{"response": "Hel', tc.GENERIC) == "Hel"
+    assert streamable_content('{\n  "response": "a\\nb\\u00e9 \\u00', tc.GENERIC) == "a\nbé "
+    assert streamable_content('{"response": "done", "x', tc.GENERIC) == "done"
+    assert streamable_content('{"tool_call": {"name": "f"', tc.GENERIC) == ""
+    assert streamable_content("Sure. <tool_c", tc.HERMES) == "Sure. "
+    assert streamable_content('{"name": "f"', tc.LLAMA3) == "" and streamable_content("<|python", tc.LLAMA3) == ""
+    assert streamable_content("It is sunny.", tc.LLAMA3) == "It is sunny."
