@@ -9,6 +9,7 @@ the chain run again (llama.cpp's "grammar-based rejection sampling").
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -19,6 +20,7 @@ from pyllama.errors import InvalidRequestError
 from pyllama.sampling import draw, truncation
 from pyllama.sampling.candidates import Candidates
 from pyllama.sampling.dry import Dry, Tokenize, process_breakers
+from pyllama.sampling.infill import infill
 from pyllama.sampling.params import SamplingParams
 from pyllama.sampling.penalties import LogitBias, Penalties
 from pyllama.sampling.rng import MT19937, resolve_seed
@@ -96,11 +98,13 @@ class Sampler:
         n_ctx: int = 4096,
         tokenize: Tokenize | None = None,
         grammar: TokenConstraint | None = None,
+        eot_id: int | None = None,
     ) -> None:
         """`token_pieces[i]` is the text (bytes) token i adds to the output; it is needed for
         grammars, DRY sequence breakers and penalize_nl. `tokenize` turns bytes into token ids
         (DRY's multi-token breakers); without it a longest-match over the pieces is used."""
         params.validate()
+        self.eot_id = eot_id  # what the infill sampler ends with (EOT, else EOS)
         if n_vocab <= 0:
             raise InvalidRequestError(f"n_vocab must be positive, got {n_vocab}")
         self.params = params
@@ -181,9 +185,10 @@ class Sampler:
             elif name == "adaptive_p":
                 use_adaptive = True
             elif name == "infill":
-                # llama.cpp's infill sampler merges tokens sharing a prefix for fill-in-the-middle;
-                # it needs the tokenizer's FIM tokens, which the engine does not expose here.
-                continue
+                if pieces is None:
+                    raise InvalidRequestError("the infill sampler needs the vocabulary's token pieces")
+                end = self.eot_id if self.eot_id is not None else min(eog_ids, default=0)
+                stages.append(_Step("infill", functools.partial(infill, eog_ids=eog_ids, pieces=pieces, end_token=end)))
             else:  # pragma: no cover - validate() rejects unknown names
                 raise InvalidRequestError(f"unknown sampler {name!r}")
         if use_adaptive:

@@ -287,3 +287,21 @@ def test_adaptive_p_runs_and_is_seeded() -> None:
 
     assert run() == run()
     assert Sampler(SamplingParams(samplers=["adaptive_p"]), 10).chain_names[-1] == "adaptive-p"
+
+
+def test_infill_merges_prefixes_and_prefers_eog_when_text_is_weak() -> None:
+    from pyllama.sampling.infill import infill
+
+    pieces = [b"fo", b"foo", b"bar", b"<eot>"]
+    eog = frozenset({3})
+    # text clearly ahead: "fo" is a prefix of "foo" -> merged into the likelier one
+    c = infill(make_candidates([0.3, 0.5, 0.19, 0.01]), eog, pieces, 3)
+    assert 1 in c.ids.tolist() and 0 not in c.ids.tolist()
+    assert c.probs is not None and abs(float(c.probs.sum()) - 1.0) < 1e-5
+    # EOG mass large relative to text: only EOG tokens stay
+    c = infill(make_candidates([0.2, 0.2, 0.2, 0.4]), eog, pieces, 3)
+    assert c.ids.tolist() == [3]
+    # no text token reaches 0.2 after merging and no EOG left: a single end token
+    flat = make_candidates([0.14] * 7 + [0.0001])
+    c = infill(flat, frozenset({7}), [b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"<e>"], 7)
+    assert c.ids.tolist() == [7] and float(c.logits[0]) == 1.0
