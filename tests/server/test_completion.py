@@ -253,3 +253,17 @@ def test_end_of_generation_token_stops(server: ServerProcess) -> None:
     body = res.json()
     assert body["stop_type"] == "eos" and body["stopped_eos"] is True and body["stopped_limit"] is False
     assert body["tokens_predicted"] < 12 and body["content"].startswith("Yes") and "<|im_end|>" not in body["content"]
+
+
+def test_non_streaming_client_going_away_frees_the_slot(server: ServerProcess) -> None:
+    import time
+
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(server.base_url + "/completion", timeout=3,
+                   json={"prompt": "Count: 1, 2,", "n_predict": 2000, "ignore_eos": True, "id_slot": 1})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if not httpx.get(server.base_url + "/slots").json()[1]["is_processing"]:
+            return
+        time.sleep(0.2)
+    pytest.fail("slot 1 still busy after the client went away")
