@@ -65,27 +65,30 @@ class TokenFilter:
         return allowed
 
     def _walk(self, start: int) -> Mask:
+        """Advance the grammar down the token trie, one level (character position) at a time."""
         v, g = self.v, self.g
         allowed = self._base(start)
         if not g.char_stacks(start):
             return allowed  # only an empty stack or token terminals: no text can follow
-        # tokens longest first: those ending at position j are always the tail
-        ids, lens, offs = v.walk_ids, v.walk_lens, v.walk_offsets
-        neg_lens = -lens
-        state = np.full(ids.size, start, dtype=np.int64)
-        j = 0
-        while ids.size:
-            k = int(np.searchsorted(neg_lens, -j, side="left"))
-            if k < ids.size:
-                self._finish(ids[k:], state[k:], allowed)
-                ids, lens, offs, state, neg_lens = ids[:k], lens[:k], offs[:k], state[:k], neg_lens[:k]
-                if not k:
+        if v.partial_only.size:
+            self._finish(v.partial_only, np.full(v.partial_only.size, start, dtype=np.int64), allowed)
+        prev: npt.NDArray[np.int64] | None = None
+        for d in range(len(v.trie_char)):
+            chars = v.trie_char[d]
+            if prev is None:
+                state = self._advance(np.full(chars.size, start, dtype=np.int64), chars)
+            else:
+                parent_state = prev[v.trie_parent[d]]
+                alive = np.flatnonzero(parent_state != DEAD)
+                if not alive.size:
                     break
-            state = self._advance(state, v.flat[offs + j])
-            alive = state != DEAD
-            if not alive.all():
-                ids, lens, offs, state, neg_lens = ids[alive], lens[alive], offs[alive], state[alive], neg_lens[alive]
-            j += 1
+                state = np.zeros(chars.size, dtype=np.int64)
+                state[alive] = self._advance(parent_state[alive], chars[alive])
+            end_states = state[v.trie_end_nodes[d]]
+            live = end_states != DEAD
+            if live.any():
+                self._finish(v.trie_end_tokens[d][live], end_states[live], allowed)
+            prev = state
         return allowed
 
     def _finish(self, ids: npt.NDArray[np.int64], states: npt.NDArray[np.int64], allowed: Mask) -> None:

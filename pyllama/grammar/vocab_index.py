@@ -1,8 +1,10 @@
-"""Every vocabulary piece decoded to code points once, laid out for vectorized filtering.
+"""Every vocabulary piece decoded to code points once, and a token trie over them.
 
-The token filter walks all candidate tokens in lockstep, one character position at a
-time, so it needs "the j-th code point of each token" as one NumPy gather: a flat array
-of code points plus per-token offsets and lengths (CSR layout, no padding).
+The code points sit in one flat array with per-token offsets and lengths (CSR, no
+padding). The trie shares common prefixes so the token filter advances the grammar once
+per distinct prefix rather than once per token; it is stored level by level as NumPy
+arrays (for each depth: every node's parent at the previous depth and its character),
+so a whole level is advanced with a few vectorized operations.
 """
 
 from __future__ import annotations
@@ -71,6 +73,33 @@ class VocabIndex:
         self.walk_offsets: I64 = self.offsets[self.walk_ids]
         self.eog_array: I64 = np.asarray(sorted(t for t in eog_ids if 0 <= t < n), dtype=np.int64)
         self.max_len = int(lens.max()) if n else 0
+        self._build_trie()
+
+    def _build_trie(self) -> None:
+        """Per depth d: node parents (index at depth d-1), node characters, and the tokens whose
+        last character is at depth d with their node (usable tokens only)."""
+        self.trie_parent: list[I64] = []
+        self.trie_char: list[I64] = []
+        self.trie_end_tokens: list[I64] = []
+        self.trie_end_nodes: list[I64] = []
+        ids, lens, offs = self.walk_ids, self.walk_lens, self.walk_offsets  # longest first
+        node_prev = np.zeros(ids.size, dtype=np.int64)
+        shift = np.int64(21)  # code points < 2**21
+        for d in range(self.max_len):
+            k = int(np.searchsorted(-lens, -d, side="left"))  # tokens with len > d
+            if k == 0:
+                break
+            chars = self.flat[offs[:k] + d]
+            keys = (node_prev[:k] << shift) | chars
+            uniq, inverse = np.unique(keys, return_inverse=True)
+            inverse = inverse.reshape(-1).astype(np.int64)
+            self.trie_parent.append((uniq >> shift).astype(np.int64))
+            self.trie_char.append((uniq & ((1 << 21) - 1)).astype(np.int64))
+            ends = np.flatnonzero(lens[:k] == d + 1)
+            self.trie_end_tokens.append(ids[ends])
+            self.trie_end_nodes.append(inverse[ends])
+            node_prev = inverse
+        self.partial_only = ids[lens == 0]  # tokens that are only an unfinished character
 
     def code_points(self, token: int) -> list[int]:
         start = int(self.offsets[token])
