@@ -188,7 +188,7 @@ class Scheduler:
 
     def erase_slot(self, slot_id: int) -> dict[str, Any]:
         slot = self._idle_slot(slot_id)
-        n = len(slot.cache_tokens)
+        n = self.model.kv.length(slot.id)
         self.model.kv.truncate(slot.id, 0)
         slot.cache_tokens = []
         return {"id_slot": slot.id, "n_erased": n}
