@@ -34,7 +34,10 @@ if (!localStorage.getItem("pyllama.settings.v1")) {
     temperature: 0, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, seed: 42, n_predict: %d }));
 }
 window.__partials = [];
+window.__loadStatus = [];
 document.addEventListener("DOMContentLoaded", () => {
+  const st = document.querySelector("#load-status");
+  new MutationObserver(() => window.__loadStatus.push(st.textContent)).observe(st, { childList: true, characterData: true, subtree: true });
   new MutationObserver(() => {
     const el = document.querySelector('.msg.assistant[data-done="0"] .msg-body');
     if (!el) return;
@@ -189,6 +192,9 @@ def test_in_browser_mode_streams_from_worker(page: tuple[Any, PageLog], server: 
     load_s = time.time() - t0
     assert "Model ready" in pg.inner_text("#load-status"), pg.inner_text("#load-status") + "\n" + log.dump()
     assert "ctx 2048" in pg.inner_text("#model-info")
+    statuses = pg.evaluate("window.__loadStatus")
+    assert any("Loading Pyodide" in t for t in statuses), statuses
+    assert any(re.search(r"[\d.]+ / 93\.8 MiB", t) for t in statuses), statuses  # download progress
 
     msg = send(pg, QUESTION, 300_000)
     partials = pg.evaluate("window.__partials")
