@@ -252,6 +252,45 @@ def rope_angles_f32(n_pos: int, n_rot: int, freq_base: float, freq_factors: F32 
     return out
 
 
+_LIBM: list[Any] = []
+
+
+def libm_sincosf(theta: F32) -> tuple[F32, F32] | None:
+    """cosf/sinf of float32 angles from the C library, or None where there is none (Pyodide).
+
+    ggml's RoPE cache calls libm's cosf/sinf (rope_yarn). glibc's are not correctly
+    rounded: about 1 value in 10^4 differs by 1 ulp from the float64 cos/sin rounded to
+    float32, and such a difference can survive the float16 K cache and flip later roundings
+    (measured: SmolLM2 drifted from llama.cpp after 46 tokens). Calling the same library
+    reproduces ggml on the same platform. Costs ~1 us per value; RopeTable calls it lazily
+    for the positions actually used.
+    """
+    if not _LIBM:
+        fns: tuple[Any, Any] | None = None
+        try:
+            import ctypes
+            import ctypes.util
+
+            name = ctypes.util.find_library("m")
+            if name is not None:
+                lib = ctypes.CDLL(name)
+                for fn in (lib.cosf, lib.sinf):
+                    fn.restype = ctypes.c_float
+                    fn.argtypes = [ctypes.c_float]
+                fns = (lib.cosf, lib.sinf)
+        except (ImportError, OSError, AttributeError):
+            fns = None
+        _LIBM.append(fns)
+    fns = _LIBM[0]
+    if fns is None:
+        return None
+    cosf, sinf = fns
+    flat = np.asarray(theta, dtype=f32).reshape(-1).tolist()
+    c = np.fromiter((cosf(v) for v in flat), dtype=f32, count=len(flat)).reshape(np.shape(theta))
+    s = np.fromiter((sinf(v) for v in flat), dtype=f32, count=len(flat)).reshape(np.shape(theta))
+    return c, s
+
+
 # -- flash attention (ggml_compute_forward_flash_attn_ext_f16_one_chunk) ------------------------
 
 
