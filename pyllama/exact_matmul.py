@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 from gguf.constants import GGMLQuantizationType
 
+from pyllama import numerics
 from pyllama.gguf_file import TensorInfo
 from pyllama.linear import Linear, ScratchPool, WeightMode
 from pyllama.numerics import (
-    EXACT_MAX_ROWS,
     QK,
     QK_K,
     VEC_DOT_TYPE,
@@ -339,7 +339,7 @@ class GgmlLinear(Linear):
         shape = (*x.shape[:-1], self.n_out)
         if self.parts is not None:
             y = np.concatenate([p(x2) for p in self.parts], axis=-1)
-        elif self.exact is not None and rows <= EXACT_MAX_ROWS:
+        elif self.exact is not None and rows <= numerics.EXACT_MAX_ROWS:
             y = self.exact(x2)
         else:
             xq, ds = act_quant_dequant(x2, self.info.ggml_type)

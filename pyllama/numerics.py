@@ -78,6 +78,15 @@ def fma_f32(a: Any, b: Any, c: Any) -> F32:
     return (np.asarray(a, dtype=f64) * np.asarray(b, dtype=f64) + np.asarray(c, dtype=f64)).astype(f32)
 
 
+def set_exact(enabled: bool, max_rows: int = 63, max_kv: int = 1024) -> None:
+    """Turn the bit-exact replays on (default) or off (float32 with ggml's activation
+    quantization only: about 2x faster per token, but top-5 probabilities then drift
+    0.03-0.07 from llama.cpp's over a generation; see docs/numerics.md)."""
+    global EXACT_MAX_ROWS, EXACT_MAX_KV
+    EXACT_MAX_ROWS = max_rows if enabled else 0
+    EXACT_MAX_KV = max_kv if enabled else -1
+
+
 def server_prompt_batches(n_prompt: int, swa: bool, n_ubatch: int = 512) -> list[tuple[int, int]]:
     """The [start, end) prompt batches llama-server decodes for a fresh prompt.
 
