@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from pyllama import numerics
+from pyllama import flash_attn, numerics
 from pyllama.config import RopeParams
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
@@ -169,8 +169,8 @@ def attention(
     sliding-window mask (a key is visible when k_pos <= q_pos and q_pos - k_pos < window).
     Returns (T, H * Dv).
     """
-    if numerics.use_exact_attention(q, k, v, causal):
-        return numerics.flash_attn_f16(q, k, v, q_pos, k_pos, scale, window=window, softcap=softcap)
+    if flash_attn.use_exact_attention(q, k, v, causal):
+        return flash_attn.flash_attn_f16(q, k, v, q_pos, k_pos, scale, window=window, softcap=softcap)
     t, h, dh = q.shape
     hkv, s, dv = v.shape
     g = h // hkv

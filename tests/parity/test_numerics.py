@@ -17,8 +17,9 @@ from gguf.constants import GGMLQuantizationType
 from gguf.quants import quantize
 
 from pyllama.exact_matmul import ExactLegacyMatmul
+from pyllama.flash_attn import flash_attn_f16
 from pyllama.gguf_file import TensorInfo
-from pyllama.numerics import flash_attn_f16, quantize_q8, server_prompt_batches
+from pyllama.numerics import quantize_q8, server_prompt_batches
 
 f16, f32, f64 = np.float16, np.float32, np.float64
 A = np.ndarray[Any, Any]
