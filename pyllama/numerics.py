@@ -254,40 +254,82 @@ def rope_angles_f32(n_pos: int, n_rot: int, freq_base: float, freq_factors: F32 
     return out
 
 
-_LIBM: list[Any] = []
+# glibc's sincosf (sysdeps/ieee754/flt-32/sincosf.h, s_sinf.c, s_cosf.c; the same numbers
+# for sinf, cosf and sincosf), which ggml's RoPE cache calls. Its tables:
+_H = float.fromhex
+_HPI_INV = _H('0x1.45F306DC9C883p+23')  # 2/pi * 2^24
+_HPI = _H('0x1.921FB54442D18p0')  # pi/2
+_PI63 = _H('0x1.921FB54442D18p-62')
+_C = np.array([[_H('0x1p0'), _H('-0x1.ffffffd0c621cp-2'), _H('0x1.55553e1068f19p-5'), _H('-0x1.6c087e89a359dp-10'), _H('0x1.99343027bf8c3p-16')],
+               [-_H('0x1p0'), _H('0x1.ffffffd0c621cp-2'), -_H('0x1.55553e1068f19p-5'), _H('0x1.6c087e89a359dp-10'), -_H('0x1.99343027bf8c3p-16')]])
+_S = np.array([_H('-0x1.555545995a603p-3'), _H('0x1.1107605230bc4p-7'), _H('-0x1.994eb3774cf24p-13')])
+_SIGN = np.array([1.0, -1.0, -1.0, 1.0])
+_INV_PIO4 = np.array([0xa2, 0xa2f9, 0xa2f983, 0xa2f9836e, 0xf9836e4e, 0x836e4e44, 0x6e4e4415, 0x4e441529, 0x441529fc, 0x1529fc27, 0x29fc2757, 0xfc2757d1,
+            0x2757d1f5, 0x57d1f534, 0xd1f534dd, 0xf534ddc0, 0x34ddc0db, 0xddc0db62, 0xc0db6295, 0xdb629599, 0x6295993c, 0x95993c43, 0x993c4390, 0x3c439041], dtype=np.uint64)
+def sincosf(theta: F32) -> tuple[F32, F32]:
+    """(sinf, cosf) of float32 angles exactly as glibc computes them (its sincosf).
 
-
-def libm_sincosf(theta: F32) -> tuple[F32, F32] | None:
-    """cosf/sinf of float32 angles from the C library, or None where there is none (Pyodide).
-
-    ggml's RoPE cache calls libm's cosf/sinf (rope_yarn). glibc's are not correctly
-    rounded: about 1 value in 10^4 differs by 1 ulp from the float64 cos/sin rounded to
-    float32, and such a difference can survive the float16 K cache and flip later roundings
-    (measured: SmolLM2 drifted from llama.cpp after 46 tokens). Calling the same library
-    reproduces ggml on the same platform. Costs ~1 us per value; RopeTable calls it lazily
-    for the positions actually used.
+    WHY: ggml's RoPE cache calls the C library's cosf/sinf (rope_yarn), and glibc's are not
+    correctly rounded: ~1 in 10^4 values differs by 1 ulp from float32(cos(float64)). Such
+    an ulp can survive the float16 K cache and flip later roundings (measured: SmolLM2 left
+    llama.cpp's trajectory after 46 tokens). glibc evaluates in double: |y| < 0.75 (by the
+    top 12 bits) a polynomial, |y| < 120 a reduction by n*pi/2 in double, larger ones a
+    Payne-Hanek reduction with 4/pi to 192 bits; this replays all three in float64 and
+    uint64, so it gives the same numbers everywhere, Pyodide included (checked against the
+    real libm in tests/parity/test_numerics.py).
     """
-    if not _LIBM:
-        fns: tuple[Any, Any] | None = None
-        try:
-            import ctypes
-            import ctypes.util
-
-            name = ctypes.util.find_library("m")
-            if name is not None:
-                lib = ctypes.CDLL(name)
-                for fn in (lib.cosf, lib.sinf):
-                    fn.restype = ctypes.c_float
-                    fn.argtypes = [ctypes.c_float]
-                fns = (lib.cosf, lib.sinf)
-        except (ImportError, OSError, AttributeError):
-            fns = None
-        _LIBM.append(fns)
-    fns = _LIBM[0]
-    if fns is None:
-        return None
-    cosf, sinf = fns
-    flat = np.asarray(theta, dtype=f32).reshape(-1).tolist()
-    c = np.fromiter((cosf(v) for v in flat), dtype=f32, count=len(flat)).reshape(np.shape(theta))
-    s = np.fromiter((sinf(v) for v in flat), dtype=f32, count=len(flat)).reshape(np.shape(theta))
-    return c, s
+    y = np.asarray(theta, dtype=f32)
+    bits = y.view(np.uint32)
+    top = (bits >> 20) & 0x7FF
+    x = y.astype(f64)
+    n = np.zeros(y.shape, dtype=np.int64)
+    nswap = np.zeros(y.shape, dtype=np.int64)
+    xr = x.copy()
+    mid = (top >= 0x3F4) & (top < 0x42F)
+    r = x[mid] * _HPI_INV
+    nm = ((np.trunc(r).astype(np.int64) + 0x800000) >> 24)
+    n[mid] = nm
+    nswap[mid] = nm
+    xr[mid] = x[mid] - nm * _HPI
+    big = top >= 0x42F
+    if big.any():
+        xi = bits[big].astype(np.uint64)
+        sign = (xi >> np.uint64(31)).astype(np.int64)
+        idx = ((xi >> np.uint64(26)) & np.uint64(15)).astype(np.int64)
+        shift = (xi >> np.uint64(23)) & np.uint64(7)
+        xi = ((xi & np.uint64(0xFFFFFF)) | np.uint64(0x800000)) << shift
+        with np.errstate(over='ignore'):
+            res0 = (xi * _INV_PIO4[idx]) & np.uint64(0xFFFFFFFF)
+            res1 = xi * _INV_PIO4[idx + 4]
+            res2 = xi * _INV_PIO4[idx + 8]
+            res0 = (res2 >> np.uint64(32)) | (res0 << np.uint64(32))
+            res0 = res0 + res1
+            nb = (res0 + (np.uint64(1) << np.uint64(61))) >> np.uint64(62)
+            res0 = res0 - (nb << np.uint64(62))
+        xr[big] = res0.view(np.int64).astype(f64) * _PI63
+        n[big] = nb.astype(np.int64) + sign  # quadrant incl. the original sign
+        nswap[big] = nb.astype(np.int64)
+    q = n & 3
+    sgn = _SIGN[q]
+    tab = ((n & 2) != 0).astype(np.int64)
+    xs = xr * sgn
+    x2 = xr * xr
+    c = _C[tab]
+    x4 = x2 * x2
+    x3 = x2 * xs
+    c2 = c[..., 3] + x2 * c[..., 4]
+    s1 = _S[1] + x2 * _S[2]
+    c1 = c[..., 0] + x2 * c[..., 1]
+    x5 = x3 * x2
+    x6 = x4 * x2
+    s = xs + x3 * _S[0]
+    cc = c1 + x4 * c[..., 2]
+    sv = s + x5 * s1
+    cv = cc + x6 * c2
+    odd = (nswap & 1) == 1
+    sin_out = np.where(odd, cv, sv).astype(f32)
+    cos_out = np.where(odd, sv, cv).astype(f32)
+    tiny = top < 0x398  # |y| < 2^-12
+    sin_out[tiny] = y[tiny]
+    cos_out[tiny] = 1.0
+    return sin_out, cos_out

@@ -76,7 +76,8 @@ class RopeTable:
     Follows ggml's rope (ggml-cpu/ops.cpp, ggml_rope_cache_init + rope_yarn) including its
     float32 arithmetic: theta_i = p * theta_scale^i accumulated by repeated float32
     multiplication, scaled by freq_scale, YaRN ramp mixing when ext_factor != 0, and the
-    rotation x0*cos - x1*sin contracted into an FMA as the compiled C does. A float64 angle
+    rotation x0*cos - x1*sin contracted into an FMA as the compiled C does, and glibc's
+    sinf/cosf (numerics.sincosf). A float64 angle
     table differs from ggml's by up to 1e-3 rad at position 1000.
     """
 
@@ -97,34 +98,12 @@ class RopeTable:
             mscale = f32(mscale * (f32(1.0) + f32(0.1) * f32(math.log(1.0 / rope.freq_scale))))
         else:
             theta = theta_interp
-        t64 = theta.astype(np.float64)
-        self.theta = theta
-        self.mscale = mscale
-        self.cos = as_f32(np.cos(t64).astype(f32) * mscale)
-        self.sin = as_f32(np.sin(t64).astype(f32) * mscale)
-        # Rows below this position hold the C library's cosf/sinf (what ggml calls); the rest
-        # the correctly rounded values, which differ in ~1 of 10^4 entries (numerics.libm_sincosf).
-        self.libm_rows = 0
-
-    def use_libm_upto(self, end: int) -> None:
-        """Replace rows [libm_rows, end) by libm's cosf/sinf, in steps of 256 positions."""
-        end = min(self.cos.shape[0], -(-end // 256) * 256)
-        if end <= self.libm_rows:
-            return
-        rows = slice(self.libm_rows, end)
-        got = numerics.libm_sincosf(self.theta[rows])
-        if got is None:  # no C library (Pyodide): keep the correctly rounded values
-            self.libm_rows = self.cos.shape[0]
-            return
-        c, s = got
-        self.cos[rows] = c * self.mscale
-        self.sin[rows] = s * self.mscale
-        self.libm_rows = end
+        sin, cos = numerics.sincosf(theta)  # glibc's, as ggml calls them
+        self.cos = as_f32(cos * mscale)
+        self.sin = as_f32(sin * mscale)
 
     def apply(self, x: F32, positions: np.ndarray[Any, np.dtype[np.int64]]) -> F32:
         """Rotate x of shape (T, H, Dh) in place by each row's position; returns x."""
-        if len(positions):
-            self.use_libm_upto(int(positions.max()) + 1)
         cos = self.cos[positions][:, None, :]
         sin = self.sin[positions][:, None, :]
         n = self.n_rot

@@ -188,7 +188,6 @@ class DecoderModel:
         # negative deltas use the table's symmetry cos(-a)=cos(a), sin(-a)=-sin(a).
         table = self.rope_for_layer(layer)
         pos = np.full(n, abs(delta), dtype=np.int64)
-        table.use_libm_upto(abs(delta) + 1)  # before the sign swap below, which apply() must not edit
         if delta < 0:
             saved = table.sin
             table.sin = -saved

@@ -159,3 +159,34 @@ def test_set_exact_switches_the_matmul_path() -> None:
     finally:
         numerics.set_exact(True)
     assert numerics.EXACT_MAX_ROWS == 63
+
+
+def test_sincosf_matches_the_c_library() -> None:
+    """numerics.sincosf replays glibc's sincosf; check it against the real one when present."""
+    import ctypes
+    import ctypes.util
+
+    from pyllama.numerics import rope_angles_f32, sincosf
+
+    name = ctypes.util.find_library("m")
+    if name is None:
+        pytest.skip("no C math library to compare with")
+    lib = ctypes.CDLL(name)
+    for fn in (lib.sinf, lib.cosf):
+        fn.restype = ctypes.c_float
+        fn.argtypes = [ctypes.c_float]
+    rng = np.random.default_rng(4)
+    theta = np.concatenate(
+        [
+            rope_angles_f32(600, 64, 100000.0, None).ravel(),  # SmolLM2's RoPE angles
+            (rng.standard_normal(20000) * 3).astype(f32),  # all three reduction paths, both signs
+            (rng.standard_normal(20000) * 3000).astype(f32),
+        ]
+    )
+    got_sin, got_cos = sincosf(theta)
+    want_sin = np.array([lib.sinf(float(v)) for v in theta], dtype=f32)
+    want_cos = np.array([lib.cosf(float(v)) for v in theta], dtype=f32)
+    np.testing.assert_array_equal(got_sin, want_sin)
+    np.testing.assert_array_equal(got_cos, want_cos)
+    # ... and that this matters: correctly rounded values differ somewhere.
+    assert (np.sin(theta.astype(f64)).astype(f32) != want_sin).any()
