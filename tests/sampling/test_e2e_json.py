@@ -122,12 +122,17 @@ def test_twenty_schema_generations_validate(model: Model, pieces: list[bytes]) -
 
 @pytest.mark.slow
 def test_twenty_json_gbnf_generations_parse(model: Model, pieces: list[bytes]) -> None:
+    """json.gbnf is unbounded (strings, nesting), so a generation may still be inside the object
+    at the token limit; every finished one must parse, and nearly all must finish."""
     grammar = builtin_grammar("json")
+    finished = 0
     for i in range(20):
         text, n, _, _ = generate(model, pieces, grammar, seed=200 + i, n_max=N_MAX)
-        if n >= N_MAX:
-            continue  # cut off by the token limit: a prefix of JSON, checked below
-        assert isinstance(json.loads(text), dict)
+        if n < N_MAX:
+            assert isinstance(json.loads(text), dict), text
+            finished += 1
+    print(f"\njson.gbnf: {finished}/20 generations finished within {N_MAX} tokens, all parse")
+    assert finished >= 18
 
 
 def test_grammar_speed_vs_unconstrained(model: Model, pieces: list[bytes]) -> None:
