@@ -1,11 +1,12 @@
 """Which vocabulary tokens the grammar allows next: one boolean mask per matcher state.
 
-llama.cpp tests every candidate token against every stack each step. We walk all
-tokens in lockstep instead: at character position j, the tokens still alive are grouped
-by the matcher state they reached, and each group advances with a handful of NumPy
-comparisons (one per character class on top of the state's stacks). Results are cached
-per (state, unfinished-UTF-8) key, so a state seen before costs nothing; inside a JSON
-string the state repeats for every token.
+llama.cpp tests every candidate token against every stack each step. We walk the
+vocabulary's token trie instead, one level (character position) at a time: the trie nodes
+whose parent is still alive are grouped by the matcher state they reached, and each group
+advances with a handful of NumPy comparisons (one per character class on top of the
+state's stacks). A shared prefix is advanced once for all tokens that start with it.
+Results are cached per (state, unfinished-UTF-8) key, so a state seen before costs
+nothing; inside a JSON string the state repeats for every token.
 """
 
 from __future__ import annotations
