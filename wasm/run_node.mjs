@@ -3,7 +3,8 @@
 //
 //   node wasm/run_node.mjs DIST MODEL.gguf [--prompt TEXT]... [-n N] [--chat] [--json] [--ignore-eos]
 //        [--temp T] [--seed S] [--top-k K] [--n-probs K] [-c N_CTX] [--weights packed|dense]
-//        [--info] [--tokens-in JSON]
+//        [--fast] [--info] [--tokens-in JSON]
+// --fast turns off the replay of llama.cpp's exact float rounding (pyllama.numerics.set_exact).
 //
 // DIST is a directory assembled by `python wasm/build.py` (Pyodide core + numpy + the pure
 // wheels + the pyllama wheel, all listed in its pyodide-lock.json, so nothing comes from the
@@ -32,7 +33,7 @@ function usage(msg) {
 
 function parseArgs(argv) {
   const a = { pos: [], prompts: [], ignoreEos: false, n: 16, chat: false, json: false, temp: 0, seed: 42, topK: 40,
-    nProbs: 0, nCtx: 512, info: false, tokensIn: null, weights: "packed" };
+    nProbs: 0, nCtx: 512, info: false, fast: false, tokensIn: null, weights: "packed" };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const val = () => { if (i + 1 >= argv.length) usage(`${k} needs a value`); return argv[++i]; };
@@ -50,6 +51,7 @@ function parseArgs(argv) {
       case "-c": case "--ctx-size": a.nCtx = num(); break;
       case "--weights": a.weights = val(); break;
       case "--info": a.info = true; break;
+      case "--fast": a.fast = true; break;
       case "--tokens-in": a.tokensIn = JSON.parse(val()); break;
       case "-h": case "--help": usage(); break;
       default:
@@ -94,7 +96,7 @@ closeSync(fd);
 pybuf.destroy();
 let info;
 try {
-  info = session.load(path.basename(modelPath), args.nCtx, args.weights).toJs({ dict_converter: Object.fromEntries });
+  info = session.load(path.basename(modelPath), args.nCtx, args.weights, !args.fast).toJs({ dict_converter: Object.fromEntries });
 } catch (e) {
   const lines = String(e.message ?? e).trim().split("\n");
   console.error(`run_node.mjs: ${lines[lines.length - 1]}`);

@@ -161,9 +161,9 @@ async function loadBrowserModel(source) {
   bar.removeAttribute("value");
   $("model-info").textContent = "loading…";
   try {
-    const info = await engine.load(source, { nCtx: Number(state.settings.n_ctx) || 2048 });
+    const info = await engine.load(source, { nCtx: Number(state.settings.n_ctx) || 2048, exact: !!state.settings.browser_exact });
     $("load-status").textContent = `Model ready: ${info.general_name || info.name} (${info.architecture}, ` +
-      `${(info.size / 2 ** 20).toFixed(0)} MiB, loaded in ${(info.total_ms / 1000).toFixed(1)} s)`;
+      `${(info.size / 2 ** 20).toFixed(0)} MiB, ${info.exact ? "exact" : "fast"} numerics, loaded in ${(info.total_ms / 1000).toFixed(1)} s)`;
     $("load-status").dataset.state = "ready";
     showBanner(null);
   } catch (e) {
@@ -514,7 +514,11 @@ function showProbs(target) {
 // ---- settings dialog ---------------------------------------------------------------
 function fillSettings(s) {
   const f = $("settings-form");
-  for (const el of f.elements) if (el.name && el.name in s) el.value = s[el.name];
+  for (const el of f.elements) {
+    if (!el.name || !(el.name in s)) continue;
+    if (el.type === "checkbox") el.checked = !!s[el.name];
+    else el.value = s[el.name];
+  }
 }
 
 function openSettings() {
@@ -526,7 +530,8 @@ function saveSettingsFromForm() {
   const f = $("settings-form");
   for (const el of f.elements) {
     if (!el.name) continue;
-    state.settings[el.name] = el.type === "number" ? (el.value === "" ? DEFAULT_SETTINGS[el.name] : Number(el.value)) : el.value;
+    if (el.type === "checkbox") state.settings[el.name] = el.checked;
+    else state.settings[el.name] = el.type === "number" ? (el.value === "" ? DEFAULT_SETTINGS[el.name] : Number(el.value)) : el.value;
   }
   saveSettings(state.settings);
   selectEngine(state.settings.engine);

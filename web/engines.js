@@ -202,13 +202,14 @@ export class BrowserEngine {
   }
 
   // source: a File, or a URL string. Resolves with model info once the model is ready.
-  load(source, { nCtx = 2048 } = {}) {
+  // exact: replay llama.cpp's float rounding (about 2x slower under Pyodide; off by default).
+  load(source, { nCtx = 2048, exact = false } = {}) {
     this.ensureWorker();
     this.modelInfo = null;
     return new Promise((resolve, reject) => {
       this.waiters.push({ resolve, reject });
       const msg = { type: "load", pyodideURL: this.pyodideURL, wheelsURL: this.wheelsURL,
-        sessionURL: new URL("./pyllama_session.py", import.meta.url).href, nCtx };
+        sessionURL: new URL("./pyllama_session.py", import.meta.url).href, nCtx, exact };
       if (typeof source === "string") msg.url = new URL(source, location.href).href;
       else msg.file = source;
       this.worker.postMessage(msg);

@@ -81,10 +81,18 @@ class Session:
         self.buffer = np.empty(int(size), dtype=np.uint8)
         return self.buffer
 
-    def load(self, name: str, n_ctx: int = 2048, weights: str = "packed") -> dict[str, Any]:
-        """Build the model on the filled buffer; returns facts for the UI."""
+    def load(self, name: str, n_ctx: int = 2048, weights: str = "packed", exact: bool = True) -> dict[str, Any]:
+        """Build the model on the filled buffer; returns facts for the UI.
+
+        `exact=False` switches off the replay of llama.cpp's float rounding
+        (pyllama.numerics.set_exact): faster, with probabilities drifting slightly from
+        llama.cpp's. It is process-wide, which is fine here: one worker, one model.
+        """
         if self.buffer is None:
             raise InvalidRequestError("no model bytes: call alloc() and fill the buffer first")
+        from pyllama import numerics
+
+        numerics.set_exact(bool(exact))
         t0 = time.perf_counter()
         model = Model.from_buffer(self.buffer, name, weights=weights, n_ctx=int(n_ctx))
         md = model.metadata
@@ -106,6 +114,7 @@ class Session:
             "n_layer": _plain(md.get(f"{arch}.block_count")),
             "n_vocab": model.n_vocab,
             "weights": model.weights,
+            "exact": bool(exact),
             "has_chat_template": model.chat_template is not None,
             "load_ms": (time.perf_counter() - t0) * 1000.0,
         }

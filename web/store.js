@@ -19,6 +19,7 @@ export const DEFAULT_SETTINGS = Object.freeze({
   api_key: "",
   pyodide_url: DEFAULT_PYODIDE_URL,
   n_ctx: 2048,
+  browser_exact: false,
   engine: "server",
   mode: "chat",
 });

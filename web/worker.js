@@ -1,7 +1,7 @@
 // The in-browser engine: a classic Web Worker that boots Pyodide, installs the unchanged
 // pyllama wheel and runs generation off the page's thread.
 //
-// Messages in:  {type:"load", pyodideURL, wheelsURL, sessionURL, nCtx, url | file}
+// Messages in:  {type:"load", pyodideURL, wheelsURL, sessionURL, nCtx, exact, url | file}
 //               {type:"generate", id, mode:"chat"|"completion", request}
 //               {type:"stop", id}
 // Messages out: {type:"progress", phase, loaded, total, message}
@@ -100,7 +100,7 @@ async function loadModel(m) {
       view.data.set(all);
       view.release();
       buf.destroy();
-      return finishLoad(name, m.nCtx, t0);
+      return finishLoad(name, m, t0);
     }
     reader = resp.body.getReader();
   }
@@ -110,12 +110,12 @@ async function loadModel(m) {
     throw new Error(`${name}: cannot allocate ${(size / 2 ** 20).toFixed(0)} MiB in the browser (${e.message.split("\n").pop()})`);
   }
   try { await fill(buf, reader, size, name); } finally { buf.destroy(); }
-  return finishLoad(name, m.nCtx, t0);
+  return finishLoad(name, m, t0);
 }
 
-function finishLoad(name, nCtx, t0) {
+function finishLoad(name, m, t0) {
   progress("load", `Loading ${name} (packed weights)`);
-  const info = session.load(name, nCtx, "packed").toJs({ dict_converter: Object.fromEntries });
+  const info = session.load(name, m.nCtx, "packed", !!m.exact).toJs({ dict_converter: Object.fromEntries });
   info.total_ms = performance.now() - t0;
   return info;
 }

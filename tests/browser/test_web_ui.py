@@ -191,6 +191,7 @@ def test_in_browser_mode_streams_from_worker(page: tuple[Any, PageLog], server: 
     pg.wait_for_selector('#load-status[data-state="ready"], #load-status[data-state="error"]', timeout=180_000)
     load_s = time.time() - t0
     assert "Model ready" in pg.inner_text("#load-status"), pg.inner_text("#load-status") + "\n" + log.dump()
+    assert "fast numerics" in pg.inner_text("#load-status")  # the in-browser default
     assert "ctx 2048" in pg.inner_text("#model-info")
     statuses = pg.evaluate("window.__loadStatus")
     assert any("Loading Pyodide" in t for t in statuses), statuses
