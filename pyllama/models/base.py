@@ -91,7 +91,8 @@ class Weights:
         info = self.gguf.tensors[name]
         # GgmlLinear rounds like llama.cpp's CPU matmul (see pyllama/numerics.py).
         lin = GgmlLinear(info, mode or self.mode)
-        self._account(info.n_bytes, lin.nbytes)
+        exact = lin.exact.nbytes if lin.exact is not None else 0  # the exact kernel's own codes
+        self._account(info.n_bytes, lin.nbytes + exact)
         return lin
 
     def _account(self, file_bytes: int, held: int) -> None:
