@@ -70,6 +70,7 @@ class ServedModel:
         model = Model.load(
             spec.path,
             weights=spec.weights,
+            numerics="exact" if spec.numerics == "exact" else "fast",
             n_ctx=spec.n_ctx,
             n_seq=spec.n_parallel,
             n_ubatch=spec.n_ubatch,

@@ -76,6 +76,7 @@ class ModelSpec:
     pooling: str | None = None
     chat_template: str | None = None
     weights: str = "auto"
+    numerics: str = "fast"
     context_shift: bool = True
     kv_unified: bool = False
     rope: dict[str, Any] = field(default_factory=dict)
@@ -188,7 +189,7 @@ def _model_spec(path: Path, values: Mapping[str, Any], chat_template: str | None
     for dest, attr in (("ctx_size", "n_ctx"), ("batch_size", "n_batch"), ("ubatch_size", "n_ubatch"), ("parallel", "n_parallel")):
         if dest in values:
             setattr(spec, attr, int(values[dest]))
-    for attr in ("cache_type_k", "cache_type_v", "pooling", "weights"):
+    for attr in ("cache_type_k", "cache_type_v", "pooling", "weights", "numerics"):
         if attr in values:
             setattr(spec, attr, values[attr])
     spec.embeddings = bool(values.get("embeddings", False))
@@ -201,6 +202,8 @@ def _model_spec(path: Path, values: Mapping[str, Any], chat_template: str | None
         raise SettingsError("--ctx-size must be >= 0 and --batch-size/--ubatch-size >= 1")
     if spec.weights not in ("auto", "dense", "packed"):
         raise SettingsError(f"--weights must be auto, dense or packed (got {spec.weights!r})")
+    if spec.numerics not in ("fast", "exact"):
+        raise SettingsError(f"--numerics must be fast or exact (got {spec.numerics!r})")
     if spec.embeddings and spec.n_batch > spec.n_ubatch:
         spec.n_batch = spec.n_ubatch  # llama-server: embeddings need the whole input in one ubatch
     return spec
@@ -224,6 +227,7 @@ CONFIG_MODEL_KEYS = {
     "embeddings": "embeddings",
     "pooling": "pooling",
     "weights": "weights",
+    "numerics": "numerics",
     "rope_freq_base": "rope_freq_base",
     "rope_freq_scale": "rope_freq_scale",
     "tags": "tags",

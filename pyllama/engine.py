@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
 WeightsChoice = Literal["auto", "dense", "packed"]
+NumericsChoice = Literal["fast", "exact"]
 
 IS_PYODIDE = sys.platform == "emscripten"
 DEFAULT_MEM_BUDGET = 4 << 30
@@ -130,8 +131,17 @@ class Model:
         rope: RopeOverrides | None = None,
         mem_budget: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        numerics: NumericsChoice = "fast",
     ) -> Model:
+        """`numerics="exact"` replays ggml's CPU arithmetic bit for bit (greedy output equals
+        llama.cpp's token for token, ~4x slower decode); "fast" keeps only ggml's activation
+        quantization. The switch is process-wide (pyllama.numerics.set_exact)."""
         t0 = time.perf_counter()
+        if numerics not in ("fast", "exact"):
+            raise InvalidRequestError(f"numerics must be fast or exact, not {numerics!r}")
+        from pyllama import numerics as _numerics
+
+        _numerics.set_exact(numerics == "exact")
         arch = gguf.architecture
         if arch not in ARCHITECTURES:
             raise ModelLoadError(

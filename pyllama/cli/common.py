@@ -27,6 +27,11 @@ def add_model_args(p: argparse.ArgumentParser, *, ctx_default: int = 4096) -> No
         help="dense: float32 once (fast, 4 bytes/param); packed: stay quantized (low memory); auto: by budget",
     )
     p.add_argument("--mem-budget", type=float, default=None, help="MiB the dense layout may use (auto/dense)")
+    p.add_argument(
+        "--numerics", choices=["fast", "exact"], default="fast",
+        help="exact: reproduce llama.cpp's CPU arithmetic bit for bit (same greedy tokens; ~4x slower "
+        "generation); fast (default): float32 with ggml's activation quantization",
+    )
     p.add_argument("-ctk", "--cache-type-k", default="f16", help="KV cache type for K: f32, f16 (default), q8_0")
     p.add_argument("-ctv", "--cache-type-v", default="f16", help="KV cache type for V: f32, f16 (default), q8_0")
     r = p.add_argument_group("RoPE (llama.cpp's flags; default: the model's own)")
@@ -108,6 +113,7 @@ def load_model(args: argparse.Namespace, *, n_seq: int = 1, **extra: Any) -> Mod
             mem_budget=budget,
             rope=rope_overrides(args),
             progress=progress,
+            numerics=args.numerics,
             **extra,
         )
     finally:

@@ -18,6 +18,6 @@ pytestmark = pytest.mark.parity
 def test_greedy_top5_matches_llama_cpp(gemma_path: Path, golden_generation: Any) -> None:
     # Every non-head weight runs through the same exact kernels in both weight modes (they
     # are built from the file's blocks), so one mode covers the numerics; dense is faster.
-    model = Model.load(gemma_path, weights="dense", n_ctx=256)
+    model = Model.load(gemma_path, weights="dense", n_ctx=256, numerics="exact")
     results = [run_prompt(model, c) for c in completions_for(golden_generation, "gemma")]
     check(results)
