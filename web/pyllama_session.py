@@ -90,11 +90,11 @@ class Session:
         """
         if self.buffer is None:
             raise InvalidRequestError("no model bytes: call alloc() and fill the buffer first")
-        from pyllama import numerics
 
-        numerics.set_exact(bool(exact))
         t0 = time.perf_counter()
-        model = Model.from_buffer(self.buffer, name, weights=weights, n_ctx=int(n_ctx))
+        model = Model.from_buffer(
+            self.buffer, name, weights=weights, n_ctx=int(n_ctx), numerics="exact" if exact else "fast"
+        )
         md = model.metadata
         arch = str(md.get("general.architecture", "?"))
         self.model = model

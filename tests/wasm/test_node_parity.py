@@ -36,7 +36,7 @@ def cpython_greedy(model_path: Path) -> tuple[list[list[int]], list[list[int]], 
     from pyllama.engine import Model
     from pyllama.sampling import Sampler, SamplingParams
 
-    model = Model.load(model_path, weights="packed", n_ctx=N_CTX)
+    model = Model.load(model_path, weights="packed", n_ctx=N_CTX, numerics="exact")
     tok = model.tokenizer
     prompts: list[list[int]] = []
     outputs: list[list[int]] = []
