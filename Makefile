@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 serve: $(STAMP)
+	# wheels the page's in-browser mode installs into Pyodide (served at /wasm/; small, cached)
+	$(PY) wasm/build.py --cdn-wheels || echo "note: in-browser mode unavailable (wasm/build.py --cdn-wheels failed)"
 	$(VENV)/bin/pyllama-server --host $(HOST) --port $(PORT) $(ARGS)
 
 lint: $(STAMP)
