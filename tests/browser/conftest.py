@@ -49,7 +49,7 @@ def _server_cmd() -> list[str]:
     return [sys.executable, "-c", "import sys; from asgi.main import main; sys.exit(main())"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def site(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
     dist = build_dist()
     root = tmp_path_factory.mktemp("site")
@@ -71,7 +71,7 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(site: Path, smollm2_path: Path) -> Iterator[Server]:
     port = _free_port()
     ARTIFACTS.mkdir(exist_ok=True)
@@ -105,7 +105,7 @@ def server(site: Path, smollm2_path: Path) -> Iterator[Server]:
                 proc.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright

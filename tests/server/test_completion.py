@@ -64,7 +64,9 @@ def test_completion_values(server: ServerProcess) -> None:
 
 
 def test_stream_equals_non_stream_for_same_seed(server: ServerProcess) -> None:
-    request = {"prompt": "Once upon a time", "n_predict": 8, "seed": 42, "temperature": 0.9}
+    # cache_prompt off: like llama.cpp, a different prompt/batch split may change float rounding
+    # (the seeds' docs say so for cache_prompt), and this test is about streaming, not caching.
+    request = {"prompt": "Once upon a time", "n_predict": 8, "seed": 42, "temperature": 0.9, "cache_prompt": False}
     whole = complete(server, **request)
     events = stream(server, **request)
     assert all(e["stop"] is False for e in events[:-1]) and events[-1]["stop"] is True
@@ -231,9 +233,12 @@ def test_client_disconnect_frees_the_slot(server: ServerProcess) -> None:
         "POST", server.base_url + "/completion",
         json={"prompt": "Count: 1, 2, 3,", "n_predict": 2000, "ignore_eos": True, "stream": True, "id_slot": 0},
     ) as res:
+        first = ""
         for line in res.iter_lines():
             if line.startswith("data: "):
+                first = line
                 break  # one token arrived: close the connection mid-generation
+        assert '"error"' not in first and '"stop": true' not in first.replace(" ", "").replace(":true", ": true"), first
         health = httpx.get(server.base_url + "/health").json()
         assert health == {"status": "ok", "slots_idle": 1, "slots_processing": 1}
     deadline = time.monotonic() + 20
