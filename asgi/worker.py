@@ -84,6 +84,10 @@ class Worker:
         self._running = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._live: set[EventStream] = set()  # touched on the model thread only
+        # Submissions posted vs. handed to the scheduler: each counter is written by one
+        # thread only, so their difference is a safe (if momentary) count of tasks in transit.
+        self._n_posted = 0  # event loop
+        self._n_handed = 0  # model thread
 
     def start(self) -> None:
         self._running = True
@@ -99,6 +103,17 @@ class Worker:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def n_busy(self) -> int:
+        """Slots running a task (read without stopping the model thread: may be one step old)."""
+        return int(getattr(self.scheduler, "n_busy", 0))
+
+    @property
+    def n_waiting(self) -> int:
+        """Tasks submitted but not yet in a slot: in transit to the model thread, or queued there."""
+        queued = getattr(self.scheduler, "queue", ())
+        return max(0, self._n_posted - self._n_handed) + len(queued)
 
     def _post(self, command: Callable[[], None]) -> None:
         with self._wake:
@@ -161,6 +176,7 @@ class Worker:
         stream = EventStream(asyncio.get_running_loop(), merge, on_crash)
 
         def command() -> None:
+            self._n_handed += 1
             if stream.closed:
                 return
             self._live.add(stream)
@@ -179,5 +195,6 @@ class Worker:
             self._post(do_cancel)
 
         stream.cancel = cancel
+        self._n_posted += 1
         self._post(command)
         return stream
