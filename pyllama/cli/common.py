@@ -12,6 +12,8 @@ from typing import Any
 from pyllama import model_files
 from pyllama.engine import Model, RopeOverrides
 from pyllama.errors import ModelLoadError
+from pyllama.gguf_file import read_gguf
+from pyllama.memory import check_dense_budget, dense_footprint
 
 
 class CliError(Exception):
@@ -26,7 +28,10 @@ def add_model_args(p: argparse.ArgumentParser, *, ctx_default: int = 4096) -> No
         "--weights", choices=["auto", "dense", "packed"], default="auto",
         help="dense: float32 once (fast, 4 bytes/param); packed: stay quantized (low memory); auto: by budget",
     )
-    p.add_argument("--mem-budget", type=float, default=None, help="MiB the dense layout may use (auto/dense)")
+    p.add_argument(
+        "--mem-budget", type=float, default=None,
+        help="MiB dense weights + KV cache may use: dense refuses above it, auto falls back to packed",
+    )
     p.add_argument(
         "--numerics", choices=["fast", "exact"], default="fast",
         help="exact: reproduce llama.cpp's CPU arithmetic bit for bit (same greedy tokens; ~4x slower "
@@ -98,13 +103,29 @@ class _Progress:
 
 
 def load_model(args: argparse.Namespace, *, n_seq: int = 1, **extra: Any) -> Model:
+    """Read the header, check dense mode against --mem-budget (one line, before any repacking),
+    then build the model with a progress bar."""
     path = resolve_model(args.model)
+    gguf = read_gguf(path)
+    weights = args.weights
+    budget = int(args.mem_budget * 2**20) if getattr(args, "mem_budget", None) is not None else None
+    if budget is not None and budget <= 0:
+        raise CliError(f"--mem-budget must be a positive number of MiB, got {args.mem_budget:g}")
+    if weights == "dense" or (weights == "auto" and budget is not None):
+        fp = dense_footprint(gguf, args.ctx_size, n_seq, args.cache_type_k, args.cache_type_v)
+        if weights == "auto":
+            assert budget is not None
+            weights = "dense" if fp.total <= budget else "packed"
+            log(f"memory: {fp.describe()}; --mem-budget {budget / 2**20:.0f} MiB -> {weights} weights")
+        else:
+            if budget is not None:
+                check_dense_budget(gguf, fp, budget)
+            log(f"memory: {fp.describe()}" + (f" (budget {budget / 2**20:.0f} MiB)" if budget is not None else ""))
     progress = _Progress(f"loading {path.name}")
-    budget = int(args.mem_budget * 2**20) if getattr(args, "mem_budget", None) else None
     try:
-        return Model.load(
-            path,
-            weights=args.weights,
+        return Model.from_gguf(
+            gguf,
+            weights=weights,
             n_ctx=args.ctx_size,
             n_seq=n_seq,
             n_ubatch=args.ubatch_size,
