@@ -54,7 +54,8 @@ def classify(module: str, qualname: str) -> str | None:
 
 @dataclass
 class Profile:
-    """Seconds per category and per layer (the `layer` argument of `block(layer, ...)` calls)."""
+    """Seconds per category, and per layer: time spent inside `block(layer, ...)` calls (any
+    method named `block` with an int `layer` argument)."""
 
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0.0))
     layer_seconds: dict[int, float] = field(default_factory=dict)
@@ -74,8 +75,8 @@ class OpProfiler:
 
     def __init__(self) -> None:
         self.profile = Profile()
-        # (category, sticky, layer or -1, time the layer frame started or 0.0)
-        self._stack: list[tuple[str, bool, int, float]] = []
+        # per active Python frame: (category, sticky, layer of the enclosing block() or -1)
+        self._stack: list[tuple[str, bool, int]] = []
         self._codes: dict[CodeType, str | None] = {}
         self._last = 0.0
         self._prev: Any = None
@@ -92,24 +93,23 @@ class OpProfiler:
     def _hook(self, frame: FrameType, event: str, arg: Any) -> None:
         now = time.perf_counter()
         stack = self._stack
-        top = stack[-1] if stack else ("other", False, -1, 0.0)
-        self.profile.seconds[top[0]] += now - self._last
+        name, sticky, layer = stack[-1] if stack else ("other", False, -1)
+        delta = now - self._last
+        self.profile.seconds[name] += delta
+        if layer >= 0:
+            layers = self.profile.layer_seconds
+            layers[layer] = layers.get(layer, 0.0) + delta
         if event == "call":
             cat = self._category(frame)
-            name, sticky = top[0], top[1]
             if not sticky and cat is not None:
                 name, sticky = cat, cat in STICKY
-            layer = -1
             if frame.f_code.co_name == "block":
                 value = frame.f_locals.get("layer")
                 if isinstance(value, int):
                     layer = value
-            stack.append((name, sticky, layer, now if layer >= 0 else 0.0))
+            stack.append((name, sticky, layer))
         elif event == "return" and stack:
-            _, _, layer, started = stack.pop()
-            if layer >= 0:
-                layers = self.profile.layer_seconds
-                layers[layer] = layers.get(layer, 0.0) + (now - started)
+            stack.pop()
         self._last = time.perf_counter()
 
     def __enter__(self) -> OpProfiler:

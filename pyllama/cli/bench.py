@@ -1,7 +1,13 @@
 """`pyllama bench`: llama-bench's pp/tg measurements, printed in its table shape.
 
 pp N: one forward pass over N prompt tokens from an empty cache; tg N: N single-token
-steps. Each test runs -r times; we print mean +/- stddev tokens/second and peak memory.
+steps (greedy, as llama-bench decodes without a sampler). Each test runs -r times after a
+short warm-up; we print mean +/- stddev tokens/second (llama-bench's columns), keep the
+median and the samples in the JSON, and the peak RSS.
+
+--vs LLAMA_BENCH runs llama.cpp's llama-bench on the same file in alternation and prints
+both medians and their ratio; --profile breaks one prompt pass and the decode steps down by
+op category and by layer; --roofline compares tg with the bound bytes/token / copy bandwidth.
 """
 
 from __future__ import annotations
@@ -10,15 +16,17 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
+import sys
 import time
 from typing import Any
 
 import numpy as np
 
-from pyllama.cli.common import add_model_args, guarded, load_model, log, resolve_model
+from pyllama.cli.blas_threads import get_threads, set_threads
+from pyllama.cli.common import CliError, add_model_args, guarded, load_model, log, resolve_model
 from pyllama.engine import Model
+from pyllama.profiling import CATEGORIES, OpProfiler, Profile
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,22 +35,33 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("-p", "--n-prompt", type=int, default=64, help="prompt tokens (0 = skip pp)")
     p.add_argument("-n", "--n-gen", type=int, default=32, help="generated tokens (0 = skip tg)")
     p.add_argument("-r", "--repetitions", type=int, default=3)
-    p.add_argument("-t", "--threads", type=int, default=None, help="BLAS threads (sets OPENBLAS/OMP/MKL_NUM_THREADS)")
+    p.add_argument("-t", "--threads", type=int, default=None, help="BLAS threads (default: OpenBLAS's own)")
     p.add_argument("-o", "--output", choices=["md", "json"], default="md")
+    p.add_argument("--vs", metavar="LLAMA_BENCH", help="also run this llama-bench executable, alternating, and print ratios")
+    p.add_argument("--profile", action="store_true", help="time per op category and per layer (pp and tg)")
+    p.add_argument("--roofline", action="store_true", help="measure copy bandwidth and the tg bound of this layout")
     p.add_argument("--tokenizer", action="store_true", help="measure tokenizer throughput (MB/s) instead")
     p.add_argument("--concurrent", type=int, default=0, metavar="N",
                    help="continuous batching: N greedy requests of -n tokens on N slots vs one alone")
     p.set_defaults(func=guarded(main))
 
 
-def peak_rss_mib() -> float:
+def peak_rss_mib() -> float | None:
+    """Peak resident memory; None where there is no `resource` module (Pyodide, Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 1024 if platform.system() != "Darwin" else r / 2**20
 
 
+def _tokens(model: Model, n: int) -> list[int]:
+    return [int(t) for t in np.random.default_rng(0).integers(0, model.n_vocab, n)]
+
+
 def bench_pp(model: Model, n: int) -> float:
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, model.n_vocab, n).tolist()
+    tokens = _tokens(model, n)
     model.kv.clear(0)
     t0 = time.perf_counter()
     model.eval_prompt(tokens, 0, 0)
@@ -60,6 +79,24 @@ def bench_tg(model: Model, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def run_test(model: Model, kind: str, n: int) -> float:
+    return bench_pp(model, n) if kind == "pp" else bench_tg(model, n)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for flag, value in (("-p", args.n_prompt), ("-n", args.n_gen)):
+        if value < 0:
+            raise CliError(f"{flag} must be >= 0, got {value}")
+    if args.repetitions < 1:
+        raise CliError(f"-r must be >= 1, got {args.repetitions}")
+    if args.threads is not None and args.threads < 1:
+        raise CliError(f"-t must be >= 1, got {args.threads}")
+    if args.n_prompt == 0 and args.n_gen == 0:
+        raise CliError("nothing to measure: -p and -n are both 0")
+    if args.vs and not (os.path.isfile(args.vs) and os.access(args.vs, os.X_OK)):
+        raise CliError(f"--vs {args.vs}: not an executable file")
+
+
 def main(args: argparse.Namespace) -> int:
     if args.tokenizer:
         from pyllama.gguf_file import read_gguf
@@ -73,32 +110,150 @@ def main(args: argparse.Namespace) -> int:
         from pyllama.cli.bench_concurrent import bench_concurrent
 
         return bench_concurrent(args)
-    n_ctx = max(args.ctx_size, args.n_prompt + args.n_gen + 8)
-    args.ctx_size = n_ctx
+    _check_args(args)
+    if args.threads is not None and not set_threads(args.threads):
+        log(f"note: -t {args.threads}: NumPy here has no OpenBLAS to set the thread count of")
+    threads = get_threads() or args.threads or 1
+    args.ctx_size = max(args.ctx_size, args.n_prompt + args.n_gen + 8)
     model = load_model(args)
-    log(f"loaded in {model.load_seconds:.2f} s, weights {model.weights} ({model.weights_nbytes / 2**20:.0f} MiB)")
-    threads = args.threads or int(os.environ.get("OPENBLAS_NUM_THREADS", "0") or 0) or os.cpu_count() or 1
-    results: list[dict[str, Any]] = []
+    log(f"loaded in {model.load_seconds:.2f} s, weights {model.weights} ({model.weights_nbytes / 2**20:.0f} MiB), "
+        f"{threads} BLAS thread(s)")
     tests = ([("pp", args.n_prompt)] if args.n_prompt > 0 else []) + ([("tg", args.n_gen)] if args.n_gen > 0 else [])
     for kind, n in tests:
-        fn = bench_pp if kind == "pp" else bench_tg
-        fn(model, min(n, 8))  # warm-up
-        speeds = [fn(model, n) for _ in range(max(1, args.repetitions))]
-        results.append({
-            "model": os.path.basename(model.path), "size_mib": model.gguf.file_size / 2**20,
-            "params_m": sum(t.n_elements for t in model.gguf.tensors.values()) / 1e6,
-            "weights": model.weights, "threads": threads, "test": f"{kind}{n}",
-            "avg_ts": statistics.mean(speeds), "stddev_ts": statistics.stdev(speeds) if len(speeds) > 1 else 0.0,
-            "samples_ts": speeds,
-        })
-    peak = peak_rss_mib()
+        run_test(model, kind, min(n, 8))  # warm-up
+    out: dict[str, Any] = {"threads": threads, "weights": model.weights, "numerics": args.numerics}
+    if args.vs:
+        from pyllama.cli.bench_vs import compare, print_comparison
+
+        c = compare(args.vs, str(model.path), tests, args.repetitions, threads, lambda k, n: run_test(model, k, n))
+        out["comparison"] = c.rows()
+        samples = {r["test"]: r["pyllama_samples_ts"] for r in out["comparison"]}
+    else:
+        samples = {f"{k}{n}": [run_test(model, k, n) for _ in range(args.repetitions)] for k, n in tests}
+    out["results"] = [result_row(model, args, threads, test, s) for test, s in samples.items()]
+    if args.roofline:
+        out["roofline"] = roofline(model, samples)
+    if args.profile:
+        out["profile"] = profile_model(model, args.n_prompt or 64, args.n_gen or 16)
+    out["peak_rss_mib"] = peak_rss_mib()
     if args.output == "json":
-        print(json.dumps({"results": results, "peak_rss_mib": peak}, indent=2))
+        print(json.dumps(out, indent=2))
         return 0
+    print_results(out["results"])
+    if args.vs:
+        print()
+        print_comparison(out["comparison"], str(model.path), model.weights, threads)
+    if args.roofline:
+        print_roofline(out["roofline"])
+    if args.profile:
+        print_profile(out["profile"])
+    if out["peak_rss_mib"] is not None:
+        print(f"\npeak RSS: {out['peak_rss_mib']:.0f} MiB")
+    return 0
+
+
+def result_row(model: Model, args: argparse.Namespace, threads: int, test: str, speeds: list[float]) -> dict[str, Any]:
+    kind, n = test[:2], int(test[2:])
+    return {
+        "model": os.path.basename(model.path), "size_mib": model.gguf.file_size / 2**20,
+        "params_m": sum(t.n_elements for t in model.gguf.tensors.values()) / 1e6,
+        "weights": model.weights, "numerics": args.numerics, "threads": threads, "test": test,
+        "n_prompt": n if kind == "pp" else 0, "n_gen": n if kind == "tg" else 0,
+        "avg_ts": statistics.mean(speeds), "stddev_ts": statistics.stdev(speeds) if len(speeds) > 1 else 0.0,
+        "median_ts": statistics.median(speeds), "samples_ts": speeds,
+    }
+
+
+def print_results(results: list[dict[str, Any]]) -> None:
     print("| model | size | params | weights | threads | test | t/s |")
     print("| ----- | ---: | -----: | ------- | ------: | ---: | --: |")
     for r in results:
         print(f"| {r['model']} | {r['size_mib']:.2f} MiB | {r['params_m']:.2f} M | {r['weights']} | {r['threads']} "
               f"| {r['test']} | {r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} |")
-    print(f"\npeak RSS: {peak:.0f} MiB")
-    return 0
+
+
+def roofline(model: Model, samples: dict[str, list[float]]) -> dict[str, Any]:
+    """Bytes/token of this layout vs NumPy copy bandwidth: the tg ceiling and how close we are."""
+    from pyllama.memory import copy_bandwidth, weight_bytes_per_token
+
+    bw = copy_bandwidth()
+    per_token = weight_bytes_per_token(model.gguf, model.weights)
+    bound = bw / per_token
+    tg = [statistics.median(s) for t, s in samples.items() if t.startswith("tg")]
+    return {
+        "copy_gbs": bw / 1e9, "bytes_per_token": per_token, "bound_ts": bound,
+        "tg_ts": tg[0] if tg else None, "fraction_of_bound": tg[0] / bound if tg else None,
+    }
+
+
+def print_roofline(r: dict[str, Any]) -> None:
+    print(f"\nroofline: copy bandwidth {r['copy_gbs']:.1f} GB/s, {r['bytes_per_token'] / 1e6:.0f} MB/token "
+          f"-> bound {r['bound_ts']:.1f} t/s" + (
+              f"; tg {r['tg_ts']:.2f} t/s = {100 * r['fraction_of_bound']:.0f}% of bound" if r["tg_ts"] else ""))
+
+
+def profile_model(model: Model, n_prompt: int, n_gen: int) -> dict[str, Any]:
+    """Profile one prompt pass of n_prompt tokens and n_gen decode steps with the default
+    sampler chain; per-category time is the profiled share of the unprofiled wall time."""
+    from pyllama.sampling import Sampler, SamplingParams
+
+    tokens = _tokens(model, n_prompt)
+
+    def prompt() -> None:
+        model.kv.clear(0)
+        model.eval_prompt(tokens, 0, 0)
+
+    def decode() -> None:
+        sampler = Sampler(SamplingParams(seed=0), model.n_vocab)
+        token = tokens[-1]
+        for _ in range(n_gen):
+            logits = model.eval_prompt([token], 0)
+            token = sampler.sample(logits)
+            sampler.accept(token)
+
+    out: dict[str, Any] = {}
+    for name, fn, n in (("pp", prompt, n_prompt), ("tg", decode, n_gen)):
+        if name == "tg":
+            model.kv.clear(0)
+            model.eval_prompt(tokens, 0, 0)
+            length = model.kv.length(0)
+        t0 = time.perf_counter()
+        fn()
+        wall = time.perf_counter() - t0
+        if name == "tg":
+            model.kv.truncate(0, length)
+        with OpProfiler() as p:
+            fn()
+        out[name] = profile_summary(p.profile, wall, n)
+    return out
+
+
+def profile_summary(p: Profile, wall: float, n_tokens: int) -> dict[str, Any]:
+    shares = p.shares()
+    ms_tok = 1000 * wall / max(1, n_tokens)
+    layers = [p.layer_seconds[k] for k in sorted(p.layer_seconds)]
+    layer_scale = (1000 * wall / p.total / max(1, n_tokens)) if p.total > 0 else 0.0
+    return {
+        "n_tokens": n_tokens, "ms_per_token": ms_tok,
+        "categories": {c: {"ms_per_token": ms_tok * shares[c] / 100, "percent": shares[c]} for c in CATEGORIES},
+        "layers_ms_per_token": [s * layer_scale for s in layers],
+    }
+
+
+def print_profile(prof: dict[str, Any]) -> None:
+    pp, tg = prof["pp"], prof["tg"]
+    print(f"\nprofile: pp{pp['n_tokens']} ({pp['ms_per_token']:.2f} ms/token), "
+          f"tg{tg['n_tokens']} with sampling ({tg['ms_per_token']:.2f} ms/token)")
+    print("| category | pp ms/token | pp % | tg ms/token | tg % |")
+    print("| -------- | ----------: | ---: | ----------: | ---: |")
+    for c in CATEGORIES:
+        a, b = pp["categories"][c], tg["categories"][c]
+        print(f"| {c} | {a['ms_per_token']:.3f} | {a['percent']:.1f} | {b['ms_per_token']:.3f} | {b['percent']:.1f} |")
+    for name, d in (("pp", pp), ("tg", tg)):
+        layers = d["layers_ms_per_token"]
+        if layers:
+            slow = max(range(len(layers)), key=layers.__getitem__)
+            print(f"{name} per layer: mean {statistics.mean(layers):.3f} ms/token, min {min(layers):.3f}, "
+                  f"max {layers[slow]:.3f} (layer {slow}), {len(layers)} layers = "
+                  f"{100 * sum(layers) / d['ms_per_token']:.0f}% of the step")
+    sys.stdout.flush()
