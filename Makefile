@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 ARGS ?=
 
-.PHONY: install serve test lint typecheck pytest bench wasm clean
+.PHONY: install serve test lint typecheck pytest bench bench-wasm wasm clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(VENV)/bin/pyllama bench $(ARGS)
+
+# tg of the engine under Pyodide in Node (dense and packed, median of 3); see docs/performance.md
+bench-wasm: $(STAMP)
+	$(PY) wasm/bench_node.py $(ARGS)
 
 wasm: $(STAMP)
 	$(PY) wasm/build.py
