@@ -343,3 +343,17 @@ def test_vs_real_llama_bench(smollm2_path: Path, capsys: pytest.CaptureFixture[s
     for r in rows.values():
         assert len(r["llama_cpp_samples_ts"]) == 3 and r["llama_cpp_ts"] > 10
         assert 0.001 < r["ratio"] < 10
+
+
+# -- wasm/bench_node.py (the Pyodide measurement; the Node run itself is exercised by make bench-wasm)
+@pytest.mark.parametrize("flags, expect", [
+    (["--weights", "sparse"], "--weights takes dense and/or packed"),
+    (["-n", "0"], "-n and -r must be >= 1"),
+    (["-m", "/nonexistent.gguf"], "/nonexistent.gguf: no such file"),
+])
+def test_bench_node_rejects_bad_flags(smollm2_path: Path, flags: list[str], expect: str) -> None:
+    script = Path(__file__).resolve().parents[2] / "wasm" / "bench_node.py"
+    r = subprocess.run([sys.executable, str(script), "-m", str(smollm2_path), "--no-build", *flags],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.strip() == f"bench_node: {expect}", r.stderr
+    assert "Traceback" not in r.stderr
