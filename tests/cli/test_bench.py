@@ -347,7 +347,7 @@ def test_vs_real_llama_bench(smollm2_path: Path, capsys: pytest.CaptureFixture[s
 
 # -- wasm/bench_node.py (the Pyodide measurement; the Node run itself is exercised by make bench-wasm)
 @pytest.mark.parametrize("flags, expect", [
-    (["--weights", "sparse"], "--weights takes dense and/or packed"),
+    (["--weights", "sparse"], "--weights takes dense and/or packed, not 'sparse'"),
     (["-n", "0"], "-n and -r must be >= 1"),
     (["-m", "/nonexistent.gguf"], "/nonexistent.gguf: no such file"),
 ])
