@@ -13,6 +13,8 @@ PYLLAMA_SERVER_ARGS) the first time the app is called.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import hmac
 import json
 import logging
@@ -24,9 +26,9 @@ from urllib.parse import urlsplit
 from quart import Quart, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from asgi.errors import ApiError, Unauthorized, error_body
+from asgi.errors import ApiError, Unauthorized, Unavailable, error_body
 from asgi.http import json_response
-from asgi.registry import ModelRegistry
+from asgi.registry import ModelRegistry, Overloaded
 from asgi.settings import Settings, parse_settings
 from pyllama.errors import ContextFullError, InvalidRequestError, PyllamaError
 
@@ -34,7 +36,10 @@ log = logging.getLogger("asgi")
 
 PUBLIC_PATHS = frozenset({"/health", "/v1/health", "/models", "/v1/models"})
 CORS_METHODS = "GET, POST, DELETE, OPTIONS"
-MAX_BODY_BYTES = 64 << 20
+
+
+class ShuttingDown(Unavailable):
+    """A request that arrives, or is still running, when the server is stopping."""
 
 
 @dataclass
@@ -44,6 +49,44 @@ class ServerState:
     started: float = 0.0
     background: list[asyncio.Task[None]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    # Graceful shutdown: requests that generate register their task here, so a stop can
+    # wait for them (up to --shutdown-timeout) and then cancel them with a clean ending.
+    inflight: set[asyncio.Task[Any]] = field(default_factory=set)
+    shutting_down: bool = False
+    cancelling: bool = False
+
+    @contextlib.contextmanager
+    def tracked(self) -> Any:
+        """Mark the current request task as in flight (see `drain`)."""
+        task = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        self.inflight.add(task)
+        try:
+            yield
+        finally:
+            self.inflight.discard(task)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop: let in-flight generations finish for `timeout` seconds, then cancel the rest.
+
+        A cancelled stream ends with an error event (and [DONE] on OpenAI routes), a
+        cancelled plain request answers 503: every client sees a well-formed ending."""
+        self.shutting_down = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.inflight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if not self.inflight:
+            return
+        log.warning("shutdown: cancelling %d in-flight request(s) after %.1f s", len(self.inflight), timeout)
+        self.cancelling = True
+        for task in list(self.inflight):
+            task.cancel("server is shutting down")
+        end = loop.time() + 2.0
+        while self.inflight and loop.time() < end:
+            await asyncio.sleep(0.02)
 
 
 def server_state() -> ServerState:
@@ -68,11 +111,17 @@ def _cors_origin(settings: Settings) -> str | None:
     return settings.cors_origins
 
 
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
 def _key_is_valid(given: str, keys: list[str]) -> bool:
-    """Compare against every key, always, in constant time per key."""
+    """Compare against every key, always, in constant time: digests first, so not even the
+    key's length leaks through the comparison's timing."""
+    given_digest = _digest(given)
     ok = False
     for key in keys:
-        ok |= hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8"))
+        ok |= hmac.compare_digest(given_digest, _digest(key))
     return ok
 
 
@@ -93,9 +142,14 @@ def _install_middleware(app: Quart) -> None:
         given = request.headers.get("Authorization", "") or request.headers.get("X-Api-Key", "")
         given = given.removeprefix("Bearer ").strip()
         if not given or not _key_is_valid(given, settings.api_keys):
-            log.warning("unauthorized request to %s (invalid API key)", request.path)
+            log.warning("unauthorized request to %s (invalid API key)", request.path)  # never the key itself
             raise Unauthorized("Invalid API Key")
         return None
+
+    @app.before_request
+    async def refuse_when_stopping() -> None:
+        if server_state().shutting_down and request.path not in PUBLIC_PATHS:
+            raise ShuttingDown("server is shutting down")
 
     @app.after_request
     async def cors_headers(response: Response) -> Response:
@@ -111,6 +165,14 @@ def _install_error_handlers(app: Quart) -> None:
     async def api_error(exc: ApiError) -> Response:
         return json_response(exc.to_json(), status=exc.status)
 
+    @app.errorhandler(Overloaded)
+    async def overloaded(exc: Overloaded) -> Response:
+        return json_response(exc.to_json(), status=503, headers={"Retry-After": str(exc.retry_after)})
+
+    @app.errorhandler(ShuttingDown)
+    async def shutting_down(exc: ShuttingDown) -> Response:
+        return json_response(exc.to_json(), status=503, headers={"Retry-After": "5", "Connection": "close"})
+
     @app.errorhandler(InvalidRequestError)
     async def invalid_request(exc: InvalidRequestError) -> Response:
         kind = "exceed_context_size_error" if isinstance(exc, ContextFullError) else "invalid_request_error"
@@ -120,6 +182,9 @@ def _install_error_handlers(app: Quart) -> None:
     async def http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
         message = "File Not Found" if status == 404 else (exc.description or exc.name)
+        if status == 413:
+            limit = server_state().settings.max_body_size
+            message = f"request body is larger than the server limit of {limit} bytes (--max-body-size)"
         return json_response(error_body(status, message), status=status)
 
     @app.errorhandler(PyllamaError)
@@ -138,7 +203,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
     from asgi.routes import register_routes
 
     app = Quart("pyllama", static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["BODY_TIMEOUT"] = settings.timeout
     state = ServerState(settings=settings, registry=registry or ModelRegistry(settings))
@@ -146,6 +211,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
     _install_middleware(app)
     _install_error_handlers(app)
     register_routes(app, settings)
+    from asgi.openapi import register_openapi
+
+    register_openapi(app)
 
     @app.before_serving
     async def start_models() -> None:

@@ -7,14 +7,17 @@ reason, because the mistake is the client's. SSE framing is llama-server's exact
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from quart import Response, current_app, request
 
 from asgi.errors import BadRequest
+
+T = TypeVar("T")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -45,6 +48,11 @@ def json_response(value: Any, status: int = 200, headers: dict[str, str] | None 
     return response
 
 
+def _no_constants(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259); llama-server's parser refuses them too."""
+    raise BadRequest(f"Invalid JSON in request body: {name} is not a JSON value")
+
+
 async def read_json(*, allow_empty: bool = False) -> dict[str, Any]:
     """The request body as a JSON object; anything else is a 400 that says what is wrong."""
     raw = await request.get_data(as_text=False)
@@ -58,12 +66,40 @@ async def read_json(*, allow_empty: bool = False) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise BadRequest("request body is not valid UTF-8") from None
     try:
-        body = json.loads(text)
+        body = json.loads(text, parse_constant=_no_constants)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"Invalid JSON in request body: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise BadRequest(f"Invalid JSON in request body: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise BadRequest(f"Invalid JSON in request body: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise BadRequest(f"Invalid JSON in request body: nested deeper than {MAX_JSON_DEPTH} levels")
     return body
+
+
+MAX_JSON_DEPTH = 64
+"""Deeper bodies are refused: no request needs them, and recursive code (templates, schema
+conversion, json.dumps) would otherwise meet Python's recursion limit on them."""
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value, without recursion (stops counting past the limit)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_JSON_DEPTH:
+                return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
 
 
 def sse_event(data: Any) -> str:
@@ -76,10 +112,46 @@ def sse_event(data: Any) -> str:
 SSE_DONE = "data: [DONE]\n\n"
 
 
-def sse_response(events: AsyncIterator[str]) -> Response:
+SHUTDOWN_MESSAGE = "server is shutting down: generation cancelled"
+
+
+async def guarded(awaitable: Awaitable[T]) -> T:
+    """Await a generation as an in-flight request: a graceful shutdown waits for it, then
+    cancels it, and the client gets a 503 instead of a dropped connection."""
+    from asgi.app import ShuttingDown
+
+    state = current_app.extensions["pyllama"]
+    with state.tracked():
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not state.cancelling or task is None:
+                raise
+            task.uncancel()
+            raise ShuttingDown(SHUTDOWN_MESSAGE) from None
+
+
+def sse_response(events: AsyncIterator[str], done: str | None = None) -> Response:
+    """Stream `events`; if a graceful shutdown cancels the stream, end it with an error
+    event (and `done`, the OpenAI routes' [DONE]) so the client sees a well-formed end."""
+    from asgi.app import ShuttingDown
+
+    state = current_app.extensions["pyllama"]
+
     async def body() -> AsyncIterator[bytes]:
-        async for chunk in events:
-            yield chunk.encode("utf-8")
+        with state.tracked():
+            try:
+                async for chunk in events:
+                    yield chunk.encode("utf-8")
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not state.cancelling or task is None:
+                    raise
+                task.uncancel()
+                yield sse_event(ShuttingDown(SHUTDOWN_MESSAGE).to_json()).encode("utf-8")
+                if done is not None:
+                    yield done.encode("utf-8")
 
     response = current_app.response_class(body(), status=200, mimetype="text/event-stream")
     response.timeout = None  # a long generation is not a stuck response

@@ -2,8 +2,12 @@
 
 Hypercorn is driven through its Python API (not its CLI) so the flags stay
 llama-server's: --host/--port become the bind address, --ssl-cert-file/--ssl-key-file
-Hypercorn's certfile/keyfile, --timeout its read timeout. SIGINT/SIGTERM stop the server
-gracefully; a bad flag prints one line and exits with status 2.
+Hypercorn's certfile/keyfile, --timeout its read timeout (idle keep-alive connections close
+after min(--timeout, 75) s). SIGINT/SIGTERM stop the server gracefully: the listening socket
+closes, new requests on open connections get 503, in-flight generations get
+--shutdown-timeout seconds to finish and are then cancelled with a well-formed ending, the
+model threads finish their current step (a slot save in progress completes) and the process
+exits 0. A bad flag prints one line and exits with status 2.
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ def hypercorn_config(settings: Settings) -> Any:
         config.keyfile = str(settings.ssl_key_file)
     config.read_timeout = settings.timeout
     config.keep_alive_timeout = min(settings.timeout, 75)
-    config.graceful_timeout = 5
+    # Hypercorn cancels what is still running after this: our own drain ends first.
+    config.graceful_timeout = settings.shutdown_timeout + 5
     config.include_server_header = False
     config.accesslog = logging.getLogger("asgi.access") if settings.verbose else None
     config.errorlog = logging.getLogger("hypercorn.error")
@@ -72,17 +77,32 @@ async def serve(settings: Settings) -> None:
     from asgi.app import create_app
 
     app = create_app(settings)
+    state = app.extensions["pyllama"]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    log = logging.getLogger("asgi")
+    drains: list[asyncio.Task[None]] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            return
+        log.info("%s: stopping (in-flight requests get up to %g s)", sig.name, settings.shutdown_timeout)
+        drains.append(asyncio.ensure_future(state.drain(settings.shutdown_timeout)))
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
     scheme = "https" if settings.ssl_cert_file else "http"
     logging.getLogger("asgi").info(
         "pyllama-server listening on %s://%s:%d (models: %s)",
         scheme, settings.host, settings.port, ", ".join(m.name for m in settings.models),
     )
     await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=stop.wait)
+    for task in drains:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    log.info("stopped")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,20 @@ from pyllama.errors import InvalidRequestError
 from pyllama.sampling import SamplingParams, parse_samplers
 
 INT_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Per-request size limits (flags --max-*). llama-server has few of these; its C++ parser
+    copes with anything, while pyllama's Python parsers (grammars, stop strings, logit bias)
+    spend time in proportion to the input, so each has a generous cap that no real client hits."""
+
+    n_probs: int = 100  # top-n probabilities per token (OpenAI allows 20)
+    stop_count: int = 64  # stop strings per request (OpenAI allows 4)
+    stop_length: int = 1024  # characters per stop string
+    grammar_bytes: int = 256 << 10  # GBNF grammar, or JSON schema as JSON text
+    logit_bias: int = 4096  # entries in logit_bias
+    prompts: int = 1024  # prompts (or embedding inputs) per request
 _JSON_KIND = {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}
 
 
@@ -40,7 +54,10 @@ def _int(name: str, value: Any) -> int:
 def _float(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadRequest(f"Field '{name}': type must be number, but is {_kind(value)}")
-    return float(value)
+    result = float(value)
+    if not math.isfinite(result):
+        raise BadRequest(f"Field '{name}': must be a finite number")
+    return result
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -169,6 +186,24 @@ _SAMPLING_NUMBERS: list[tuple[tuple[str, ...], str, str, tuple[float, float] | N
 
 _BOOLS = [("ignore_eos", "ignore_eos"), ("post_sampling_probs", "post_sampling_probs"), ("penalize_nl", "penalize_nl")]
 
+# The fields parse_completion_params reads by hand below, as JSON schema (for /openapi.json;
+# the openapi test checks each one is validated as declared). Hard limits only.
+_INT_MIN = {"n_predict": -1, "max_tokens": -1, "max_completion_tokens": -1, "n_keep": -1, "n_discard": 0,
+            "n_indent": 0, "id_slot": -1, "t_max_predict_ms": -1, "n_cmpl": 1, "n": 1}
+OTHER_FIELDS: dict[str, dict[str, Any]] = {
+    **{name: {"type": "integer", "minimum": lo} for name, lo in _INT_MIN.items()},
+    "seed": {"type": "integer"},
+    "dry_base": {"type": "number"},
+    "adaptive_decay": {"type": "number", "minimum": 0.0, "maximum": 0.99},
+    **{name: {"type": "boolean"} for name in ("stream", "cache_prompt", "return_tokens", "timings_per_token",
+                                              "grammar_lazy")},
+    "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+    "samplers": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    "dry_sequence_breakers": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+    "response_fields": {"type": "array", "items": {"type": "string"}},
+    "json_schema": {"anyOf": [{"type": "object"}, {"type": "boolean"}, {"type": "string"}]},
+}
+
 
 def _apply_numbers(body: dict[str, Any], s: SamplingParams) -> None:
     for names, attr, kind, limits, hard in _SAMPLING_NUMBERS:
@@ -269,8 +304,11 @@ def parse_completion_params(
     n_vocab: int,
     n_parallel: int,
     tokenize: Any,
+    limits: RequestLimits | None = None,
 ) -> CompletionParams:
     """Read every llama-server completion field from `body` over the server `defaults`."""
+    limits = limits or RequestLimits()
+    _check_limits(body, limits)
     merged = {k: v for k, v in defaults.items() if k not in ("n_predict", "n_keep", "grammar", "json_schema")}
     sampling = SamplingParams()
     _apply_numbers(merged, sampling)
@@ -331,11 +369,48 @@ def parse_completion_params(
         raise BadRequest("Field 'stop': must be a string or an array of strings")
 
     _apply_grammar(body, defaults, sampling, params)
+    if sampling.n_probs > limits.n_probs:
+        raise BadRequest(f"Field 'n_probs': Value must be between 0 <= value <= {limits.n_probs}, "
+                         f"but got {sampling.n_probs} (server limit --max-n-probs)")
     try:
         sampling.validate()
     except InvalidRequestError as exc:
         raise BadRequest(str(exc)) from None
     return params
+
+
+def _size(name: str, n: int, limit: int, unit: str, flag: str) -> None:
+    if n > limit:
+        raise BadRequest(f"Field '{name}': {n} {unit} is over the server limit of {limit} ({flag})")
+
+
+def check_prompt_count(prompt: Any, limits: RequestLimits, name: str = "prompt") -> None:
+    """A list without token ids is several prompts (tokenize_prompts): cap how many."""
+    if isinstance(prompt, list) and not any(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
+        _size(name, len(prompt), limits.prompts, "prompts", "--max-prompts")
+
+
+def _check_limits(body: dict[str, Any], limits: RequestLimits) -> None:
+    """Size limits, checked before any parsing whose cost grows with the input."""
+    stop = body.get("stop")
+    if isinstance(stop, list):
+        _size("stop", len(stop), limits.stop_count, "stop strings", "--max-stop")
+        stop_words = [w for w in stop if isinstance(w, str)]
+    else:
+        stop_words = [stop] if isinstance(stop, str) else []
+    for word in stop_words:
+        _size("stop", len(word), limits.stop_length, "characters in a stop string", "--max-stop-length")
+    bias = body.get("logit_bias")
+    if isinstance(bias, list | dict):
+        _size("logit_bias", len(bias), limits.logit_bias, "entries", "--max-logit-bias")
+    grammar = body.get("grammar")
+    if isinstance(grammar, str):
+        _size("grammar", len(grammar.encode("utf-8", "replace")), limits.grammar_bytes, "bytes", "--max-grammar-size")
+    schema = body.get("json_schema")
+    if schema is not None:
+        text = schema if isinstance(schema, str) else json.dumps(schema, default=str)
+        _size("json_schema", len(text.encode("utf-8", "replace")), limits.grammar_bytes, "bytes",
+              "--max-grammar-size")
 
 
 def _apply_grammar(body: dict[str, Any], defaults: dict[str, Any], s: SamplingParams, p: CompletionParams) -> None:

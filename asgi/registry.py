@@ -27,6 +27,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class Overloaded(Unavailable):
+    """Every slot is busy and --max-queue tasks already wait: 503 with Retry-After."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass
 class ServedModel:
     spec: ModelSpec
@@ -92,6 +100,25 @@ class ServedModel:
             "loaded %s (%s, %s weights, n_ctx %d, %d slots) in %.1f s",
             spec.path, model.config.arch, model.weights, model.n_ctx, spec.n_parallel, time.perf_counter() - t0,
         )
+
+    def admit(self) -> None:
+        """Refuse new work (503) when the slots are full and the wait queue is at its bound.
+
+        Called on the event loop right before the request's tasks are submitted (no await
+        in between), so a burst cannot slip past the count."""
+        worker = self.worker
+        limit = self.settings.queue_limit(self.spec)
+        if worker is None or limit < 0:
+            return
+        waiting, busy = worker.n_waiting, worker.n_busy
+        if busy + waiting >= self.spec.n_parallel + limit:
+            log.warning("overloaded: %d busy slots, %d waiting tasks: answering 503", busy, waiting)
+            retry = max(1, min(30, waiting // max(1, self.spec.n_parallel)))
+            raise Overloaded(
+                f"server is busy: all {self.spec.n_parallel} slots are in use and {waiting} tasks are waiting "
+                f"(--max-queue {limit}); retry later",
+                retry_after=retry,
+            )
 
     async def ensure_loaded(self) -> None:
         async with self._lock:

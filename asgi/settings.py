@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from asgi.flags import FLAGS, build_parser, env_values
+from asgi.params import RequestLimits
 from pyllama import model_files
 
 log = logging.getLogger(__name__)
@@ -112,10 +113,20 @@ class Settings:
     models_memory_mb: int = 0
     multi_model: bool = False
     ignored_flags: list[str] = field(default_factory=list)
+    max_body_size: int = 64 << 20
+    max_queue: int | None = None  # None: max(64, 4 x the model's slots); -1: no limit
+    shutdown_timeout: float = 10.0
+    limits: RequestLimits = field(default_factory=RequestLimits)
 
     @property
     def default_model(self) -> ModelSpec:
         return self.models[0]
+
+    def queue_limit(self, spec: ModelSpec) -> int:
+        """How many tasks may wait for one of `spec`'s slots (-1: unbounded)."""
+        if self.max_queue is None:
+            return max(64, 4 * spec.n_parallel)
+        return self.max_queue
 
 
 def _read_text(path: str, what: str) -> str:
@@ -350,7 +361,46 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     if "system_prompt_file" in values:
         settings.system_prompt = _system_prompt(values["system_prompt_file"])
     settings.sampling = _sampling(values)
+    _apply_limits(settings, values)
     return settings
+
+
+# flag dest -> RequestLimits field
+LIMIT_FLAGS = {
+    "max_n_probs": "n_probs",
+    "max_stop": "stop_count",
+    "max_stop_length": "stop_length",
+    "max_grammar_size": "grammar_bytes",
+    "max_logit_bias": "logit_bias",
+    "max_prompts": "prompts",
+}
+
+
+def _apply_limits(settings: Settings, values: dict[str, Any]) -> None:
+    changes: dict[str, int] = {}
+    for dest, attr in LIMIT_FLAGS.items():
+        if dest in values:
+            value = int(values[dest])
+            if value < 1 and dest != "max_n_probs":
+                raise SettingsError(f"--{dest.replace('_', '-')} must be at least 1 (got {value})")
+            if value < 0:
+                raise SettingsError(f"--{dest.replace('_', '-')} must be at least 0 (got {value})")
+            changes[attr] = value
+    settings.limits = RequestLimits(**changes)
+    if "max_body_size" in values:
+        settings.max_body_size = int(values["max_body_size"])
+        if settings.max_body_size < 1024:
+            raise SettingsError(f"--max-body-size must be at least 1024 bytes (got {settings.max_body_size})")
+    if "max_queue" in values:
+        settings.max_queue = int(values["max_queue"])
+        if settings.max_queue < -1:
+            raise SettingsError(f"--max-queue must be -1 (no limit) or more (got {settings.max_queue})")
+    if "shutdown_timeout" in values:
+        settings.shutdown_timeout = float(values["shutdown_timeout"])
+        if not 0 <= settings.shutdown_timeout <= 3600:
+            raise SettingsError(f"--shutdown-timeout must be between 0 and 3600 s (got {settings.shutdown_timeout})")
+    if settings.timeout < 1:
+        raise SettingsError(f"--timeout must be at least 1 second (got {settings.timeout})")
 
 
 def _system_prompt(path: str) -> str:

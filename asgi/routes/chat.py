@@ -17,7 +17,7 @@ from quart import Blueprint, Response
 from asgi.app import server_state
 from asgi.errors import BadRequest
 from asgi.generate import Tagged, run_all, sse_events, stream_all
-from asgi.http import SSE_DONE, json_response, read_json, sse_event, sse_response
+from asgi.http import SSE_DONE, guarded, json_response, read_json, sse_event, sse_response
 from asgi.params import schema_to_grammar
 from asgi.registry import ServedModel
 from asgi.responses import (
@@ -139,7 +139,8 @@ async def chat_completions() -> Response:
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
 
     if not params.stream:
-        finals = await run_all(served, tasks)
+        served.admit()
+        finals = await guarded(run_all(served, tasks))
         choices = []
         for i, final in enumerate(finals):
             parsed = _parse(prompt, final.content)
@@ -197,5 +198,6 @@ async def chat_completions() -> Response:
                                                                          event.n_cached), event.timings)))
         return out
 
-    first, rest = await stream_all(served, tasks)
-    return sse_response(sse_events(first, rest, render, SSE_DONE))
+    served.admit()
+    first, rest = await guarded(stream_all(served, tasks))
+    return sse_response(sse_events(first, rest, render, SSE_DONE), SSE_DONE)

@@ -9,8 +9,8 @@ from quart import Blueprint, Response
 from asgi.app import server_state
 from asgi.errors import BadRequest, ContextExceeded, NotSupported
 from asgi.generate import Tagged, run_all, sse_events, stream_all
-from asgi.http import SSE_DONE, json_response, read_json, sse_event, sse_response
-from asgi.params import CompletionParams, copy_params, parse_completion_params
+from asgi.http import SSE_DONE, guarded, json_response, read_json, sse_event, sse_response
+from asgi.params import CompletionParams, check_prompt_count, copy_params, parse_completion_params
 from asgi.prompts import check_token_ids, format_infill, tokenize_mixed, tokenize_prompts
 from asgi.registry import ServedModel
 from asgi.responses import (
@@ -37,6 +37,7 @@ def read_params(served: ServedModel, body: dict[str, Any]) -> CompletionParams:
         n_vocab=served.model.n_vocab,
         n_parallel=served.spec.n_parallel,
         tokenize=lambda text: tok.tokenize(text, False, False),
+        limits=server_state().settings.limits,
     )
 
 
@@ -72,6 +73,7 @@ def prompt_tokens(served: ServedModel, prompt: Any) -> list[list[int]]:
     """Tokenized prompts, with the --system-prompt-file text in front of each."""
     assert served.model is not None
     tok = served.tokenizer
+    check_prompt_count(prompt, server_state().settings.limits)
     system = server_state().settings.system_prompt
     if system:
         head = tok.tokenize(system, True, True)
@@ -95,7 +97,8 @@ async def native_completion(served: ServedModel, params: CompletionParams, promp
     texts = [detok(served, t.prompt) for t in tasks]
     settings = params.generation_settings(served.model.n_ctx_seq, served.name)
     if not params.stream:
-        finals = await run_all(served, tasks)
+        served.admit()
+        finals = await guarded(run_all(served, tasks))
         bodies = [
             completion_final(f, index=i, model=served.name, prompt=texts[i], settings=settings, stream=False,
                              return_tokens=params.return_tokens, response_fields=params.response_fields)
@@ -118,8 +121,9 @@ async def native_completion(served: ServedModel, params: CompletionParams, promp
         return [sse_event(completion_partial(event, index=item.index, slot_id=-1, n_decoded=decoded[item.index],
                                              n_prompt=len(tasks[item.index].prompt)))]
 
-    first, rest = await stream_all(served, tasks)
-    return sse_response(sse_events(first, rest, render, None))
+    served.admit()
+    first, rest = await guarded(stream_all(served, tasks))
+    return sse_response(sse_events(first, rest, render, None), None)
 
 
 @bp.post("/completion")
@@ -149,7 +153,8 @@ async def oai_completions() -> Response:
     cmpl_id = random_id("cmpl-")
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
     if not params.stream:
-        finals = await run_all(served, tasks)
+        served.admit()
+        finals = await guarded(run_all(served, tasks))
         choices = [oai_text_choice(f.content, i, finish_reason(f), f.probs) for i, f in enumerate(finals)]
         total = usage(sum(f.n_prompt for f in finals), sum(f.n_decoded for f in finals),
                       sum(f.n_cached for f in finals))
@@ -167,8 +172,9 @@ async def oai_completions() -> Response:
         choice = oai_text_choice(event.text, item.index, None, event.probs)
         return [sse_event(oai_completion(cmpl_id, model_name, [choice], None))]
 
-    first, rest = await stream_all(served, tasks)
-    return sse_response(sse_events(first, rest, render, SSE_DONE))
+    served.admit()
+    first, rest = await guarded(stream_all(served, tasks))
+    return sse_response(sse_events(first, rest, render, SSE_DONE), SSE_DONE)
 
 
 def _infill_extra(body: dict[str, Any]) -> list[dict[str, str]]:

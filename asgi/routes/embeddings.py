@@ -11,7 +11,8 @@ from quart import Blueprint, Response
 from asgi.app import server_state
 from asgi.errors import BadRequest, NotSupported
 from asgi.generate import run_all
-from asgi.http import json_response, read_json
+from asgi.http import guarded, json_response, read_json
+from asgi.params import check_prompt_count
 from asgi.prompts import check_token_ids, tokenize_prompts
 from asgi.registry import ServedModel
 
@@ -59,6 +60,7 @@ async def embed(oai: bool) -> Response:
     assert served.model is not None
     if isinstance(raw, list) and not raw:
         raise BadRequest('"input" must not be empty')
+    check_prompt_count(raw, server_state().settings.limits, "input")
     prompts = tokenize_prompts(served.tokenizer, raw)
     for tokens in prompts:
         if not tokens:
@@ -71,7 +73,8 @@ async def embed(oai: bool) -> Response:
 
     tasks = [Task(prompt=t, kind="embedding", pooling=pooling, normalize=normalize if pooling != "none" else -1)
              for t in prompts]
-    finals = await run_all(served, tasks)
+    served.admit()
+    finals = await guarded(run_all(served, tasks))
     if not oai:
         return json_response([{"index": i, "embedding": f.embedding} for i, f in enumerate(finals)])
     data: list[dict[str, Any]] = []

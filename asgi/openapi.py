@@ -1,0 +1,205 @@
+"""GET /openapi.json: the routes, built from the app's own url_map, and their request bodies.
+
+The completion fields come from the tables asgi.params validates with (`_SAMPLING_NUMBERS`,
+`_BOOLS`, `OTHER_FIELDS`), so a field added there is documented here. The other bodies are
+written out below; tests/server/test_reliability_openapi.py feeds every documented field a
+value of the wrong type and checks the validators refuse it, and checks that every route
+the app serves appears here, so the document and the code cannot drift apart unnoticed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from quart import Quart, Response
+
+from asgi.params import _BOOLS, _SAMPLING_NUMBERS, INT_MAX, OTHER_FIELDS, RequestLimits
+from pyllama import __version__
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "type"],
+            "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "type": {"type": "string"}},
+        }
+    },
+}
+
+PROMPT: dict[str, Any] = {
+    "description": "a string, token ids, a mix of both, {\"prompt_string\": ...}, or a list of those (several prompts)",
+    "anyOf": [
+        {"type": "string"},
+        {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "object"},
+                                               {"type": "array"}]}},
+        {"type": "object", "properties": {"prompt_string": {"type": "string"}}},
+    ],
+}
+
+
+def _number_schema(kind: str, limits: tuple[float, float] | None, hard: bool) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer" if kind == "int" else "number"}
+    if limits is not None:
+        lo, hi = limits
+        # hard limits reject; soft ones clamp (documented, but both ends are accepted)
+        key_lo, key_hi = ("minimum", "maximum") if hard else ("x-clamp-minimum", "x-clamp-maximum")
+        if math.isfinite(lo):
+            schema[key_lo] = int(lo) if kind == "int" else lo
+        if math.isfinite(hi) and hi < INT_MAX:
+            schema[key_hi] = int(hi) if kind == "int" else hi
+    return schema
+
+
+def completion_fields(limits: RequestLimits) -> dict[str, Any]:
+    """Every field /completion reads (chat and /v1/completions read the same ones)."""
+    props: dict[str, Any] = {"prompt": PROMPT, "model": {"type": "string"}}
+    for names, _attr, kind, bounds, hard in _SAMPLING_NUMBERS:
+        for name in names:
+            props[name] = _number_schema(kind, bounds, hard)
+    props["n_probs"]["maximum"] = limits.n_probs
+    for name, _ in _BOOLS:
+        props[name] = {"type": "boolean"}
+    for name, schema in OTHER_FIELDS.items():
+        props[name] = dict(schema)
+    props["stop"] = {"anyOf": [{"type": "string", "maxLength": limits.stop_length},
+                               {"type": "array", "maxItems": limits.stop_count,
+                                "items": {"type": "string", "maxLength": limits.stop_length}}]}
+    props["grammar"] = {"type": "string", "description": f"GBNF, at most {limits.grammar_bytes} bytes"}
+    props["logit_bias"] = {"anyOf": [{"type": "array", "maxItems": limits.logit_bias},
+                                     {"type": "object", "maxProperties": limits.logit_bias}]}
+    return props
+
+
+def _object(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+MESSAGE = _object({
+    "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+    "content": {"anyOf": [{"type": "string"}, {"type": "array"}, {"type": "null"}]},
+    "name": {"type": "string"},
+    "tool_calls": {"type": "array"},
+    "tool_call_id": {"type": "string"},
+}, ["role"])
+
+
+def chat_fields(limits: RequestLimits) -> dict[str, Any]:
+    props = completion_fields(limits)
+    props.pop("prompt")
+    props.update({
+        "messages": {"type": "array", "items": MESSAGE, "minItems": 1},
+        "tools": {"type": "array", "items": _object({"type": {"type": "string", "enum": ["function"]},
+                                                     "function": {"type": "object"}})},
+        "tool_choice": {"anyOf": [{"type": "string", "enum": ["auto", "none", "required"]}, {"type": "object"}]},
+        "response_format": _object({"type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
+                                    "schema": {"type": "object"}, "json_schema": {"type": "object"}}),
+        "chat_template_kwargs": {"type": "object"},
+        "add_generation_prompt": {"type": "boolean"},
+        "parallel_tool_calls": {"type": "boolean"},
+        "logprobs": {"type": "boolean"},
+        "top_logprobs": {"type": "integer", "minimum": 0, "maximum": limits.n_probs},
+    })
+    return props
+
+
+def request_bodies(limits: RequestLimits) -> dict[str, dict[str, Any]]:
+    """Request body schema per endpoint (Quart endpoint name)."""
+    completion = _object(completion_fields(limits), ["prompt"])
+    chat = _object(chat_fields(limits), ["messages"])
+    infill_props = completion_fields(limits)
+    infill_props.update({
+        "input_prefix": {"type": "string"},
+        "input_suffix": {"type": "string"},
+        "input_extra": {"type": "array", "items": _object({"filename": {"type": "string"},
+                                                           "text": {"type": "string"}}, ["text"])},
+        "prompt": {"type": "string"},
+    })
+    embedding_input = {"anyOf": [{"type": "string"}, {"type": "array", "maxItems": limits.prompts}]}
+    embeddings = _object({
+        "input": embedding_input,
+        "content": embedding_input,
+        "model": {"type": "string"},
+        "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+        "embd_normalize": {"type": "integer"},
+    })
+    return {
+        "completions.completion": completion,
+        "completions.oai_completions": completion,
+        "completions.infill": _object(infill_props, ["input_prefix", "input_suffix"]),
+        "chat.chat_completions": chat,
+        "embeddings.embeddings_native": embeddings,
+        "embeddings.embeddings_oai": embeddings,
+        "tokens.tokenize": _object({
+            "content": {"anyOf": [{"type": "string"}, {"type": "array"}]},
+            "add_special": {"type": "boolean"},
+            "parse_special": {"type": "boolean"},
+            "with_pieces": {"type": "boolean"},
+            "model": {"type": "string"},
+        }),
+        "tokens.detokenize": _object({"tokens": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                                      "model": {"type": "string"}}),
+        "tokens.apply_template": chat,
+        "meta.post_props": _object({"system_prompt": {"type": "string"}}),
+        "meta.slot_action": _object({"filename": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,200}$"},
+                                     "model": {"type": "string"}}),
+    }
+
+
+QUERY: dict[str, list[dict[str, Any]]] = {
+    "meta.health": [{"name": "fail_on_no_slot", "in": "query", "schema": {"type": "string"},
+                     "description": "answer 503 when no slot is idle"},
+                    {"name": "include_slots", "in": "query", "schema": {"type": "string"}}],
+    "meta.slots": [{"name": "fail_on_no_slot", "in": "query", "schema": {"type": "string"}},
+                   {"name": "model", "in": "query", "schema": {"type": "string"}}],
+    "meta.get_props": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
+    "meta.slot_action": [{"name": "action", "in": "query", "required": True,
+                          "schema": {"type": "string", "enum": ["save", "restore", "erase"]}}],
+}
+
+
+def openapi_document(app: Quart, limits: RequestLimits) -> dict[str, Any]:
+    bodies = request_bodies(limits)
+    paths: dict[str, Any] = {}
+    for rule in app.url_map.iter_rules():
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for name in re.findall(r"{([^}]+)}", path)]
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            op: dict[str, Any] = {
+                "operationId": f"{rule.endpoint}.{method.lower()}.{len(paths)}",
+                "parameters": params + QUERY.get(rule.endpoint, []),
+                "responses": {
+                    "200": {"description": "success"},
+                    "default": {"description": "an error in the OpenAI shape",
+                                "content": {"application/json": {"schema": ERROR}}},
+                },
+            }
+            if method == "POST":
+                body = bodies.get(rule.endpoint)
+                op["requestBody"] = {
+                    "required": rule.endpoint not in ("meta.post_props", "meta.slot_action"),
+                    "content": {"application/json": {"schema": body if body is not None else {"type": "object"}}},
+                }
+            paths.setdefault(path, {})[method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "pyllama-server (llama-server compatible)", "version": __version__},
+        "paths": paths,
+        "components": {"schemas": {"Error": ERROR}},
+    }
+
+
+def register_openapi(app: Quart) -> None:
+    @app.get("/openapi.json")
+    async def openapi_json() -> Response:
+        from asgi.app import server_state
+        from asgi.http import json_response
+
+        return json_response(openapi_document(app, server_state().settings.limits))
