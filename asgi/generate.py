@@ -27,10 +27,12 @@ def raise_for_final(final: Any) -> None:
 
 def merge_partials(a: Any, b: Any) -> Any | None:
     """Join two pending Partial events of a slow reader into one (never merge a Final)."""
+    import dataclasses
+
     from pyllama.scheduler import Partial
 
-    if isinstance(a, Partial) and isinstance(b, Partial):
-        return Partial(a.task_id, a.text + b.text, [*a.tokens, *b.tokens], [*a.probs, *b.probs])
+    if isinstance(a, Partial) and isinstance(b, Partial):  # b's statistics are the newer ones
+        return dataclasses.replace(b, text=a.text + b.text, tokens=[*a.tokens, *b.tokens], probs=[*a.probs, *b.probs])
     return None
 
 

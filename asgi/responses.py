@@ -74,8 +74,14 @@ def completion_final(
     return nested_fields(response_fields, body) if response_fields else body
 
 
-def completion_partial(event: Any, *, index: int, slot_id: int, n_decoded: int, n_prompt: int) -> dict[str, Any]:
-    """One streamed chunk: like llama-server, it always carries the ids of its tokens."""
+def completion_partial(event: Any, *, index: int, slot_id: int, n_decoded: int, n_prompt: int,
+                       timings_per_token: bool = False) -> dict[str, Any]:
+    """One streamed chunk: like llama-server, it always carries the ids of its tokens.
+
+    `id_slot` is what the caller passes: llama-server leaves it at -1 in partial results
+    (send_partial_response never sets it), even though the event knows its slot. With
+    `timings_per_token` the chunk carries the task's running `timings`, as llama-server's do.
+    """
     body: dict[str, Any] = {
         "index": index,
         "content": event.text,
@@ -85,6 +91,8 @@ def completion_partial(event: Any, *, index: int, slot_id: int, n_decoded: int, 
         "tokens_predicted": n_decoded,
         "tokens_evaluated": n_prompt,
     }
+    if timings_per_token and hasattr(event, "timings"):
+        body["timings"] = event.timings
     if event.probs:
         body["completion_probabilities"] = probs_json(event.probs)
     return body

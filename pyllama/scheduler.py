@@ -50,14 +50,44 @@ class Task:
     id: int = -1
 
 
+def timings_json(n_prompt: int, n_cached: int, n_decoded: int, prompt_ms: float, predicted_ms: float) -> dict[str, float]:
+    """llama-server's `timings` object (server_slot_stats::to_json)."""
+    pn, dn = n_prompt - n_cached, n_decoded
+    return {
+        "cache_n": n_cached,
+        "prompt_n": pn,
+        "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": prompt_ms / pn if pn else 0.0,
+        "prompt_per_second": 1e3 * pn / prompt_ms if prompt_ms else 0.0,
+        "predicted_n": dn,
+        "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": predicted_ms / dn if dn else 0.0,
+        "predicted_per_second": 1e3 * dn / predicted_ms if predicted_ms else 0.0,
+    }
+
+
 @dataclass
 class Partial:
-    """Newly generated text (already safe to show: no half characters, no partial stop word)."""
+    """Newly generated text (already safe to show: no half characters, no partial stop word).
+
+    It also carries the slot and the task's running statistics, so a front end can show
+    progress (llama-server's `timings_per_token`) without asking the scheduler.
+    """
 
     task_id: int
     text: str
     tokens: list[int]
     probs: list[TokenProb]
+    slot_id: int = -1
+    n_prompt: int = 0
+    n_cached: int = 0
+    n_decoded: int = 0
+    prompt_ms: float = 0.0
+    predicted_ms: float = 0.0
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return timings_json(self.n_prompt, self.n_cached, self.n_decoded, self.prompt_ms, self.predicted_ms)
 
 
 @dataclass
@@ -86,18 +116,7 @@ class Final:
 
     @property
     def timings(self) -> dict[str, float]:
-        pn, dn = self.n_prompt - self.n_cached, self.n_decoded
-        return {
-            "cache_n": self.n_cached,
-            "prompt_n": pn,
-            "prompt_ms": self.prompt_ms,
-            "prompt_per_token_ms": self.prompt_ms / pn if pn else 0.0,
-            "prompt_per_second": 1e3 * pn / self.prompt_ms if self.prompt_ms else 0.0,
-            "predicted_n": dn,
-            "predicted_ms": self.predicted_ms,
-            "predicted_per_token_ms": self.predicted_ms / dn if dn else 0.0,
-            "predicted_per_second": 1e3 * dn / self.predicted_ms if self.predicted_ms else 0.0,
-        }
+        return timings_json(self.n_prompt, self.n_cached, self.n_decoded, self.prompt_ms, self.predicted_ms)
 
 
 Event = Partial | Final
@@ -106,7 +125,12 @@ Emit = Callable[[Event], None]
 
 @dataclass
 class Metrics:
-    """Counters behind /metrics (llama-server's names without the prefix)."""
+    """Counters behind /metrics (llama-server's names without the prefix).
+
+    Tokens are counted in the step that processes them (prompt tokens when they go through
+    the model, generated tokens when they are sampled), so the counters also include the
+    work done for requests that were cancelled half way.
+    """
 
     prompt_tokens_total: int = 0
     prompt_seconds_total: float = 0.0
@@ -140,6 +164,8 @@ class Scheduler:
         self.metrics = Metrics()
         self.deferred = 0
         self._pieces: list[bytes] | None = None
+        cfg = model.config
+        self._swa = any(cfg.is_swa(i) for i in range(cfg.n_layer))
 
     def token_pieces(self) -> list[bytes]:
         """Every token's text as bytes (special tokens rendered), computed once: grammars need it."""
@@ -163,7 +189,13 @@ class Scheduler:
 
     @property
     def n_busy(self) -> int:
+        """Slots running a task. Safe to read from another thread (a momentary value)."""
         return sum(1 for s in self.slots if s.busy)
+
+    @property
+    def n_waiting(self) -> int:
+        """Submitted tasks not yet in a slot (the deferred ones). Safe to read from another thread."""
+        return len(self.queue)
 
     # -- slot persistence (call between steps, from the thread that runs step()) ---------
     def save_slot(self, slot_id: int, path: Path) -> dict[str, Any]:
@@ -213,6 +245,7 @@ class Scheduler:
             if slot.task is not None and slot.task.kind == "embedding":
                 self._run_embedding(slot)
         batch, owners = self._build_batch()
+        batch, owners = self._drop_failing_chunks(batch, owners)
         if not batch.chunks:
             return True
         t0 = time.perf_counter()
@@ -223,17 +256,21 @@ class Scheduler:
                 self._fail(slot, str(exc), "invalid_request")
             return True
         dt = time.perf_counter() - t0
-        self.metrics.n_decode_total += 1
-        self.metrics.n_busy_slots_total += len(owners)
+        m = self.metrics
+        m.n_decode_total += 1
+        m.n_busy_slots_total += len(owners)
         row = 0
         n_tok = batch.n_tokens
         for chunk, slot in zip(batch.chunks, owners, strict=True):
             share = dt * len(chunk.tokens) / n_tok
             if slot.generating:
                 slot.t_predict += share
+                m.predicted_seconds_total += share
             else:
                 slot.t_prompt += share
                 slot.n_past = chunk.pos + len(chunk.tokens)
+                m.prompt_tokens_total += len(chunk.tokens)
+                m.prompt_seconds_total += share
             slot.cache_tokens = slot.cache_tokens[: chunk.pos] + chunk.tokens
             if chunk.output == "none":
                 continue
@@ -347,13 +384,48 @@ class Scheduler:
             if budget <= 0:
                 break
             if slot.busy and not slot.generating and slot.task is not None and slot.task.kind == "completion":
-                rest = slot.task.prompt[slot.n_past :]
-                take = rest[:budget]
-                last = len(take) == len(rest)
-                batch.chunks.append(SeqChunk(slot.id, take, slot.n_past, "last" if last else "none"))
+                prompt = slot.task.prompt
+                take = self._prompt_take(len(prompt), slot.n_past, budget)
+                last = slot.n_past + take == len(prompt)
+                batch.chunks.append(SeqChunk(slot.id, prompt[slot.n_past : slot.n_past + take], slot.n_past,
+                                             "last" if last else "none"))
                 owners.append(slot)
-                budget -= len(take)
+                budget -= take
         return batch, owners
+
+    def _drop_failing_chunks(self, batch: Batch, owners: list[Slot]) -> tuple[Batch, list[Slot]]:
+        """Fail the slots whose chunk the cache would refuse, before the forward pass: one
+        bad request must not end the other streams batched with it."""
+        keep = Batch()
+        kept: list[Slot] = []
+        for chunk, slot in zip(batch.chunks, owners, strict=True):
+            try:
+                self.model.kv.reserve(chunk.seq, chunk.pos, len(chunk.tokens))
+            except PyllamaError as exc:
+                kind: Literal["invalid_request", "context"] = (
+                    "context" if isinstance(exc, ContextFullError) else "invalid_request"
+                )
+                self._fail(slot, str(exc), kind)
+                continue
+            keep.chunks.append(chunk)
+            kept.append(slot)
+        return keep, kept
+
+    def _prompt_take(self, n_prompt: int, n_past: int, budget: int) -> int:
+        """How many prompt tokens a slot adds to this batch.
+
+        For sliding-window models llama-server ends a prompt batch 4 + n_ubatch and 4 tokens
+        before the end of the prompt (to save context checkpoints there; see
+        pyllama.numerics.server_prompt_batches). The float rounding of a forward pass
+        depends on its batch, so we cut at the same places to produce the same numbers.
+        """
+        take = min(n_prompt - n_past, budget)
+        if self._swa:
+            for offset in (4 + self.model.n_ubatch, 4):
+                cut = n_prompt - min(self.n_batch, offset)
+                if n_past < cut < n_past + take:
+                    take = cut - n_past
+        return take
 
     def _shift_or_stop(self, slot: Slot) -> None:
         task = slot.task
@@ -396,6 +468,7 @@ class Scheduler:
             self._finish(slot, "eos")
             return
         slot.add_token(token, prob)
+        self.metrics.tokens_predicted_total += 1
         if slot.stop.stopped_word is not None:
             self._finish(slot, "word")
             return
@@ -410,11 +483,6 @@ class Scheduler:
 
     def _finish(self, slot: Slot, stop_type: StopType) -> None:
         final = slot.final(stop_type)
-        m = self.metrics
-        m.prompt_tokens_total += final.n_prompt - final.n_cached
-        m.prompt_seconds_total += final.prompt_ms / 1e3
-        m.tokens_predicted_total += final.n_decoded
-        m.predicted_seconds_total += final.predicted_ms / 1e3
         emit = slot.emit
         slot.release()
         if emit is not None:

@@ -144,7 +144,11 @@ class Slot:
         piece = self.decoder.feed(token)
         text = self.stop.feed(piece) if piece else ""
         if text and self.emit is not None and self.task is not None:
-            self.emit(Partial(self.task.id, text, self.pending_tokens, self.pending_probs))
+            self.emit(Partial(
+                self.task.id, text, self.pending_tokens, self.pending_probs, slot_id=self.id,
+                n_prompt=len(self.task.prompt), n_cached=self.n_cached, n_decoded=self.n_decoded,
+                prompt_ms=1e3 * self.t_prompt, predicted_ms=1e3 * self.t_predict,
+            ))
             self.pending_tokens, self.pending_probs = [], []
 
     def final(self, stop_type: StopType) -> Final:

@@ -151,3 +151,66 @@ def test_save_erase_restore_continues_identically(model: Model, tmp_path: Path) 
     bad.write_bytes(path.read_bytes()[:100])
     with pytest.raises(SlotFileError):
         s2.restore_slot(1, bad)
+
+
+def test_metrics_count_the_tokens_each_step_processes(model: Model) -> None:
+    tok = model.tokenizer
+    s = Scheduler(model)
+    prompt = tok.tokenize("The capital of France is")
+    (f,), (parts,) = run_all(s, [Task(prompt, greedy(), n_predict=5, cache_prompt=False)])
+    m = s.metrics
+    assert (m.prompt_tokens_total, m.tokens_predicted_total) == (len(prompt), 5) == (f.timings["prompt_n"], f.n_decoded)
+    assert m.n_decode_total == 5 and m.prompt_seconds_total > 0 and m.predicted_seconds_total > 0
+    # A cancelled task still counts what it processed: its prompt and the tokens it produced.
+    got: list[Event] = []
+    long_prompt = tok.tokenize("Once upon a time, in a small village,")
+    tid = s.submit(Task(long_prompt, greedy(), n_predict=200, cache_prompt=False), got.append)
+    for _ in range(3):
+        s.step()
+    s.cancel(tid)
+    s.step()
+    assert s.n_busy == 0 and not any(isinstance(e, Final) for e in got)
+    produced = sum(len(e.tokens) for e in got if isinstance(e, Partial))
+    assert m.prompt_tokens_total == len(prompt) + len(long_prompt)
+    assert m.tokens_predicted_total == 5 + 3 and produced <= 3
+    # Partial events carry their slot and the task's running statistics.
+    last = parts[-1]
+    assert last.slot_id == f.slot_id and last.n_prompt == len(prompt) and last.n_decoded <= 5
+    assert last.timings["prompt_n"] == len(prompt) and last.timings["predicted_n"] == last.n_decoded
+
+
+def test_waiting_tasks_are_deferred(model: Model) -> None:
+    tok = model.tokenizer
+    s = Scheduler(model)
+    tasks = [Task(tok.tokenize(p), greedy(), n_predict=2, cache_prompt=False) for p in [*PROMPTS, "Hello"]]
+    for t in tasks:
+        s.submit(t, lambda e: None)
+    assert s.n_waiting == 4
+    s.step()
+    assert (s.n_busy, s.n_waiting, s.deferred) == (3, 1, 1)
+    while s.has_work():
+        s.step()
+    assert (s.n_busy, s.n_waiting, s.deferred) == (0, 0, 0)
+
+
+def test_sliding_window_prompts_are_cut_like_llama_server(gemma_path: Path) -> None:
+    """Gemma 3 has sliding-window layers: llama-server ends prompt batches 4 + n_ubatch and 4
+    tokens before the end of the prompt, and so must we (the rounding depends on the batch)."""
+    from pyllama.models import Batch
+    from pyllama.numerics import server_prompt_batches
+
+    gemma = Model.load(gemma_path, n_ctx=64, n_ubatch=8, weights="packed")
+    seen: list[tuple[int, int]] = []
+    decode = gemma.decode
+
+    def recording_decode(batch: Batch) -> np.ndarray:
+        for c in batch.chunks:
+            seen.append((c.pos, c.pos + len(c.tokens)))
+        return decode(batch)
+
+    gemma.decode = recording_decode  # type: ignore[method-assign]
+    prompt = gemma.tokenizer.tokenize("The sliding window of this model covers the last few tokens only, so")
+    assert len(prompt) > 12
+    (f,), _ = run_all(Scheduler(gemma), [Task(prompt, greedy(), n_predict=1, cache_prompt=False)])
+    assert f.error is None
+    assert seen == server_prompt_batches(len(prompt), swa=True, n_ubatch=8)
