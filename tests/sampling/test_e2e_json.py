@@ -69,6 +69,13 @@ SCHEMAS: list[dict[str, Any]] = [
 ]
 
 PROMPT = "<|im_start|>user\nGive me a small JSON object about a pet.<|im_end|>\n<|im_start|>assistant\n"
+# json.gbnf alone bounds nothing (strings, nesting, key count), so a 135M model asked for
+# "a small object" may ramble past any limit; a request for a definite object finishes in
+# 12-40 tokens while the grammar still decides every token.
+GBNF_PROMPT = (
+    '<|im_start|>user\nReply with one JSON object with exactly two keys: "name" (a pet name) and "age" (a number). '
+    "No other keys.<|im_end|>\n<|im_start|>assistant\n"
+)
 N_MAX = 160
 
 
@@ -102,9 +109,11 @@ class TimedSampler:
         self.seconds += time.perf_counter() - t
 
 
-def generate(model: Model, pieces: list[bytes], grammar: str, seed: int, n_max: int = N_MAX) -> tuple[str, int, float, float]:
+def generate(
+    model: Model, pieces: list[bytes], grammar: str, seed: int, n_max: int = N_MAX, prompt_text: str = PROMPT
+) -> tuple[str, int, float, float]:
     tok = model.tokenizer
-    prompt = tok.tokenize(PROMPT, add_special=False, parse_special=True)
+    prompt = tok.tokenize(prompt_text, add_special=False, parse_special=True)
     sampler = TimedSampler(Sampler(SamplingParams(seed=seed, temperature=0.7, grammar=grammar), model.n_vocab, eog_ids=tok.eog_ids, token_pieces=pieces))
     t0 = time.perf_counter()
     out = list(model.generate(prompt, sampler, n_predict=n_max))
@@ -123,17 +132,16 @@ def test_twenty_schema_generations_validate(model: Model, pieces: list[bytes]) -
 
 @pytest.mark.slow
 def test_twenty_json_gbnf_generations_parse(model: Model, pieces: list[bytes]) -> None:
-    """json.gbnf is unbounded (strings, nesting), so a generation may still be inside the object
-    at the token limit; every finished one must parse, and nearly all must finish."""
+    """Twenty seeded samples (temperature 0.7) under llama.cpp's json.gbnf: each ends by
+    itself (end of generation, not the token limit) and parses as a JSON object."""
     grammar = builtin_grammar("json")
-    finished = 0
+    lengths = []
     for i in range(20):
-        text, n, _, _ = generate(model, pieces, grammar, seed=200 + i, n_max=N_MAX)
-        if n < N_MAX:
-            assert isinstance(json.loads(text), dict), text
-            finished += 1
-    print(f"\njson.gbnf: {finished}/20 generations finished within {N_MAX} tokens, all parse")
-    assert finished >= 18
+        text, n, _, _ = generate(model, pieces, grammar, seed=200 + i, prompt_text=GBNF_PROMPT)
+        assert n < N_MAX, f"generation {i} did not finish: {text!r}"
+        assert isinstance(json.loads(text), dict), text
+        lengths.append(n)
+    print(f"\njson.gbnf: 20/20 generations parse; tokens per generation {min(lengths)}-{max(lengths)}")
 
 
 def test_grammar_speed_vs_unconstrained(model: Model, pieces: list[bytes]) -> None:
