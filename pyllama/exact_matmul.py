@@ -283,7 +283,10 @@ class ExactQ6KMatmul:
 HEAD_TENSORS = frozenset({"output.weight", "token_embd.weight"})
 
 
-def exact_kernel_for(info: TensorInfo) -> ExactLegacyMatmul | ExactQ4KMatmul | ExactQ6KMatmul | None:
+ExactKernel = ExactLegacyMatmul | ExactQ4KMatmul | ExactQ6KMatmul
+
+
+def exact_kernel_for(info: TensorInfo) -> ExactKernel | None:
     """The bit-exact kernel for this weight, or None when its type has none yet."""
     if len(info.shape) != 2:
         return None
@@ -311,7 +314,12 @@ class GgmlLinear(Linear):
         self.parts: list[GgmlLinear] | None = None
         # The output head's logits feed no later rounding, and the vocabulary is big (exact
         # kernels for Gemma's 262k x 640 head would cost 4x the rest of the model).
-        self.exact = None if info.name in HEAD_TENSORS else exact_kernel_for(info)
+        # The kernels' integer codes (100-200 MiB for SmolLM2) are built only when exact
+        # numerics are on: at load then, or on first use if exact mode is switched on later.
+        self._exact: ExactKernel | None = None
+        self._exact_built = info.name in HEAD_TENSORS
+        if numerics.EXACT:
+            self._build_exact()
         self.mins: F32 | None = None
         if VEC_DOT_TYPE.get(info.ggml_type) == "q8_1":
             nb = self.n_in // QK
@@ -319,6 +327,26 @@ class GgmlLinear(Linear):
             bias = _LEGACY_UNPACK[info.ggml_type](blocks).bias
             assert bias is not None
             self.mins = np.ascontiguousarray(bias.reshape(self.n_out, nb), dtype=f32)
+
+    def _build_exact(self) -> None:
+        if not self._exact_built:
+            self._exact = exact_kernel_for(self.info)
+            self._exact_built = True
+
+    @property
+    def exact(self) -> ExactKernel | None:
+        """The bit-exact kernel for this weight (built on first access), or None."""
+        self._build_exact()
+        return self._exact
+
+    @exact.setter
+    def exact(self, kernel: ExactKernel | None) -> None:
+        self._exact, self._exact_built = kernel, True
+
+    @property
+    def exact_nbytes(self) -> int:
+        """Memory of the exact kernel's codes if built (0 in fast mode)."""
+        return self._exact.nbytes if self._exact is not None else 0
 
     @classmethod
     def concat(cls, parts: Sequence[Linear]) -> Linear:
@@ -339,7 +367,7 @@ class GgmlLinear(Linear):
         shape = (*x.shape[:-1], self.n_out)
         if self.parts is not None:
             y = np.concatenate([p(x2) for p in self.parts], axis=-1)
-        elif self.exact is not None and rows <= numerics.EXACT_MAX_ROWS:
+        elif rows <= numerics.EXACT_MAX_ROWS and self.exact is not None:
             y = self.exact(x2)
         else:
             xq, ds = act_quant_dequant(x2, self.info.ggml_type)

@@ -41,6 +41,10 @@ EXACT_MAX_ROWS = 63
 # Cached positions up to which attention replays ggml's key-by-key float16 accumulation;
 # the replay is a Python loop over keys, so longer contexts take the float32 path.
 EXACT_MAX_KV = 1024
+# Whether the bit-exact replays are on at all (set_exact). Off ("fast" numerics), the
+# architectures take their fused float32 forward pass (pyllama/models/fastpath.py) and
+# GgmlLinear never builds the exact kernels' integer codes.
+EXACT = True
 
 QK = 32  # block size of the legacy types and of Q8_0/Q8_1
 QK_K = 256  # super-block size of the k-quants and of Q8_K
@@ -75,7 +79,8 @@ def set_exact(enabled: bool, max_rows: int = 63, max_kv: int = 1024) -> None:
     """Turn the bit-exact replays on (default) or off (float32 with ggml's activation
     quantization only: about 2x faster per token, but top-5 probabilities then drift
     0.03-0.07 from llama.cpp's over a generation; see docs/numerics.md)."""
-    global EXACT_MAX_ROWS, EXACT_MAX_KV
+    global EXACT, EXACT_MAX_ROWS, EXACT_MAX_KV
+    EXACT = bool(enabled)
     EXACT_MAX_ROWS = max_rows if enabled else 0
     EXACT_MAX_KV = max_kv if enabled else -1
 
@@ -226,6 +231,13 @@ def gelu(x: F32) -> F32:
     0.5f*x*(1+tanhf(SQRT_2_OVER_PI*x*(1+GELU_COEF_A*x*x))) with the inner 1+a*x*x
     contracted to an FMA and a correctly rounded tanhf, which reproduces every entry.
     """
+    table = gelu_table()
+    y = table[np.asarray(x, dtype=f32).astype(f16).view(np.uint16)]
+    return np.where(x <= f32(-10.0), f32(0.0), np.where(x >= f32(10.0), x, y)).astype(f32)
+
+
+def gelu_table() -> F32:
+    """fp16(ggml_gelu_f32(x)) for every float16 bit pattern x (built on first use)."""
     if not _GELU_TABLE:
         f = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(f16).astype(f32)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -233,9 +245,7 @@ def gelu(x: F32) -> F32:
             t = np.tanh(inner.astype(f64)).astype(f32)
             g = (f32(0.5) * f) * (f32(1.0) + t)
         _GELU_TABLE.append(g.astype(f16).astype(f32))
-    table = _GELU_TABLE[0]
-    y = table[np.asarray(x, dtype=f32).astype(f16).view(np.uint16)]
-    return np.where(x <= f32(-10.0), f32(0.0), np.where(x >= f32(10.0), x, y)).astype(f32)
+    return _GELU_TABLE[0]
 
 
 # -- RoPE (ggml_rope_cache_init / rope_yarn) ---------------------------------------------------

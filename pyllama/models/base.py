@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pyllama import numerics
 from pyllama.config import ModelConfig
 from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.exact_matmul import GgmlLinear
@@ -91,8 +92,7 @@ class Weights:
         info = self.gguf.tensors[name]
         # GgmlLinear rounds like llama.cpp's CPU matmul (see pyllama/numerics.py).
         lin = GgmlLinear(info, mode or self.mode)
-        exact = lin.exact.nbytes if lin.exact is not None else 0  # the exact kernel's own codes
-        self._account(info.n_bytes, lin.nbytes + exact)
+        self._account(info.n_bytes, lin.nbytes + lin.exact_nbytes)  # + the exact kernel's own codes
         return lin
 
     def _account(self, file_bytes: int, held: int) -> None:
@@ -127,6 +127,9 @@ class DecoderModel:
     output: Linear
     output_norm: F32 | None
     causal: bool = True
+    # The output head as a fast-path FusedLinear (set by architectures with a fast path;
+    # used while exact numerics are off).
+    fast_output: Callable[[F32], F32] | None = None
 
     def __init__(self, gguf: GGUFFile, config: ModelConfig, weights: Weights, kv: KVCache) -> None:
         self.gguf = gguf
@@ -138,6 +141,9 @@ class DecoderModel:
     def embed(self, tokens: I64) -> F32:
         return self.tok_embd.rows(tokens)
 
+    def begin_forward(self, batch: Batch) -> None:
+        """Hook run once per forward pass before the blocks (fast paths plan attention here)."""
+
     def block(self, layer: int, x: F32, batch: Batch, positions: I64) -> F32:
         raise NotImplementedError
 
@@ -145,6 +151,12 @@ class DecoderModel:
         raise NotImplementedError
 
     def head(self, h: F32) -> F32:
+        return self.output_logits(h)
+
+    def output_logits(self, h: F32) -> F32:
+        """h @ output^T: the fast path's fused layout unless exact numerics are on."""
+        if self.fast_output is not None and not numerics.EXACT:
+            return self.fast_output(h)
         return self.output(h)
 
     # -- the shared forward pass --------------------------------------------------------
@@ -167,6 +179,7 @@ class DecoderModel:
             (c.pos + i for c in batch.chunks for i in range(len(c.tokens))), dtype=np.int64
         )
         x = self.embed(tokens)
+        self.begin_forward(batch)
         for layer in range(self.config.n_layer):
             x = self.block(layer, x, batch, positions)
         for c in batch.chunks:

@@ -346,7 +346,7 @@ class ArchModel(DecoderModel):
 
     def head(self, h: F32) -> F32:
         """lm_head, then the output bias, llama.cpp's final soft-cap or Granite's logit scale."""
-        logits = self.output(h)
+        logits = self.output_logits(h)
         if self.output_bias is not None:
             logits += self.output_bias
         return logits

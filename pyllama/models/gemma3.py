@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from pyllama import numerics
 from pyllama.config import ModelConfig
 from pyllama.gguf_file import GGUFFile
 from pyllama.kv_cache import KVCache
+from pyllama.models import fastpath as fp
 from pyllama.models.base import Batch, Weights
 from pyllama.models.blocks import ArchModel, Attention, FeedForward, Norm, norm, softcap
 
@@ -67,6 +69,54 @@ class Gemma3Model(ArchModel):
         self.build_ropes()
         big = config.n_layer == 62  # Gemma 3 27B scales queries by the model width per head
         self.q_scale = np.float32(1.0 / math.sqrt(config.n_embd / config.n_head if big else config.head_dim))
+        self.fast: list[fp.FusedLinear] | None = None
+        self.plan: fp.AttentionPlan | None = None
+        if not numerics.EXACT:
+            self.build_fast()
+
+    def build_fast(self) -> list[fp.FusedLinear]:
+        """Per layer [qkv, out, gate_up, down] fused (fastpath.py), the Q/K norm weights of
+        all heads stacked (Q's already times the query scale), and fast RoPE tables."""
+        if self.fast is None:
+            fused: list[fp.FusedLinear] = []
+            self.qk_norm_w: list[F32] = []
+            for b in self.blocks:
+                a, ffn = b.attn, b.ffn
+                assert a.q is not None and a.k is not None and a.v is not None and ffn.gate is not None
+                fused += [
+                    fp.FusedLinear([a.q.lin, a.k.lin, a.v.lin], [a.q.bias, a.k.bias, a.v.bias]),
+                    fp.FusedLinear([a.out.lin], [a.out.bias]),
+                    fp.FusedLinear([ffn.gate.lin, ffn.up.lin], [ffn.gate.bias, ffn.up.bias]),
+                    fp.FusedLinear([ffn.down.lin], [ffn.down.bias]),
+                ]
+                cfg = self.config
+                qw = b.q_norm.weight if b.q_norm.weight is not None else np.ones(cfg.head_dim, np.float32)
+                kw = b.k_norm.weight if b.k_norm.weight is not None else np.ones(cfg.head_dim, np.float32)
+                rows = [qw * self.q_scale] * cfg.n_head + [kw] * cfg.n_head_kv
+                self.qk_norm_w.append(np.stack(rows).astype(np.float32))
+            self.fast_ropes = {id(r): fp.FastRope(r) for r in self.ropes}
+            self.fast_output = fp.FusedLinear([self.output])
+            self.fast = fused
+        return self.fast
+
+    def begin_forward(self, batch: Batch) -> None:
+        self.plan = None if numerics.EXACT else fp.AttentionPlan(self.kv, batch, self.causal)
+
+    def fast_block(self, layer: int, x: F32, plan: fp.AttentionPlan) -> F32:
+        """The block in fast numerics: 4 fused matmuls, Q/K normed and rotated together."""
+        b, cfg = self.blocks[layer], self.config
+        qkv, wo, gate_up, down = self.build_fast()[4 * layer : 4 * layer + 4]
+        t, h, hkv, eps = x.shape[0], cfg.n_head, cfg.n_head_kv, cfg.norm_eps
+        nq, nk = h * cfg.head_dim, hkv * cfg.head_dim
+        y = qkv(fp.rms_norm(x, b.attn_norm.weight, eps))
+        qk = fp.rms_norm(y[:, : nq + nk].reshape(t, h + hkv, cfg.head_dim), self.qk_norm_w[layer], eps)
+        self.fast_ropes[id(self.ropes[layer])].apply(qk, plan.positions)
+        v = y[:, nq + nk :].reshape(t, hkv, cfg.head_dim_v)
+        attn = plan.attend(layer, qk[:, :h], qk[:, h:], v, 1.0, window=self.window(layer))
+        x += fp.rms_norm(wo(attn), b.post_attn_norm.weight, eps)
+        gu = gate_up(fp.rms_norm(x, b.ffn_norm.weight, eps))
+        x += fp.rms_norm(down(fp.geglu(gu, b.ffn.up.n_out)), b.post_ffn_norm.weight, eps)
+        return x
 
     def embed(self, tokens: I64) -> F32:
         x: F32 = self.tok_embd.rows(tokens)
@@ -74,6 +124,8 @@ class Gemma3Model(ArchModel):
         return x
 
     def block(self, layer: int, x: F32, batch: Batch, positions: I64) -> F32:
+        if self.plan is not None:
+            return self.fast_block(layer, x, self.plan)
         b, cfg = self.blocks[layer], self.config
         q, k, v = b.attn.project(b.attn_norm(x))
         q = b.q_norm(self.heads(q, cfg.n_head, cfg.head_dim))

@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from pyllama import numerics
 from pyllama.config import ModelConfig
 from pyllama.gguf_file import GGUFFile
 from pyllama.kv_cache import KVCache
 from pyllama.linear import Linear
+from pyllama.models import fastpath as fp
 from pyllama.models.base import Batch, DecoderModel, Weights
 from pyllama.ops import RopeTable, attention, rms_norm, silu
 
@@ -36,6 +38,16 @@ class LlamaBlock:
     w_gate: Linear
     w_up: Linear
     w_down: Linear
+
+
+@dataclass
+class FastLlamaBlock:
+    """One block's weights fused for the fast path (fastpath.py)."""
+
+    qkv: fp.FusedLinear
+    wo: fp.FusedLinear
+    gate_up: fp.FusedLinear
+    down: fp.FusedLinear
 
 
 class LlamaModel(DecoderModel):
@@ -63,8 +75,47 @@ class LlamaModel(DecoderModel):
         self.rope = RopeTable(config.rope, kv.n_ctx_seq, freq_factors)
         scale = config.attention_scale
         self.kq_scale = scale if scale else 1.0 / math.sqrt(config.head_dim)
+        self.fast: list[FastLlamaBlock] | None = None
+        self.plan: fp.AttentionPlan | None = None
+        if not numerics.EXACT:
+            self.build_fast()
+
+    def build_fast(self) -> list[FastLlamaBlock]:
+        """Fuse Q/K/V and gate/up (once; dense weights are shared with the exact path)."""
+        if self.fast is None:
+            self.fast = [
+                FastLlamaBlock(
+                    fp.FusedLinear([b.wq, b.wk, b.wv]),
+                    fp.FusedLinear([b.wo]),
+                    fp.FusedLinear([b.w_gate, b.w_up]),
+                    fp.FusedLinear([b.w_down]),
+                )
+                for b in self.blocks
+            ]
+            self.fast_rope = fp.FastRope(self.rope)
+            self.fast_output = fp.FusedLinear([self.output])
+        return self.fast
+
+    def begin_forward(self, batch: Batch) -> None:
+        self.plan = None if numerics.EXACT else fp.AttentionPlan(self.kv, batch, self.causal)
+
+    def fast_block(self, layer: int, x: F32, plan: fp.AttentionPlan) -> F32:
+        """The block in fast numerics: 4 matmuls and ~30 NumPy calls, residuals in place."""
+        b, f, cfg = self.blocks[layer], self.build_fast()[layer], self.config
+        t, nq, nk = x.shape[0], cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
+        y = f.qkv(fp.rms_norm(x, b.attn_norm, cfg.norm_eps))
+        qk = y[:, : nq + nk].reshape(t, cfg.n_head + cfg.n_head_kv, cfg.head_dim)
+        self.fast_rope.apply(qk, plan.positions)
+        v = y[:, nq + nk :].reshape(t, cfg.n_head_kv, cfg.head_dim_v)
+        attn = plan.attend(layer, qk[:, : cfg.n_head], qk[:, cfg.n_head :], v, self.kq_scale)
+        x += f.wo(attn)
+        gu = f.gate_up(fp.rms_norm(x, b.ffn_norm, cfg.norm_eps))
+        x += f.down(fp.swiglu(gu, b.w_gate.n_out))
+        return x
 
     def block(self, layer: int, x: F32, batch: Batch, positions: I64) -> F32:
+        if self.plan is not None:
+            return self.fast_block(layer, x, self.plan)
         b = self.blocks[layer]
         cfg = self.config
         t = x.shape[0]

@@ -65,7 +65,12 @@ def test_bad_cache_types() -> None:
 @pytest.mark.slow
 def test_q8_0_cache_keeps_smollm2_perplexity(smollm2_path: Path) -> None:
     """Two of the text's four chunks (one alone is too noisy: 63 scored tokens). Measured on
-    all four: f16 24.81, q8_0 24.76 (-0.22%); llama.cpp's own: 24.87 vs 24.95 (+0.30%)."""
+    all four: f16 24.81, q8_0 24.76 (-0.22%); llama.cpp's own: 24.87 vs 24.95 (+0.30%).
+
+    The ratio is noisy at the 1% level: activation and cache quantization round chaotically,
+    so BLAS's thread count alone moves it (fast path, four chunks: +0.1% with 1 thread,
+    +1.2% with 2; the earlier float32 path: -1.0% with 2). A broken q8_0 cache costs far
+    more than the 2.5% allowed here."""
     text = (GOLDEN / "ppl_text.txt").read_text()
     model = Model.load(smollm2_path, n_ctx=128, weights="dense", cache_type_k="f16", cache_type_v="f16")
     tokens = model.tokenizer.tokenize(text, add_special=True, parse_special=False)
@@ -76,4 +81,4 @@ def test_q8_0_cache_keeps_smollm2_perplexity(smollm2_path: Path) -> None:
         model.net.kv = KVCache(cfg.n_layer, 1, 128, cfg.n_head_kv, cfg.head_dim, cfg.head_dim_v, kind, kind)
         ppl[kind] = perplexity(model, tokens, 128, None, n_chunks=2)[0]
     print(f"SmolLM2 perplexity (-c 128, 2 chunks): {ppl}")
-    assert abs(ppl["q8_0"] / ppl["f16"] - 1.0) < 0.01, ppl
+    assert abs(ppl["q8_0"] / ppl["f16"] - 1.0) < 0.025, ppl

@@ -1,0 +1,132 @@
+"""The fast-numerics kernels (pyllama/models/fastpath.py) against the reference ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf.constants import GGMLQuantizationType
+from gguf.quants import quantize
+
+from pyllama import numerics
+from pyllama.config import RopeParams
+from pyllama.engine import Model
+from pyllama.exact_matmul import GgmlLinear
+from pyllama.gguf_file import TensorInfo
+from pyllama.kv_cache import KVCache
+from pyllama.linear import Linear
+from pyllama.models import Batch, SeqChunk
+from pyllama.models import fastpath as fp
+from pyllama.ops import RopeTable, attention
+from tests.models import synth
+
+T = GGMLQuantizationType
+f32 = np.float32
+
+
+def linear(name: str, qtype: GGMLQuantizationType, n_out: int, n_in: int, seed: int, mode: str = "dense") -> GgmlLinear:
+    w = np.random.default_rng(seed).standard_normal((n_out, n_in)).astype(f32)
+    raw = quantize(w, qtype).reshape(-1).view(np.uint8)
+    return GgmlLinear(TensorInfo(name, qtype, (n_out, n_in), 0, raw.size, raw), mode)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("qtype", [T.Q8_0, T.Q4_1, T.Q4_K, T.F16, T.F32])
+def test_activation_quantization_matches_ggml_rounding(qtype: GGMLQuantizationType) -> None:
+    x = np.random.default_rng(1).standard_normal((3, 256)).astype(f32) * 4
+    x[1, :32] = 0.0  # an all-zero block stays zero
+    want, _ = numerics.act_quant_dequant(x, qtype)
+    kind = "f16" if qtype == T.F16 else numerics.VEC_DOT_TYPE.get(qtype)
+    got = fp.quantize_activations(x, kind)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("mode", ["dense", "packed"])
+def test_fused_linear_equals_its_parts(mode: str) -> None:
+    parts = [linear(f"blk.0.attn_{n}.weight", T.Q4_1, o, 64, i, mode) for i, (n, o) in enumerate([("q", 64), ("k", 32), ("v", 32)])]
+    bias = np.arange(32, dtype=f32)
+    fused = fp.FusedLinear(parts, [None, bias, None])
+    x = np.random.default_rng(5).standard_normal((4, 64)).astype(f32)
+    xq = fp.quantize_activations(x, "q8_1")
+    want = np.concatenate([p.dense_weight() for p in parts]) @ xq.T
+    want[64:96] += bias[:, None]
+    np.testing.assert_allclose(fused(x), want.T, rtol=1e-5, atol=1e-4)
+    if mode == "dense":  # the parts now share the fused matrix: no second copy
+        whole = fused.wt if fused.wt is not None else fused.weight
+        assert whole is not None
+        assert all(p.weight is not None and np.shares_memory(p.weight, whole) for p in parts)
+        for p in parts:  # the parts still compute their own products (exact path)
+            np.testing.assert_allclose(Linear.__call__(p, xq), xq @ p.dense_weight().T, rtol=1e-5, atol=1e-4)
+
+
+def test_fused_linear_with_mixed_activation_types() -> None:
+    parts = [linear("blk.0.attn_q.weight", T.Q4_1, 16, 256, 1), linear("blk.0.attn_v.weight", T.Q8_0, 16, 256, 2)]
+    x = np.random.default_rng(7).standard_normal((2, 256)).astype(f32)
+    y = fp.FusedLinear(parts)(x)
+    for p, part_y in zip(parts, np.split(y, [16], axis=1), strict=True):
+        xq = fp.quantize_activations(x, fp._act_kind(p))
+        np.testing.assert_allclose(part_y, xq @ p.dense_weight().T, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("neox", [False, True])
+def test_fast_rope_equals_the_table(neox: bool) -> None:
+    rope = RopeParams(n_rot=16, freq_base=10000.0, freq_scale=1.0, n_ctx_orig=64, neox=neox)
+    table = RopeTable(rope, 64)
+    x = np.random.default_rng(3).standard_normal((5, 3, 16)).astype(f32)
+    pos = np.array([0, 1, 7, 30, 63], dtype=np.int64)
+    want = table.apply(x.copy(), pos)
+    got = x.copy()
+    fp.FastRope(table).apply(got, pos)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def reference_attention(kv: KVCache, layer: int, seq: int, q: np.ndarray, window: int) -> np.ndarray:
+    end = kv.length(seq)
+    pos = np.arange(end - q.shape[0], end, dtype=np.int64)
+    return attention(q, kv.keys(layer, seq, end), kv.values(layer, seq, end), pos, np.arange(end), 0.25, window=window)
+
+
+@pytest.mark.parametrize("window", [0, 3])
+def test_attention_plan_prompts_and_batched_decode(window: int) -> None:
+    """A prompt chunk, then one decode row from each of three sequences of different lengths
+    (one batched attention over the padded cache), against ops.attention per sequence."""
+    rng = np.random.default_rng(11)
+    h, hkv, dh = 4, 2, 32
+    kv = KVCache(1, 3, 16, hkv, dh, dh, "f32", "f32")
+
+    def rows(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (rng.standard_normal((n, h, dh)).astype(f32), rng.standard_normal((n, hkv, dh)).astype(f32),
+                rng.standard_normal((n, hkv, dh)).astype(f32))
+
+    lengths = [6, 2, 9]
+    for seq, n in enumerate(lengths):  # prompts, one sequence per batch
+        q, k, v = rows(n)
+        plan = fp.AttentionPlan(kv, Batch([SeqChunk(seq, [1] * n, 0, "last")]))
+        got = plan.attend(0, q, k, v, 0.25, window=window)
+        kv.commit(seq, n)
+        np.testing.assert_allclose(got, reference_attention(kv, 0, seq, q, window), rtol=1e-5, atol=1e-5)
+    q, k, v = rows(3)
+    plan = fp.AttentionPlan(kv, Batch([SeqChunk(s, [1], lengths[s], "last") for s in (0, 1, 2)]))
+    assert plan.batched
+    got = plan.attend(0, q, k, v, 0.25, window=window)
+    for s in range(3):
+        kv.commit(s, lengths[s] + 1)
+        want = reference_attention(kv, 0, s, q[s : s + 1], window)
+        np.testing.assert_allclose(got[s : s + 1], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma3"])
+def test_batched_decode_equals_one_sequence_at_a_time(name: str, tmp_path: Path) -> None:
+    """Fast mode: three slots decoding together give the rows each gives alone."""
+    path = synth.write_model(name, tmp_path / f"{name}.gguf")
+    model = Model.load(path, weights="dense", n_ctx=3 * synth.N_CTX, n_seq=3, cache_type_k="f32", cache_type_v="f32")
+    assert not numerics.EXACT
+    p = synth.PROMPT
+    for s, n in enumerate([5, 9, 13]):
+        model.eval_prompt(p[:n], s)
+    together = model.decode(Batch([SeqChunk(s, [p[20 + s]], model.kv.length(s), "last") for s in range(3)]))
+    alone = []
+    for s, n in enumerate([5, 9, 13]):
+        model.kv.truncate(s, n)
+        alone.append(model.eval_prompt([p[20 + s]], s))
+    np.testing.assert_allclose(together, np.stack(alone), rtol=1e-4, atol=1e-4)
