@@ -3,7 +3,8 @@
 pp N: one forward pass over N prompt tokens from an empty cache; tg N: N single-token
 steps (greedy, as llama-bench decodes without a sampler). Each test runs -r times after a
 short warm-up; we print mean +/- stddev tokens/second (llama-bench's columns), keep the
-median and the samples in the JSON, and the peak RSS.
+median and the samples in the JSON, and the peak RSS. The context (-c) defaults to -p + -n,
+as llama-bench sizes it, so the KV cache in the peak RSS is what the test needs.
 
 --vs LLAMA_BENCH runs llama.cpp's llama-bench on the same file in alternation and prints
 both medians and their ratio; --profile breaks one prompt pass and the decode steps down by
@@ -31,7 +32,7 @@ from pyllama.profiling import CATEGORIES, OpProfiler, Profile
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="prompt/generation speed (llama-bench)", description=__doc__)
-    add_model_args(p)
+    add_model_args(p, ctx_default=-1)  # -1: -p + -n, as llama-bench sizes its context
     p.add_argument("-p", "--n-prompt", type=int, default=64, help="prompt tokens (0 = skip pp)")
     p.add_argument("-n", "--n-gen", type=int, default=32, help="generated tokens (0 = skip tg)")
     p.add_argument("-r", "--repetitions", type=int, default=3)
@@ -114,14 +115,15 @@ def main(args: argparse.Namespace) -> int:
     if args.threads is not None and not set_threads(args.threads):
         log(f"note: -t {args.threads}: NumPy here has no OpenBLAS to set the thread count of")
     threads = get_threads() or args.threads or 1
-    args.ctx_size = max(args.ctx_size, args.n_prompt + args.n_gen + 8)
+    need = args.n_prompt + args.n_gen + 8
+    args.ctx_size = need if args.ctx_size < 0 else max(args.ctx_size, need) if args.ctx_size > 0 else 0
     model = load_model(args)
     log(f"loaded in {model.load_seconds:.2f} s, weights {model.weights} ({model.weights_nbytes / 2**20:.0f} MiB), "
         f"{threads} BLAS thread(s)")
     tests = ([("pp", args.n_prompt)] if args.n_prompt > 0 else []) + ([("tg", args.n_gen)] if args.n_gen > 0 else [])
     for kind, n in tests:
         run_test(model, kind, min(n, 8))  # warm-up
-    out: dict[str, Any] = {"threads": threads, "weights": model.weights, "numerics": args.numerics}
+    out: dict[str, Any] = {"threads": threads, "weights": model.weights, "numerics": args.numerics, "n_ctx": model.n_ctx}
     if args.vs:
         from pyllama.cli.bench_vs import compare, print_comparison
 
