@@ -19,6 +19,7 @@ from asgi.errors import NotFound, Unavailable
 from asgi.settings import ModelSpec, Settings
 from asgi.worker import Worker
 from pyllama.chat import ChatTemplate
+from pyllama.errors import ModelLoadError
 
 if TYPE_CHECKING:
     from pyllama.engine import Model
@@ -87,6 +88,7 @@ class ServedModel:
             cache_type_v=spec.cache_type_v,
             rope=rope,
         )
+        warm_up(model, spec.path)
         tokenizer = model.tokenizer
         self.template = make_template(model, tokenizer, spec.chat_template)
         self.model = model
@@ -146,6 +148,25 @@ class ServedModel:
     @property
     def nbytes(self) -> int:
         return self.model.weights_nbytes if self.model is not None else 0
+
+
+def warm_up(model: Model, path: Any) -> None:
+    """llama-server's warm-up: one forward pass at load, so a model whose tensors do not fit
+    together (say, a wrong shape) fails now, with /health saying why, not on the first request."""
+    from pyllama.errors import PyllamaError
+    from pyllama.models import Batch, SeqChunk
+
+    if not getattr(model.net, "causal", True):
+        return
+    token = model.tokenizer.bos_id
+    try:
+        model.decode(Batch([SeqChunk(0, [token if token is not None and token >= 0 else 0], 0, "last")]))
+    except PyllamaError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: the model failed its warm-up run ({type(exc).__name__}: {exc})") from None
+    finally:
+        model.kv.truncate(0, 0)
 
 
 def make_template(model: Model, tokenizer: Tokenizer, override: str | None) -> ChatTemplate:

@@ -219,6 +219,8 @@ def parse_gguf(buffer: Any, name: str = "<buffer>") -> GGUFFile:
     value_types: dict[str, int] = {}
     for _ in range(n_kv):
         key = cur.string("metadata key")
+        if key in metadata:
+            raise GGUFError(f"{name}: duplicate metadata key {key!r}")
         vtype = cur.u32(f"value type of {key}")
         metadata[key] = _read_value(cur, vtype, key)
         value_types[key] = vtype
@@ -228,6 +230,7 @@ def parse_gguf(buffer: Any, name: str = "<buffer>") -> GGUFFile:
         raise GGUFError(f"{name}: general.alignment must be a power of two, got {alignment!r}")
 
     raw_infos: list[tuple[str, tuple[int, ...], int, int]] = []
+    seen: set[str] = set()
     for _ in range(n_tensors):
         tname = cur.string("tensor name")
         n_dims = cur.u32(f"dimension count of {tname}")
@@ -236,6 +239,11 @@ def parse_gguf(buffer: Any, name: str = "<buffer>") -> GGUFFile:
         dims = tuple(cur.u64(f"dimensions of {tname}") for _ in range(n_dims))
         ttype = cur.u32(f"type of {tname}")
         offset = cur.u64(f"offset of {tname}")
+        if offset % alignment:
+            raise GGUFError(f"{name}: tensor {tname} data offset {offset} is not a multiple of the alignment {alignment}")
+        if tname in seen:
+            raise GGUFError(f"{name}: duplicate tensor name {tname!r}")
+        seen.add(tname)
         raw_infos.append((tname, dims, ttype, offset))
 
     data_start = (cur.pos + alignment - 1) // alignment * alignment

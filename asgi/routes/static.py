@@ -35,6 +35,8 @@ def make_blueprint(folder: Path) -> Blueprint:
 
     @bp.get("/wasm/<path:filename>")
     async def wasm_files(filename: str) -> Response:
+        if "\x00" in filename:
+            raise NotFound("File Not Found")  # no file name holds a NUL (os.path raises on it)
         dist = WASM_DIST.resolve()
         target = (dist / filename).resolve()
         if not target.is_relative_to(dist) or not target.is_file():
@@ -46,6 +48,8 @@ def make_blueprint(folder: Path) -> Blueprint:
     @bp.get("/", defaults={"filename": "index.html"})
     @bp.get("/<path:filename>")
     async def files(filename: str) -> Response:
+        if "\x00" in filename:
+            raise NotFound("File Not Found")  # no file name holds a NUL (os.path raises on it)
         target = (root / filename).resolve()
         if target.is_dir():
             target = target / "index.html"
