@@ -84,7 +84,22 @@ def save_slot(model: Model, seq: int, tokens: list[int], path: Path) -> int:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _sync_folder(path.parent)
     return path.stat().st_size
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename itself durable (a crash right after it must not bring the old file back)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # e.g. a platform without directory handles
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_slot(model: Model, seq: int, path: Path) -> tuple[list[int], int]:
@@ -97,10 +112,14 @@ def load_slot(model: Model, seq: int, path: Path) -> tuple[list[int], int]:
     version, hlen = struct.unpack_from("<II", data, 8)
     if version != FORMAT_VERSION:
         raise SlotFileError(f"{path.name}: slot file version {version} is not supported (expected {FORMAT_VERSION})")
+    if 16 + hlen > len(data):
+        raise SlotFileError(f"{path.name}: slot file is truncated (header)")
     try:
         header = json.loads(data[16 : 16 + hlen])
-        specs = [(np.dtype(d), tuple(s)) for d, s in header["arrays"]]
-    except (ValueError, KeyError, TypeError) as exc:
+        specs = [(np.dtype(d), tuple(int(n) for n in s)) for d, s in header["arrays"]]
+        if not isinstance(header, dict) or any(n < 0 for _, shape in specs for n in shape):
+            raise ValueError("bad array shapes")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise SlotFileError(f"{path.name}: damaged slot file header ({exc})") from None
     if header.get("model") != model_identity(model):
         raise SlotFileError(f"{path.name}: slot file was saved with a different model")
@@ -114,6 +133,11 @@ def load_slot(model: Model, seq: int, path: Path) -> tuple[list[int], int]:
             raise SlotFileError(f"{path.name}: slot file is truncated")
         arrays.append(np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)), offset=pos).reshape(shape))
         pos += n
+    if pos != len(data):
+        raise SlotFileError(f"{path.name}: slot file has {len(data) - pos} unexpected bytes at the end")
     tokens = arrays[0].astype(int).tolist()
-    model.kv.set_seq_state(seq, arrays[1::2], arrays[2::2])
+    try:
+        model.kv.set_seq_state(seq, arrays[1::2], arrays[2::2])
+    except (ValueError, TypeError, IndexError) as exc:
+        raise SlotFileError(f"{path.name}: slot file does not fit this model's cache ({exc})") from None
     return tokens, len(data)
