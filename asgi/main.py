@@ -61,7 +61,11 @@ def hypercorn_config(settings: Settings) -> Any:
     if settings.ssl_cert_file is not None and settings.ssl_key_file is not None:
         config.certfile = str(settings.ssl_cert_file)
         config.keyfile = str(settings.ssl_key_file)
-    config.read_timeout = settings.timeout
+    # --timeout: a connection with no complete request head (idle keep-alive, or headers
+    # trickling in) closes after min(--timeout, 75) s; a request body that stalls gets 408
+    # after --timeout (Quart's BODY_TIMEOUT). Hypercorn's read_timeout stays off: it would
+    # also cut a client that is quietly waiting for a long non-streamed generation.
+    config.read_timeout = None
     config.keep_alive_timeout = min(settings.timeout, 75)
     # Hypercorn cancels what is still running after this: our own drain ends first.
     config.graceful_timeout = settings.shutdown_timeout + 5

@@ -1,0 +1,183 @@
+"""Request limits, the bounded wait queue, idle-connection timeouts and API keys read from
+--api-key-file, against one real server (-np 1, small limits, verbose logging)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.server.conftest import ServerProcess
+
+KEY = "sk-limits-secret-5678"
+WRONG_KEY = "sk-wrong-secret-9999"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def limited(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    folder = tmp_path_factory.mktemp("limits")
+    keys = folder / "keys.txt"
+    keys.write_text(f"\n  {KEY}  \nsk-other-key\n")
+    server = ServerProcess(
+        ["-m", str(smollm2_path), "-c", "256", "-np", "1", "-n", "48", "--api-key-file", str(keys), "-v",
+         "--max-queue", "1", "--max-body-size", "8192", "--max-prompts", "3", "--max-n-probs", "5",
+         "--max-stop", "2", "--max-stop-length", "10", "--max-grammar-size", "100", "--max-logit-bias", "3",
+         "--timeout", "2"],
+        log_name="limits",
+    )
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def post(server: ServerProcess, path: str, body: Any, **kw: Any) -> httpx.Response:
+    return httpx.post(server.base_url + path, json=body, headers=AUTH, timeout=60, **kw)
+
+
+def assert_error(res: httpx.Response, status: int, words: str) -> None:
+    assert res.status_code == status, res.text
+    error = res.json()["error"]
+    assert set(error) >= {"code", "message", "type"} and error["code"] == status
+    assert words in error["message"], error
+
+
+def test_body_size_is_413_in_the_openai_shape(limited: ServerProcess) -> None:
+    big = {"prompt": "x " * 5000}
+    assert_error(post(limited, "/completion", big), 413, "--max-body-size")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while streaming the body
+        yield b'{"prompt": "'
+        for _ in range(100):
+            yield b"y " * 100
+        yield b'"}'
+
+    res = httpx.post(limited.base_url + "/completion", content=chunks(), headers=AUTH, timeout=60)
+    assert res.status_code == 413 and res.json()["error"]["type"] == "invalid_request_error"
+    assert post(limited, "/tokenize", {"content": "fits"}).status_code == 200
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"prompt": ["a", "b", "c", "d"]}, "--max-prompts"),
+    ({"prompt": "hi", "n_probs": 6}, "--max-n-probs"),
+    ({"prompt": "hi", "logprobs": 50}, "--max-n-probs"),
+    ({"prompt": "hi", "stop": ["a", "b", "c"]}, "--max-stop"),
+    ({"prompt": "hi", "stop": "x" * 11}, "--max-stop-length"),
+    ({"prompt": "hi", "grammar": "root ::= " + " | ".join(f'"{i}"' for i in range(40))}, "--max-grammar-size"),
+    ({"prompt": "hi", "json_schema": {"type": "object", "description": "d" * 200}}, "--max-grammar-size"),
+    ({"prompt": "hi", "logit_bias": [[1, 1], [2, 1], [3, 1], [4, 1]]}, "--max-logit-bias"),
+    ({"prompt": "hi", "logit_bias": {"1": 1, "2": 1, "3": 1, "4": 1}}, "--max-logit-bias"),
+    ({"prompt": "word " * 300}, "exceeds the available context size"),
+])
+def test_limits_are_400(limited: ServerProcess, body: dict[str, Any], words: str) -> None:
+    assert_error(post(limited, "/completion", body), 400, words)
+
+
+def test_limits_apply_to_chat_and_embeddings_routes(limited: ServerProcess) -> None:
+    chat = {"messages": [{"role": "user", "content": "hi"}], "logprobs": True, "top_logprobs": 6}
+    assert_error(post(limited, "/v1/chat/completions", chat), 400, "--max-n-probs")
+    chat = {"messages": [{"role": "user", "content": "hi"}], "stop": ["1", "2", "3"]}
+    assert_error(post(limited, "/v1/chat/completions", chat), 400, "--max-stop")
+    res = post(limited, "/v1/completions", {"prompt": ["a", "b", "c", "d"]})
+    assert_error(res, 400, "--max-prompts")
+    ctx = post(limited, "/v1/chat/completions", {"messages": [{"role": "user", "content": "word " * 300}]})
+    assert_error(ctx, 400, "exceeds the available context size")
+    assert ctx.json()["error"]["type"] == "exceed_context_size_error"
+
+
+def test_n_predict_is_capped_by_the_server(limited: ServerProcess) -> None:
+    body = post(limited, "/completion", {"prompt": "Count: 1, 2, 3,", "n_predict": 500, "ignore_eos": True}).json()
+    assert body["tokens_predicted"] == 48 and body["stop_type"] == "limit"
+    assert body["generation_settings"]["n_predict"] == 48
+
+
+def test_full_slots_queue_then_503_with_retry_after(limited: ServerProcess) -> None:
+    base = limited.base_url
+    long = {"prompt": "Count: 1, 2, 3,", "n_predict": 48, "ignore_eos": True, "stream": True}
+    results: dict[str, Any] = {}
+
+    def streaming() -> None:
+        with httpx.stream("POST", base + "/completion", json=long, headers=AUTH, timeout=120) as res:
+            results["stream"] = (res.status_code, res.read().decode())
+
+    first = threading.Thread(target=streaming)
+    first.start()
+    deadline = time.monotonic() + 30
+    while not httpx.get(base + "/slots", headers=AUTH).json()[0]["is_processing"]:
+        assert time.monotonic() < deadline, "the first request never started"
+        time.sleep(0.02)
+    health = httpx.get(base + "/health?fail_on_no_slot=1")
+    assert health.status_code == 503 and health.json()["status"] == "no slot available"
+    assert httpx.get(base + "/health").status_code == 200  # without the flag: busy but healthy
+
+    def waiting() -> None:
+        results["queued"] = post(limited, "/completion", {"prompt": "Hi", "n_predict": 2})
+
+    second = threading.Thread(target=waiting)
+    second.start()
+    time.sleep(0.3)  # the second request is deferred: one busy slot + one waiting task = the bound
+    over = post(limited, "/completion", {"prompt": "Hi", "n_predict": 2})
+    assert_error(over, 503, "--max-queue 1")
+    assert over.headers["Retry-After"].isdigit() and int(over.headers["Retry-After"]) >= 1
+    assert over.json()["error"]["type"] == "unavailable_error"
+    first.join(120)
+    second.join(120)
+    assert results["queued"].status_code == 200  # the queued one was served, not dropped
+    status, text = results["stream"]
+    assert status == 200 and '"stop":true' in text.replace(" ", "")
+    assert httpx.get(base + "/health?fail_on_no_slot=1").status_code == 200
+
+
+def test_idle_and_stuck_connections_are_closed(limited: ServerProcess) -> None:
+    """--timeout 2: a client that sends half a request and stalls is cut off."""
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=15) as sock:
+        sock.sendall(b"POST /completion HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"prompt\"" % KEY.encode())
+        t0 = time.monotonic()
+        data = b""
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        waited = time.monotonic() - t0
+    assert waited < 10, waited
+    assert data == b"" or b" 408 " in data.split(b"\r\n")[0] or b" 400 " in data.split(b"\r\n")[0], data[:200]
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=15) as sock:  # idle after a request
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        t0 = time.monotonic()
+        while sock.recv(4096):
+            pass
+        assert time.monotonic() - t0 < 10
+
+
+def test_keys_from_the_file_and_never_in_the_log(limited: ServerProcess) -> None:
+    base = limited.base_url
+    assert httpx.post(base + "/tokenize", json={"content": "a"}).status_code == 401
+    assert httpx.post(base + "/tokenize", json={"content": "a"},
+                      headers={"Authorization": f"Bearer {WRONG_KEY}"}).status_code == 401
+    assert httpx.post(base + "/tokenize", json={"content": "a"}, headers=AUTH).status_code == 200
+    other = httpx.post(base + "/tokenize", json={"content": "a"}, headers={"Authorization": "Bearer sk-other-key"})
+    assert other.status_code == 200  # every line of the file is a key
+    assert httpx.post(base + "/tokenize", json={"content": "a"}, headers={"X-Api-Key": KEY}).status_code == 200
+    time.sleep(0.3)
+    log = limited.log_path.read_text()
+    assert "unauthorized request to /tokenize" in log  # failures are logged...
+    assert KEY not in log and WRONG_KEY not in log and "sk-other-key" not in log  # ...keys never
+
+
+def test_openapi_needs_a_key_and_documents_the_limits(limited: ServerProcess) -> None:
+    assert httpx.get(limited.base_url + "/openapi.json").status_code == 401
+    doc = httpx.get(limited.base_url + "/openapi.json", headers=AUTH).json()
+    props = doc["paths"]["/completion"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert props["n_probs"]["maximum"] == 5 and props["stop"]["anyOf"][1]["maxItems"] == 2
+    assert json.dumps(doc)  # plain JSON
