@@ -137,7 +137,7 @@ def _install_middleware(app: Quart) -> None:
             return response
         if not settings.api_keys or request.path in PUBLIC_PATHS:
             return None
-        if request.method == "GET" and (request.endpoint or "").startswith("static."):
+        if request.method in ("GET", "HEAD") and (request.endpoint or "").startswith("static."):
             return None  # the web UI must load before the user can type a key
         given = request.headers.get("Authorization", "") or request.headers.get("X-Api-Key", "")
         given = given.removeprefix("Bearer ").strip()
