@@ -438,8 +438,10 @@ def _apply_grammar(body: dict[str, Any], defaults: dict[str, Any], s: SamplingPa
             raise BadRequest(f"Field 'grammar': type must be string, but is {_kind(grammar)}")
         check_grammar(grammar)
         s.grammar = grammar
-    if s.grammar and body.get("grammar_lazy") is not None:
-        s.grammar_lazy = _bool("grammar_lazy", body["grammar_lazy"])
+    if body.get("grammar_lazy") is not None:
+        lazy = _bool("grammar_lazy", body["grammar_lazy"])  # checked even when there is no grammar
+        if s.grammar:
+            s.grammar_lazy = lazy
 
 
 def copy_params(params: CompletionParams) -> CompletionParams:
