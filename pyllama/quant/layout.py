@@ -175,3 +175,28 @@ class StackedRows(PackedTensor):
     def matmul_t_into(self, x: F32, y: F32, scratch: F32) -> None:
         for part, p0 in zip(self.parts, self.starts, strict=False):
             part.matmul_t_into(x, y[:, p0 : p0 + part.shape[0]], scratch)
+
+
+class RowRange(PackedTensor):
+    """Rows start..stop of another packed tensor, holding no memory of its own.
+
+    A fused weight (Q/K/V or gate/up repacked as one tensor, pyllama/models/fastpath.py)
+    leaves each part this view, so the part still works on its own (exact-mode prompts,
+    embedding lookups) without a second copy of its codes.
+    """
+
+    def __init__(self, base: PackedTensor, start: int, stop: int) -> None:
+        if not 0 <= start < stop <= base.shape[0]:
+            raise ValueError(f"row range {start}..{stop} outside {base.shape}")
+        self.base, self.start = base, start
+        self.shape = (stop - start, base.shape[1])
+
+    def dequantize_into(self, out: F32, start: int = 0) -> None:
+        self.base.dequantize_into(out, self.start + start)
+
+    def dequantize_rows(self, ids: Ids) -> F32:
+        return self.base.dequantize_rows(np.asarray(ids) + self.start)
+
+    @property
+    def nbytes(self) -> int:
+        return 0

@@ -19,6 +19,7 @@ from pyllama.linear import Linear
 from pyllama.models import Batch, SeqChunk
 from pyllama.models import fastpath as fp
 from pyllama.ops import RopeTable, attention
+from pyllama.quant.layout import RowRange
 from tests.models import synth
 
 T = GGMLQuantizationType
@@ -45,18 +46,23 @@ def test_activation_quantization_matches_ggml_rounding(qtype: GGMLQuantizationTy
 def test_fused_linear_equals_its_parts(mode: str) -> None:
     parts = [linear(f"blk.0.attn_{n}.weight", T.Q4_1, o, 64, i, mode) for i, (n, o) in enumerate([("q", 64), ("k", 32), ("v", 32)])]
     bias = np.arange(32, dtype=f32)
+    originals = [p.dense_weight().copy() for p in parts]
     fused = fp.FusedLinear(parts, [None, bias, None])
     x = np.random.default_rng(5).standard_normal((4, 64)).astype(f32)
     xq = fp.quantize_activations(x, "q8_1")
-    want = np.concatenate([p.dense_weight() for p in parts]) @ xq.T
+    want = np.concatenate(originals) @ xq.T
     want[64:96] += bias[:, None]
     np.testing.assert_allclose(fused(x), want.T, rtol=1e-5, atol=1e-4)
     if mode == "dense":  # the parts now share the fused matrix: no second copy
         whole = fused.wt if fused.wt is not None else fused.weight
         assert whole is not None
         assert all(p.weight is not None and np.shares_memory(p.weight, whole) for p in parts)
-        for p in parts:  # the parts still compute their own products (exact path)
-            np.testing.assert_allclose(Linear.__call__(p, xq), xq @ p.dense_weight().T, rtol=1e-5, atol=1e-4)
+    else:  # one repacked tensor; each part keeps a row view of it
+        assert fused.packed is not None and all(isinstance(p.packed, RowRange) for p in parts)
+    for p, w in zip(parts, originals, strict=True):  # the parts still work on their own (exact path)
+        np.testing.assert_array_equal(p.dense_weight(), w)
+        np.testing.assert_array_equal(p.rows(np.array([3, 0])), w[[3, 0]])
+        np.testing.assert_allclose(Linear.__call__(p, xq), xq @ w.T, rtol=1e-5, atol=1e-4)
 
 
 def test_fused_linear_with_mixed_activation_types() -> None:
