@@ -102,8 +102,40 @@ def test_help_lists_llama_server_flags() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     for flag in ("--ctx-size", "--parallel", "--api-key-file", "--ssl-cert-file", "LLAMA_ARG_CTX_SIZE",
-                 "--slot-save-path", "--rope-freq-base", "-ctk", "--config-file"):
+                 "--slot-save-path", "--rope-freq-base", "-ctk", "--config-file", "--max-body-size", "--max-queue",
+                 "--max-prompts", "--max-n-probs", "--max-stop", "--max-stop-length", "--max-grammar-size",
+                 "--max-logit-bias", "--shutdown-timeout", "PYLLAMA_MAX_QUEUE"):
         assert flag in result.stdout
+
+
+def test_limit_flags(smollm2_path: Path) -> None:
+    from asgi.params import RequestLimits
+
+    s = parse_settings(["-m", str(smollm2_path), "-np", "3"], {})
+    assert s.limits == RequestLimits() and s.max_body_size == 64 << 20 and s.shutdown_timeout == 10.0
+    assert s.queue_limit(s.default_model) == 64
+    s = parse_settings(["-m", str(smollm2_path), "-np", "32", "--max-body-size", "4096", "--max-prompts", "2",
+                        "--max-n-probs", "0", "--max-stop", "3", "--max-stop-length", "9", "--max-grammar-size",
+                        "99", "--max-logit-bias", "5", "--shutdown-timeout", "1.5"],
+                       {"PYLLAMA_MAX_QUEUE": "7"})
+    assert s.limits == RequestLimits(n_probs=0, stop_count=3, stop_length=9, grammar_bytes=99, logit_bias=5, prompts=2)
+    assert (s.max_body_size, s.max_queue, s.shutdown_timeout) == (4096, 7, 1.5)
+    assert parse_settings(["-m", str(smollm2_path), "-np", "32"], {}).queue_limit(s.default_model) == 128
+    assert parse_settings(["-m", str(smollm2_path), "--max-queue", "-1"], {}).queue_limit(s.default_model) == -1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-body-size", "10"], "at least 1024"),
+    (["--max-queue", "-2"], "--max-queue"),
+    (["--max-prompts", "0"], "--max-prompts must be at least 1"),
+    (["--max-n-probs", "-1"], "--max-n-probs must be at least 0"),
+    (["--shutdown-timeout", "-1"], "--shutdown-timeout"),
+    (["--timeout", "0"], "--timeout must be at least 1"),
+])
+def test_bad_limit_flags(smollm2_path: Path, argv: list[str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message) as info:
+        parse_settings(["-m", str(smollm2_path), *argv], {})
+    assert "\n" not in str(info.value)
 
 
 def test_config_file_json_and_yaml(smollm2_path: Path, tmp_path: Path) -> None:
