@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from gguf.constants import GGMLQuantizationType
 
 from pyllama import numerics
 from pyllama.kv_cache import KVCache
@@ -34,7 +35,7 @@ from pyllama.linear import Linear, default_scratch
 from pyllama.models.base import Batch
 from pyllama.numerics import VEC_DOT_TYPE, quantize_q8_k
 from pyllama.ops import RopeTable
-from pyllama.quant import PackedTensor, repack
+from pyllama.quant import PackedTensor, dequantize, repack
 from pyllama.quant.layout import RowRange
 from pyllama.quant.matmul import matmul, matmul_backend, matmul_t
 
@@ -42,14 +43,16 @@ F32 = np.ndarray[Any, np.dtype[np.float32]]
 I64 = np.ndarray[Any, np.dtype[np.int64]]
 f16, f32 = np.float16, np.float32
 QK = 32
+# Dense parts at least this big are dequantized again from the file into the fused layout
+# instead of copied (no transient second copy); float files are copied (nothing to redo).
+REDEQUANT_BYTES = 32 << 20
+FLOAT_FILE_TYPES = frozenset({GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16})
 # Scores of one attention call are kept under this many float32 values (query blocking).
 MAX_SCORES = 1 << 23
 
 
 def _act_kind(lin: Linear) -> str | None:
     """How ggml quantizes the activations multiplied by this weight (None: not at all)."""
-    from gguf.constants import GGMLQuantizationType
-
     if lin.info.ggml_type == GGMLQuantizationType.F16:
         return "f16"
     return VEC_DOT_TYPE.get(lin.info.ggml_type)
@@ -113,18 +116,36 @@ class FusedLinear:
         self.weight: F32 | None = None  # row-major fused weight (einsum backend)
         self.wt: F32 | None = None  # transposed fused weight (BLAS backend)
         if all(p.weight is not None for p in parts):
-            dense = [p.weight for p in parts if p.weight is not None]
+            dense: list[F32 | None] = [p.weight for p in parts]
             if matmul_backend() == "blas":
+                # A big quantized part (a head or tied embedding: Gemma's is 671 MB) is
+                # dropped first and dequantized again from the file straight into the
+                # transposed matrix, so load never holds two float32 copies of it.
+                redo = [
+                    p.weight is not None and p.weight.nbytes >= REDEQUANT_BYTES and p.info.ggml_type not in FLOAT_FILE_TYPES
+                    for p in parts
+                ]
+                for p, again in zip(parts, redo, strict=True):
+                    if again:
+                        p.weight = None
+                dense = [None if again else w for w, again in zip(dense, redo, strict=True)]
                 wt = np.empty((self.n_in, self.n_out), dtype=f32)
                 for p, w, (a, b) in zip(parts, dense, self.bounds, strict=True):
-                    for r in range(0, b - a, 64):  # transposed in blocks: 2x faster than whole
-                        wt[:, a + r : min(b, a + r + 64)] = w[r : r + 64].T
+                    if w is None:
+                        rows = np.asarray(p.info.data).reshape(p.n_out, -1)
+                        step = max(64, (1 << 22) // self.n_in)
+                        for r in range(0, b - a, step):
+                            k = min(step, b - a - r)
+                            wt[:, a + r : a + r + k] = dequantize(rows[r : r + k], p.info.ggml_type, (k, self.n_in)).T
+                    else:
+                        for r in range(0, b - a, 64):  # transposed in blocks: 2x faster than whole
+                            wt[:, a + r : min(b, a + r + 64)] = w[r : r + 64].T
                     p.weight = wt[:, a:b].T  # the part (exact path, embeddings) reads the same memory
                 self.wt = wt
             elif len(parts) == 1:
-                self.weight = dense[0]
+                self.weight = parts[0].weight
             else:
-                w = np.concatenate(dense, axis=0)
+                w = np.concatenate([p.weight for p in parts if p.weight is not None], axis=0)
                 for p, (a, b) in zip(parts, self.bounds, strict=True):
                     p.weight = w[a:b]
                 self.weight = w

@@ -42,8 +42,12 @@ def test_activation_quantization_matches_ggml_rounding(qtype: GGMLQuantizationTy
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("mode", ["dense", "packed"])
-def test_fused_linear_equals_its_parts(mode: str) -> None:
+@pytest.mark.parametrize("mode", ["dense", "redequantized", "packed"])
+def test_fused_linear_equals_its_parts(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`redequantized`: dense parts rebuilt from the file bytes (what big heads do)."""
+    if mode == "redequantized":
+        monkeypatch.setattr(fp, "REDEQUANT_BYTES", 0)
+        mode = "dense"
     parts = [linear(f"blk.0.attn_{n}.weight", T.Q4_1, o, 64, i, mode) for i, (n, o) in enumerate([("q", 64), ("k", 32), ("v", 32)])]
     bias = np.arange(32, dtype=f32)
     originals = [p.dense_weight().copy() for p in parts]
