@@ -9,6 +9,7 @@ the next merge. Words repeat a lot in real text, so finished words are cached.
 
 from __future__ import annotations
 
+import heapq
 from itertools import chain
 
 from pyllama.tokenizer.pretokenize import PreTokenizer, pre_tokenizer_for
@@ -30,11 +31,16 @@ def merge_ranks(merges: list[str]) -> dict[tuple[str, str], int]:
     return ranks
 
 
+_LONG_WORD = 256  # symbols; longer words use the heap, whose cost grows as n log n, not n^2
+
+
 def bpe_merge(parts: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
     """Merge adjacent symbols by rank until no pair has a rank (modifies `parts`)."""
     n = len(parts)
     if n < 2:
         return parts
+    if n > _LONG_WORD:
+        return bpe_merge_heap(parts, ranks)
     get = ranks.get
     pr = [get((parts[i], parts[i + 1]), _NO_RANK) for i in range(n - 1)]
     while pr:
@@ -50,6 +56,44 @@ def bpe_merge(parts: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
         if i < len(pr):
             pr[i] = get((parts[i], parts[i + 1]), _NO_RANK)
     return parts
+
+
+def bpe_merge_heap(parts: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """The same merges for a long word, as llama.cpp does them: a heap of (rank, left index)
+    over a linked list of symbols. (min + index rescans the whole word per merge: a 200 kB
+    run of letters took minutes.) An entry is stale once either symbol has grown."""
+    n = len(parts)
+    sym = list(parts)
+    nxt = [*range(1, n), -1]
+    prv = list(range(-1, n - 1))
+    alive = [True] * n
+    get = ranks.get
+    heap: list[tuple[int, int, str, str]] = []
+    for i in range(n - 1):
+        rank = get((sym[i], sym[i + 1]))
+        if rank is not None:
+            heap.append((rank, i, sym[i], sym[i + 1]))
+    heapq.heapify(heap)
+    while heap:
+        _, i, left, right = heapq.heappop(heap)
+        j = nxt[i]
+        if not alive[i] or j < 0 or sym[i] != left or sym[j] != right:
+            continue
+        sym[i] = left + right
+        alive[j] = False
+        k = nxt[j]
+        nxt[i] = k
+        if k >= 0:
+            prv[k] = i
+            rank = get((sym[i], sym[k]))
+            if rank is not None:
+                heapq.heappush(heap, (rank, i, sym[i], sym[k]))
+        p = prv[i]
+        if p >= 0:
+            rank = get((sym[p], sym[i]))
+            if rank is not None:
+                heapq.heappush(heap, (rank, p, sym[p], sym[i]))
+    return [s for s, keep in zip(sym, alive, strict=True) if keep]
 
 
 class BPETokenizer:

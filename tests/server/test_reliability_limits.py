@@ -181,3 +181,18 @@ def test_openapi_needs_a_key_and_documents_the_limits(limited: ServerProcess) ->
     props = doc["paths"]["/completion"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
     assert props["n_probs"]["maximum"] == 5 and props["stop"]["anyOf"][1]["maxItems"] == 2
     assert json.dumps(doc)  # plain JSON
+
+
+def test_a_long_word_does_not_stall_the_tokenizer(smollm2_path: Path) -> None:
+    """A 100 kB run of letters (one pre-tokenizer word) used to take minutes in BPE (an
+    O(n^2) merge loop) while the event loop waited; now it is the heap merge, n log n."""
+    from pyllama.gguf_file import read_gguf
+    from pyllama.tokenizer.bpe import bpe_merge, bpe_merge_heap, merge_ranks
+
+    ranks = merge_ranks(read_gguf(smollm2_path).metadata["tokenizer.ggml.merges"])
+    t0 = time.monotonic()
+    merged = bpe_merge(list("a" * 100_000), ranks)
+    assert time.monotonic() - t0 < 10 and "".join(merged) == "a" * 100_000
+    for word in ("abracadabra" * 30, "the quick brown fox" * 20, "ĠĠĠĊĊ" * 70):  # both paths agree
+        short = bpe_merge(list(word[:200]), ranks)
+        assert bpe_merge_heap(list(word[:200]), ranks) == short
