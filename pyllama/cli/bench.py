@@ -113,7 +113,9 @@ def main(args: argparse.Namespace) -> int:
         return bench_concurrent(args)
     _check_args(args)
     if args.threads is not None and not set_threads(args.threads):
-        log(f"note: -t {args.threads}: NumPy here has no OpenBLAS to set the thread count of")
+        actual = get_threads()
+        log(f"note: -t {args.threads}: " + ("NumPy here has no OpenBLAS to set the thread count of" if actual is None
+                                           else f"OpenBLAS runs {actual} threads (its limit on this machine)"))
     threads = get_threads() or args.threads or 1
     need = args.n_prompt + args.n_gen + 8
     args.ctx_size = need if args.ctx_size < 0 else max(args.ctx_size, need) if args.ctx_size > 0 else 0

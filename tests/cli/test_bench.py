@@ -135,6 +135,10 @@ def test_threads_flag_reaches_openblas(smollm2_path: Path) -> None:
                     "-o", "json", env={"OPENBLAS_NUM_THREADS": "3"})
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["results"][0]["threads"] == int(t)
+    # without -t, the environment (read when NumPy loads) decides
+    r = pyllama("bench", "-m", str(smollm2_path), "-p", "4", "-n", "0", "-r", "1", "--weights", "packed", "-o", "json",
+                env={"OPENBLAS_NUM_THREADS": "1"})
+    assert r.returncode == 0 and json.loads(r.stdout)["threads"] == 1, r.stderr
 
 
 def test_set_threads_at_run_time(keep_threads: None) -> None:
