@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 ARGS ?=
 
-.PHONY: install serve test lint typecheck pytest bench bench-wasm wasm clean
+.PHONY: install serve test lint typecheck pytest bench bench-vs bench-wasm wasm clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,16 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(VENV)/bin/pyllama bench $(ARGS)
+
+# docs/performance.md's table: pyllama vs llama.cpp's llama-bench, alternating, medians of 3
+LLAMA_BENCH ?= llama-bench
+THREADS ?= 2
+MODELS_DIR ?= $(HOME)/.cache/pyllama/models
+bench-vs: $(STAMP)
+	@for spec in "SmolLM2-135M-Instruct.Q4_1.gguf dense" "SmolLM2-135M-Instruct.Q4_1.gguf packed" \
+	             "gemma-3-270m-q4_k_m.gguf dense"; do set -- $$spec; \
+	  $(VENV)/bin/pyllama bench -m $(MODELS_DIR)/$$1 --weights $$2 -p 256 -n 32 -r 3 -t $(THREADS) \
+	    --vs $(LLAMA_BENCH) $(ARGS) || exit 1; done
 
 # tg of the engine under Pyodide in Node (dense and packed, median of 3); see docs/performance.md
 bench-wasm: $(STAMP)
