@@ -363,3 +363,15 @@ def test_bench_node_rejects_bad_flags(smollm2_path: Path, flags: list[str], expe
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.strip() == f"bench_node: {expect}", r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_no_resource_module_means_no_peak_rss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pyodide has no `resource`: bench.py must import without it and report peak RSS as None."""
+    import importlib
+
+    import pyllama.cli.bench as bench
+
+    assert bench.peak_rss_mib() is not None
+    monkeypatch.setitem(sys.modules, "resource", None)  # import resource -> ImportError
+    reloaded = importlib.reload(bench)
+    assert reloaded.peak_rss_mib() is None
