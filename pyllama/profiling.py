@@ -23,7 +23,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyllama.engine import Model
 
 CATEGORIES: tuple[str, ...] = (
     "matmul", "attention", "norm", "rope", "activation", "embedding", "output head", "sampling", "other",
@@ -127,3 +130,56 @@ def profile_call(fn: Callable[[], Any]) -> Profile:
     with OpProfiler() as p:
         fn()
     return p.profile
+
+
+def profile_model(model: Model, n_prompt: int, n_gen: int) -> dict[str, Any]:
+    """Profile one prompt pass of n_prompt tokens and n_gen decode steps with the default
+    sampler chain, after a warm-up of both; per-category time is the profiled share of the
+    unprofiled wall time of the same work."""
+    import numpy as np
+
+    from pyllama.sampling import Sampler, SamplingParams
+
+    tokens = [int(t) for t in np.random.default_rng(0).integers(0, model.n_vocab, n_prompt)]
+
+    def prompt() -> None:
+        model.kv.clear(0)
+        model.eval_prompt(tokens, 0, 0)
+
+    def decode() -> None:
+        sampler = Sampler(SamplingParams(seed=0), model.n_vocab)
+        token = tokens[-1]
+        for _ in range(n_gen):
+            logits = model.eval_prompt([token], 0)
+            token = sampler.sample(logits)
+            sampler.accept(token)
+
+    prompt()  # warm-up: lazily built tables and buffers are not part of a step
+    model.eval_prompt([tokens[-1]], 0)
+    out: dict[str, Any] = {}
+    for name, fn, n in (("pp", prompt, n_prompt), ("tg", decode, n_gen)):
+        if name == "tg":
+            model.kv.clear(0)
+            model.eval_prompt(tokens, 0, 0)
+            length = model.kv.length(0)
+        t0 = time.perf_counter()
+        fn()
+        wall = time.perf_counter() - t0
+        if name == "tg":
+            model.kv.truncate(0, length)
+        with OpProfiler() as p:
+            fn()
+        out[name] = profile_summary(p.profile, wall, n)
+    return out
+
+
+def profile_summary(p: Profile, wall: float, n_tokens: int) -> dict[str, Any]:
+    shares = p.shares()
+    ms_tok = 1000 * wall / max(1, n_tokens)
+    layers = [p.layer_seconds[k] for k in sorted(p.layer_seconds)]
+    layer_scale = (1000 * wall / p.total / max(1, n_tokens)) if p.total > 0 else 0.0
+    return {
+        "n_tokens": n_tokens, "ms_per_token": ms_tok,
+        "categories": {c: {"ms_per_token": ms_tok * shares[c] / 100, "percent": shares[c]} for c in CATEGORIES},
+        "layers_ms_per_token": [s * layer_scale for s in layers],
+    }

@@ -10,8 +10,12 @@ Each weights mode is one Node process: the model is loaded once and the same pro
 generated -r + 1 times; the first generation is a warm-up and is dropped. Needs `node`;
 the offline Pyodide directory is assembled by wasm/build.py (downloads cached).
 
+--profile adds, per weights mode, pyllama.profiling's breakdown (per op category, per layer)
+of a 32-token prompt pass and -n decode steps under Pyodide, the table `pyllama bench
+--profile` prints for CPython.
+
 Usage: python wasm/bench_node.py [-m MODEL] [-n 32] [-r 3] [--weights dense,packed]
-                                 [--numerics fast|exact] [--dist DIR] [-o md|json]
+                                 [--numerics fast|exact] [--dist DIR] [--profile] [-o md|json]
 """
 
 from __future__ import annotations
@@ -62,6 +66,16 @@ def run(dist: Path, model: Path, weights: str, n: int, reps: int, exact: bool, n
     }
 
 
+def profile(dist: Path, model: Path, weights: str, n: int, exact: bool, n_ctx: int) -> dict[str, Any]:
+    cmd = ["node", str(HERE / "run_node.mjs"), str(dist), str(model), "--profile", str(n), "--weights", weights,
+           "-c", str(max(n_ctx, 32 + n + 8))] + ([] if exact else ["--fast"])
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"bench_node: node exited with {r.returncode}: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+    prof: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])["profile"]
+    return prof
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-m", "--model", type=Path, default=DEFAULT_MODEL)
@@ -72,6 +86,7 @@ def main() -> int:
     ap.add_argument("--numerics", choices=["fast", "exact"], default="fast")
     ap.add_argument("--dist", type=Path, default=DEFAULT_DIST, help="where to assemble Pyodide (default: %(default)s)")
     ap.add_argument("--no-build", action="store_true", help="use --dist as it is")
+    ap.add_argument("--profile", action="store_true", help="also: time per op category and layer (Pyodide)")
     ap.add_argument("-o", "--output", choices=["md", "json"], default="md")
     args = ap.parse_args()
     if not args.model.is_file():
@@ -85,8 +100,10 @@ def main() -> int:
         build(args.dist)
     rows = [run(args.dist, args.model, w, args.n_gen, args.repetitions, args.numerics == "exact", args.ctx_size)
             for w in modes]
+    profiles = {w: profile(args.dist, args.model, w, args.n_gen, args.numerics == "exact", args.ctx_size)
+                for w in modes} if args.profile else {}
     if args.output == "json":
-        print(json.dumps({"node": _node_version(), "results": rows}, indent=2))
+        print(json.dumps({"node": _node_version(), "results": rows, "profile": profiles}, indent=2))
         return 0
     print(f"Pyodide 0.27.7 in Node {_node_version()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print("| model | weights | numerics | test | t/s (median) | samples | load |")
@@ -95,6 +112,12 @@ def main() -> int:
         s = ", ".join(f"{x:.2f}" for x in r["samples_ts"])
         print(f"| {r['model']} | {r['weights']} | {r['numerics']} | {r['test']} | {r['median_ts']:.2f} | {s} "
               f"| {r['load_ms'] / 1000:.1f} s |")
+    if profiles:
+        from pyllama.cli.bench import print_profile
+
+        for w, prof in profiles.items():
+            print(f"\n{w} weights under Pyodide:", end="")
+            print_profile(prof)
     return 0
 
 

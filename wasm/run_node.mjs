@@ -3,8 +3,10 @@
 //
 //   node wasm/run_node.mjs DIST MODEL.gguf [--prompt TEXT]... [-n N] [--chat] [--json] [--ignore-eos]
 //        [--temp T] [--seed S] [--top-k K] [--n-probs K] [-c N_CTX] [--weights packed|dense]
-//        [--fast] [--info] [--tokens-in JSON]
+//        [--fast] [--info] [--tokens-in JSON] [--profile N]
 // --fast turns off the replay of llama.cpp's exact float rounding (pyllama.numerics.set_exact).
+// --profile N prints (as JSON) pyllama.profiling's per-category/per-layer breakdown of a 32-token
+// prompt pass and N decode steps instead of generating (wasm/bench_node.py --profile).
 //
 // DIST is a directory assembled by `python wasm/build.py` (Pyodide core + numpy + the pure
 // wheels + the pyllama wheel, all listed in its pyodide-lock.json, so nothing comes from the
@@ -33,7 +35,7 @@ function usage(msg) {
 
 function parseArgs(argv) {
   const a = { pos: [], prompts: [], ignoreEos: false, n: 16, chat: false, json: false, temp: 0, seed: 42, topK: 40,
-    nProbs: 0, nCtx: 512, info: false, fast: false, tokensIn: null, weights: "packed" };
+    nProbs: 0, nCtx: 512, info: false, fast: false, tokensIn: null, weights: "packed", profile: 0 };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const val = () => { if (i + 1 >= argv.length) usage(`${k} needs a value`); return argv[++i]; };
@@ -52,6 +54,7 @@ function parseArgs(argv) {
       case "--weights": a.weights = val(); break;
       case "--info": a.info = true; break;
       case "--fast": a.fast = true; break;
+      case "--profile": a.profile = num(); break;
       case "--tokens-in": a.tokensIn = JSON.parse(val()); break;
       case "-h": case "--help": usage(); break;
       default:
@@ -105,6 +108,13 @@ try {
 const loadMs = performance.now() - t1;
 if (args.info) {
   const out = { boot_ms: bootMs, load_ms: loadMs, info };
+  console.log(JSON.stringify(out, (k, v) => (typeof v === "bigint" ? Number(v) : v)));
+  process.exit(0);
+}
+if (args.profile > 0) {
+  const prof = py.pyimport("pyllama.profiling").profile_model(session.model, 32, args.profile);
+  const text = py.pyimport("json").dumps(prof);
+  const out = { boot_ms: bootMs, load_ms: loadMs, info, profile: JSON.parse(text) };
   console.log(JSON.stringify(out, (k, v) => (typeof v === "bigint" ? Number(v) : v)));
   process.exit(0);
 }

@@ -27,7 +27,7 @@ import numpy as np
 from pyllama.cli.blas_threads import get_threads, set_threads
 from pyllama.cli.common import CliError, add_model_args, guarded, load_model, log, resolve_model
 from pyllama.engine import Model
-from pyllama.profiling import CATEGORIES, OpProfiler, Profile
+from pyllama.profiling import CATEGORIES, profile_model
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -194,54 +194,6 @@ def print_roofline(r: dict[str, Any]) -> None:
     print(f"\nroofline: copy bandwidth {r['copy_gbs']:.1f} GB/s, {r['bytes_per_token'] / 1e6:.0f} MB/token "
           f"-> bound {r['bound_ts']:.1f} t/s" + (
               f"; tg {r['tg_ts']:.2f} t/s = {100 * r['fraction_of_bound']:.0f}% of bound" if r["tg_ts"] else ""))
-
-
-def profile_model(model: Model, n_prompt: int, n_gen: int) -> dict[str, Any]:
-    """Profile one prompt pass of n_prompt tokens and n_gen decode steps with the default
-    sampler chain; per-category time is the profiled share of the unprofiled wall time."""
-    from pyllama.sampling import Sampler, SamplingParams
-
-    tokens = _tokens(model, n_prompt)
-
-    def prompt() -> None:
-        model.kv.clear(0)
-        model.eval_prompt(tokens, 0, 0)
-
-    def decode() -> None:
-        sampler = Sampler(SamplingParams(seed=0), model.n_vocab)
-        token = tokens[-1]
-        for _ in range(n_gen):
-            logits = model.eval_prompt([token], 0)
-            token = sampler.sample(logits)
-            sampler.accept(token)
-
-    out: dict[str, Any] = {}
-    for name, fn, n in (("pp", prompt, n_prompt), ("tg", decode, n_gen)):
-        if name == "tg":
-            model.kv.clear(0)
-            model.eval_prompt(tokens, 0, 0)
-            length = model.kv.length(0)
-        t0 = time.perf_counter()
-        fn()
-        wall = time.perf_counter() - t0
-        if name == "tg":
-            model.kv.truncate(0, length)
-        with OpProfiler() as p:
-            fn()
-        out[name] = profile_summary(p.profile, wall, n)
-    return out
-
-
-def profile_summary(p: Profile, wall: float, n_tokens: int) -> dict[str, Any]:
-    shares = p.shares()
-    ms_tok = 1000 * wall / max(1, n_tokens)
-    layers = [p.layer_seconds[k] for k in sorted(p.layer_seconds)]
-    layer_scale = (1000 * wall / p.total / max(1, n_tokens)) if p.total > 0 else 0.0
-    return {
-        "n_tokens": n_tokens, "ms_per_token": ms_tok,
-        "categories": {c: {"ms_per_token": ms_tok * shares[c] / 100, "percent": shares[c]} for c in CATEGORIES},
-        "layers_ms_per_token": [s * layer_scale for s in layers],
-    }
 
 
 def print_profile(prof: dict[str, Any]) -> None:
