@@ -125,7 +125,8 @@ def main(args: argparse.Namespace) -> int:
     tests = ([("pp", args.n_prompt)] if args.n_prompt > 0 else []) + ([("tg", args.n_gen)] if args.n_gen > 0 else [])
     for kind, n in tests:
         run_test(model, kind, min(n, 8))  # warm-up
-    out: dict[str, Any] = {"threads": threads, "weights": model.weights, "numerics": args.numerics, "n_ctx": model.n_ctx}
+    out: dict[str, Any] = {"threads": threads, "weights": model.weights, "numerics": args.numerics, "n_ctx": model.n_ctx,
+                           "load_seconds": model.load_seconds}
     if args.vs:
         from pyllama.cli.bench_vs import compare, print_comparison
 

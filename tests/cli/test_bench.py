@@ -104,6 +104,7 @@ def test_json_shape_and_flags(smollm2_path: Path, capsys: pytest.CaptureFixture[
         assert min(r["samples_ts"]) <= r["median_ts"] <= max(r["samples_ts"])
         assert r["weights"] == "packed" and r["threads"] == 1 and r["numerics"] == "fast"
     assert data["peak_rss_mib"] > 50
+    assert 0 < data["load_seconds"] < 60
     assert data["n_ctx"] == 8 + 2 + 8  # -c defaults to -p + -n (llama-bench), not the 4096 of `run`
 
 
