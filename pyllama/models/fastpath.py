@@ -32,7 +32,7 @@ from gguf.constants import GGMLQuantizationType
 from pyllama import numerics
 from pyllama.kv_cache import KVCache
 from pyllama.linear import Linear, default_scratch
-from pyllama.models.base import Batch
+from pyllama.models.base import Batch, release_file_pages
 from pyllama.numerics import VEC_DOT_TYPE, quantize_q8_k
 from pyllama.ops import RopeTable
 from pyllama.quant import PackedTensor, dequantize, repack
@@ -137,6 +137,7 @@ class FusedLinear:
                         for r in range(0, b - a, step):
                             k = min(step, b - a - r)
                             wt[:, a + r : a + r + k] = dequantize(rows[r : r + k], p.info.ggml_type, (k, self.n_in)).T
+                        release_file_pages(p.info.data)
                     else:
                         for r in range(0, b - a, 64):  # transposed in blocks: 2x faster than whole
                             wt[:, a + r : min(b, a + r + 64)] = w[r : r + 64].T
@@ -162,7 +163,10 @@ class FusedLinear:
             packed = repack(raw, parts[0].info.ggml_type, (self.n_out, self.n_in))
             for p, (a, b) in zip(parts, self.bounds, strict=True):
                 p.packed = RowRange(packed, a, b)
+                release_file_pages(p.info.data)
             self.packed = packed
+        elif len(parts) == 1 and parts[0].weight is None:
+            self.packed = parts[0].packed
         self.bias: F32 | None = None
         if biases is not None and any(b is not None for b in biases):
             self.bias = np.concatenate(

@@ -140,3 +140,18 @@ def test_batched_decode_equals_one_sequence_at_a_time(name: str, tmp_path: Path)
         model.kv.truncate(s, n)
         alone.append(model.eval_prompt([p[20 + s]], s))
     np.testing.assert_allclose(together, np.stack(alone), rtol=1e-4, atol=1e-4)
+
+
+def test_released_file_pages_read_back_unchanged(tmp_path: Path) -> None:
+    """release_file_pages drops a tensor's mapped pages; reading them again gives the same bytes."""
+    from pyllama.models.base import release_file_pages
+
+    raw = np.random.default_rng(0).integers(0, 256, size=5 * 4096 + 123, dtype=np.uint8)
+    (tmp_path / "blob").write_bytes(raw.tobytes())
+    mapped = np.memmap(tmp_path / "blob", dtype=np.uint8, mode="r")
+    view = mapped[1000 : 1000 + 3 * 4096]
+    release_file_pages(view)
+    release_file_pages(np.asarray(view)[::2])  # not contiguous: ignored
+    release_file_pages(raw[10:20])  # not a mapped file: ignored
+    np.testing.assert_array_equal(view, raw[1000 : 1000 + 3 * 4096])
+    np.testing.assert_array_equal(mapped, raw)
