@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from asgi.errors import NotFound, Unavailable
+from asgi.errors import ContextExceeded, NotFound, Unavailable
 from asgi.settings import ModelSpec, Settings
 from asgi.worker import Worker
 from pyllama.chat import ChatTemplate
@@ -49,6 +49,7 @@ class ServedModel:
     last_used: float = 0.0
     created: int = field(default_factory=lambda: int(time.time()))
     active_requests: int = 0
+    _max_piece_bytes: int = 0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -102,6 +103,26 @@ class ServedModel:
             "loaded %s (%s, %s weights, n_ctx %d, %d slots) in %.1f s",
             spec.path, model.config.arch, model.weights, model.n_ctx, spec.n_parallel, time.perf_counter() - t0,
         )
+
+    @property
+    def max_piece_bytes(self) -> int:
+        """Bytes in the longest token's text: a prompt longer than n_ctx of these cannot fit."""
+        if self._max_piece_bytes == 0 and self.scheduler is not None and hasattr(self.scheduler, "token_pieces"):
+            self._max_piece_bytes = max((len(p) for p in self.scheduler.token_pieces()), default=1)
+        return self._max_piece_bytes
+
+    def check_text_fits(self, text: str) -> None:
+        """Refuse, before tokenizing it, a prompt text too long for any tokenization to fit the
+        context (every token covers at most max_piece_bytes bytes): a huge body costs nothing."""
+        if self.model is None or self.max_piece_bytes <= 0:
+            return
+        n_ctx = self.model.n_ctx_seq
+        if len(text) > n_ctx * self.max_piece_bytes:  # characters <= UTF-8 bytes: a safe lower bound
+            raise ContextExceeded(
+                f"the request ({len(text)} characters) exceeds the available context size ({n_ctx} tokens), "
+                "try increasing it",
+                n_ctx=n_ctx,
+            )
 
     def admit(self) -> None:
         """Refuse new work (503) when the slots are full and the wait queue is at its bound.

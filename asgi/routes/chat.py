@@ -133,6 +133,7 @@ async def chat_completions() -> Response:
     prompt, fields = chat_prompt(served, body)
     params = read_params(served, fields)
     tok = served.tokenizer
+    served.check_text_fits(prompt.prompt)
     tokens = tok.tokenize(prompt.prompt, True, True)
     tasks = make_tasks(served, [tokens], params)
     cmpl_id = random_id("chatcmpl-")

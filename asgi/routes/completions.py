@@ -74,6 +74,9 @@ def prompt_tokens(served: ServedModel, prompt: Any) -> list[list[int]]:
     assert served.model is not None
     tok = served.tokenizer
     check_prompt_count(prompt, server_state().settings.limits)
+    for text in [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) else []:
+        if isinstance(text, str):
+            served.check_text_fits(text)
     system = server_state().settings.system_prompt
     if system:
         head = tok.tokenize(system, True, True)
