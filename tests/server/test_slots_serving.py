@@ -158,11 +158,17 @@ def test_closing_a_stream_frees_its_slot_within_a_step(server: ServerProcess) ->
     with httpx.Client(timeout=120) as c, c.stream("POST", server.base_url + "/completion", json={
             "prompt": "Count: 1, 2, 3,", "n_predict": 2000, "ignore_eos": True, "stream": True,
             "cache_prompt": False}) as res:
-        for line in res.iter_lines():
+        lines = res.iter_lines()
+        for line in lines:
             if line.startswith("data: "):
                 assert '"stop":false' in line.replace(" ", ""), line
                 break
-        slot = next(s for s in httpx.get(server.base_url + "/slots").json() if s["is_processing"])
+        busy = [s for s in httpx.get(server.base_url + "/slots").json() if s["is_processing"]]
+        if not busy:  # say what the stream did next, to tell an early end from a wrong /slots
+            rest = [x for _, x in zip(range(50), lines, strict=False) if x.startswith("data: ")]
+            pytest.fail(f"no slot processing after the first token {line}; the stream went on with {rest[:3]} "
+                        f"... {rest[-1:]} ({len(rest)} events read)")
+        slot = busy[0]
     seen = httpx.get(server.base_url + "/slots").json()[slot["id"]]
     seen_decoded = seen["next_token"]["n_decoded"] if seen["is_processing"] else slot["next_token"]["n_decoded"]
     deadline = time.monotonic() + 20
