@@ -150,3 +150,18 @@ def test_cancel_reaches_the_scheduler() -> None:
         asyncio.run(run())
     finally:
         worker.stop()
+
+
+def test_merged_partials_keep_the_newest_statistics() -> None:
+    """A slow reader's backlog is merged (asgi.generate.merge_partials): text and tokens join,
+    and the slot and running timings are those of the later event."""
+    from asgi.generate import merge_partials
+    from pyllama.scheduler import Final, Partial
+
+    a = Partial(7, "Hel", [1], [], slot_id=1, n_prompt=5, n_decoded=1, prompt_ms=10.0, predicted_ms=0.0)
+    b = Partial(7, "lo", [2, 3], [], slot_id=1, n_prompt=5, n_decoded=3, prompt_ms=10.0, predicted_ms=40.0)
+    merged = merge_partials(a, b)
+    assert isinstance(merged, Partial)
+    assert (merged.text, merged.tokens, merged.slot_id, merged.n_decoded) == ("Hello", [1, 2, 3], 1, 3)
+    assert merged.timings["predicted_n"] == 3 and merged.timings["predicted_per_token_ms"] == pytest.approx(40 / 3)
+    assert merge_partials(a, Final(7)) is None  # a Final is never merged away
