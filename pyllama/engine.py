@@ -95,8 +95,10 @@ class Model:
         n_seq: int,
         n_ubatch: int,
         load_seconds: float,
+        numerics: NumericsChoice = "fast",
     ) -> None:
         self.gguf = gguf
+        self.numerics = numerics
         self.path = gguf.path
         self.config = config
         self.net = net
@@ -134,8 +136,11 @@ class Model:
         numerics: NumericsChoice = "fast",
     ) -> Model:
         """`numerics="exact"` replays ggml's CPU arithmetic bit for bit (greedy output equals
-        llama.cpp's token for token, ~4x slower decode); "fast" keeps only ggml's activation
-        quantization. The switch is process-wide (pyllama.numerics.set_exact)."""
+        llama.cpp's token for token, ~4x slower decode); "fast" is plain float32 on BLAS (no
+        activation rounding; see docs/numerics.md). The kernels read a module-level switch (pyllama.numerics.set_exact);
+        each model sets it to its own choice before every forward pass, so two models in
+        one process (tests, a multi-model server) each keep the numerics they were loaded
+        with."""
         t0 = time.perf_counter()
         if numerics not in ("fast", "exact"):
             raise InvalidRequestError(f"numerics must be fast or exact, not {numerics!r}")
@@ -167,7 +172,7 @@ class Model:
         if progress is not None:
             w.progress = progress
         net = ARCHITECTURES[arch](gguf, config, w, kv)
-        return cls(gguf, config, net, mode, n_ctx, n_seq, n_ubatch, time.perf_counter() - t0)
+        return cls(gguf, config, net, mode, n_ctx, n_seq, n_ubatch, time.perf_counter() - t0, numerics)
 
     # -- properties the server and CLI show ----------------------------------------------
     @cached_property
@@ -202,8 +207,16 @@ class Model:
         return self.net.w.nbytes
 
     # -- compute ---------------------------------------------------------------------
+    def _select_numerics(self) -> None:
+        from pyllama import numerics as _numerics
+
+        exact = self.numerics == "exact"
+        if exact != _numerics.EXACT:
+            _numerics.set_exact(exact)
+
     def decode(self, batch: Batch) -> F32:
         """Logits for the rows the batch asks for, splitting it into ubatches of n_ubatch tokens."""
+        self._select_numerics()
         if batch.n_tokens <= self.n_ubatch:
             return self.net.decode(batch)
         outputs: list[F32] = []
@@ -213,6 +226,7 @@ class Model:
 
     def hidden(self, batch: Batch) -> F32:
         """Final-normed hidden states of the rows asked for (embeddings)."""
+        self._select_numerics()
         outs = [self.net.hidden(sub) for sub in split_batch(batch, self.n_ubatch)]
         return as_f32(np.concatenate(outs, axis=0))
 
