@@ -136,11 +136,11 @@ def main(args: argparse.Namespace) -> int:
     else:
         samples = {f"{k}{n}": [run_test(model, k, n) for _ in range(args.repetitions)] for k, n in tests}
     out["results"] = [result_row(model, args, threads, test, s) for test, s in samples.items()]
+    out["peak_rss_mib"] = peak_rss_mib()  # before --roofline's 512 MiB copy buffers
     if args.roofline:
         out["roofline"] = roofline(model, samples)
     if args.profile:
         out["profile"] = profile_model(model, args.n_prompt or 64, args.n_gen or 16)
-    out["peak_rss_mib"] = peak_rss_mib()
     if args.output == "json":
         print(json.dumps(out, indent=2))
         return 0
