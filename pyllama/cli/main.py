@@ -18,7 +18,8 @@ import sys
 
 
 def _apply_threads(argv: list[str]) -> None:
-    """-t/--threads must reach BLAS before NumPy loads: set the variables and re-exec once."""
+    """-t/--threads must reach BLAS before NumPy loads: set the variables while NumPy is not
+    yet imported (bench also sets the OpenBLAS count at run time, pyllama.cli.blas_threads)."""
     for i, a in enumerate(argv):
         value = None
         if a in ("-t", "--threads") and i + 1 < len(argv):
