@@ -76,7 +76,10 @@ class Profile:
 class OpProfiler:
     """`with OpProfiler() as p: model.decode(...)`, then read `p.profile`."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        # `clock`: wall time by default; tests pass time.thread_time so other processes on a
+        # loaded machine do not change the shares they check.
+        self._clock = clock
         self.profile = Profile()
         # per active Python frame: (category, sticky, layer of the enclosing block() or -1)
         self._stack: list[tuple[str, bool, int]] = []
@@ -94,7 +97,7 @@ class OpProfiler:
             return cat
 
     def _hook(self, frame: FrameType, event: str, arg: Any) -> None:
-        now = time.perf_counter()
+        now = self._clock()
         stack = self._stack
         name, sticky, layer = stack[-1] if stack else ("other", False, -1)
         delta = now - self._last
@@ -113,11 +116,11 @@ class OpProfiler:
             stack.append((name, sticky, layer))
         elif event == "return" and stack:
             stack.pop()
-        self._last = time.perf_counter()
+        self._last = self._clock()
 
     def __enter__(self) -> OpProfiler:
         self._prev = sys.getprofile()
-        self._last = time.perf_counter()
+        self._last = self._clock()
         sys.setprofile(self._hook)
         return self
 
