@@ -421,11 +421,11 @@ class Scheduler:
         """
         take = min(n_prompt - n_past, budget)
         if self.model.numerics == "fast" and take > 1 and n_past + take == n_prompt:
-            # Fast numerics round a row differently in a batch of several rows than alone
-            # (BLAS kernels; int8 activation codes then amplify it to ~0.4 in a logit). A
-            # prompt that is fully cached re-evaluates only its last token, alone; so the
-            # last token always goes alone, one step later, and the same prompt with the
-            # same seed gives the same text whether or not it was cached.
+            # Fast numerics round a row slightly differently in a batch of several rows
+            # than alone (BLAS picks other kernels; ~0.005 in a logit on SmolLM2). A prompt
+            # that is fully cached re-evaluates only its last token, alone; so the last
+            # token always goes alone, one step later, and the same prompt with the same
+            # seed gives bit-identical text whether or not it was cached.
             take -= 1
         if self._swa:
             for offset in (4 + self.model.n_ubatch, 4):

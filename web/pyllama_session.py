@@ -84,9 +84,8 @@ class Session:
     def load(self, name: str, n_ctx: int = 2048, weights: str = "packed", exact: bool = True) -> dict[str, Any]:
         """Build the model on the filled buffer; returns facts for the UI.
 
-        `exact=False` switches off the replay of llama.cpp's float rounding
-        (pyllama.numerics.set_exact): faster, with probabilities drifting slightly from
-        llama.cpp's. It is process-wide, which is fine here: one worker, one model.
+        `exact=False` switches off the replay of llama.cpp's float rounding (fast
+        numerics): faster, with probabilities drifting slightly from llama.cpp's.
         """
         if self.buffer is None:
             raise InvalidRequestError("no model bytes: call alloc() and fill the buffer first")
