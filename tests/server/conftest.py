@@ -101,12 +101,7 @@ def server(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 @pytest.fixture(scope="session")
 def keyed_server(smollm2_path: Path) -> Iterator[ServerProcess]:
     """A server that requires an API key (given through the environment, as LLAMA_API_KEY)."""
-    server = ServerProcess(["-m", str(smollm2_path), "-c", "1024", "--no-slots", "--props"], {"LLAMA_API_KEY": API_KEY}, "keyed")
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    yield from start(["-m", str(smollm2_path), "-c", "1024", "--no-slots", "--props"], "keyed", {"LLAMA_API_KEY": API_KEY})
 
 
 @pytest.fixture(scope="session")

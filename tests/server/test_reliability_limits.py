@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.conftest import ServerProcess
+from tests.server.conftest import ServerProcess, start
 
 KEY = "sk-limits-secret-5678"
 WRONG_KEY = "sk-wrong-secret-9999"
@@ -26,18 +26,13 @@ def limited(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     folder = tmp_path_factory.mktemp("limits")
     keys = folder / "keys.txt"
     keys.write_text(f"\n  {KEY}  \nsk-other-key\n")
-    server = ServerProcess(
+    yield from start(
         ["-m", str(smollm2_path), "-c", "256", "-np", "1", "-n", "120", "--api-key-file", str(keys), "-v",
          "--max-queue", "1", "--max-body-size", "8192", "--max-prompts", "3", "--max-n-probs", "5",
          "--max-stop", "2", "--max-stop-length", "10", "--max-grammar-size", "100", "--max-logit-bias", "3",
          "--timeout", "2"],
-        log_name="limits",
+        "limits",
     )
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
 
 
 def post(server: ServerProcess, path: str, body: Any, **kw: Any) -> httpx.Response:

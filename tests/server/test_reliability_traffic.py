@@ -34,7 +34,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.server.conftest import ServerProcess
+from tests.server.conftest import ServerProcess, start
 
 N_FUZZ = int(os.environ.get("PYLLAMA_FUZZ_REQUESTS", "2000"))
 LOAD_SECONDS = float(os.environ.get("PYLLAMA_LOAD_SECONDS", "60"))
@@ -42,20 +42,11 @@ REQUEST_TIMEOUT = 60.0
 SLOW = 180.0  # generous bounds for a loaded 2-core machine: the checks are about outcomes, not speed
 
 
-def _serve(args: list[str], name: str) -> Iterator[ServerProcess]:
-    server = ServerProcess(args, log_name=name)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
 def fuzz_server(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """Every optional route on; generations capped at one token (-n 1) to keep the run fast."""
     slots = tmp_path_factory.mktemp("fuzz-slots")
-    yield from _serve(
+    yield from start(
         ["-m", str(smollm2_path), "-c", "2048", "-np", "2", "-n", "1", "--embeddings", "--metrics", "--props",
          "--slot-save-path", str(slots), "--max-prompts", "2", "--max-queue", "512", "--max-body-size", "262144"],
         "fuzz",
@@ -65,7 +56,7 @@ def fuzz_server(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def busy_server(smollm2_path: Path) -> Iterator[ServerProcess]:
     """-np 4 for the disconnect and load tests; -b 64 reads prompts in several steps."""
-    yield from _serve(["-m", str(smollm2_path), "-c", "4096", "-np", "4", "-n", "16", "-b", "64"], "traffic")
+    yield from start(["-m", str(smollm2_path), "-c", "4096", "-np", "4", "-n", "16", "-b", "64"], "traffic")
 
 
 def rss_kb(pid: int) -> int:
