@@ -166,7 +166,7 @@ class Model:
         mode = choose_weights(gguf, weights, mem_budget)
         kv = KVCache(
             config.n_layer, n_seq, n_ctx_seq, config.n_head_kv, config.head_dim, config.head_dim_v,
-            cache_type_k, cache_type_v,
+            cache_type_k, cache_type_v, widen_f16=numerics == "fast",
         )
         w = Weights(gguf, mode)
         if progress is not None:

@@ -9,6 +9,15 @@ re-rotate the keys that move), and save/restore.
 Storage types follow llama.cpp's `--cache-type-k/-v`: f32, f16 (the default) and q8_0
 (blocks of 32 int8 values sharing one f16 scale, ggml's quantize_row_q8_0: about half the
 memory of f16 at a perplexity cost well under 1%).
+
+`widen_f16` (on in fast numerics): an f16 cache stores its float16-rounded values in a
+float32 array. The values, and so every result and slot file, are those of the f16
+cache; what changes is that attention reads the cache in place instead of converting it.
+NumPy 2.4 converts float16 to float32 at ~0.5 G values/s here, so the conversion of every
+layer's whole K and V per decoded token grew with the context until it dominated:
+SmolLM2 dense, 1 thread, tg at depth 1500 went from 14.6 to 25.3 t/s (depth 0: 37 t/s).
+The price is 4 instead of 2 bytes per cached value; pages are only resident once
+written, so a large `-c` costs memory only as far as the sequences actually reach.
 """
 
 from __future__ import annotations
@@ -28,6 +37,13 @@ Q8_BLOCK = 32
 CACHE_TYPE_BYTES: dict[str, float] = {"f32": 4.0, "f16": 2.0, "q8_0": 34.0 / 32.0}
 
 
+def cache_element_bytes(kind: str, widen_f16: bool = False) -> float:
+    """Bytes one cached value takes in memory (an f16 cache widened to float32: 4)."""
+    if kind not in CACHE_TYPE_BYTES:
+        raise InvalidRequestError(f"unsupported KV cache type {kind!r} (supported: {', '.join(CACHE_TYPES)})")
+    return 4.0 if widen_f16 and kind == "f16" else CACHE_TYPE_BYTES[kind]
+
+
 def cache_dtype(name: str) -> type[np.generic] | None:
     """The NumPy element type of a float cache type, None for q8_0 (stored as blocks)."""
     try:
@@ -39,11 +55,18 @@ def cache_dtype(name: str) -> type[np.generic] | None:
 
 
 class CacheArray:
-    """One layer's K (or V) for all sequences: (n_seq, Hkv, n_ctx, D), read back as float32."""
+    """One layer's K (or V) for all sequences: (n_seq, Hkv, n_ctx, D), read back as float32.
 
-    def __init__(self, kind: str, n_seq: int, n_head_kv: int, n_ctx: int, dim: int) -> None:
+    `widen_f16`: an f16 cache held as float32 (values rounded to float16 on the way in),
+    so that `get` is a view (see the module docstring).
+    """
+
+    def __init__(self, kind: str, n_seq: int, n_head_kv: int, n_ctx: int, dim: int, widen_f16: bool = False) -> None:
         dtype = cache_dtype(kind)
         self.kind = kind
+        self.rounds_to_f16 = widen_f16 and kind == "f16"
+        if self.rounds_to_f16:
+            dtype = np.float32
         if dtype is None:
             if dim % Q8_BLOCK:
                 raise InvalidRequestError(
@@ -68,14 +91,14 @@ class CacheArray:
         """Store x (Hkv, n, D) at positions start..start+n-1."""
         n = x.shape[1]
         if self.kind != "q8_0":
-            self.q[seq, :, start : start + n, :] = x
+            self.q[seq, :, start : start + n, :] = x.astype(np.float16) if self.rounds_to_f16 else x
             return
         q, d = quantize_q8_0(x)
         self.q[seq, :, start : start + n, :] = q
         self.d[seq, :, start : start + n, :] = d
 
     def get(self, seq: int, start: int, end: int) -> F32:
-        """Positions start..end-1 as float32 (Hkv, n, D); a view when the cache is f32."""
+        """Positions start..end-1 as float32 (Hkv, n, D); a view when the cache holds float32."""
         q = self.q[seq, :, start:end, :]
         if self.kind != "q8_0":
             return q.astype(np.float32, copy=False)
@@ -113,11 +136,13 @@ class KVCache:
         head_dim_v: int,
         type_k: str = "f16",
         type_v: str = "f16",
+        widen_f16: bool = False,
     ) -> None:
         self.n_layer, self.n_seq, self.n_ctx_seq = n_layer, n_seq, n_ctx_seq
         self.type_k, self.type_v = type_k, type_v
-        self.k = [CacheArray(type_k, n_seq, n_head_kv, n_ctx_seq, head_dim) for _ in range(n_layer)]
-        self.v = [CacheArray(type_v, n_seq, n_head_kv, n_ctx_seq, head_dim_v) for _ in range(n_layer)]
+        self.widen_f16 = widen_f16
+        self.k = [CacheArray(type_k, n_seq, n_head_kv, n_ctx_seq, head_dim, widen_f16) for _ in range(n_layer)]
+        self.v = [CacheArray(type_v, n_seq, n_head_kv, n_ctx_seq, head_dim_v, widen_f16) for _ in range(n_layer)]
         self.lengths = [0] * n_seq
 
     @property

@@ -20,10 +20,9 @@ import numpy as np
 from pyllama.config import read_config
 from pyllama.errors import ModelLoadError
 from pyllama.gguf_file import GGUFFile
+from pyllama.kv_cache import CACHE_TYPE_BYTES, cache_element_bytes
 
 MIB = 2**20
-# Bytes one cached K/V element costs (q8_0: 32 int8 + one f16 scale per block of 32).
-CACHE_TYPE_BYTES: dict[str, float] = {"f32": 4.0, "f16": 2.0, "q8_0": 34.0 / 32.0}
 
 
 @dataclass(frozen=True)
@@ -52,10 +51,11 @@ def dense_weight_bytes(gguf: GGUFFile) -> int:
 
 def kv_cache_bytes(
     gguf: GGUFFile, n_ctx: int, n_seq: int = 1, cache_type_k: str = "f16", cache_type_v: str = "f16",
-    kv_unified: bool = False,
+    kv_unified: bool = False, widen_f16: bool = True,
 ) -> int:
     """The KV cache Model.from_gguf allocates: every layer keeps n_ctx cells (n_ctx <= 0: the
-    training context), split between sequences unless unified."""
+    training context), split between sequences unless unified. `widen_f16` (fast numerics,
+    the default): f16 caches are held as float32 (kv_cache.py says why)."""
     for t in (cache_type_k, cache_type_v):
         if t not in CACHE_TYPE_BYTES:
             raise ModelLoadError(f"unsupported KV cache type {t!r} (supported: {', '.join(CACHE_TYPE_BYTES)})")
@@ -64,15 +64,20 @@ def kv_cache_bytes(
         n_ctx = cfg.n_ctx_train
     n_seq = max(1, n_seq)
     cells = n_ctx * n_seq if kv_unified else max(1, n_ctx // n_seq) * n_seq
-    per_cell = cfg.n_head_kv * (cfg.head_dim * CACHE_TYPE_BYTES[cache_type_k] + cfg.head_dim_v * CACHE_TYPE_BYTES[cache_type_v])
+    per_cell = cfg.n_head_kv * (
+        cfg.head_dim * cache_element_bytes(cache_type_k, widen_f16)
+        + cfg.head_dim_v * cache_element_bytes(cache_type_v, widen_f16)
+    )
     return int(cfg.n_layer * cells * per_cell)
 
 
 def dense_footprint(
     gguf: GGUFFile, n_ctx: int, n_seq: int = 1, cache_type_k: str = "f16", cache_type_v: str = "f16",
+    widen_f16: bool = True,
 ) -> Footprint:
     cfg_ctx = n_ctx if n_ctx > 0 else read_config(gguf).n_ctx_train
-    return Footprint(dense_weight_bytes(gguf), kv_cache_bytes(gguf, n_ctx, n_seq, cache_type_k, cache_type_v), cfg_ctx)
+    kv = kv_cache_bytes(gguf, n_ctx, n_seq, cache_type_k, cache_type_v, widen_f16=widen_f16)
+    return Footprint(dense_weight_bytes(gguf), kv, cfg_ctx)
 
 
 def check_dense_budget(gguf: GGUFFile, footprint: Footprint, budget_bytes: int) -> None:

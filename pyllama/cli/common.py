@@ -112,7 +112,8 @@ def load_model(args: argparse.Namespace, *, n_seq: int = 1, **extra: Any) -> Mod
     if budget is not None and budget <= 0:
         raise CliError(f"--mem-budget must be a positive number of MiB, got {args.mem_budget:g}")
     if weights == "dense" or (weights == "auto" and budget is not None):
-        fp = dense_footprint(gguf, args.ctx_size, n_seq, args.cache_type_k, args.cache_type_v)
+        fast = getattr(args, "numerics", "fast") == "fast"
+        fp = dense_footprint(gguf, args.ctx_size, n_seq, args.cache_type_k, args.cache_type_v, widen_f16=fast)
         if weights == "auto":
             assert budget is not None
             weights = "dense" if fp.total <= budget else "packed"

@@ -69,6 +69,7 @@ def main(args: argparse.Namespace) -> int:
         print(
             f"KV cache {kind:<5}  = {per_tok} bytes/token, "
             f"{per_tok * args.ctx_size / 2**20:.2f} MiB for n_ctx={args.ctx_size}"
+            + (" (x2 in fast numerics: values held as float32)" if kind == "f16" else "")
         )
     if args.tensors:
         for t in g.tensors.values():

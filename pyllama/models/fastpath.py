@@ -351,7 +351,12 @@ class AttentionPlan:
         hkv, dv = v.shape[1], v.shape[2]
         g = h // hkv
         if self.batched:
-            kc, vc = self.kv.k[layer].q, self.kv.v[layer].q
+            ka, va = self.kv.k[layer], self.kv.v[layer]
+            kc, vc = ka.q, va.q
+            if ka.kind == "f16":  # rounded like the f16 cache it is, whatever holds it
+                k = k.astype(f16)
+            if va.kind == "f16":
+                v = v.astype(f16)
             if t == 1:
                 seq, pos, _ = self.chunks[0]
                 kc[seq, :, pos, :] = k[0]
@@ -359,8 +364,10 @@ class AttentionPlan:
             else:
                 kc[self.seq_ids, :, self.pos_ids, :] = k
                 vc[self.seq_ids, :, self.pos_ids, :] = v
-            keys = kc[self.seq_sel, :, : self.n_kv].astype(f32)  # (B, Hkv, L, Dh)
-            vals = vc[self.seq_sel, :, : self.n_kv].astype(f32)
+            # Views when the cache holds float32 (fast numerics widen f16 caches): no
+            # per-layer copy of the whole cache (KVCache's docstring has the numbers).
+            keys = kc[self.seq_sel, :, : self.n_kv].astype(f32, copy=False)  # (B, Hkv, L, Dh)
+            vals = vc[self.seq_sel, :, : self.n_kv].astype(f32, copy=False)
             qg = q.reshape(t, hkv, g, dh) * f32(scale)
             mask = self._mask(-1, self.pos_ids, self.n_kv, window)
             out = _softmax_av(_bmm(qg, keys.transpose(0, 1, 3, 2)), vals, None if mask is None else mask[:, None, None, :], softcap)

@@ -82,3 +82,34 @@ def test_q8_0_cache_keeps_smollm2_perplexity(smollm2_path: Path) -> None:
         ppl[kind] = perplexity(model, tokens, 128, None, n_chunks=2)[0]
     print(f"SmolLM2 perplexity (-c 128, 2 chunks): {ppl}")
     assert abs(ppl["q8_0"] / ppl["f16"] - 1.0) < 0.025, ppl
+
+
+def test_widened_f16_cache_holds_the_f16_values_in_float32() -> None:
+    """Fast numerics hold an f16 cache as float32 (reads are views, no per-token conversion)
+    but every value is the float16-rounded one: identical reads, shifts and slot states."""
+    rng = np.random.default_rng(2)
+    k = (rng.standard_normal((10, 2, 32)) * 5).astype(np.float32)
+    v = (rng.standard_normal((10, 2, 32)) * 5).astype(np.float32)
+    caches = [KVCache(1, 2, 16, 2, 32, 32, "f16", "f16", widen_f16=w) for w in (False, True)]
+    for kv in caches:
+        kv.reserve(0, 0, 10)
+        kv.write(0, 0, 0, k, v)
+        kv.commit(0, 10)
+    plain, wide = caches
+    assert plain.k[0].q.dtype == np.float16 and wide.k[0].q.dtype == np.float32
+    assert wide.nbytes == 2 * plain.nbytes
+    assert np.array_equal(wide.keys(0, 0, 10), plain.keys(0, 0, 10))
+    assert np.array_equal(wide.values(0, 0, 10), v.astype(np.float16).astype(np.float32).transpose(1, 0, 2))
+    assert np.shares_memory(wide.keys(0, 0, 10), wide.k[0].q)  # a view: attention copies nothing
+    for a, b in zip(wide.seq_state(0), plain.seq_state(0), strict=True):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    for kv in caches:
+        kv.shift(0, 2, 3, lambda layer, keys, delta: keys * np.float32(1.0001))
+    assert np.array_equal(wide.keys(0, 0, 7), plain.keys(0, 0, 7))
+
+
+def test_fast_and_exact_models_allocate_their_cache_types(smollm2_path: Path) -> None:
+    fast = Model.load(smollm2_path, n_ctx=64, weights="packed")
+    assert fast.kv.k[0].q.dtype == np.float32 and fast.kv.type_k == "f16"
+    exact = Model.load(smollm2_path, n_ctx=64, weights="packed", numerics="exact")
+    assert exact.kv.k[0].q.dtype == np.float16
