@@ -6,6 +6,10 @@ short warm-up; we print mean +/- stddev tokens/second (llama-bench's columns), k
 median and the samples in the JSON, and the peak RSS. The context (-c) defaults to -p + -n,
 as llama-bench sizes it, so the KV cache in the peak RSS is what the test needs.
 
+-d N (llama-bench's --n-depth) fills the cache with N tokens before each test, untimed,
+so "tg32 @ d1500" is decoding with 1500 tokens of context, where attention's reads of the
+cache add to the weights'.
+
 --vs LLAMA_BENCH runs llama.cpp's llama-bench on the same file in alternation and prints
 both medians and their ratio; --profile breaks one prompt pass and the decode steps down by
 op category and by layer; --roofline compares tg with the bound bytes/token / copy bandwidth.
@@ -35,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_model_args(p, ctx_default=-1)  # -1: -p + -n, as llama-bench sizes its context
     p.add_argument("-p", "--n-prompt", type=int, default=64, help="prompt tokens (0 = skip pp)")
     p.add_argument("-n", "--n-gen", type=int, default=32, help="generated tokens (0 = skip tg)")
+    p.add_argument("-d", "--n-depth", type=int, default=0, help="tokens already in the cache before each test (untimed)")
     p.add_argument("-r", "--repetitions", type=int, default=3)
     p.add_argument("-t", "--threads", type=int, default=None, help="BLAS threads (default: OpenBLAS's own)")
     p.add_argument("-o", "--output", choices=["md", "json"], default="md")
@@ -61,17 +66,35 @@ def _tokens(model: Model, n: int) -> list[int]:
     return [int(t) for t in np.random.default_rng(0).integers(0, model.n_vocab, n)]
 
 
-def bench_pp(model: Model, n: int) -> float:
-    tokens = _tokens(model, n)
+def test_name(kind: str, n: int, depth: int = 0) -> str:
+    """llama-bench's test column: "pp256", "tg32", "tg32 @ d1500"."""
+    return f"{kind}{n}" + (f" @ d{depth}" if depth > 0 else "")
+
+
+def parse_test_name(name: str) -> tuple[str, int, int]:
+    """test_name's inverse: (kind, n, depth)."""
+    head, _, depth = name.partition(" @ d")
+    return head[:2], int(head[2:]), int(depth) if depth else 0
+
+
+def _fill(model: Model, depth: int) -> None:
+    """An empty cache, then `depth` tokens in it (untimed context for the test)."""
     model.kv.clear(0)
+    if depth > 0:
+        model.eval_prompt(_tokens(model, depth + 1)[1:], 0, 0)
+
+
+def bench_pp(model: Model, n: int, depth: int = 0) -> float:
+    tokens = _tokens(model, n)
+    _fill(model, depth)
     t0 = time.perf_counter()
-    model.eval_prompt(tokens, 0, 0)
+    model.eval_prompt(tokens, 0, depth)
     return n / (time.perf_counter() - t0)
 
 
-def bench_tg(model: Model, n: int) -> float:
-    model.kv.clear(0)
-    model.eval_prompt([1], 0, 0)
+def bench_tg(model: Model, n: int, depth: int = 0) -> float:
+    _fill(model, depth)
+    model.eval_prompt([1], 0, depth)
     token = 1
     t0 = time.perf_counter()
     for _ in range(n):
@@ -80,12 +103,12 @@ def bench_tg(model: Model, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def run_test(model: Model, kind: str, n: int) -> float:
-    return bench_pp(model, n) if kind == "pp" else bench_tg(model, n)
+def run_test(model: Model, kind: str, n: int, depth: int = 0) -> float:
+    return bench_pp(model, n, depth) if kind == "pp" else bench_tg(model, n, depth)
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for flag, value in (("-p", args.n_prompt), ("-n", args.n_gen)):
+    for flag, value in (("-p", args.n_prompt), ("-n", args.n_gen), ("-d", args.n_depth)):
         if value < 0:
             raise CliError(f"{flag} must be >= 0, got {value}")
     if args.repetitions < 1:
@@ -117,12 +140,13 @@ def main(args: argparse.Namespace) -> int:
         log(f"note: -t {args.threads}: " + ("NumPy here has no OpenBLAS to set the thread count of" if actual is None
                                            else f"OpenBLAS runs {actual} threads (its limit on this machine)"))
     threads = get_threads() or args.threads or 1
-    need = args.n_prompt + args.n_gen + 8
+    need = args.n_depth + args.n_prompt + args.n_gen + 8
     args.ctx_size = need if args.ctx_size < 0 else max(args.ctx_size, need) if args.ctx_size > 0 else 0
     model = load_model(args)
     log(f"loaded in {model.load_seconds:.2f} s, weights {model.weights} ({model.weights_nbytes / 2**20:.0f} MiB), "
         f"{threads} BLAS thread(s)")
     tests = ([("pp", args.n_prompt)] if args.n_prompt > 0 else []) + ([("tg", args.n_gen)] if args.n_gen > 0 else [])
+    depth = args.n_depth
     for kind, n in tests:
         run_test(model, kind, min(n, 8))  # warm-up
     out: dict[str, Any] = {"threads": threads, "weights": model.weights, "numerics": args.numerics, "n_ctx": model.n_ctx,
@@ -130,11 +154,12 @@ def main(args: argparse.Namespace) -> int:
     if args.vs:
         from pyllama.cli.bench_vs import compare, print_comparison
 
-        c = compare(args.vs, str(model.path), tests, args.repetitions, threads, lambda k, n: run_test(model, k, n))
+        c = compare(args.vs, str(model.path), tests, args.repetitions, threads, lambda k, n: run_test(model, k, n, depth),
+                    depth)
         out["comparison"] = c.rows()
         samples = {r["test"]: r["pyllama_samples_ts"] for r in out["comparison"]}
     else:
-        samples = {f"{k}{n}": [run_test(model, k, n) for _ in range(args.repetitions)] for k, n in tests}
+        samples = {test_name(k, n, depth): [run_test(model, k, n, depth) for _ in range(args.repetitions)] for k, n in tests}
     out["results"] = [result_row(model, args, threads, test, s) for test, s in samples.items()]
     out["peak_rss_mib"] = peak_rss_mib()  # before --roofline's 512 MiB copy buffers
     if args.roofline:
@@ -158,12 +183,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 def result_row(model: Model, args: argparse.Namespace, threads: int, test: str, speeds: list[float]) -> dict[str, Any]:
-    kind, n = test[:2], int(test[2:])
+    kind, n, depth = parse_test_name(test)
     return {
         "model": os.path.basename(model.path), "size_mib": model.gguf.file_size / 2**20,
         "params_m": sum(t.n_elements for t in model.gguf.tensors.values()) / 1e6,
         "weights": model.weights, "numerics": args.numerics, "threads": threads, "test": test,
-        "n_prompt": n if kind == "pp" else 0, "n_gen": n if kind == "tg" else 0,
+        "n_prompt": n if kind == "pp" else 0, "n_gen": n if kind == "tg" else 0, "n_depth": depth,
         "avg_ts": statistics.mean(speeds), "stddev_ts": statistics.stdev(speeds) if len(speeds) > 1 else 0.0,
         "median_ts": statistics.median(speeds), "samples_ts": speeds,
     }

@@ -40,7 +40,7 @@ class Comparison:
 
 
 def parse_llama_bench_json(text: str) -> dict[str, float]:
-    """{"pp256": t/s, "tg32": t/s} from llama-bench's `-o json` output (a list of test rows)."""
+    """{"pp256": t/s, "tg32 @ d1500": t/s} from llama-bench's `-o json` output (a list of test rows)."""
     try:
         rows = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -52,18 +52,24 @@ def parse_llama_bench_json(text: str) -> dict[str, float]:
         if not isinstance(row, dict) or "avg_ts" not in row:
             raise CliError("llama-bench JSON row without avg_ts")
         n_prompt, n_gen = int(row.get("n_prompt", 0)), int(row.get("n_gen", 0))
+        depth = int(row.get("n_depth", 0))
+        at = f" @ d{depth}" if depth > 0 else ""
         if n_prompt > 0 and n_gen == 0:
-            out[f"pp{n_prompt}"] = float(row["avg_ts"])
+            out[f"pp{n_prompt}{at}"] = float(row["avg_ts"])
         elif n_gen > 0 and n_prompt == 0:
-            out[f"tg{n_gen}"] = float(row["avg_ts"])
+            out[f"tg{n_gen}{at}"] = float(row["avg_ts"])
     return out
 
 
-def run_llama_bench(exe: str, model: str, n_prompt: int, n_gen: int, threads: int, timeout: float = 900) -> dict[str, float]:
-    """One llama-bench run (-r 1) of pp n_prompt and tg n_gen."""
+def run_llama_bench(
+    exe: str, model: str, n_prompt: int, n_gen: int, threads: int, timeout: float = 900, depth: int = 0,
+) -> dict[str, float]:
+    """One llama-bench run (-r 1) of pp n_prompt and tg n_gen (after `depth` cached tokens)."""
     if not os.path.isfile(exe) or not os.access(exe, os.X_OK):
         raise CliError(f"--vs {exe}: not an executable file")
     cmd = [exe, "-m", model, "-p", str(n_prompt), "-n", str(n_gen), "-r", "1", "-t", str(threads), "-o", "json"]
+    if depth > 0:
+        cmd += ["-d", str(depth)]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -76,16 +82,16 @@ def run_llama_bench(exe: str, model: str, n_prompt: int, n_gen: int, threads: in
 
 def compare(
     exe: str, model: str, tests: list[tuple[str, int]], repetitions: int, threads: int,
-    ours: Callable[[str, int], float],
+    ours: Callable[[str, int], float], depth: int = 0,
 ) -> Comparison:
     """Alternate: llama-bench (all tests) then `ours(kind, n)` for each test, `repetitions` times."""
     n_prompt = next((n for k, n in tests if k == "pp"), 0)
     n_gen = next((n for k, n in tests if k == "tg"), 0)
     c = Comparison()
     for _ in range(max(1, repetitions)):
-        theirs = run_llama_bench(exe, model, n_prompt, n_gen, threads)
+        theirs = run_llama_bench(exe, model, n_prompt, n_gen, threads, depth=depth)
         for kind, n in tests:
-            name = f"{kind}{n}"
+            name = f"{kind}{n}" + (f" @ d{depth}" if depth > 0 else "")
             if name not in theirs:
                 raise CliError(f"--vs {exe}: its output has no {name} row")
             c.theirs.setdefault(name, []).append(theirs[name])

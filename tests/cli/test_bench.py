@@ -120,6 +120,7 @@ def test_markdown_table(smollm2_path: Path, capsys: pytest.CaptureFixture[str]) 
     (["-r", "0"], "-r must be >= 1"),
     (["-t", "0"], "-t must be >= 1"),
     (["-p", "-3"], "-p must be >= 0"),
+    (["-d", "-1"], "-d must be >= 0"),
 ])
 def test_bad_flags_one_line(smollm2_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], expect: str) -> None:
     assert cli_main(["bench", "-m", str(smollm2_path), *flags]) == 1
@@ -288,6 +289,24 @@ def test_mem_budget_footprint_line_for_dense(smollm2_path: Path) -> None:
 # -- --vs ------------------------------------------------------------------------------
 def test_parse_llama_bench_json() -> None:
     assert parse_llama_bench_json(REAL_ROWS) == {"pp16": 200.0, "tg4": 100.0}
+    deep = REAL_ROWS.replace('"n_depth": 0', '"n_depth": 64')
+    assert parse_llama_bench_json(deep) == {"pp16 @ d64": 200.0, "tg4 @ d64": 100.0}
+
+
+def test_depth_fills_the_cache_before_each_test(smollm2_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pyllama.cli.bench import bench_pp, bench_tg, parse_test_name, test_name
+    from pyllama.engine import Model
+
+    data = run_json(capsys, "-m", str(smollm2_path), "-p", "4", "-n", "2", "-d", "24", "-r", "1", "--weights", "packed")
+    rows = {r["test"]: r for r in data["results"]}
+    assert set(rows) == {"pp4 @ d24", "tg2 @ d24"} and all(r["n_depth"] == 24 for r in rows.values())
+    assert data["n_ctx"] == 24 + 4 + 2 + 8
+    assert parse_test_name(test_name("tg", 32, 1500)) == ("tg", 32, 1500) and test_name("pp", 8) == "pp8"
+    model = Model.load(smollm2_path, n_ctx=64, weights="packed")
+    bench_tg(model, 3, depth=20)
+    assert model.kv.length(0) == 20 + 1 + 3  # the depth, the first token, the timed steps
+    bench_pp(model, 5, depth=30)
+    assert model.kv.length(0) == 30 + 5
 
 
 def test_vs_alternates_and_prints_ratios(smollm2_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
