@@ -23,6 +23,7 @@ quantized like ggml's, see numerics.act_quant_dequant), which the perplexity tes
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -193,6 +194,8 @@ class FusedLinear:
 
     def __call__(self, x: F32) -> F32:
         """x (T, n_in) float32 -> (T, n_out)."""
+        if self.wt is not None and self.uniform and self.kinds[0] is None and self.bias is None:
+            return np.matmul(x, self.wt)  # the common dense case, in one call
         x = np.ascontiguousarray(x, dtype=f32)
         if self.uniform and self.wt is not None:
             y: F32 = matmul(quantize_activations(x, self.kinds[0]), self.wt)
@@ -218,7 +221,18 @@ class FusedLinear:
 
 
 def rms_norm(x: F32, weight: F32 | None, eps: float) -> F32:
-    """x / sqrt(mean(x^2) + eps) * weight over the last axis, in float32 (a new array)."""
+    """x / sqrt(mean(x^2) + eps) * weight over the last axis, in float32 (a new array).
+
+    One row (a decode step of one sequence) takes a BLAS dot and Python arithmetic for
+    the scale: 3 NumPy calls instead of 6 (11 -> 5 us, 60 norms per SmolLM2 token).
+    """
+    if x.ndim == 2 and x.shape[0] == 1:
+        row = x[0]
+        inv = f32(1.0 / math.sqrt(float(np.dot(row, row)) / x.shape[1] + eps))
+        y1: F32 = np.multiply(x, inv)
+        if weight is not None:
+            y1 *= weight
+        return y1
     ms = np.einsum("...i,...i->...", x, x)
     ms *= f32(1.0 / x.shape[-1])
     ms += f32(eps)
