@@ -195,7 +195,8 @@ class FusedLinear:
     def __call__(self, x: F32) -> F32:
         """x (T, n_in) float32 -> (T, n_out)."""
         if self.wt is not None and self.uniform and self.kinds[0] is None and self.bias is None:
-            return np.matmul(x, self.wt)  # the common dense case, in one call
+            dense: F32 = np.matmul(x, self.wt)  # the common dense case, in one call
+            return dense
         x = np.ascontiguousarray(x, dtype=f32)
         if self.uniform and self.wt is not None:
             y: F32 = matmul(quantize_activations(x, self.kinds[0]), self.wt)
