@@ -320,13 +320,25 @@ class GgmlLinear(Linear):
         self._exact_built = info.name in HEAD_TENSORS
         if numerics.EXACT:
             self._build_exact()
-        self.mins: F32 | None = None
-        if VEC_DOT_TYPE.get(info.ggml_type) == "q8_1":
+        # Q4_1/Q5_1 block mins for the Q8_1 activation sums, decoded on first use: the fast
+        # path never reads them, and decoding every tensor whole at load held 12.7 MiB of
+        # mins plus ~18 MiB of freed heap in a packed SmolLM2.
+        self._mins: F32 | None = None
+        self._mins_built = VEC_DOT_TYPE.get(info.ggml_type) != "q8_1"
+
+    @property
+    def mins(self) -> F32 | None:
+        if not self._mins_built:
             nb = self.n_in // QK
-            blocks = np.asarray(info.data).reshape(self.n_out * nb, -1)
-            bias = _LEGACY_UNPACK[info.ggml_type](blocks).bias
+            blocks = np.asarray(self.info.data).reshape(self.n_out * nb, -1)
+            bias = _LEGACY_UNPACK[self.info.ggml_type](blocks).bias
             assert bias is not None
-            self.mins = np.ascontiguousarray(bias.reshape(self.n_out, nb), dtype=f32)
+            self._mins, self._mins_built = np.ascontiguousarray(bias.reshape(self.n_out, nb), dtype=f32), True
+        return self._mins
+
+    @mins.setter
+    def mins(self, value: F32 | None) -> None:
+        self._mins, self._mins_built = value, True
 
     def _build_exact(self) -> None:
         if not self._exact_built:

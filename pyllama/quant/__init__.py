@@ -14,7 +14,7 @@ legacy.py (Q4_0..Q8_0), kquants.py (Q2_K..Q6_K), iquants.py (IQ4_NL, IQ4_XS).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -27,13 +27,17 @@ from pyllama.quant.layout import BlockArrays, PackedTensor, StackedRows
 
 __all__ = [
     "NIBBLE_TYPES",
+    "PACK_LAYOUTS",
     "SUPPORTED_TYPES",
+    "PackLayout",
     "PackedTensor",
     "StackedRows",
     "compact_packing",
     "dequantize",
+    "packing_layout",
     "repack",
     "set_compact_packing",
+    "set_packing_layout",
 ]
 
 T = GGMLQuantizationType
@@ -64,22 +68,39 @@ SUPPORTED_TYPES: frozenset[GGMLQuantizationType] = frozenset(_FLOAT_TYPES) | fro
 
 # 4-bit types that can be packed two codes per byte, with the offset their codes carry.
 NIBBLE_TYPES: dict[GGMLQuantizationType, int] = {T.Q4_0: 8, T.Q4_1: 0, T.Q4_K: 0}
-_compact_by_default = False
+
+# How repack() holds block types (bytes per weight for Q4_1 / Q4_K / Q8_0):
+# - "nibbles" (default): 4-bit types two codes per byte, float32 scales (0.75 / 0.75 /
+#   1.125). Same results as "int8" (identical float32 codes into the same matmul), for
+#   ~20% more time per 4-bit matmul (unpacking two nibbles instead of one int8 cast).
+# - "int8": one int8 per weight, float32 scales (1.25 / 1.25 / 1.125): the fastest.
+# - "compact": nibbles, and scales/mins kept float16 where exact (0.625 / 0.75 / 1.0625,
+#   the files' own sizes), but widening them each call makes 4-bit matmuls ~1.5x slower.
+PackLayout = Literal["nibbles", "int8", "compact"]
+PACK_LAYOUTS: tuple[str, ...] = get_args(PackLayout)
+_layout: PackLayout = "nibbles"
+
+
+def set_packing_layout(layout: PackLayout) -> None:
+    """Choose the layout repack() builds when not told (see PackLayout above)."""
+    global _layout
+    if layout not in PACK_LAYOUTS:
+        raise ValueError(f"unknown packing layout {layout!r} (expected one of {', '.join(PACK_LAYOUTS)})")
+    _layout = layout
+
+
+def packing_layout() -> PackLayout:
+    return _layout
 
 
 def set_compact_packing(on: bool) -> None:
-    """Make repack() build the smallest exact layouts (see grouped.py).
-
-    4-bit types as nibbles, and scales/mins that are the file's own float16 values kept
-    in float16: Q4_1 0.625 and Q8_0 1.0625 bytes per weight, the files' own sizes
-    (instead of 1.25 and 1.125), for ~1.5x the per-call time of 4-bit types.
-    """
-    global _compact_by_default
-    _compact_by_default = bool(on)
+    """Shorthand: "compact" when on, else the default "nibbles"."""
+    set_packing_layout("compact" if on else "nibbles")
 
 
 def compact_packing() -> bool:
-    return _compact_by_default
+    return _layout == "compact"
+
 
 # dequantize() converts big tensors this many weights at a time, so the int8 codes and
 # bit-twiddling temporaries never exceed a few tens of MB (Gemma's embedding is 168M weights).
@@ -109,24 +130,37 @@ def _check(data: U8, qtype: GGMLQuantizationType, shape: tuple[int, ...]) -> tup
 
 
 def repack(
-    data: U8, qtype: GGMLQuantizationType, shape: tuple[int, ...], *, compact: bool | None = None
+    data: U8, qtype: GGMLQuantizationType, shape: tuple[int, ...], *, layout: PackLayout | None = None
 ) -> PackedTensor:
     """Raw bytes of a tensor -> its packed compute layout, viewed as (rows, shape[-1]).
 
-    `compact` (default: set_compact_packing) picks the smallest exact layout over speed.
+    `layout` (default: set_packing_layout) trades memory for speed, see PackLayout.
+    Block types are decoded one tile of rows at a time straight into the final arrays.
     """
     n_rows, n_cols = _check(data, qtype, shape)
     data = np.asarray(data)
     if qtype in _FLOAT_TYPES:
         return _FLOAT_TYPES[qtype](data.reshape(-1), n_rows, n_cols)
-    arrays = _BLOCK_TYPES[qtype](data.reshape(-1, GGML_QUANT_SIZES[qtype][1]))
-    codes = arrays.codes.reshape(n_rows, -1, arrays.group)  # a view even for strided Q8_0 codes
-    scale = arrays.scale.reshape(n_rows, -1)
-    bias = None if arrays.bias is None else arrays.bias.reshape(n_rows, -1)
-    small = _compact_by_default if compact is None else compact
-    if small and qtype in NIBBLE_TYPES:
-        return NibbleCodes(codes, scale, bias, arrays.group, NIBBLE_TYPES[qtype])
-    return ScaledCodes(codes, scale, bias, arrays.group, narrow=small)
+    layout = _layout if layout is None else layout
+    if layout not in PACK_LAYOUTS:
+        raise ValueError(f"unknown packing layout {layout!r} (expected one of {', '.join(PACK_LAYOUTS)})")
+    decode = _BLOCK_TYPES[qtype]
+    type_size = GGML_QUANT_SIZES[qtype][1]
+    rows = data.reshape(n_rows, -1)
+    probe = decode(rows[:1].reshape(-1, type_size))  # the group size and whether there is a bias
+    has_bias = probe.bias is not None
+    packed: NibbleCodes | ScaledCodes
+    if layout != "int8" and qtype in NIBBLE_TYPES:
+        packed = NibbleCodes((n_rows, n_cols), probe.group, has_bias, NIBBLE_TYPES[qtype])
+    else:
+        packed = ScaledCodes((n_rows, n_cols), probe.group, has_bias)
+    n_groups = n_cols // probe.group
+    for t, r0, r1 in packed.tile_bounds():
+        arrays = decode(rows[r0:r1].reshape(-1, type_size))
+        bias = None if arrays.bias is None else arrays.bias.reshape(r1 - r0, n_groups)
+        packed.fill(t, arrays.codes.reshape(r1 - r0, n_groups, probe.group), arrays.scale.reshape(r1 - r0, n_groups), bias)
+    packed.finish(narrow=layout == "compact")
+    return packed
 
 
 def _dequantize_2d(data: U8, qtype: GGMLQuantizationType, out: F32) -> None:

@@ -56,42 +56,27 @@ def tile_strategy(n_tokens: int) -> str:
     return "grouped-einsum" if n_tokens == 1 else "dequant"
 
 
-def _tiled(a: np.ndarray[Any, np.dtype[Any]], n_groups: int, rows: int) -> np.ndarray[Any, np.dtype[Any]]:
-    """(n_rows, n_groups * k) or (n_rows, n_groups, k) -> contiguous (n_tiles, n_groups, k, rows).
-
-    Rows past n_rows are zero. The 3-D form lets a strided view (Q8_0's codes inside
-    the file's 34-byte blocks) be transposed without first being copied contiguous.
-    """
-    n_rows = a.shape[0]
-    src = a.reshape(n_rows, n_groups, -1)
-    n_tiles = -(-n_rows // rows)
-    out = np.zeros((n_tiles, n_groups, src.shape[2], rows), dtype=a.dtype)
-    for t in range(n_tiles):
-        # Transposing in blocks of 256 rows keeps NumPy's strided copy in cache.
-        for r0 in range(t * rows, min(n_rows, (t + 1) * rows), 256):
-            r1 = min(n_rows, (t + 1) * rows, r0 + 256)
-            out[t, :, :, r0 - t * rows : r1 - t * rows] = src[r0:r1].transpose(1, 2, 0)
-    return out
-
-
-def _float32(a: F32) -> np.ndarray[Any, np.dtype[np.floating[Any]]]:
-    return np.asarray(a, dtype=np.float32)
+def _transpose_into(dst: np.ndarray[Any, np.dtype[Any]], src: np.ndarray[Any, np.dtype[Any]]) -> None:
+    """dst (G, k, n) = src (n, G, k) transposed, 256 rows at a time (NumPy's strided copy
+    then stays in cache)."""
+    for r0 in range(0, src.shape[0], 256):
+        dst[:, :, r0 : r0 + 256] = src[r0 : r0 + 256].transpose(1, 2, 0)
 
 
 def _narrowed(a: F32) -> np.ndarray[Any, np.dtype[np.floating[Any]]]:
-    """`a` as float16 when that loses nothing, else float32 (for the compact layout).
+    """`a` as float16 when that loses nothing, else `a` (for the compact layout).
 
     The legacy types' scales and mins are the file's own float16 values, so keeping them
     in float16 halves their memory (Q4_1 as nibbles: 0.75 -> 0.625 bytes per weight, the
-    file's size); each tile widens them exactly to float32 before use. That widening
-    costs ~0.1 ms per 576x1536 matmul natively (0.20 -> 0.30 ms for one token), so the
-    fast int8 layout keeps float32. K-quant products such as d * sub-scale usually need
-    float32 anyway.
+    file's size); each tile widens them exactly to float32 before use. NumPy's float16 ->
+    float32 cast runs at only ~0.5 G elements/s here, which made a one-token 3072x576
+    nibble matmul 0.73 ms instead of 0.50 with float32 scales, so only the compact layout
+    narrows. K-quant products such as d * sub-scale usually need float32 anyway.
     """
     narrow = a.astype(np.float16)
     if np.array_equal(narrow.astype(np.float32), a, equal_nan=True):
         return narrow
-    return np.asarray(a, dtype=np.float32)
+    return a
 
 
 def _as_float32(a: np.ndarray[Any, np.dtype[np.floating[Any]]], buf: F32) -> F32:
@@ -108,26 +93,56 @@ class _GroupedCodes(PackedTensor):
     unpacks = False  # True: _codes_into needs a uint8 half-tile after the float32 tile
     offset = 0  # subtracted from every code before scaling (NibbleCodes of Q4_0: 8)
 
-    def __init__(
-        self, shape: tuple[int, int], group: int, scale: F32, bias: F32 | None, narrow: bool = False
-    ) -> None:
+    def __init__(self, shape: tuple[int, int], group: int, has_bias: bool) -> None:
+        """Empty (zero) arrays for `shape`; fill() then writes them one tile at a time."""
         n_rows, n_cols = shape
-        if n_cols % group or scale.shape != (n_rows, n_cols // group):
-            raise ValueError(f"scale shape {scale.shape} does not match {shape} / {group}")
-        if bias is not None and bias.shape != scale.shape:
-            raise ValueError(f"bias shape {bias.shape} != scale shape {scale.shape}")
+        if n_cols % group:
+            raise ValueError(f"{shape} does not split into groups of {group}")
         self.shape = shape
         self.group = group
         self.n_groups = n_cols // group
         # Balanced tiles: as many as the tile budget needs, with as little padding as possible.
-        n_tiles = -(-n_rows // tile_rows(n_cols))
-        self.rows_per_tile = -(-n_rows // n_tiles)
-        store = _narrowed if narrow else _float32
-        self.scale = self._tile(store(scale))  # (T, G, 1, rows)
-        self.bias = None if bias is None else self._tile(store(bias))
+        self.n_tiles = -(-n_rows // tile_rows(n_cols))
+        self.rows_per_tile = -(-n_rows // self.n_tiles)
+        tiled = (self.n_tiles, self.n_groups, 1, self.rows_per_tile)
+        self.scale: np.ndarray[Any, np.dtype[np.floating[Any]]] = np.zeros(tiled, dtype=np.float32)
+        self.bias: np.ndarray[Any, np.dtype[np.floating[Any]]] | None = (
+            np.zeros(tiled, dtype=np.float32) if has_bias else None
+        )
 
-    def _tile(self, a: np.ndarray[Any, np.dtype[Any]]) -> np.ndarray[Any, np.dtype[Any]]:
-        return _tiled(a, self.n_groups, self.rows_per_tile)
+    def tile_bounds(self) -> Iterator[tuple[int, int, int]]:
+        """(tile, first row, last row + 1) of every tile: the pieces fill() takes."""
+        for t in range(self.n_tiles):
+            r0 = t * self.rows_per_tile
+            yield t, r0, min(self.shape[0], r0 + self.rows_per_tile)
+
+    def fill(self, t: int, codes: I8, scale: F32, bias: F32 | None) -> None:
+        """Store tile t from its rows' codes (n, G, group) and scale/bias (n, G) in weight order.
+
+        Repacking a tensor tile by tile keeps the temporaries of the block decoding at one
+        tile's size (~1 M weights): whole-tensor temporaries left ~30 MiB of freed heap
+        resident in a packed SmolLM2 (glibc keeps mid-sized freed blocks).
+        """
+        n = codes.shape[0]
+        if codes.shape[1:] != (self.n_groups, self.group) or scale.shape != (n, self.n_groups):
+            raise ValueError(f"tile {t}: codes {codes.shape} / scale {scale.shape} do not fit {self.shape}")
+        _transpose_into(self.scale[t, :, :, :n], scale[:, :, None])
+        if self.bias is not None:
+            if bias is None or bias.shape != scale.shape:
+                raise ValueError(f"tile {t}: bias missing or of the wrong shape")
+            _transpose_into(self.bias[t, :, :, :n], bias[:, :, None])
+        self._fill_codes(t, codes)
+
+    @abstractmethod
+    def _fill_codes(self, t: int, codes: I8) -> None:
+        """Store tile t's codes, (n, G, group) int8 in weight order."""
+
+    def finish(self, narrow: bool = False) -> None:
+        """After the last fill(): `narrow` keeps scales/biases float16 where that is exact."""
+        if narrow:
+            self.scale = _narrowed(self.scale)
+            if self.bias is not None:
+                self.bias = _narrowed(self.bias)
 
     @abstractmethod
     def _codes_into(self, w: F32, t: int, cols: Cols, tmp: U8 | None) -> None:
@@ -235,11 +250,12 @@ class _GroupedCodes(PackedTensor):
 class ScaledCodes(_GroupedCodes):
     """int8 codes with a float32 scale (and optional bias) per group of `group` weights."""
 
-    def __init__(self, codes: I8, scale: F32, bias: F32 | None, group: int, narrow: bool = False) -> None:
-        """codes (n_rows, n_cols) or (n_rows, n_cols // group, group) in weight order;
-        scale and bias (n_rows, n_cols // group); `narrow`: float16 scales where exact."""
-        super().__init__((codes.shape[0], codes[0].size), group, scale, bias, narrow)
-        self.codes = self._tile(codes)  # (T, G, group, rows)
+    def __init__(self, shape: tuple[int, int], group: int, has_bias: bool) -> None:
+        super().__init__(shape, group, has_bias)
+        self.codes = np.zeros((self.n_tiles, self.n_groups, group, self.rows_per_tile), dtype=np.int8)
+
+    def _fill_codes(self, t: int, codes: I8) -> None:
+        _transpose_into(self.codes[t, :, :, : codes.shape[0]], codes)
 
     def _codes_into(self, w: F32, t: int, cols: Cols, tmp: U8 | None) -> None:
         np.copyto(w, self.codes[t][:, :, cols])
@@ -262,19 +278,29 @@ class NibbleCodes(_GroupedCodes):
 
     unpacks = True
 
-    def __init__(self, codes: I8, scale: F32, bias: F32 | None, group: int, offset: int) -> None:
-        super().__init__((codes.shape[0], codes[0].size), group, scale, bias, narrow=True)
-        unsigned = self._tile(codes).view(np.uint8)  # (T, G, group, rows)
-        if offset:
-            unsigned += np.uint8(offset)  # the zero padding wraps around: never read back
-        half = group // 2
-        self.nibbles = unsigned[:, :, :half] | (unsigned[:, :, half:] << 4)
+    def __init__(self, shape: tuple[int, int], group: int, has_bias: bool, offset: int) -> None:
+        super().__init__(shape, group, has_bias)
         self.offset = offset
-        self.folded_bias: np.ndarray[Any, np.dtype[np.floating[Any]]] | None = (
-            None if self.bias is None else self.bias[:, :, 0, :]
-        )
-        if offset:
-            fold: F32 = np.float32(-offset) * self.scale[:, :, 0, :].astype(np.float32)
+        half = group // 2
+        # Padding rows hold 0, not the offset: their outputs are never read.
+        self.nibbles = np.zeros((self.n_tiles, self.n_groups, half, self.rows_per_tile), dtype=np.uint8)
+        self.folded_bias: np.ndarray[Any, np.dtype[np.floating[Any]]] | None = None
+
+    def _fill_codes(self, t: int, codes: I8) -> None:
+        half = self.group // 2
+        unsigned = codes.view(np.uint8)
+        if self.offset:
+            unsigned = unsigned + np.uint8(self.offset)  # a copy: `codes` may be the caller's
+        packed = np.left_shift(unsigned[:, :, half:], 4)
+        np.bitwise_or(packed, unsigned[:, :, :half], out=packed)
+        _transpose_into(self.nibbles[t, :, :, : codes.shape[0]], packed)
+
+    def finish(self, narrow: bool = False) -> None:
+        """The matmul adds -offset * scale (+ bias) per group instead of offsetting each code."""
+        super().finish(narrow)
+        self.folded_bias = None if self.bias is None else self.bias[:, :, 0, :]
+        if self.offset:
+            fold: F32 = np.float32(-self.offset) * self.scale[:, :, 0, :].astype(np.float32)
             if self.folded_bias is not None:
                 np.add(fold, self.folded_bias, out=fold)
             self.folded_bias = fold

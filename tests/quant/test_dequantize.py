@@ -9,7 +9,7 @@ from gguf import quants as gguf_quants
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from pyllama.errors import ModelLoadError
-from pyllama.quant import NIBBLE_TYPES, SUPPORTED_TYPES, dequantize, repack
+from pyllama.quant import NIBBLE_TYPES, PACK_LAYOUTS, SUPPORTED_TYPES, PackLayout, dequantize, repack
 from pyllama.quant import matmul as matmul_mod
 from pyllama.quant.synthetic import ALL_TYPES, random_tensor_bytes
 
@@ -40,13 +40,11 @@ def test_dense_matches_gguf_reference(qtype: GGMLQuantizationType, blocks: tuple
     assert np.array_equal(got, reference(raw, qtype, shape), equal_nan=True)
 
 
-PACKED_CASES = [(t, False) for t in ALL_TYPES] + [(t, True) for t in ALL_TYPES]
-
-
 @pytest.mark.parametrize("small_tiles", [False, True], ids=["one-tile", "six-tiles"])
-@pytest.mark.parametrize(("qtype", "compact"), PACKED_CASES, ids=lambda v: getattr(v, "name", f"compact={v}"))
+@pytest.mark.parametrize("layout", PACK_LAYOUTS)
+@pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
 def test_packed_layout_matches_dense(
-    qtype: GGMLQuantizationType, compact: bool, small_tiles: bool, monkeypatch: pytest.MonkeyPatch
+    qtype: GGMLQuantizationType, layout: PackLayout, small_tiles: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = np.random.default_rng(qtype.value)
     shape = (23, 3 * GGML_QUANT_SIZES[qtype][0])
@@ -55,9 +53,9 @@ def test_packed_layout_matches_dense(
     raw = random_tensor_bytes(rng, qtype, shape)
     with np.errstate(all="ignore"):
         dense = dequantize(raw, qtype, shape)
-        packed = repack(raw, qtype, shape, compact=compact)
+        packed = repack(raw, qtype, shape, layout=layout)
     if qtype in NIBBLE_TYPES:
-        assert type(packed).__name__ == ("NibbleCodes" if compact else "ScaledCodes")
+        assert type(packed).__name__ == ("ScaledCodes" if layout == "int8" else "NibbleCodes")
     with np.errstate(all="ignore"):
         out = np.full(shape, 7.0, dtype=np.float32)
         packed.dequantize_into(out)

@@ -95,7 +95,7 @@ def test_nibble_layout_agrees_with_dense(
 ) -> None:
     info = make_info("w", qtype, 48, 512, qtype.value)
     dense = Linear(info, "dense")
-    monkeypatch.setattr(quant_mod, "_compact_by_default", True)
+    monkeypatch.setattr(quant_mod, "_layout", "compact")
     packed = Linear(info, "packed")
     assert type(packed.packed).__name__ == "NibbleCodes"
     assert packed.nbytes <= 0.75 * 48 * 512 + 1  # half a byte per code + float32 scale (+ min) per 32
