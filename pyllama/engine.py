@@ -7,9 +7,10 @@ picks the weight layout, allocates the KV cache and the architecture's network.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +35,12 @@ NumericsChoice = Literal["fast", "exact"]
 
 IS_PYODIDE = sys.platform == "emscripten"
 DEFAULT_MEM_BUDGET = 4 << 30
+# Under Pyodide, dense float32 decodes about 2x faster than packed (no BLAS, so converting
+# packed tiles dominates: wasm/bench_node.py, SmolLM2, 14.1 vs 7.3 t/s), but the wasm heap
+# is small (4 GiB at most, and it also holds the file's bytes), so `auto` picks dense
+# there only when the float32 weights fit this budget: SmolLM2-135M (513 MiB) goes dense,
+# Gemma 3 270M (1023 MiB) stays packed.
+PYODIDE_DENSE_BUDGET = 768 << 20
 
 
 class TokenSampler(Protocol):
@@ -57,6 +64,21 @@ class RopeOverrides:
     yarn_beta_fast: float | None = None
     yarn_beta_slow: float | None = None
 
+    @classmethod
+    def from_flags(cls, flags: Mapping[str, Any]) -> RopeOverrides | None:
+        """From flag values keyed by their long names without dashes (argparse's `vars(args)`,
+        the server's model spec); None when no RoPE flag is set. `rope_scale` N means a
+        freq_scale of 1/N, as in llama.cpp's common/arg.cpp."""
+        scale = flags.get("rope_scale")
+        o = cls(
+            scaling_type=flags.get("rope_scaling"),
+            freq_base=flags.get("rope_freq_base"),
+            freq_scale=flags.get("rope_freq_scale") or (1.0 / scale if scale else None),
+            **{f: flags.get(f) for f in ("yarn_orig_ctx", "yarn_ext_factor", "yarn_attn_factor",
+                                         "yarn_beta_fast", "yarn_beta_slow")},
+        )
+        return None if o == cls() else o
+
 
 def dense_bytes(gguf: GGUFFile) -> int:
     """Memory the dense layout needs: every weight as float32."""
@@ -76,9 +98,8 @@ def choose_weights(gguf: GGUFFile, choice: WeightsChoice, mem_budget: int | None
         return "packed"
     if choice != "auto":
         raise InvalidRequestError(f"--weights must be auto, dense or packed, not {choice!r}")
-    if IS_PYODIDE:
-        return "packed"
-    budget = DEFAULT_MEM_BUDGET if mem_budget is None else mem_budget
+    default = PYODIDE_DENSE_BUDGET if IS_PYODIDE else DEFAULT_MEM_BUDGET
+    budget = default if mem_budget is None else mem_budget
     return "dense" if dense_bytes(gguf) <= budget else "packed"
 
 
@@ -290,14 +311,4 @@ def apply_rope_overrides(config: ModelConfig, o: RopeOverrides) -> None:
     """Apply llama.cpp's rope flags on top of the GGUF values (llama_context constructor rules)."""
     if o.scaling_type is not None and o.scaling_type not in ("none", "linear", "yarn"):
         raise InvalidRequestError(f"--rope-scaling must be none, linear or yarn, not {o.scaling_type!r}")
-    finalize_rope(
-        config.rope,
-        scaling_type=o.scaling_type,
-        freq_base=o.freq_base,
-        freq_scale=o.freq_scale,
-        yarn_orig_ctx=o.yarn_orig_ctx,
-        yarn_ext_factor=o.yarn_ext_factor,
-        yarn_attn_factor=o.yarn_attn_factor,
-        yarn_beta_fast=o.yarn_beta_fast,
-        yarn_beta_slow=o.yarn_beta_slow,
-    )
+    finalize_rope(config.rope, **dataclasses.asdict(o))

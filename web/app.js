@@ -163,7 +163,7 @@ async function loadBrowserModel(source) {
   try {
     const info = await engine.load(source, { nCtx: Number(state.settings.n_ctx) || 2048, exact: !!state.settings.browser_exact });
     $("load-status").textContent = `Model ready: ${info.general_name || info.name} (${info.architecture}, ` +
-      `${(info.size / 2 ** 20).toFixed(0)} MiB, ${info.exact ? "exact" : "fast"} numerics, loaded in ${(info.total_ms / 1000).toFixed(1)} s)`;
+      `${(info.size / 2 ** 20).toFixed(0)} MiB, ${info.weights} weights, ${info.exact ? "exact" : "fast"} numerics, loaded in ${(info.total_ms / 1000).toFixed(1)} s)`;
     $("load-status").dataset.state = "ready";
     showBanner(null);
   } catch (e) {

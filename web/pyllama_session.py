@@ -81,7 +81,7 @@ class Session:
         self.buffer = np.empty(int(size), dtype=np.uint8)
         return self.buffer
 
-    def load(self, name: str, n_ctx: int = 2048, weights: str = "packed", exact: bool = True) -> dict[str, Any]:
+    def load(self, name: str, n_ctx: int = 2048, weights: str = "auto", exact: bool = True) -> dict[str, Any]:
         """Build the model on the filled buffer; returns facts for the UI.
 
         `exact=False` switches off the replay of llama.cpp's float rounding (fast
