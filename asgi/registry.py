@@ -65,17 +65,7 @@ class ServedModel:
         from pyllama.engine import Model, RopeOverrides
 
         spec = self.spec
-        rope = RopeOverrides(
-            scaling_type=spec.rope.get("rope_scaling"),
-            freq_base=spec.rope.get("rope_freq_base"),
-            freq_scale=spec.rope.get("rope_freq_scale")
-            or (1.0 / spec.rope["rope_scale"] if spec.rope.get("rope_scale") else None),
-            yarn_orig_ctx=spec.rope.get("yarn_orig_ctx"),
-            yarn_ext_factor=spec.rope.get("yarn_ext_factor"),
-            yarn_attn_factor=spec.rope.get("yarn_attn_factor"),
-            yarn_beta_fast=spec.rope.get("yarn_beta_fast"),
-            yarn_beta_slow=spec.rope.get("yarn_beta_slow"),
-        )
+        rope = RopeOverrides.from_flags(spec.rope)
         t0 = time.perf_counter()
         model = Model.load(
             spec.path,

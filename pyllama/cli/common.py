@@ -52,20 +52,8 @@ def add_model_args(p: argparse.ArgumentParser, *, ctx_default: int = 4096) -> No
 
 
 def rope_overrides(args: argparse.Namespace) -> RopeOverrides | None:
-    """The RoPE flags as RopeOverrides (None when none was given); --rope-scale N means
-    --rope-freq-scale 1/N, as in llama.cpp's common/arg.cpp."""
-    scale = getattr(args, "rope_scale", None)
-    o = RopeOverrides(
-        scaling_type=getattr(args, "rope_scaling", None),
-        freq_base=getattr(args, "rope_freq_base", None),
-        freq_scale=getattr(args, "rope_freq_scale", None) or (1.0 / scale if scale else None),
-        yarn_orig_ctx=getattr(args, "yarn_orig_ctx", None),
-        yarn_ext_factor=getattr(args, "yarn_ext_factor", None),
-        yarn_attn_factor=getattr(args, "yarn_attn_factor", None),
-        yarn_beta_fast=getattr(args, "yarn_beta_fast", None),
-        yarn_beta_slow=getattr(args, "yarn_beta_slow", None),
-    )
-    return None if o == RopeOverrides() else o
+    """The RoPE flags as RopeOverrides (None when none was given)."""
+    return RopeOverrides.from_flags(vars(args))
 
 
 def resolve_model(arg: str | None) -> Path:

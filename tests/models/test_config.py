@@ -66,3 +66,16 @@ def test_encoder_and_granite_keys(tmp_path: Path) -> None:
     assert not bert.causal and bert.pooling == "mean" and bert.n_token_types == 2
     granite = read_config(read_gguf(synth.write_model("granite", tmp_path / "g.gguf")))
     assert (granite.logit_scale, granite.residual_scale, granite.embedding_scale) == (2.5, 0.5, 3.0)
+
+
+def test_rope_overrides_from_flags() -> None:
+    """One reading of the RoPE flags for the CLI (argparse names) and the server's model spec."""
+    from pyllama.engine import RopeOverrides
+
+    assert RopeOverrides.from_flags({}) is None
+    assert RopeOverrides.from_flags({"rope_scaling": None, "rope_freq_base": None, "ctx_size": 512}) is None
+    o = RopeOverrides.from_flags({"rope_scaling": "yarn", "rope_scale": 4.0, "rope_freq_base": 5e5, "yarn_orig_ctx": 2048,
+                                  "yarn_beta_fast": 16.0})
+    assert o == RopeOverrides(scaling_type="yarn", freq_base=5e5, freq_scale=0.25, yarn_orig_ctx=2048, yarn_beta_fast=16.0)
+    explicit = RopeOverrides.from_flags({"rope_scale": 4.0, "rope_freq_scale": 0.5})  # --rope-freq-scale wins
+    assert explicit is not None and explicit.freq_scale == 0.5
