@@ -55,19 +55,10 @@ def completion_final(
         "id_slot": final.slot_id,
         "stop": True,
         "model": model,
-        "tokens_predicted": final.n_decoded,
-        "tokens_evaluated": final.n_prompt,
         "generation_settings": settings,
         "prompt": prompt,
         "has_new_line": "\n" in final.content,
-        "truncated": final.truncated,
-        "stop_type": final.stop_type,
-        "stopped_eos": final.stop_type == "eos",
-        "stopped_limit": final.stop_type == "limit",
-        "stopped_word": final.stop_type == "word",
-        "stopping_word": final.stopping_word,
-        "tokens_cached": final.n_cached,
-        "timings": final.timings,
+        **final.result_fields(),
     }
     if not stream and final.probs:
         body["completion_probabilities"] = probs_json(final.probs)

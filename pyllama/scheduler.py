@@ -118,6 +118,23 @@ class Final:
     def timings(self) -> dict[str, float]:
         return timings_json(self.n_prompt, self.n_cached, self.n_decoded, self.prompt_ms, self.predicted_ms)
 
+    def result_fields(self) -> dict[str, Any]:
+        """The fields of llama-server's final /completion result that come from the task
+        itself (to_json_non_oaicompat), shared by the server's response and the browser
+        session's last chunk; the caller adds what it knows (index, model, prompt, ...)."""
+        return {
+            "tokens_predicted": self.n_decoded,
+            "tokens_evaluated": self.n_prompt,
+            "truncated": self.truncated,
+            "stop_type": self.stop_type,
+            "stopped_eos": self.stop_type == "eos",
+            "stopped_limit": self.stop_type == "limit",
+            "stopped_word": self.stop_type == "word",
+            "stopping_word": self.stopping_word,
+            "tokens_cached": self.n_cached,
+            "timings": self.timings,
+        }
+
 
 Event = Partial | Final
 Emit = Callable[[Event], None]

@@ -204,16 +204,7 @@ class Session:
                     self.events.clear()
                     raise InvalidRequestError(ev.error)
                 chunk.update(
-                    content=chunk["content"] + ev.tail,
-                    stop=True,
-                    stop_type=ev.stop_type,
-                    stopping_word=ev.stopping_word,
-                    tokens_predicted=ev.n_decoded,
-                    tokens_evaluated=ev.n_prompt,
-                    tokens_cached=ev.n_cached,
-                    truncated=ev.truncated,
-                    timings=ev.timings,
-                    prompt_tokens=list(self.prompt),
+                    content=chunk["content"] + ev.tail, stop=True, **ev.result_fields(), prompt_tokens=list(self.prompt)
                 )
                 break
         self.events.clear()
