@@ -69,16 +69,19 @@ SUPPORTED_TYPES: frozenset[GGMLQuantizationType] = frozenset(_FLOAT_TYPES) | fro
 # 4-bit types that can be packed two codes per byte, with the offset their codes carry.
 NIBBLE_TYPES: dict[GGMLQuantizationType, int] = {T.Q4_0: 8, T.Q4_1: 0, T.Q4_K: 0}
 
-# How repack() holds block types (bytes per weight for Q4_1 / Q4_K / Q8_0):
-# - "nibbles" (default): 4-bit types two codes per byte, float32 scales (0.75 / 0.75 /
-#   1.125). Same results as "int8" (identical float32 codes into the same matmul), for
-#   ~20% more time per 4-bit matmul (unpacking two nibbles instead of one int8 cast).
-# - "int8": one int8 per weight, float32 scales (1.25 / 1.25 / 1.125): the fastest.
+# How repack() holds block types (bytes per weight for Q4_1 / Q4_K / Q8_0), measured on
+# SmolLM2 Q4_1 (`pyllama bench --weights packed -p 256 -n 32`, docs/performance.md):
+# - "int8" (default): one int8 per weight, float32 scales (1.25 / 1.25 / 1.125): the
+#   fastest; weights 157 MiB, tg 25.4-26.4 t/s at 1 thread, peak RSS 245 MiB.
+# - "nibbles": 4-bit types two codes per byte, float32 scales (0.75 / 0.75 / 1.125), the
+#   same results as "int8" (identical float32 codes into the same matmul); weights 106 MiB,
+#   peak RSS 195 MiB, but unpacking two nibbles per byte costs ~45% more than one int8
+#   cast per weight: tg 20.5-22.2 t/s (-15..-20%).
 # - "compact": nibbles, and scales/mins kept float16 where exact (0.625 / 0.75 / 1.0625,
 #   the files' own sizes), but widening them each call makes 4-bit matmuls ~1.5x slower.
-PackLayout = Literal["nibbles", "int8", "compact"]
+PackLayout = Literal["int8", "nibbles", "compact"]
 PACK_LAYOUTS: tuple[str, ...] = get_args(PackLayout)
-_layout: PackLayout = "nibbles"
+_layout: PackLayout = "int8"
 
 
 def set_packing_layout(layout: PackLayout) -> None:
@@ -94,8 +97,8 @@ def packing_layout() -> PackLayout:
 
 
 def set_compact_packing(on: bool) -> None:
-    """Shorthand: "compact" when on, else the default "nibbles"."""
-    set_packing_layout("compact" if on else "nibbles")
+    """Shorthand: "compact" when on, else the default "int8"."""
+    set_packing_layout("compact" if on else "int8")
 
 
 def compact_packing() -> bool:

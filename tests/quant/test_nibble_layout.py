@@ -1,0 +1,92 @@
+"""The nibble layout on the real models' tensors: its matmul agrees with the dense
+dequantized weights (and, for offset-free Q4_1, equals the int8 layout bit for bit), rows
+are exact, and a packed SmolLM2 really holds ~0.75 bytes per 4-bit weight.
+
+Synthetic Q4_0 (offset 8), Q4_1 and Q4_K tensors are covered in test_linear.py and
+test_dequantize.py; these catch what random blocks might not (real scale ranges, the
+fused row counts of a model, Gemma's Q4_K)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pyllama.quant as quant_mod
+from pyllama.gguf_file import GGUFFile, read_gguf
+from pyllama.linear import Linear, matmul_backend, set_matmul_backend
+from pyllama.quant import dequantize, repack
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_path: Path) -> GGUFFile:
+    return read_gguf(smollm2_path)
+
+
+@pytest.fixture(scope="module")
+def gemma(gemma_path: Path) -> GGUFFile:
+    return read_gguf(gemma_path)
+
+
+@pytest.fixture(params=["blas", "einsum"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    before = matmul_backend()
+    set_matmul_backend(request.param)
+    yield str(request.param)
+    set_matmul_backend(before)
+
+
+def _fused(gguf: GGUFFile, names: list[str]) -> tuple[np.ndarray, object, tuple[int, int]]:
+    """Several tensors' raw rows as one tensor, the way fastpath.FusedLinear repacks them."""
+    infos = [gguf.tensors[n] for n in names]
+    raw = np.concatenate([np.asarray(i.data).reshape(-1) for i in infos])
+    return raw, infos[0].ggml_type, (sum(i.shape[0] for i in infos), infos[0].shape[1])
+
+
+CASES = {
+    "smollm2-qkv-q4_1": ("smollm2", ["blk.3.attn_q.weight", "blk.3.attn_k.weight", "blk.3.attn_v.weight"]),
+    "smollm2-down-q4_1": ("smollm2", ["blk.7.ffn_down.weight"]),
+    "gemma-attn_output-q4_k": ("gemma", ["blk.0.attn_output.weight"]),
+}
+
+
+@pytest.mark.parametrize("n_tokens", [1, 3, 20])  # grouped kernels (1, 3) and dequant tiles (20)
+@pytest.mark.parametrize("case", list(CASES))
+def test_nibbles_match_dense_on_real_tensors(
+    case: str, n_tokens: int, backend: str, request: pytest.FixtureRequest
+) -> None:
+    model, names = CASES[case]
+    raw, qtype, shape = _fused(request.getfixturevalue(model), names)
+    w = dequantize(raw, qtype, shape)  # type: ignore[arg-type]
+    nib = repack(raw, qtype, shape, layout="nibbles")  # type: ignore[arg-type]
+    assert type(nib).__name__ == "NibbleCodes"
+    x = np.random.default_rng(n_tokens).standard_normal((n_tokens, shape[1])).astype(np.float32)
+    want = x.astype(np.float64) @ w.T.astype(np.float64)
+    got = np.empty((n_tokens, shape[0]), dtype=np.float32)
+    nib.matmul_t_into(x, got, np.empty(nib.scratch_size(), dtype=np.float32))
+    # float32 summation-order differences only: relative to the size of the terms summed.
+    scale = np.abs(x).astype(np.float64) @ np.abs(w.T).astype(np.float64)
+    assert np.all(np.abs(got - want) <= 2e-6 * scale + 1e-30)
+    ids = np.array([shape[0] - 1, 0, 7, 7, shape[0] // 2])
+    assert np.array_equal(nib.dequantize_rows(ids), w[ids])
+    if str(qtype.name) == "Q4_1":  # type: ignore[attr-defined]
+        int8 = repack(raw, qtype, shape, layout="int8")  # type: ignore[arg-type]
+        same = np.empty_like(got)
+        int8.matmul_t_into(x, same, np.empty(int8.scratch_size(), dtype=np.float32))
+        assert np.array_equal(got, same)  # identical float32 codes into the same kernel
+
+
+def test_packed_smollm2_weights_fit_the_nibble_budget(smollm2: GGUFFile, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every 2-D weight of SmolLM2 as packed Linear: 4-bit tensors at 0.75 bytes per weight
+    (nibbles + float32 d and m), the Q8_0 embedding/head at 1.125. 106.5 MiB in all; the
+    int8 layout holds 157 MiB, so falling back to it fails here."""
+    monkeypatch.setattr(quant_mod, "_layout", "nibbles")
+    infos = [t for t in smollm2.tensors.values() if len(t.shape) == 2]
+    total = sum(Linear(info, "packed").nbytes for info in infos)
+    assert 100 * 2**20 < total <= 108 * 2**20
+    n_q4 = sum(int(np.prod(t.shape)) for t in infos if t.ggml_type.name == "Q4_1")
+    assert n_q4 > 100_000_000  # the budget above is really about the nibbles
