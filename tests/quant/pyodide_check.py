@@ -12,7 +12,7 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from pyllama.gguf_file import TensorInfo
 from pyllama.linear import Linear, matmul_backend
-from pyllama.quant import SUPPORTED_TYPES, dequantize, set_compact_packing
+from pyllama.quant import PACK_LAYOUTS, SUPPORTED_TYPES, dequantize, set_packing_layout
 from pyllama.quant import matmul as mm
 from pyllama.quant.synthetic import random_tensor_bytes
 
@@ -33,20 +33,20 @@ for qt in sorted(SUPPORTED_TYPES, key=lambda t: t.value):
     raw = random_tensor_bytes(rng, qt, shape)
     info = TensorInfo("w", qt, shape, 0, raw.size, raw)
     dense = Linear(info, "dense")
-    for compact in (False, True):
+    for layout in PACK_LAYOUTS:
         for tile in (mm.TILE_WEIGHTS, 3000):
             saved, mm.TILE_WEIGHTS = mm.TILE_WEIGHTS, tile
-            set_compact_packing(compact)
+            set_packing_layout(layout)  # type: ignore[arg-type]
             packed = Linear(info, "packed")
-            set_compact_packing(False)
+            set_packing_layout("int8")
             ids = np.array([3, 0, 39, 17], dtype=np.int64)  # wasm32: not the default intp
             if not np.array_equal(packed.rows(ids), dense.rows(ids)):
-                failures.append(f"rows {qt.name} compact={compact} tile={tile}")
+                failures.append(f"rows {qt.name} {layout} tile={tile}")
             for n_tokens in (1, 9):
                 x = rng.standard_normal((n_tokens, shape[1])).astype(np.float32)
                 yd, yp = dense(x), packed(x)
                 if not np.allclose(yp, yd, rtol=1e-5, atol=1e-5 * float(np.abs(yd).max())):
-                    failures.append(f"matmul {qt.name} compact={compact} tile={tile} L={n_tokens}")
+                    failures.append(f"matmul {qt.name} {layout} tile={tile} L={n_tokens}")
             mm.TILE_WEIGHTS = saved
 # Fused linears of mixed types (Q4_K_M style), with int64 row ids.
 parts = []
