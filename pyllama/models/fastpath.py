@@ -338,13 +338,15 @@ class AttentionPlan:
             lo = seqs[0]
             self.seq_sel: slice | I64 = slice(lo, lo + len(seqs)) if seqs == list(range(lo, lo + len(seqs))) else self.seq_ids
             self.n_kv = int(self.pos_ids.max()) + 1
+            self.min_pos = int(self.pos_ids.min())
 
-    def _mask(self, key: int, q_pos: I64, n_kv: int, window: int) -> F32 | None:
-        """Additive mask (rows, n_kv): 0 where a key is visible, -inf elsewhere; None if all visible."""
+    def _mask(self, key: int, q_pos: I64, n_kv: int, window: int, first: int = 0) -> F32 | None:
+        """Additive mask (rows, n_kv - first) over keys first..n_kv-1: 0 where a key is
+        visible, -inf elsewhere; None if all are visible."""
         cache_key = (key, window)
         if cache_key in self._masks:
             return self._masks[cache_key]
-        k_pos = np.arange(n_kv, dtype=np.int64)
+        k_pos = np.arange(first, n_kv, dtype=np.int64)
         diff = q_pos[:, None] - k_pos[None, :]
         hidden = np.zeros(diff.shape, dtype=bool)
         if self.causal:
@@ -381,10 +383,13 @@ class AttentionPlan:
                 vc[self.seq_ids, :, self.pos_ids, :] = v
             # Views when the cache holds float32 (fast numerics widen f16 caches): no
             # per-layer copy of the whole cache (KVCache's docstring has the numbers).
-            keys = kc[self.seq_sel, :, : self.n_kv].astype(f32, copy=False)  # (B, Hkv, L, Dh)
-            vals = vc[self.seq_sel, :, : self.n_kv].astype(f32, copy=False)
+            # A sliding-window layer reads only the keys some row can still see (Gemma 3
+            # at depth 1500: 512 instead of 1500 in 15 of its 18 layers).
+            first = max(0, self.min_pos - window + 1) if window > 0 else 0
+            keys = kc[self.seq_sel, :, first : self.n_kv].astype(f32, copy=False)  # (B, Hkv, L, Dh)
+            vals = vc[self.seq_sel, :, first : self.n_kv].astype(f32, copy=False)
             qg = q.reshape(t, hkv, g, dh) * f32(scale)
-            mask = self._mask(-1, self.pos_ids, self.n_kv, window)
+            mask = self._mask(-1, self.pos_ids, self.n_kv, window, first)
             out = _softmax_av(_bmm(qg, keys.transpose(0, 1, 3, 2)), vals, None if mask is None else mask[:, None, None, :], softcap)
             return out.reshape(t, h * dv)
         result = np.empty((t, h * dv), dtype=f32)

@@ -124,6 +124,16 @@ def test_attention_plan_prompts_and_batched_decode(window: int) -> None:
         kv.commit(s, lengths[s] + 1)
         want = reference_attention(kv, 0, s, q[s : s + 1], window)
         np.testing.assert_allclose(got[s : s + 1], want, rtol=1e-5, atol=1e-5)
+    # Sequences 0 and 2 together, then 2 alone: with a window, both rows are past it, so the
+    # batched path reads only from the first key either can see (positions 5.. and 9..).
+    for seqs in ((0, 2), (2,)):
+        q, k, v = rows(len(seqs))
+        plan = fp.AttentionPlan(kv, Batch([SeqChunk(s, [1], kv.length(s), "last") for s in seqs]))
+        got = plan.attend(0, q, k, v, 0.25, window=window)
+        for i, s in enumerate(seqs):
+            kv.commit(s, kv.length(s) + 1)
+            want = reference_attention(kv, 0, s, q[i : i + 1], window)
+            np.testing.assert_allclose(got[i : i + 1], want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["llama", "gemma3"])
