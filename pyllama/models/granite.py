@@ -21,6 +21,8 @@ I64 = np.ndarray[Any, np.dtype[np.int64]]
 
 
 class GraniteModel(Qwen2Model):
+    fast_path = False  # its multipliers sit between the fused pieces: the per-op block code
+
     def embed(self, tokens: I64) -> F32:
         x: F32 = self.tok_embd.rows(tokens)
         if self.config.embedding_scale:

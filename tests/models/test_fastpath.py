@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -136,7 +137,7 @@ def test_attention_plan_prompts_and_batched_decode(window: int) -> None:
             np.testing.assert_allclose(got[i : i + 1], want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["llama", "gemma3"])
+@pytest.mark.parametrize("name", ["llama", "gemma3", "qwen2", "qwen3", "phi3", "mixtral"])
 def test_batched_decode_equals_one_sequence_at_a_time(name: str, tmp_path: Path) -> None:
     """Fast mode: three slots decoding together give the rows each gives alone."""
     path = synth.write_model(name, tmp_path / f"{name}.gguf")
@@ -166,3 +167,23 @@ def test_released_file_pages_read_back_unchanged(tmp_path: Path) -> None:
     release_file_pages(raw[10:20])  # not a mapped file: ignored
     np.testing.assert_array_equal(view, raw[1000 : 1000 + 3 * 4096])
     np.testing.assert_array_equal(mapped, raw)
+
+
+@pytest.mark.parametrize(("name", "fast"), [("qwen2", True), ("qwen3", True), ("phi3", True), ("mixtral", True),
+                                            ("granite", False)])
+def test_llama_shaped_architectures_take_the_fast_path(name: str, fast: bool, tmp_path: Path) -> None:
+    """Qwen 2/3, Phi-3 and Llama MoE run the fused block in fast numerics (granite's
+    multipliers keep the per-op code), and the fused block gives the per-op block's rows."""
+    path = synth.write_model(name, tmp_path / f"{name}.gguf")
+    model = Model.load(path, weights="dense", n_ctx=synth.N_CTX, cache_type_k="f32", cache_type_v="f32")
+    net: Any = model.net
+    assert (net.fast is not None) == fast
+    batch = Batch([SeqChunk(0, list(synth.PROMPT), 0, "all")])
+    fused = model.decode(batch)
+    if fast:
+        net.fast, keep = None, net.fast
+        net.fast_path = False  # the same weights through the per-op block code
+        model.kv.clear()
+        per_op = model.decode(batch)
+        net.fast, net.fast_path = keep, True
+        np.testing.assert_allclose(fused, per_op, rtol=1e-4, atol=1e-4)
