@@ -28,8 +28,10 @@ I64 = np.ndarray[Any, np.dtype[np.int64]]
 class GemmaModel(Qwen2Model):
     def __init__(self, gguf: GGUFFile, config: ModelConfig, weights: Weights, kv: KVCache) -> None:
         super().__init__(gguf, config, weights, kv)
-        self.output = self.tok_embd  # llama.cpp ignores any output.weight for Gemma
         self.kq_scale = 1.0 / math.sqrt(config.head_dim)
+
+    def load_embeddings_and_head(self, tied_only: bool = False) -> None:
+        super().load_embeddings_and_head(tied_only=True)  # llama.cpp ignores any output.weight for Gemma
 
     def embed(self, tokens: I64) -> F32:
         x: F32 = self.tok_embd.rows(tokens)

@@ -37,7 +37,8 @@ class SandwichBlock(PreNormBlock):
 class Gemma2Model(GemmaModel):
     def __init__(self, gguf: GGUFFile, config: ModelConfig, weights: Weights, kv: KVCache) -> None:
         super().__init__(gguf, config, weights, kv)
-        # llama.cpp's defaults when the GGUF omits the keys.
+        # llama.cpp's defaults when the GGUF omits the keys (read at forward time, also by
+        # Qwen2Model.fast_block).
         self.attn_softcap = config.attn_softcap or 50.0
         self.final_softcap = config.final_softcap or 30.0
         big = config.n_layer == 46  # Gemma 2 27B scales by the model width per head
@@ -53,6 +54,8 @@ class Gemma2Model(GemmaModel):
         )
 
     def block(self, layer: int, x: F32, batch: Batch, positions: I64) -> F32:
+        if self.plan is not None:
+            return self.fast_block(layer, x, self.plan)
         b = self.blocks[layer]
         assert isinstance(b, SandwichBlock) and b.post_attn_norm is not None and b.post_ffn_norm is not None
         h = x + b.post_attn_norm(self.self_attention(layer, b.attn_norm(x), batch, positions))

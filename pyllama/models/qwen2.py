@@ -12,7 +12,7 @@ In fast numerics the block runs as Llama's does (fastpath.py): Q/K/V (biases inc
 and gate/up as one matmul each, Q/K norms of all heads in one call, RoPE and attention
 planned once per forward pass and batched across slots. Layers with experts keep their
 own FFN; a model whose block differs (granite's multipliers, LayerNorm, clamped QKV)
-keeps the per-op code.
+keeps the per-op code. Gemma 1/2 (GELU, post-norms, soft-capped attention) share it.
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ class FastPreNormBlock:
     gate_up: fp.FusedLinear | None
     down: fp.FusedLinear | None
     qk_norm: F32 | None  # Q's and K's RMSNorm weights stacked per head (qwen3)
+    geglu: bool = False  # GELU-gated FFN (gemma) instead of SwiGLU
+    post_attn_norm: F32 | None = None  # Gemma 2's norms after each sub-layer (None: absent)
+    post_ffn_norm: F32 | None = None
+    has_post_norms: bool = False
 
 
 def _plain_rms(n: Norm | None) -> bool:
@@ -76,8 +80,12 @@ class Qwen2Model(ArchModel):
         if not numerics.EXACT:
             self.build_fast()
 
+    # Attention logit soft-capping (Gemma 2 sets it; 0: none).
+    attn_softcap = 0.0
+
     def fast_capable(self) -> bool:
-        """RMSNorms without bias, SwiGLU (or experts), unclamped Q/K/V, Q and K norms both or neither."""
+        """RMSNorms without bias, gated SiLU/GELU FFNs (or experts), unclamped Q/K/V, Q and
+        K norms both or neither, post-norms (Gemma 2) both or neither."""
         if not self.fast_path:
             return False
         for b in self.blocks:
@@ -88,7 +96,10 @@ class Qwen2Model(ArchModel):
             if b.k_norm is not None and not _plain_rms(b.k_norm):
                 return False
             ffn = b.ffn
-            if isinstance(ffn, FeedForward) and (ffn.act != "silu" or (ffn.gate is None and not ffn.fused_gate)):
+            if isinstance(ffn, FeedForward) and (ffn.act not in ("silu", "gelu") or (ffn.gate is None and not ffn.fused_gate)):
+                return False
+            post = [getattr(b, "post_attn_norm", None), getattr(b, "post_ffn_norm", None)]
+            if any(n is not None for n in post) and not all(_plain_rms(n) for n in post):
                 return False
         return True
 
@@ -115,7 +126,13 @@ class Qwen2Model(ArchModel):
                     qw = ones if b.q_norm.weight is None else b.q_norm.weight
                     kw = ones if b.k_norm.weight is None else b.k_norm.weight
                     qk_norm = np.stack([qw] * cfg.n_head + [kw] * cfg.n_head_kv).astype(np.float32)
-                fast.append(FastPreNormBlock(qkv, fp.FusedLinear([a.out.lin], [a.out.bias]), gate_up, down, qk_norm))
+                pa, pf = getattr(b, "post_attn_norm", None), getattr(b, "post_ffn_norm", None)
+                fast.append(FastPreNormBlock(
+                    qkv, fp.FusedLinear([a.out.lin], [a.out.bias]), gate_up, down, qk_norm,
+                    geglu=isinstance(ffn, FeedForward) and ffn.act == "gelu",
+                    post_attn_norm=None if pa is None else pa.weight, post_ffn_norm=None if pf is None else pf.weight,
+                    has_post_norms=pa is not None,
+                ))
             self.fast_ropes = {id(r): fp.FastRope(r) for r in self.ropes}
             self.fast_output = fp.FusedLinear([self.output])
             self.fast = fast
@@ -137,13 +154,18 @@ class Qwen2Model(ArchModel):
             qk = fp.rms_norm(qk, f.qk_norm, eps)
         self.fast_ropes[id(self.ropes[layer])].apply(qk, plan.positions)
         v = y[:, nq + nk :].reshape(t, hkv, cfg.head_dim_v)
-        attn = plan.attend(layer, qk[:, :h], qk[:, h:], v, self.kq_scale, window=self.window(layer))
-        x += f.out(attn)
+        attn = plan.attend(
+            layer, qk[:, :h], qk[:, h:], v, self.kq_scale, window=self.window(layer), softcap=self.attn_softcap
+        )
+        out = f.out(attn)
+        x += fp.rms_norm(out, f.post_attn_norm, eps) if f.has_post_norms else out
         m = fp.rms_norm(x, b.ffn_norm.weight, eps)
         if f.gate_up is not None and f.down is not None:
-            x += f.down(fp.swiglu(f.gate_up(m), f.gate_up.n_out // 2))
+            act = fp.geglu if f.geglu else fp.swiglu
+            ff = f.down(act(f.gate_up(m), f.gate_up.n_out // 2))
         else:
-            x += b.ffn(m)
+            ff = b.ffn(m)
+        x += fp.rms_norm(ff, f.post_ffn_norm, eps) if f.has_post_norms else ff
         return x
 
     def load_block(self, i: int) -> PreNormBlock:
