@@ -4,8 +4,9 @@ Two modes (DESIGN.md, Performance):
 - `dense` dequantizes once into a contiguous float32 (n_out, n_in) array: BLAS speed,
   4 bytes per parameter.
 - `packed` keeps the repacked quantized arrays (pyllama.quant.grouped: int8 codes,
-  1.1-1.25 bytes per parameter; or with pyllama.quant.set_compact_packing(True), about
-  the file's own size) and multiplies one cache-sized tile at a time through a scratch
+  1.06-1.25 bytes per parameter; pyllama.quant.set_packing_layout("nibbles") holds
+  4-bit types at 0.69-0.75 for ~15% more time per token, "compact" at the file's own
+  size for ~1.5x) and multiplies one cache-sized tile at a time through a scratch
   buffer that ALL packed Linear objects of a thread share, so a forward pass allocates
   no weight-sized memory.
 

@@ -7,7 +7,6 @@ architectures stay short and comparable (the mlx-lm layout, see STYLE.md).
 
 from __future__ import annotations
 
-import mmap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,6 +23,7 @@ from pyllama.linear import Linear, WeightMode
 from pyllama.ops import RopeTable
 from pyllama.quant import SUPPORTED_TYPES, dequantize
 from pyllama.quant.grouped import _GroupedCodes as GroupedCodes
+from pyllama.quant.pages import release_file_pages as release_file_pages  # re-exported (fastpath)
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
 I64 = np.ndarray[Any, np.dtype[np.int64]]
@@ -126,34 +126,6 @@ def holds_copy(lin: Linear) -> bool:
     if lin.packed is not None:
         return isinstance(lin.packed, GroupedCodes)
     return lin.weight is not None and not np.may_share_memory(lin.weight, lin.info.data)
-
-
-def release_file_pages(data: np.ndarray[Any, Any]) -> None:
-    """Let the OS drop the memory-mapped file pages under `data` from this process.
-
-    WHY: repacking or dequantizing a tensor reads every page of it, and those clean file
-    pages then stay in the process's resident set next to the copy made from them (for
-    packed SmolLM2: 94 MB of file on top of 157 MB of codes). MADV_DONTNEED unmaps them;
-    a later read (exact kernels built lazily, a fused repack) faults them back in from
-    the page cache. No-op without a real mmap (Pyodide buffers, bytes) or madvise.
-    """
-    advice = getattr(mmap, "MADV_DONTNEED", None)
-    parent: np.ndarray[Any, Any] | None = None
-    base: Any = data
-    while isinstance(base, np.ndarray):
-        parent, base = base, base.base
-    if advice is None or parent is None or not isinstance(base, mmap.mmap) or not data.flags.c_contiguous:
-        return
-    offset = parent.offset % mmap.ALLOCATIONGRANULARITY if isinstance(parent, np.memmap) else 0
-    origin = int(parent.__array_interface__["data"][0]) - offset
-    start = int(data.__array_interface__["data"][0]) - origin
-    page = mmap.PAGESIZE
-    first, last = -(-start // page) * page, (start + data.nbytes) // page * page
-    if last > first:
-        try:
-            base.madvise(advice, first, last - first)
-        except (OSError, ValueError):
-            return
 
 
 class DecoderModel:

@@ -24,6 +24,7 @@ from pyllama.quant import float as _float
 from pyllama.quant import iquants, kquants, legacy
 from pyllama.quant.grouped import NibbleCodes, ScaledCodes
 from pyllama.quant.layout import BlockArrays, PackedTensor, StackedRows
+from pyllama.quant.pages import release_file_pages
 
 __all__ = [
     "NIBBLE_TYPES",
@@ -79,6 +80,16 @@ NIBBLE_TYPES: dict[GGMLQuantizationType, int] = {T.Q4_0: 8, T.Q4_1: 0, T.Q4_K: 0
 #   cast per weight: tg 20.5-22.2 t/s (-15..-20%).
 # - "compact": nibbles, and scales/mins kept float16 where exact (0.625 / 0.75 / 1.0625,
 #   the files' own sizes), but widening them each call makes 4-bit matmuls ~1.5x slower.
+# Types whose scales are the file's float16 d, non-negative by construction in ggml
+# (amax / 127, (max - min) / 15): held float16 and widened per tile with a bit trick
+# (grouped._as_float32), ~0.3 ns per scale. Q8_0 always (one scale per 32 int8 codes:
+# SmolLM2 -1.7 MiB, Gemma -10.7 MiB, ~0.5-2% of tg); Q4_1/Q5_1 only in the lean layout
+# (SmolLM2 -6.3 MiB for ~4% of tg: 3.3 M scales per token).
+SMALL_SCALE_TYPES: dict[str, frozenset[GGMLQuantizationType]] = {
+    "int8": frozenset({T.Q8_0}),
+    "nibbles": frozenset({T.Q8_0, T.Q4_1, T.Q5_1}),
+    "compact": frozenset(),  # narrows everything exact at the end instead (signed: slow)
+}
 PackLayout = Literal["int8", "nibbles", "compact"]
 PACK_LAYOUTS: tuple[str, ...] = get_args(PackLayout)
 _layout: PackLayout = "int8"
@@ -152,16 +163,20 @@ def repack(
     rows = data.reshape(n_rows, -1)
     probe = decode(rows[:1].reshape(-1, type_size))  # the group size and whether there is a bias
     has_bias = probe.bias is not None
+    small_scales = qtype in SMALL_SCALE_TYPES[layout]
     packed: NibbleCodes | ScaledCodes
     if layout != "int8" and qtype in NIBBLE_TYPES:
-        packed = NibbleCodes((n_rows, n_cols), probe.group, has_bias, NIBBLE_TYPES[qtype])
+        packed = NibbleCodes((n_rows, n_cols), probe.group, has_bias, NIBBLE_TYPES[qtype], small_scales)
     else:
-        packed = ScaledCodes((n_rows, n_cols), probe.group, has_bias)
+        packed = ScaledCodes((n_rows, n_cols), probe.group, has_bias, small_scales)
     n_groups = n_cols // probe.group
     for t, r0, r1 in packed.tile_bounds():
         arrays = decode(rows[r0:r1].reshape(-1, type_size))
         bias = None if arrays.bias is None else arrays.bias.reshape(r1 - r0, n_groups)
         packed.fill(t, arrays.codes.reshape(r1 - r0, n_groups, probe.group), arrays.scale.reshape(r1 - r0, n_groups), bias)
+        # The tile's file pages are read: drop them now, not after the whole tensor (Gemma's
+        # 160 MiB embedding held them all at once: load peak 411 MiB, resident after 364).
+        release_file_pages(rows[r0:r1])
     packed.finish(narrow=layout == "compact")
     return packed
 
