@@ -16,6 +16,7 @@ pyllama.quant.matmul and re-exported here.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -79,10 +80,10 @@ def _raise_mmap_threshold() -> None:
     in: Gemma pp256 ran at 262 t/s instead of 300. Freeing this block (never written, so
     never resident) moves the threshold to 16 MiB after the weights exist, so they were
     still placed without heap fragmentation while activations reuse heap memory.
-    A no-op elsewhere than glibc.
+    Only on Linux: under Pyodide the block would grow the WebAssembly memory for good.
     """
     global _threshold_raised
-    if not _threshold_raised:
+    if not _threshold_raised and sys.platform == "linux":
         _threshold_raised = True
         block = np.empty(16 << 20, dtype=np.uint8)
         del block
