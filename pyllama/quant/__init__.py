@@ -73,20 +73,20 @@ NIBBLE_TYPES: dict[GGMLQuantizationType, int] = {T.Q4_0: 8, T.Q4_1: 0, T.Q4_K: 0
 # How repack() holds block types (bytes per weight for Q4_1 / Q4_K / Q8_0), measured on
 # SmolLM2 Q4_1 (`pyllama bench --weights packed -p 256 -n 32`, docs/performance.md):
 # - "int8" (default): one int8 per weight, float32 scales (1.25 / 1.25 / 1.125): the
-#   fastest; weights 157 MiB, tg 25.4-26.4 t/s at 1 thread, peak RSS 245 MiB.
-# - "nibbles": 4-bit types two codes per byte, float32 scales (0.75 / 0.75 / 1.125), the
-#   same results as "int8" (identical float32 codes into the same matmul); weights 106 MiB,
-#   peak RSS 195 MiB, but unpacking two nibbles per byte costs ~45% more than one int8
-#   cast per weight: tg 20.5-22.2 t/s (-15..-20%).
+#   fastest; weights 157 MiB, peak RSS ~245 MiB, tg as before this layout choice existed.
+# - "nibbles": 4-bit types two codes per byte, float16 d where ggml makes it exact and
+#   non-negative (Q4_1, Q8_0), float32 otherwise (0.6875 / 0.75 / 1.0625): weights 98 MiB,
+#   peak RSS 184 MiB, the same results as "int8" (identical float32 codes into the same
+#   matmul), but unpacking two nibbles per byte costs ~45% more than one int8 cast per
+#   weight: tg -19%.
 # - "compact": nibbles, and scales/mins kept float16 where exact (0.625 / 0.75 / 1.0625,
-#   the files' own sizes), but widening them each call makes 4-bit matmuls ~1.5x slower.
+#   the files' own sizes), but widening signed ones makes 4-bit matmuls ~1.5x slower.
 # Types whose scales are the file's float16 d, non-negative by construction in ggml
-# (amax / 127, (max - min) / 15): held float16 and widened per tile with a bit trick
-# (grouped._as_float32), ~0.3 ns per scale. Q8_0 always (one scale per 32 int8 codes:
-# SmolLM2 -1.7 MiB, Gemma -10.7 MiB, ~0.5-2% of tg); Q4_1/Q5_1 only in the lean layout
-# (SmolLM2 -6.3 MiB for ~4% of tg: 3.3 M scales per token).
+# (amax / 127, (max - min) / 15): held float16 by the lean layout and widened per tile
+# with a bit trick (grouped._as_float32). Not by "int8": that costs SmolLM2's one-token
+# Q8_0 head 6.25 -> 6.7 ms (1.2% of tg) for 1.7 MiB, and Q4_1's d ~4% of tg for 6.3 MiB.
 SMALL_SCALE_TYPES: dict[str, frozenset[GGMLQuantizationType]] = {
-    "int8": frozenset({T.Q8_0}),
+    "int8": frozenset(),
     "nibbles": frozenset({T.Q8_0, T.Q4_1, T.Q5_1}),
     "compact": frozenset(),  # narrows everything exact at the end instead (signed: slow)
 }

@@ -8,8 +8,9 @@ Two ways to hold the codes (which one: pyllama.quant.PackLayout):
   same float32 codes reach the same matmul, but unpacking costs ~45% more per weight.
 
 Scales are float32, or float16 where ggml makes them exact and non-negative (Q8_0's and
-Q4_1's d: widened per tile with a bit trick at ~7x NumPy's float16 cast), or any exact
-float16 in the compact layout (slow cast). Biases/mins stay float32 except in compact.
+Q4_1's d in the lean "nibbles" layout: widened per tile with a bit trick at ~7x NumPy's
+float16 cast), or any exact float16 in the compact layout (slow cast). Biases/mins stay
+float32 except in compact.
 
 Storage is tile-major, then group-major and transposed: rows are cut into tiles of
 `rows_per_tile` (the last one zero-padded), and within tile t, codes[t, g, k, r] is
