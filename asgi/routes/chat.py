@@ -19,6 +19,7 @@ from asgi.errors import BadRequest
 from asgi.generate import Tagged, run_all, sse_events, stream_all
 from asgi.http import SSE_DONE, guarded, json_response, read_json, sse_event, sse_response
 from asgi.params import schema_to_grammar
+from asgi.prompts import tokenize_off_loop
 from asgi.registry import ServedModel
 from asgi.responses import (
     chat_chunk,
@@ -134,7 +135,7 @@ async def chat_completions() -> Response:
     params = read_params(served, fields)
     tok = served.tokenizer
     served.check_text_fits(prompt.prompt)
-    tokens = tok.tokenize(prompt.prompt, True, True)
+    tokens = await tokenize_off_loop(len(prompt.prompt), tok.tokenize, prompt.prompt, True, True)
     tasks = make_tasks(served, [tokens], params)
     cmpl_id = random_id("chatcmpl-")
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name

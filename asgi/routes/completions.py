@@ -11,7 +11,14 @@ from asgi.errors import BadRequest, ContextExceeded, NotSupported
 from asgi.generate import Tagged, run_all, sse_events, stream_all
 from asgi.http import SSE_DONE, guarded, json_response, read_json, sse_event, sse_response
 from asgi.params import CompletionParams, check_prompt_count, copy_params, parse_completion_params
-from asgi.prompts import check_token_ids, format_infill, tokenize_mixed, tokenize_prompts
+from asgi.prompts import (
+    check_token_ids,
+    format_infill,
+    text_size,
+    tokenize_mixed,
+    tokenize_off_loop,
+    tokenize_prompts,
+)
 from asgi.registry import ServedModel
 from asgi.responses import (
     completion_final,
@@ -69,7 +76,7 @@ def make_tasks(served: ServedModel, prompts: list[list[int]], params: Completion
     return tasks
 
 
-def prompt_tokens(served: ServedModel, prompt: Any) -> list[list[int]]:
+async def prompt_tokens(served: ServedModel, prompt: Any) -> list[list[int]]:
     """Tokenized prompts, with the --system-prompt-file text in front of each."""
     assert served.model is not None
     tok = served.tokenizer
@@ -78,11 +85,14 @@ def prompt_tokens(served: ServedModel, prompt: Any) -> list[list[int]]:
         if isinstance(text, str):
             served.check_text_fits(text)
     system = server_state().settings.system_prompt
-    if system:
-        head = tok.tokenize(system, True, True)
-        prompts = [head + p for p in tokenize_prompts(tok, prompt, add_special=False)]
-    else:
-        prompts = tokenize_prompts(tok, prompt)
+
+    def tokenize() -> list[list[int]]:
+        if system:
+            head = tok.tokenize(system, True, True)
+            return [head + p for p in tokenize_prompts(tok, prompt, add_special=False)]
+        return tokenize_prompts(tok, prompt)
+
+    prompts = await tokenize_off_loop(text_size(prompt) + len(system or ""), tokenize)
     for p in prompts:
         check_token_ids(p, served.model.n_vocab)
     return prompts
@@ -137,7 +147,7 @@ async def completion() -> Response:
     params = read_params(served, body)
     if "prompt" not in body:
         raise BadRequest('"prompt" is required')
-    return await native_completion(served, params, prompt_tokens(served, body["prompt"]))
+    return await native_completion(served, params, await prompt_tokens(served, body["prompt"]))
 
 
 @bp.post("/v1/completions")
@@ -152,7 +162,7 @@ async def oai_completions() -> Response:
             raise BadRequest(f"Unsupported param: {name}")
     served = await server_state().registry.get(body.get("model"))
     params = read_params(served, body)
-    tasks = make_tasks(served, prompt_tokens(served, body["prompt"]), params)
+    tasks = make_tasks(served, await prompt_tokens(served, body["prompt"]), params)
     cmpl_id = random_id("cmpl-")
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
     if not params.stream:

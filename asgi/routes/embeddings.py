@@ -13,7 +13,7 @@ from asgi.errors import BadRequest, NotSupported
 from asgi.generate import run_all
 from asgi.http import guarded, json_response, read_json
 from asgi.params import check_prompt_count
-from asgi.prompts import check_token_ids, tokenize_prompts
+from asgi.prompts import check_token_ids, text_size, tokenize_off_loop, tokenize_prompts
 from asgi.registry import ServedModel
 
 bp = Blueprint("embeddings", __name__)
@@ -61,7 +61,7 @@ async def embed(oai: bool) -> Response:
     if isinstance(raw, list) and not raw:
         raise BadRequest('"input" must not be empty')
     check_prompt_count(raw, server_state().settings.limits, "input")
-    prompts = tokenize_prompts(served.tokenizer, raw)
+    prompts = await tokenize_off_loop(text_size(raw), tokenize_prompts, served.tokenizer, raw)
     for tokens in prompts:
         if not tokens:
             raise BadRequest("Input content cannot be empty")

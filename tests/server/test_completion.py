@@ -271,3 +271,18 @@ def test_non_streaming_client_going_away_frees_the_slot(server: ServerProcess) -
             return
         time.sleep(0.2)
     pytest.fail("slot 1 still busy after the client went away")
+
+
+def test_long_prompt_is_tokenized_off_the_event_loop_the_same_way(server: ServerProcess) -> None:
+    """A prompt over asgi.prompts.OFF_LOOP_CHARS is tokenized on a worker thread: the same
+    tokens as /tokenize (which runs on the loop), here counted by the context error."""
+    from asgi.prompts import OFF_LOOP_CHARS
+
+    prompt = "The lighthouse keeper counted the waves again. " * (OFF_LOOP_CHARS // 40)
+    assert len(prompt) > OFF_LOOP_CHARS
+    n = len(httpx.post(server.base_url + "/tokenize", json={"content": prompt, "add_special": True},
+                       timeout=60).json()["tokens"])
+    res = httpx.post(server.base_url + "/completion", json={"prompt": prompt, "n_predict": 1}, timeout=60)
+    assert res.status_code == 400, res.text
+    err = res.json()["error"]
+    assert err["type"] == "exceed_context_size_error" and err["n_prompt_tokens"] == n > 2048
