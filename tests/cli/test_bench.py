@@ -398,3 +398,22 @@ def test_no_resource_module_means_no_peak_rss(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "resource", None)  # import resource -> ImportError
     reloaded = importlib.reload(bench)
     assert reloaded.peak_rss_mib() is None
+
+
+def test_packing_flag_chooses_the_packed_layout(smollm2_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--packing nibbles holds SmolLM2's 4-bit weights two per byte: ~98 MiB instead of int8's 157."""
+    import re
+
+    from pyllama.quant import set_packing_layout
+
+    sizes = {}
+    try:
+        for layout in ("int8", "nibbles"):
+            assert cli_main(["bench", "-m", str(smollm2_path), "-p", "0", "-n", "2", "-r", "1", "--weights", "packed",
+                             "--packing", layout]) == 0
+            m = re.search(r"weights packed \((\d+) MiB\)", capsys.readouterr().err)
+            assert m is not None
+            sizes[layout] = int(m.group(1))
+    finally:
+        set_packing_layout("int8")
+    assert sizes["nibbles"] < 110 < 150 < sizes["int8"]
