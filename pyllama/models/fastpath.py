@@ -4,11 +4,12 @@ WHY: one decode step of SmolLM2-135M multiplies ~540 MB of float32 weights (~27 
 this machine's ~20 GB/s), but the exact-mode layer code around those matmuls is ~40 small
 NumPy calls per layer of a few microseconds each, and over 30 layers that overhead cost
 as much as the matmuls themselves (measured: 23 of 63 ms CPU per token). With exact
-numerics off (`numerics.EXACT` False, the default "fast" mode) the architectures that
-matter most (llama, gemma3) route through here instead:
+numerics off (`numerics.EXACT` False, the default "fast" mode) llama, gemma3 and the
+Llama-shaped architectures of qwen2.py (qwen2/3, phi3, Llama MoE, gemma 1/2) route
+through here instead:
 
-- `FusedLinear`: Q/K/V, and gate/up, as ONE matmul on ONE activation quantization (the
-  dense parts become row views of the fused matrix, so memory does not grow).
+- `FusedLinear`: Q/K/V, and gate/up, as ONE matmul (the dense parts become views of the
+  fused matrix, so memory does not grow).
 - Norms, RoPE and activations in a handful of plain float32 ufuncs (RoPE on adjacent
   pairs is one complex64 multiply by a precomputed e^{i*theta} table).
 - `AttentionPlan`: everything about the batch that every layer would recompute (causal
@@ -17,8 +18,9 @@ matter most (llama, gemma3) route through here instead:
   attends in one batched matmul over the cache padded to the longest sequence, instead
   of a Python loop over sequences per layer.
 
-Results differ from exact mode by float32 summation order only (activations are still
-quantized like ggml's, see numerics.act_quant_dequant), which the perplexity tests bound.
+Results differ from exact mode in that the matmul inputs stay float32 instead of being
+rounded to ggml's Q8 blocks (ROUND_ACTIVATIONS below says why) and in float32 summation
+order; the perplexity and synthetic-model tests bound the difference.
 """
 
 from __future__ import annotations
