@@ -95,12 +95,16 @@ PACK_LAYOUTS: tuple[str, ...] = get_args(PackLayout)
 _layout: PackLayout = "int8"
 
 
+def _checked(layout: PackLayout) -> PackLayout:
+    if layout not in PACK_LAYOUTS:
+        raise ValueError(f"unknown packing layout {layout!r} (expected one of {', '.join(PACK_LAYOUTS)})")
+    return layout
+
+
 def set_packing_layout(layout: PackLayout) -> None:
     """Choose the layout repack() builds when not told (see PackLayout above)."""
     global _layout
-    if layout not in PACK_LAYOUTS:
-        raise ValueError(f"unknown packing layout {layout!r} (expected one of {', '.join(PACK_LAYOUTS)})")
-    _layout = layout
+    _layout = _checked(layout)
 
 
 def packing_layout() -> PackLayout:
@@ -155,9 +159,7 @@ def repack(
     data = np.asarray(data)
     if qtype in _FLOAT_TYPES:
         return _FLOAT_TYPES[qtype](data.reshape(-1), n_rows, n_cols)
-    layout = _layout if layout is None else layout
-    if layout not in PACK_LAYOUTS:
-        raise ValueError(f"unknown packing layout {layout!r} (expected one of {', '.join(PACK_LAYOUTS)})")
+    layout = _layout if layout is None else _checked(layout)
     decode = _BLOCK_TYPES[qtype]
     type_size = GGML_QUANT_SIZES[qtype][1]
     rows = data.reshape(n_rows, -1)
