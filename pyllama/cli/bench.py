@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from pyllama.cli.bench_vs import parse_test_name, test_name
 from pyllama.cli.blas_threads import get_threads, set_threads
 from pyllama.cli.common import CliError, add_model_args, guarded, load_model, log, resolve_model
 from pyllama.engine import Model
@@ -64,17 +65,6 @@ def peak_rss_mib() -> float | None:
 
 def _tokens(model: Model, n: int) -> list[int]:
     return [int(t) for t in np.random.default_rng(0).integers(0, model.n_vocab, n)]
-
-
-def test_name(kind: str, n: int, depth: int = 0) -> str:
-    """llama-bench's test column: "pp256", "tg32", "tg32 @ d1500"."""
-    return f"{kind}{n}" + (f" @ d{depth}" if depth > 0 else "")
-
-
-def parse_test_name(name: str) -> tuple[str, int, int]:
-    """test_name's inverse: (kind, n, depth)."""
-    head, _, depth = name.partition(" @ d")
-    return head[:2], int(head[2:]), int(depth) if depth else 0
 
 
 def _fill(model: Model, depth: int) -> None:

@@ -39,6 +39,17 @@ class Comparison:
         return out
 
 
+def test_name(kind: str, n: int, depth: int = 0) -> str:
+    """llama-bench's test column: "pp256", "tg32", "tg32 @ d1500"."""
+    return f"{kind}{n}" + (f" @ d{depth}" if depth > 0 else "")
+
+
+def parse_test_name(name: str) -> tuple[str, int, int]:
+    """test_name's inverse: (kind, n, depth)."""
+    head, _, depth = name.partition(" @ d")
+    return head[:2], int(head[2:]), int(depth) if depth else 0
+
+
 def parse_llama_bench_json(text: str) -> dict[str, float]:
     """{"pp256": t/s, "tg32 @ d1500": t/s} from llama-bench's `-o json` output (a list of test rows)."""
     try:
@@ -53,11 +64,10 @@ def parse_llama_bench_json(text: str) -> dict[str, float]:
             raise CliError("llama-bench JSON row without avg_ts")
         n_prompt, n_gen = int(row.get("n_prompt", 0)), int(row.get("n_gen", 0))
         depth = int(row.get("n_depth", 0))
-        at = f" @ d{depth}" if depth > 0 else ""
         if n_prompt > 0 and n_gen == 0:
-            out[f"pp{n_prompt}{at}"] = float(row["avg_ts"])
+            out[test_name("pp", n_prompt, depth)] = float(row["avg_ts"])
         elif n_gen > 0 and n_prompt == 0:
-            out[f"tg{n_gen}{at}"] = float(row["avg_ts"])
+            out[test_name("tg", n_gen, depth)] = float(row["avg_ts"])
     return out
 
 
@@ -91,7 +101,7 @@ def compare(
     for _ in range(max(1, repetitions)):
         theirs = run_llama_bench(exe, model, n_prompt, n_gen, threads, depth=depth)
         for kind, n in tests:
-            name = f"{kind}{n}" + (f" @ d{depth}" if depth > 0 else "")
+            name = test_name(kind, n, depth)
             if name not in theirs:
                 raise CliError(f"--vs {exe}: its output has no {name} row")
             c.theirs.setdefault(name, []).append(theirs[name])

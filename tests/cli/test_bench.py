@@ -294,7 +294,8 @@ def test_parse_llama_bench_json() -> None:
 
 
 def test_depth_fills_the_cache_before_each_test(smollm2_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pyllama.cli.bench import bench_pp, bench_tg, parse_test_name, test_name
+    from pyllama.cli.bench import bench_pp, bench_tg
+    from pyllama.cli.bench_vs import parse_test_name, test_name
     from pyllama.engine import Model
 
     data = run_json(capsys, "-m", str(smollm2_path), "-p", "4", "-n", "2", "-d", "24", "-r", "1", "--weights", "packed")
