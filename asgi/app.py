@@ -194,8 +194,10 @@ def _install_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
+        # The log keeps the traceback; the answer names nothing of the server's insides
+        # (no exception text, no file path).
         log.exception("unhandled error on %s", request.path)
-        return json_response(error_body(500, f"internal error: {type(exc).__name__}: {exc}"), status=500)
+        return json_response(error_body(500, "internal server error (the server log has the details)"), status=500)
 
 
 def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Quart:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from quart import Response, current_app, request
 
 from asgi.errors import BadRequest
+from pyllama.json_limits import MAX_JSON_DEPTH  # deeper bodies are refused (see json_limits)
 
 T = TypeVar("T")
 
@@ -78,11 +79,6 @@ async def read_json(*, allow_empty: bool = False) -> dict[str, Any]:
     if json_depth(body) > MAX_JSON_DEPTH:
         raise BadRequest(f"Invalid JSON in request body: nested deeper than {MAX_JSON_DEPTH} levels")
     return body
-
-
-MAX_JSON_DEPTH = 64
-"""Deeper bodies are refused: no request needs them, and recursive code (templates, schema
-conversion, json.dumps) would otherwise meet Python's recursion limit on them."""
 
 
 def json_depth(value: Any) -> int:

@@ -7,7 +7,9 @@ after min(--timeout, 75) s). SIGINT/SIGTERM stop the server gracefully: the list
 closes, new requests on open connections get 503, in-flight generations get
 --shutdown-timeout seconds to finish and are then cancelled with a well-formed ending, the
 model threads finish their current step (a slot save in progress completes) and the process
-exits 0. A bad flag prints one line and exits with status 2.
+exits 0. A flag argparse cannot read prints one line and exits with status 2; any other
+start-up mistake (a bad value, file or config entry) prints one line and exits with status 1,
+as llama-server does.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = parse_settings(args, os.environ)
     except SettingsError as exc:
         print(f"pyllama-server: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     configure_logging(settings)
     log = logging.getLogger("asgi")
     for name in settings.ignored_flags:

@@ -17,6 +17,7 @@ from typing import Any
 
 from asgi.errors import BadRequest
 from pyllama.errors import InvalidRequestError
+from pyllama.json_limits import loads_bounded
 from pyllama.sampling import SamplingParams, parse_samplers
 
 INT_MAX = 2**31 - 1
@@ -424,7 +425,7 @@ def _apply_grammar(body: dict[str, Any], defaults: dict[str, Any], s: SamplingPa
     if schema is not None:
         if isinstance(schema, str):
             try:
-                schema = json.loads(schema)
+                schema = loads_bounded(schema, '"json_schema"')
             except json.JSONDecodeError as exc:
                 raise BadRequest(f'"json_schema": not valid JSON ({exc.msg})') from None
         if not isinstance(schema, dict | bool):

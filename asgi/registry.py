@@ -142,9 +142,10 @@ class ServedModel:
                 await asyncio.to_thread(self._load_blocking)
             except Exception as exc:
                 self.state = "error"
-                self.error = str(exc)
+                # Answers name the file, not the folder it sits in (the log keeps the full path).
+                self.error = str(exc).replace(str(self.spec.path), self.spec.path.name)
                 log.error("failed to load %s: %s", self.spec.path, exc)
-                raise Unavailable(f"model '{self.name}' failed to load: {exc}") from None
+                raise Unavailable(f"model '{self.name}' failed to load: {self.error}") from None
             self.state = "ready"
 
     def unload(self) -> None:

@@ -17,9 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asgi.errors import ApiError
 from asgi.flags import FLAGS, build_parser, env_values
-from asgi.params import RequestLimits
+from asgi.params import RequestLimits, check_grammar, schema_to_grammar
+from asgi.startup_checks import SettingsError, api_keys, check_kv_fits, read_text
 from pyllama import model_files
+from pyllama.errors import InvalidRequestError
+from pyllama.json_limits import loads_bounded
+
+__all__ = ["ModelSpec", "Settings", "SettingsError", "parse_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +60,6 @@ SAMPLING_FLAGS = {
     "n_predict": "n_predict",
     "keep": "n_keep",
 }
-
-
-class SettingsError(ValueError):
-    """A bad flag, variable or config file: printed as one line, exit status 2."""
 
 
 @dataclass
@@ -129,23 +131,6 @@ class Settings:
         return self.max_queue
 
 
-def _read_text(path: str, what: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SettingsError(f"{what} {path}: {exc.strerror or exc}") from None
-
-
-def _api_keys(values: dict[str, Any]) -> list[str]:
-    keys: list[str] = []
-    for item in values.get("api_key", []):
-        keys.extend(k.strip() for k in str(item).split(",") if k.strip())
-    if "api_key_file" in values:
-        text = _read_text(values["api_key_file"], "--api-key-file")
-        keys.extend(line.strip() for line in text.splitlines() if line.strip())
-    return keys
-
-
 def _sampling(values: dict[str, Any]) -> dict[str, Any]:
     sampling = {SAMPLING_FLAGS[k]: v for k, v in values.items() if k in SAMPLING_FLAGS}
     if "samplers" in values:
@@ -166,15 +151,23 @@ def _sampling(values: dict[str, Any]) -> dict[str, Any]:
     if "grammar" in values:
         sampling["grammar"] = values["grammar"]
     if "grammar_file" in values:
-        sampling["grammar"] = _read_text(values["grammar_file"], "--grammar-file")
+        sampling["grammar"] = read_text(values["grammar_file"], "--grammar-file")
+    if sampling.get("grammar"):
+        try:  # checked now: a bad default grammar would otherwise refuse every request
+            check_grammar(sampling["grammar"])
+        except InvalidRequestError as exc:
+            raise SettingsError(f"--grammar: {exc}") from None
     schema_text = values.get("json_schema")
     if "json_schema_file" in values:
-        schema_text = _read_text(values["json_schema_file"], "--json-schema-file")
+        schema_text = read_text(values["json_schema_file"], "--json-schema-file")
     if schema_text is not None:
         try:
-            sampling["json_schema"] = json.loads(schema_text)
+            sampling["json_schema"] = loads_bounded(schema_text, "--json-schema")
+            schema_to_grammar(sampling["json_schema"])
         except json.JSONDecodeError as exc:
             raise SettingsError(f"--json-schema: not valid JSON ({exc.msg} at char {exc.pos})") from None
+        except (InvalidRequestError, ApiError) as exc:
+            raise SettingsError(f"--json-schema: {exc}") from None
     return sampling
 
 
@@ -199,9 +192,17 @@ def _model_spec(path: Path, values: Mapping[str, Any], chat_template: str | None
     spec.tags = [t.strip() for t in str(values.get("tags", "")).split(",") if t.strip()]
     for dest, attr in (("ctx_size", "n_ctx"), ("batch_size", "n_batch"), ("ubatch_size", "n_ubatch"), ("parallel", "n_parallel")):
         if dest in values:
-            setattr(spec, attr, int(values[dest]))
+            value = values[dest]
+            if isinstance(value, bool) or not isinstance(value, int | str):  # a config file's JSON value
+                raise SettingsError(f"--{dest.replace('_', '-')}: expected an integer, got {value!r}")
+            try:
+                setattr(spec, attr, int(value))
+            except ValueError:
+                raise SettingsError(f"--{dest.replace('_', '-')}: expected an integer, got {value!r}") from None
     for attr in ("cache_type_k", "cache_type_v", "pooling", "weights", "numerics"):
         if attr in values:
+            if not isinstance(values[attr], str):
+                raise SettingsError(f"--{attr.replace('_', '-')}: expected a string, got {values[attr]!r}")
             setattr(spec, attr, values[attr])
     spec.embeddings = bool(values.get("embeddings", False))
     spec.context_shift = bool(values.get("context_shift", True))
@@ -217,6 +218,8 @@ def _model_spec(path: Path, values: Mapping[str, Any], chat_template: str | None
         raise SettingsError(f"--numerics must be fast or exact (got {spec.numerics!r})")
     if spec.embeddings and spec.n_batch > spec.n_ubatch:
         spec.n_batch = spec.n_ubatch  # llama-server: embeddings need the whole input in one ubatch
+    check_kv_fits(spec.path, spec.n_ctx, spec.n_parallel, spec.cache_type_k, spec.cache_type_v, spec.kv_unified,
+                  spec.numerics)
     return spec
 
 
@@ -248,7 +251,7 @@ CONFIG_IGNORED = {"n_gpu_layers", "main_gpu", "tensor_split", "use_mlock", "use_
 
 
 def _load_config(path: str) -> dict[str, Any]:
-    text = _read_text(path, "--config-file")
+    text = read_text(path, "--config-file")
     if path.endswith((".yaml", ".yml")):
         import yaml  # server extra
 
@@ -306,7 +309,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
 
     chat_template = values.get("chat_template")
     if "chat_template_file" in values:
-        chat_template = _read_text(values["chat_template_file"], "--chat-template-file")
+        chat_template = read_text(values["chat_template_file"], "--chat-template-file")
     values["chat_template"] = chat_template
 
     settings = Settings(models=[], ignored_flags=ignored)
@@ -340,7 +343,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         settings.static_path = static
     elif values.get("webui") is False:
         settings.static_path = None
-    settings.api_keys = _api_keys(values)
+    settings.api_keys = api_keys(values)
     for key in ("ssl_key_file", "ssl_cert_file"):
         if key in values:
             file = Path(values[key])
@@ -357,7 +360,14 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise SettingsError(f"--log-format must be text or json (got {settings.log_format!r})")
     if "slot_save_path" in values:
         settings.slot_save_path = Path(values["slot_save_path"])
-        settings.slot_save_path.mkdir(parents=True, exist_ok=True)
+        try:
+            settings.slot_save_path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SettingsError(f"--slot-save-path {settings.slot_save_path}: {exc.strerror or exc}") from None
+        if not settings.slot_save_path.is_dir():
+            raise SettingsError(f"--slot-save-path {settings.slot_save_path}: not a folder")
+    if any(ord(c) < 32 or ord(c) == 127 for c in str(settings.cors_origins)):
+        raise SettingsError("--cors-origins must not contain control characters (CR, LF, ...)")
     if "system_prompt_file" in values:
         settings.system_prompt = _system_prompt(values["system_prompt_file"])
     settings.sampling = _sampling(values)
@@ -405,7 +415,7 @@ def _apply_limits(settings: Settings, values: dict[str, Any]) -> None:
 
 def _system_prompt(path: str) -> str:
     """-spf: a JSON file {"system_prompt": {"prompt": ...}} (the seeds' shape) or plain text."""
-    text = _read_text(path, "--system-prompt-file")
+    text = read_text(path, "--system-prompt-file")
     try:
         data = json.loads(text)
     except json.JSONDecodeError:

@@ -35,6 +35,14 @@ async def health() -> Response:
         if served.state != "ready":
             return json_response({"status": "loading model", "error": {"code": 503, "message": "Loading model",
                                                                         "type": "unavailable_error"}}, status=503)
+    else:
+        # --config-file: models load on first use; one that failed answers 500 here until a
+        # later request loads it, so a load balancer stops sending work to this server.
+        failed = [m for m in state.registry.models if m.state == "error"]
+        if failed:
+            message = "; ".join(f"model '{m.name}' failed to load: {m.error}" for m in failed)
+            return json_response({"status": "error", "error": {"code": 500, "message": message,
+                                                                "type": "server_error"}}, status=500)
     if served.state != "ready":
         return json_response({"status": "ok", "slots_idle": served.spec.n_parallel, "slots_processing": 0})
     idle, busy = slot_counts(served)

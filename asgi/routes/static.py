@@ -29,35 +29,45 @@ async def _send(root: Path, filename: str) -> Response:
     return response
 
 
+def _locate(root: Path, filename: str) -> Path | None:
+    """The file `filename` names under `root`, or None: outside the folder, missing, or a
+    name the OS refuses (a NUL, a component over 255 bytes, a loop of symlinks) is a 404,
+    never a 500 that would show where the server is installed."""
+    if "\x00" in filename or len(filename.encode("utf-8", "surrogatepass")) > 4096:
+        return None
+    try:
+        target = (root / filename).resolve()
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_relative_to(root) or not target.is_file():
+            return None
+    except (OSError, ValueError, RuntimeError):  # ENAMETOOLONG, ELOOP, bad surrogates
+        return None
+    return target
+
+
 def make_blueprint(folder: Path) -> Blueprint:
     bp = Blueprint("static", __name__)
     root = folder.resolve()
 
     @bp.get("/wasm/<path:filename>")
     async def wasm_files(filename: str) -> Response:
-        if "\x00" in filename:
-            raise NotFound("File Not Found")  # no file name holds a NUL (os.path raises on it)
         dist = WASM_DIST.resolve()
-        target = (dist / filename).resolve()
-        if not target.is_relative_to(dist) or not target.is_file():
+        target = _locate(dist, filename)
+        if target is None:
             if not dist.is_dir():
                 raise NotFound("File Not Found (in-browser files missing: run `make wasm`)")
             raise NotFound("File Not Found")
-        return await _send(dist, filename)
+        return await _send(dist, str(target.relative_to(dist)))
 
     @bp.get("/", defaults={"filename": "index.html"})
     @bp.get("/<path:filename>")
     async def files(filename: str) -> Response:
-        if "\x00" in filename:
-            raise NotFound("File Not Found")  # no file name holds a NUL (os.path raises on it)
-        target = (root / filename).resolve()
-        if target.is_dir():
-            target = target / "index.html"
-            filename = str(target.relative_to(root))
-        if not target.is_relative_to(root) or not target.is_file():
+        target = _locate(root, filename)
+        if target is None:
             if filename == "completion.js" and (BUNDLED_WEB / filename).is_file():
                 return await _send(BUNDLED_WEB.resolve(), filename)
             raise NotFound("File Not Found")
-        return await _send(root, filename)
+        return await _send(root, str(target.relative_to(root)))
 
     return bp

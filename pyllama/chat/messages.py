@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyllama.errors import InvalidRequestError
+from pyllama.json_limits import check_json_depth
 
 
 @dataclass
@@ -61,6 +62,7 @@ def _parse_tool_calls(raw: Any) -> list[ToolCall]:
         arguments = function.get("arguments", "{}")
         if not isinstance(arguments, str):
             arguments = json.dumps(arguments, ensure_ascii=False)
+        check_json_depth(arguments, "a tool call's 'arguments'")  # templates json.loads it
         call_id = item.get("id") or ""
         calls.append(ToolCall(name=name, arguments=arguments, id=str(call_id)))
     return calls

@@ -38,6 +38,9 @@ from pyllama.grammar.schema_rules import (
 )
 
 _INVALID_RULE_CHARS = re.compile(r"[^a-zA-Z0-9-]+")
+MAX_OPTIONAL_PROPERTIES = 256
+"""Optional properties per object: each one adds an alternative that the grammar matcher
+tracks at every token, so thousands of them would slow every step of the model thread."""
 
 
 class _Unsupported(Exception):
@@ -217,6 +220,11 @@ class SchemaConverter:
             )
             kv_rules["*"] = self.add_rule(sub + "-kv", key_rule + ' ":" space ' + value_rule)
             optional_props.append("*")
+        if len(optional_props) > MAX_OPTIONAL_PROPERTIES:
+            raise SchemaError(
+                f"JSON schema: an object has {len(optional_props)} optional properties; the limit is "
+                f"{MAX_OPTIONAL_PROPERTIES} per object (schema size limit)"
+            )
         if not required_props and not optional_props:
             return '"{" space "}"'
         rule = '"{" space ' + ' "," space '.join(kv_rules[k] for k in required_props)
@@ -225,21 +233,25 @@ class SchemaConverter:
             if required_props:
                 rule += ' "," space ( '
 
-            def recursive_refs(ks: list[str], first_is_optional: bool) -> str:
-                if not ks:
-                    return ""
-                k = ks[0]
+            # llama.cpp builds each alternative by recursion over the remaining properties
+            # (O(n^2) work, n frames deep); the "-rest" rules are the same for every
+            # alternative, so build them once, last first (llama.cpp's order), and reuse them.
+            n_opt = len(optional_props)
+            rest = [""] * (n_opt + 1)
+
+            def refs(i: int, first_is_optional: bool) -> str:
+                k = optional_props[i]
                 kv = kv_rules[k]
                 comma_ref = '( "," space ' + kv + " )"
                 if first_is_optional:
                     res = comma_ref + ("*" if k == "*" else "?")
                 else:
                     res = kv + (" " + comma_ref + "*" if k == "*" else "")
-                if len(ks) > 1:
-                    res += " " + self.add_rule(prefix + k + "-rest", recursive_refs(ks[1:], True))
-                return res
+                return res + (" " + rest[i + 1] if i + 1 < n_opt else "")
 
-            rule += " | ".join(recursive_refs(optional_props[i:], False) for i in range(len(optional_props)))
+            for i in range(n_opt - 1, 0, -1):
+                rest[i] = self.add_rule(prefix + optional_props[i - 1] + "-rest", refs(i, True))
+            rule += " | ".join(refs(i, False) for i in range(n_opt))
             if required_props:
                 rule += " )"
             rule += " )?"

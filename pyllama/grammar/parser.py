@@ -32,6 +32,7 @@ from pyllama.grammar.elements import (
 )
 
 TokenLookup = Callable[[str], "int | None"]
+MAX_GROUP_DEPTH = 64  # nested ( ... ): the parser recurses per level, real grammars use a handful
 
 __all__ = [
     "ALT", "CHAR", "CHAR_ALT", "CHAR_ANY", "CHAR_NOT", "CHAR_RNG_UPPER", "END", "MAX_REPETITION_THRESHOLD",
@@ -64,6 +65,7 @@ class _Parser:
         self.token_lookup = token_lookup
         self.symbol_ids: dict[str, int] = {}
         self.rules: list[Rule] = []
+        self.depth = 0  # open parentheses: each one is a level of recursion here
 
     # -- lexical helpers (parse_space, parse_name, parse_int, parse_char) --
 
@@ -266,10 +268,14 @@ class _Parser:
                 n_prev_rules = 1
                 rule.append((RULE_REF, ref))
             elif c == "(":
+                if self.depth >= MAX_GROUP_DEPTH:
+                    raise _ParseError(f"groups nested deeper than {MAX_GROUP_DEPTH} levels (grammar nesting limit)", pos)
+                self.depth += 1
                 pos = self.space(pos + 1, True)
                 n_before = len(self.symbol_ids)
                 sub_id = self.generate_symbol_id(rule_name)
                 pos = self.alternates(pos, rule_name, sub_id, True)
+                self.depth -= 1
                 n_prev_rules = max(1, len(self.symbol_ids) - n_before)
                 last_sym_start = len(rule)
                 rule.append((RULE_REF, sub_id))
@@ -375,18 +381,16 @@ def parse_grammar(text: str, *, token_lookup: TokenLookup | None = None, root: s
 
 
 def check_left_recursion(grammar: ParsedGrammar) -> None:
-    """llama_grammar_detect_left_recursion: the stack matcher would loop forever on it."""
+    """llama_grammar_detect_left_recursion: the stack matcher would loop forever on it.
+
+    Depth-first over the rule references that can come first in a rule, as llama.cpp
+    walks them, but with an explicit stack (a chain of thousands of rules must not meet
+    Python's recursion limit) and skipping rules already cleared (llama.cpp re-walks them,
+    exponential on a ladder of rules that each name the next one twice)."""
     rules = grammar.rules
     n = len(rules)
-    visited = [False] * n
-    in_progress = [False] * n
     may_be_empty = [False] * n
-
-    def detect(i: int) -> bool:
-        if in_progress[i]:
-            return True
-        in_progress[i] = True
-        rule = rules[i]
+    for i, rule in enumerate(rules):
         at_start = True
         for kind, _ in rule:
             if kind in (END, ALT):
@@ -396,24 +400,38 @@ def check_left_recursion(grammar: ParsedGrammar) -> None:
                 at_start = True
             else:
                 at_start = False
+
+    def leading_refs(i: int) -> list[int]:
+        refs = []
         recurse = True
-        for kind, value in rule:
+        for kind, value in rules[i]:
             if kind == RULE_REF and recurse:
-                if detect(value):
-                    return True
-                if not may_be_empty[value]:
-                    recurse = False
+                refs.append(value)
+                recurse = may_be_empty[value]
             elif kind in (END, ALT):
                 recurse = True
             else:
                 recurse = False
-        in_progress[i] = False
-        visited[i] = True
-        return False
+        return refs
 
-    for i in range(n):
-        if not visited[i] and detect(i):
-            raise GrammarError(
-                f"Failed to parse grammar: unsupported grammar, left recursion detected for nonterminal "
-                f"'{grammar.name_of(i)}'"
-            )
+    NEW, IN_PROGRESS, DONE = 0, 1, 2
+    state = [NEW] * n
+    for first in range(n):
+        if state[first] != NEW:
+            continue
+        state[first] = IN_PROGRESS
+        stack = [(first, iter(leading_refs(first)))]
+        while stack:
+            i, refs = stack[-1]
+            ref = next(refs, None)
+            if ref is None:
+                state[i] = DONE
+                stack.pop()
+            elif state[ref] == IN_PROGRESS:
+                raise GrammarError(
+                    f"Failed to parse grammar: unsupported grammar, left recursion detected for nonterminal "
+                    f"'{grammar.name_of(first)}'"
+                )
+            elif state[ref] == NEW:
+                state[ref] = IN_PROGRESS
+                stack.append((ref, iter(leading_refs(ref))))

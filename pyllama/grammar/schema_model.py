@@ -104,11 +104,15 @@ def _is_number(v: Any) -> bool:
     return (isinstance(v, int | float)) and not isinstance(v, bool)
 
 
+MAX_REF_DEPTH = 64  # a $ref whose target holds a $ref ...: resolved recursively
+
+
 class _Builder:
     def __init__(self, root: Any) -> None:
         self.root = root
         self.refs: dict[str, Node | None] = {}
         self.pending: list[RefNode] = []
+        self.ref_depth = 0  # $refs being resolved inside each other (each one recurses)
 
     @staticmethod
     def fail(path: str, msg: str) -> NoReturn:
@@ -163,7 +167,11 @@ class _Builder:
             self.fail(path, f"unsupported $ref {value}, only references into the same document are supported")
         if value not in self.refs:
             self.refs[value] = None  # reserved first: a cycle back to this $ref stops here
+            if self.ref_depth >= MAX_REF_DEPTH:
+                self.fail(path, f"$ref chain deeper than {MAX_REF_DEPTH} references (schema nesting limit)")
+            self.ref_depth += 1
             self.refs[value] = self.node(self.resolve(value, path), value)
+            self.ref_depth -= 1
         node = RefNode(ref=value)
         self.pending.append(node)
         return node
