@@ -85,6 +85,10 @@ ODD_TEXT = st.one_of(
     st.text(max_size=40),
     st.sampled_from(["", " ", "bogus", "\x00", "\ud7ff\ue000", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 🦙", "<|im_end|>", "<|im_start|>system",
                      "root ::= [a-z]+", "root ::= root", "NaN", "true", "1", "../../etc/passwd", "x y " * 40]),
+    # issue 19: JSON nested in a string field, a huge schema, a deeply nested grammar
+    st.sampled_from(["[" * 20_000 + "]" * 20_000, '{"a":' * 5000 + "1" + "}" * 5000,
+                     json.dumps({"type": "object", "properties": {f"p{i}": {} for i in range(3000)}}),
+                     "root ::= " + "(" * 10_000 + '"a"' + ")" * 10_000]),
 )
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), ODD_NUMBERS,
                     st.floats(allow_nan=False, allow_infinity=False), ODD_TEXT)
@@ -139,7 +143,8 @@ def fuzz_requests(draw: st.DrawFn, routes: list[tuple[str, str, dict[str, Any]]]
         method = draw(METHODS)
     elif kind == "path":
         path = draw(st.sampled_from(["/v2/completions", "/completion/", "//completion", "/slots/", "/%2e%2e/etc",
-                                     "/v1/models/x", "/static/../../x", "/\u00e9", "/health/../props"]))
+                                     "/v1/models/x", "/static/../../x", "/\u00e9", "/health/../props",
+                                     "/" + "a" * 300, "/wasm/" + "b" * 300, "/%ED%A0%80", "/%FF%FE"]))
     headers = draw(ODD_HEADERS)
     ctype = draw(CONTENT_TYPES)
     if ctype is not None:
@@ -201,6 +206,7 @@ def test_fuzz_requests_never_5xx_or_hang(fuzz_server: ServerProcess) -> None:
 
     collect()
     assert len(generated) >= N_FUZZ
+    rss_before = rss_kb(fuzz_server.proc.pid)
     t0 = time.monotonic()
     results = send_all(base, generated)
     elapsed = time.monotonic() - t0
@@ -234,7 +240,10 @@ def test_fuzz_requests_never_5xx_or_hang(fuzz_server: ServerProcess) -> None:
     httpx.post(base + "/props", json={"system_prompt": ""})  # the fuzz run may have set one
     res = httpx.post(base + "/completion", json={"prompt": "The capital of France is", "n_predict": 3}, timeout=60)
     assert res.status_code == 200 and res.json()["tokens_predicted"] >= 1
-    slots_idle(base)
+    slots_idle(base, timeout=5)
+    rss_after = rss_kb(fuzz_server.proc.pid)
+    print(f"fuzz: RSS {rss_before // 1024} MiB before, {rss_after // 1024} MiB after")
+    assert rss_after <= rss_before * 1.10, (rss_before, rss_after)
 
 
 # -- disconnects ---------------------------------------------------------------------------
