@@ -4,7 +4,11 @@
   documents in /openapi.json (wrong types, out-of-range values, unknown enum values,
   huge/empty/unicode/nested JSON, non-JSON bodies, wrong methods, odd headers). No 5xx
   (except the 501 llama-server also gives for /infill on a model without FIM tokens), no
-  request over its timeout, and the server still answers /health and a normal completion.
+  request over its timeout, and the server still answers /health and a normal completion,
+  every slot idle within 5 s and RSS within 10% of its level after a warm-up tenth of the
+  run. Issue 19's inputs are among the values (JSON nested 20,000 deep in string fields,
+  a 3,000-property schema, 10,000 nested grammar groups, static paths over 255 bytes).
+  PYLLAMA_FUZZ_REQUESTS=5000 (or more) for the long run; the seed is fixed (derandomize).
 * Disconnects: a client gone mid-prompt frees its slot; a reader that never reads its SSE
   stream does not slow the other slots.
 * A load test: 32 concurrent streaming clients for PYLLAMA_LOAD_SECONDS (default 60) s, a
@@ -206,9 +210,13 @@ def test_fuzz_requests_never_5xx_or_hang(fuzz_server: ServerProcess) -> None:
 
     collect()
     assert len(generated) >= N_FUZZ
+    # RSS baseline after a warm-up tenth of the run: the first grammars, embeddings, slot
+    # files and prompt caches allocate once; the check is that the rest does not keep growing.
+    warm = max(1, len(generated) // 10)
+    results = send_all(base, generated[:warm])
     rss_before = rss_kb(fuzz_server.proc.pid)
     t0 = time.monotonic()
-    results = send_all(base, generated)
+    results += send_all(base, generated[warm:])
     elapsed = time.monotonic() - t0
     statuses = Counter(str(outcome[0]) for _, outcome in results)
     print(f"\nfuzz: {len(results)} requests in {elapsed:.1f} s; statuses {dict(sorted(statuses.items()))}")
@@ -226,7 +234,8 @@ def test_fuzz_requests_never_5xx_or_hang(fuzz_server: ServerProcess) -> None:
         if status == 501:
             return '"not_supported_error"' not in outcome[1]
         if status == 503 and "fail_on_no_slot" in req["url"]:
-            return '"no slot available"' not in outcome[1]  # the documented answer when every slot is busy
+            # the documented answer when every slot is busy (a HEAD answer has no body to show it)
+            return req["method"] != "HEAD" and '"no slot available"' not in outcome[1]
         return bool(status >= 500)
 
     failures = [(r["method"], r["url"], (r["content"] or b"")[:200], o) for r, o in results if bad(r, o)]
