@@ -35,6 +35,7 @@ class RequestLimits:
     grammar_bytes: int = 256 << 10  # GBNF grammar, or JSON schema as JSON text
     logit_bias: int = 4096  # entries in logit_bias
     prompts: int = 1024  # prompts (or embedding inputs) per request
+    predict: int = 16384  # tokens one task may generate (bounds n_predict -1 with ignore_eos or context shift)
 _JSON_KIND = {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}
 
 

@@ -141,7 +141,7 @@ async def chat_completions() -> Response:
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
 
     if not params.stream:
-        served.admit()
+        served.admit(len(tasks))
         finals = await guarded(run_all(served, tasks))
         choices = []
         for i, final in enumerate(finals):
@@ -200,6 +200,6 @@ async def chat_completions() -> Response:
                                                                          event.n_cached), event.timings)))
         return out
 
-    served.admit()
+    served.admit(len(tasks))
     first, rest = await guarded(stream_all(served, tasks))
     return sse_response(sse_events(first, rest, render, SSE_DONE), SSE_DONE)

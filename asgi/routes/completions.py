@@ -65,12 +65,14 @@ def make_tasks(served: ServedModel, prompts: list[list[int]], params: Completion
 
     assert served.model is not None
     check_context(prompts, served.model.n_ctx_seq)
+    limit = server_state().settings.limits.predict
     tasks = []
     for prompt in prompts:
         for _ in range(params.n_cmpl):
             p = copy_params(params)
             tasks.append(Task(
-                prompt=list(prompt), params=p.sampling, n_predict=p.n_predict, stop=list(p.stop),
+                prompt=list(prompt), params=p.sampling,
+                n_predict=p.n_predict if 0 <= p.n_predict <= limit else limit, stop=list(p.stop),
                 n_keep=p.n_keep, n_discard=p.n_discard, id_slot=p.id_slot, cache_prompt=p.cache_prompt,
             ))
     return tasks
@@ -110,7 +112,7 @@ async def native_completion(served: ServedModel, params: CompletionParams, promp
     texts = [detok(served, t.prompt) for t in tasks]
     settings = params.generation_settings(served.model.n_ctx_seq, served.name)
     if not params.stream:
-        served.admit()
+        served.admit(len(tasks))
         finals = await guarded(run_all(served, tasks))
         bodies = [
             completion_final(f, index=i, model=served.name, prompt=texts[i], settings=settings, stream=False,
@@ -134,7 +136,7 @@ async def native_completion(served: ServedModel, params: CompletionParams, promp
         return [sse_event(completion_partial(event, index=item.index, slot_id=-1, n_decoded=decoded[item.index],
                                              n_prompt=len(tasks[item.index].prompt)))]
 
-    served.admit()
+    served.admit(len(tasks))
     first, rest = await guarded(stream_all(served, tasks))
     return sse_response(sse_events(first, rest, render, None), None)
 
@@ -166,7 +168,7 @@ async def oai_completions() -> Response:
     cmpl_id = random_id("cmpl-")
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
     if not params.stream:
-        served.admit()
+        served.admit(len(tasks))
         finals = await guarded(run_all(served, tasks))
         choices = [oai_text_choice(f.content, i, finish_reason(f), f.probs) for i, f in enumerate(finals)]
         total = usage(sum(f.n_prompt for f in finals), sum(f.n_decoded for f in finals),
@@ -185,7 +187,7 @@ async def oai_completions() -> Response:
         choice = oai_text_choice(event.text, item.index, None, event.probs)
         return [sse_event(oai_completion(cmpl_id, model_name, [choice], None))]
 
-    served.admit()
+    served.admit(len(tasks))
     first, rest = await guarded(stream_all(served, tasks))
     return sse_response(sse_events(first, rest, render, SSE_DONE), SSE_DONE)
 

