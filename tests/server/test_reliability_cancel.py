@@ -189,3 +189,64 @@ def test_max_queue_counts_tasks_not_requests(cancel_server: ServerProcess) -> No
     assert over.status_code == 503, over.text
     assert "--max-queue" in over.json()["error"]["message"] and over.headers["Retry-After"].isdigit()
     wait_idle(cancel_server, 5.0)
+
+
+# -- finding 2: a failing request fails alone ---------------------------------------------------
+
+
+def test_dynatemp_extreme_exponent_answers_200_and_others_finish(cancel_server: ServerProcess) -> None:
+    """dynatemp_exponent -1e30 overflowed math.pow (OverflowError) and the worker failed every
+    live stream. llama.cpp computes it with powf in float32 (inf: a flat distribution)."""
+    wait_idle(cancel_server, SLOW)
+    base = cancel_server.base_url
+    results: dict[str, Any] = {}
+
+    def other() -> None:
+        res = httpx.post(base + "/completion", json={"prompt": "Once upon a time", "n_predict": 16, "stream": True,
+                                                     "ignore_eos": True}, timeout=SLOW)
+        results["other"] = res
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    while not busy_slots(cancel_server) and thread.is_alive():
+        time.sleep(0.01)
+    for exponent in (-1e30, 1e30, 1e300):
+        res = httpx.post(base + "/completion", json={"prompt": "x", "n_predict": 4, "dynatemp_range": 1,
+                                                     "dynatemp_exponent": exponent}, timeout=SLOW)
+        assert res.status_code == 200, res.text
+        assert res.json()["tokens_predicted"] == 4
+    thread.join(SLOW)
+    other_res = results["other"]
+    assert other_res.status_code == 200
+    events = [json.loads(block[6:]) for block in other_res.text.split("\n\n") if block.startswith("data: ")]
+    assert not any("error" in e for e in events), events[-1]
+    assert events[-1]["stop"] and events[-1]["tokens_predicted"] == 16
+
+
+def test_an_error_in_one_slot_ends_only_that_task(smollm2_path: Path) -> None:
+    """The scheduler, directly: a task whose event sink fails (as when its event loop is gone)
+    ends alone; the task beside it in the same batch generates all its tokens."""
+    from pyllama.engine import Model
+    from pyllama.sampling import SamplingParams
+    from pyllama.scheduler import Event, Final, Scheduler, Task
+
+    model = Model.load(smollm2_path, n_ctx=512, n_seq=2)
+    scheduler = Scheduler(model)
+    finals: list[Final] = []
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("event loop is closed")
+
+    def good(event: Event) -> None:
+        if isinstance(event, Final):
+            finals.append(event)
+
+    tok = model.tokenizer
+    scheduler.submit(Task(tok.tokenize("Hello", True, False), SamplingParams(temperature=0), n_predict=8), broken)
+    scheduler.submit(Task(tok.tokenize("Once upon", True, False), SamplingParams(temperature=0), n_predict=8), good)
+    for _ in range(100):
+        if not scheduler.has_work():
+            break
+        scheduler.step()
+    assert len(finals) == 1 and finals[0].error is None and finals[0].n_decoded == 8
+    assert not any(s.busy for s in scheduler.slots)
