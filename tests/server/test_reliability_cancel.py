@@ -250,3 +250,40 @@ def test_an_error_in_one_slot_ends_only_that_task(smollm2_path: Path) -> None:
         scheduler.step()
     assert len(finals) == 1 and finals[0].error is None and finals[0].n_decoded == 8
     assert not any(s.busy for s in scheduler.slots)
+
+
+# -- finding 3: bounded per-step work ------------------------------------------------------------
+
+BREAKERS = [f"{i:02d} breaker string that is forty bytes long"[:40] for i in range(32)]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("dry_sequence_breakers", ["ab"] * 100_000, "over the server limit of 32"),
+    ("samplers", ["top_k"] * 33, "over the server limit of 32"),
+    ("samplers", "k" * 1000, "over the server limit of 32"),
+])
+def test_sampler_lists_over_their_cap_are_refused(cancel_server: ServerProcess, field: str, value: Any,
+                                                  message: str) -> None:
+    res = httpx.post(cancel_server.base_url + "/completion", json={"prompt": "x", "n_predict": 1, field: value},
+                     timeout=SLOW)
+    assert res.status_code == 400, res.text
+    assert message in res.json()["error"]["message"] and field in res.json()["error"]["message"]
+
+
+def test_health_stays_live_while_the_costliest_legal_sampling_runs(cancel_server: ServerProcess) -> None:
+    """The largest DRY list allowed (32 distinct 40-byte breakers, plus duplicates cut away)
+    and the infill sampler over the whole vocabulary (it was O(vocabulary^2): minutes per
+    token): the request finishes in seconds and /health answers within 0.5 s meanwhile."""
+    wait_idle(cancel_server, SLOW)
+    body = {"prompt": "The story begins", "n_predict": 3, "ignore_eos": True, "dry_multiplier": 0.8,
+            "dry_sequence_breakers": BREAKERS, "samplers": ["dry", "infill", "temperature"], "seed": 1}
+
+    def work() -> tuple[int, float]:
+        t0 = time.monotonic()
+        res = httpx.post(cancel_server.base_url + "/completion", json=body, timeout=SLOW)
+        return res.status_code, time.monotonic() - t0
+
+    worst, (status, took) = _health_latency_while(cancel_server, work)
+    assert status == 200
+    assert took < 60, took
+    assert worst < 0.5, worst
