@@ -16,6 +16,7 @@ from typing import Any
 from asgi.errors import BadRequest
 
 MAX_SAMPLERS = 32  # llama.cpp has 11 distinct samplers; a longer chain only repeats them
+MAX_BIAS_TOKENS = 16384  # (token, bias) pairs once logit_bias's string keys are tokenized
 MAX_DRY_BREAKERS = 32  # llama.cpp's default list has 4 (newline, colon, double quote, asterisk)
 
 
@@ -63,6 +64,9 @@ def logit_bias_pairs(value: Any, n_vocab: int, tokenize: Any) -> list[tuple[int,
                     out.append((tid, bias))
             else:
                 out.extend((t, bias) for t in tokenize(token))
+                if len(out) > MAX_BIAS_TOKENS:
+                    raise BadRequest(f"Field 'logit_bias': its string keys make more than {MAX_BIAS_TOKENS} token "
+                                     "biases (server limit)")
 
     if isinstance(value, list):
         for item in value:

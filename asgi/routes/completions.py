@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from asgi.app import server_state
 from asgi.errors import BadRequest, ContextExceeded, NotSupported
@@ -146,7 +146,7 @@ async def native_completion(served: ServedModel, params: CompletionParams, promp
 async def completion() -> Response:
     body = await read_json()
     served = await server_state().registry.get(body.get("model"))
-    params = read_params(served, body)
+    params = await tokenize_off_loop(request.content_length or 0, read_params, served, body)
     if "prompt" not in body:
         raise BadRequest('"prompt" is required')
     return await native_completion(served, params, await prompt_tokens(served, body["prompt"]))
@@ -163,7 +163,7 @@ async def oai_completions() -> Response:
         if body.get(name) is not None:
             raise BadRequest(f"Unsupported param: {name}")
     served = await server_state().registry.get(body.get("model"))
-    params = read_params(served, body)
+    params = await tokenize_off_loop(request.content_length or 0, read_params, served, body)
     tasks = make_tasks(served, await prompt_tokens(served, body["prompt"]), params)
     cmpl_id = random_id("cmpl-")
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name

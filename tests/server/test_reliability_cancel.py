@@ -287,3 +287,31 @@ def test_health_stays_live_while_the_costliest_legal_sampling_runs(cancel_server
     assert status == 200
     assert took < 60, took
     assert worst < 0.5, worst
+
+
+# -- finding 4: request preparation off the event loop --------------------------------------------
+
+BIG = "word " * (4 << 20)  # 20 MB of text
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/apply-template", {"messages": [{"role": "user", "content": BIG}]}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": BIG}], "max_tokens": 1}),
+    ("/tokenize", {"content": BIG[: 4 << 20]}),
+    ("/completion", {"prompt": "x", "n_predict": 1, "logit_bias": {f"{i} {'long key ' * 200}": -1 for i in range(4096)}}),
+    ("/completion", {"prompt": "x", "n_predict": 1, "logit_bias": {f"{i} {'long key ' * 2}": -1 for i in range(4096)}}),
+])
+def test_health_answers_within_half_a_second_during_a_large_request(cancel_server: ServerProcess, path: str,
+                                                                     body: dict[str, Any]) -> None:
+    """A 20 MB chat was templated on the event loop (a character-by-character common-prefix
+    loop: 5 s per 10 M characters); /tokenize and logit_bias string keys were tokenized
+    there too. Now that work runs on a worker thread and /health stays quick."""
+    data = json.dumps(body).encode()
+
+    def work() -> int:
+        return httpx.post(cancel_server.base_url + path, content=data, timeout=SLOW,
+                          headers={"Content-Type": "application/json"}).status_code
+
+    worst, status = _health_latency_while(cancel_server, work)
+    assert status in (200, 400), status  # the chat is refused as too long for the context: a 400
+    assert worst < 0.5, worst
