@@ -216,6 +216,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
     from asgi.openapi import register_openapi
 
     register_openapi(app)
+    from asgi.disconnect import watch_disconnects
+
+    app.asgi_app = watch_disconnects(app.asgi_app)  # type: ignore[method-assign,assignment,arg-type]
 
     @app.before_serving
     async def start_models() -> None:

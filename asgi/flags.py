@@ -128,6 +128,7 @@ FLAGS: list[Flag] = [
     _f("--max-body-size", "max_body_size", "int", "largest request body in bytes; larger ones get 413 (default: 67108864)", "PYLLAMA_MAX_BODY_SIZE"),
     _f("--max-queue", "max_queue", "int", "tasks that may wait for a free slot before requests get 503 + Retry-After (default: max(64, 4 x --parallel); -1 = no limit)", "PYLLAMA_MAX_QUEUE"),
     _f("--max-prompts", "max_prompts", "int", "prompts or embedding inputs per request (default: 1024)", "PYLLAMA_MAX_PROMPTS"),
+    _f("--max-predict", "max_predict", "int", "tokens one completion may generate, whatever its n_predict (bounds n_predict -1 with ignore_eos or context shift; default: 16384)", "PYLLAMA_MAX_PREDICT"),
     _f("--max-n-probs", "max_n_probs", "int", "largest n_probs / top_logprobs a request may ask for (default: 100)", "PYLLAMA_MAX_N_PROBS"),
     _f("--max-stop", "max_stop", "int", "stop strings per request (default: 64)", "PYLLAMA_MAX_STOP"),
     _f("--max-stop-length", "max_stop_length", "int", "characters per stop string (default: 1024)", "PYLLAMA_MAX_STOP_LENGTH"),

@@ -114,9 +114,12 @@ class ServedModel:
                 n_ctx=n_ctx,
             )
 
-    def admit(self) -> None:
-        """Refuse new work (503) when the slots are full and the wait queue is at its bound.
+    def admit(self, n_tasks: int = 1) -> None:
+        """Refuse new work (503) when the request's `n_tasks` tasks (prompts x n_cmpl) do not
+        fit beside the busy slots and the waiting tasks within --parallel + --max-queue.
 
+        A request larger than that whole bound (many prompts or embedding inputs) is let in
+        only when the server is idle, so it can still be served but never piles up on others.
         Called on the event loop right before the request's tasks are submitted (no await
         in between), so a burst cannot slip past the count."""
         worker = self.worker
@@ -124,7 +127,7 @@ class ServedModel:
         if worker is None or limit < 0:
             return
         waiting, busy = worker.n_waiting, worker.n_busy
-        if busy + waiting >= self.spec.n_parallel + limit:
+        if busy + waiting + n_tasks > self.spec.n_parallel + limit and (busy or waiting):
             log.warning("overloaded: %d busy slots, %d waiting tasks: answering 503", busy, waiting)
             retry = max(1, min(30, waiting // max(1, self.spec.n_parallel)))
             raise Overloaded(

@@ -383,6 +383,7 @@ LIMIT_FLAGS = {
     "max_grammar_size": "grammar_bytes",
     "max_logit_bias": "logit_bias",
     "max_prompts": "prompts",
+    "max_predict": "predict",
 }
 
 

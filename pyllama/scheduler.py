@@ -12,6 +12,7 @@ safe to call from another thread while `step()` runs.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ from pyllama.tasks import (
     TokenProb,
     timings_json,
 )
+
+log = logging.getLogger(__name__)
+
+# The answer for a task that failed on an unexpected error (the log has the traceback).
+_FAILED = "internal error while {} this request; other requests are not affected (the server log has the details)"
 
 __all__ = ["Emit", "Event", "Final", "Metrics", "Partial", "Scheduler", "StopType", "Task", "TaskKind",
            "TokenProb", "timings_json"]
@@ -160,7 +166,10 @@ class Scheduler:
             return bool(self.queue)
         for slot in busy:
             if slot.task is not None and slot.task.kind == "embedding":
-                self._run_embedding(slot)
+                try:
+                    self._run_embedding(slot)
+                except Exception:
+                    self._fail_alone(slot, "embedding")
         batch, owners = self._build_batch()
         batch, owners = self._drop_failing_chunks(batch, owners)
         if not batch.chunks:
@@ -191,7 +200,10 @@ class Scheduler:
             slot.cache_tokens = slot.cache_tokens[: chunk.pos] + chunk.tokens
             if chunk.output == "none":
                 continue
-            self._after_logits(slot, logits[row])
+            try:
+                self._after_logits(slot, logits[row])
+            except Exception:  # a bug in one request's sampling, grammar or text must not end the others
+                self._fail_alone(slot, "sampling")
             row += 1
         return True
 
@@ -242,6 +254,10 @@ class Scheduler:
                     "context" if isinstance(exc, ContextFullError) else "invalid_request"
                 )
                 emit(Final(task.id, error=str(exc), error_kind=kind, slot_id=slot.id))
+                slot.release()
+            except Exception:  # e.g. building its grammar: this task fails, the others go on
+                log.exception("task %d failed to start", task.id)
+                emit(Final(task.id, error=_FAILED.format("setting up"), error_kind="server", slot_id=slot.id))
                 slot.release()
         self.queue = waiting
         self.deferred = len(waiting)
@@ -411,6 +427,16 @@ class Scheduler:
         slot.release()
         if emit is not None:
             emit(final)
+
+    def _fail_alone(self, slot: Slot, stage: str) -> None:
+        """End one slot's task after an unexpected error in its own work; log the traceback,
+        answer without the exception text; every other slot keeps running."""
+        log.exception("task %d failed in slot %d (%s)", slot.task.id if slot.task else -1, slot.id, stage)
+        try:
+            self._fail(slot, _FAILED.format(stage), "server")
+        except Exception:
+            log.exception("could not end the task in slot %d cleanly", slot.id)
+            slot.release()
 
     def _fail(self, slot: Slot, message: str, kind: Literal["invalid_request", "context", "server"]) -> None:
         emit, tid = slot.emit, slot.task.id if slot.task else -1

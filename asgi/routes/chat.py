@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from asgi.app import server_state
 from asgi.errors import BadRequest
@@ -131,8 +131,9 @@ async def chat_completions() -> Response:
 
     body = await read_json()
     served = await server_state().registry.get(body.get("model"))
-    prompt, fields = chat_prompt(served, body)
-    params = read_params(served, fields)
+    size = request.content_length or 0  # a large chat is templated and read off the event loop
+    prompt, fields = await tokenize_off_loop(size, chat_prompt, served, body)
+    params = await tokenize_off_loop(size, read_params, served, fields)
     tok = served.tokenizer
     served.check_text_fits(prompt.prompt)
     tokens = await tokenize_off_loop(len(prompt.prompt), tok.tokenize, prompt.prompt, True, True)
@@ -141,7 +142,7 @@ async def chat_completions() -> Response:
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
 
     if not params.stream:
-        served.admit()
+        served.admit(len(tasks))
         finals = await guarded(run_all(served, tasks))
         choices = []
         for i, final in enumerate(finals):
@@ -200,6 +201,6 @@ async def chat_completions() -> Response:
                                                                          event.n_cached), event.timings)))
         return out
 
-    served.admit()
+    served.admit(len(tasks))
     first, rest = await guarded(stream_all(served, tasks))
     return sse_response(sse_events(first, rest, render, SSE_DONE), SSE_DONE)

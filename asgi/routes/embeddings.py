@@ -73,7 +73,7 @@ async def embed(oai: bool) -> Response:
 
     tasks = [Task(prompt=t, kind="embedding", pooling=pooling, normalize=normalize if pooling != "none" else -1)
              for t in prompts]
-    served.admit()
+    served.admit(len(tasks))
     finals = await guarded(run_all(served, tasks))
     if not oai:
         return json_response([{"index": i, "embedding": f.embedding} for i, f in enumerate(finals)])

@@ -259,10 +259,7 @@ class ChatTemplate:
             result.schema = inputs.response_schema
         if inputs.add_generation_prompt:
             without = self.render(messages, inputs, add_generation_prompt=False)
-            common = 0
-            while common < min(len(without), len(prompt)) and without[common] == prompt[common]:
-                common += 1
-            result.generation_prompt = prompt[common:]
+            result.generation_prompt = prompt[common_prefix_length(without, prompt):]
         return result
 
     @staticmethod
@@ -318,3 +315,19 @@ def _merge_system_into_user(messages: list[dict[str, Any]]) -> list[dict[str, An
     if pending:
         out.append({"role": "user", "content": pending})
     return out
+
+
+def common_prefix_length(a: str, b: str) -> int:
+    """Length of the longest common prefix, by binary search over slice comparisons (done in
+    C): a chat of 40 MB costs milliseconds, where a character loop took seconds."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo]; a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
