@@ -53,16 +53,19 @@ class Task:
 def timings_json(n_prompt: int, n_cached: int, n_decoded: int, prompt_ms: float, predicted_ms: float) -> dict[str, float]:
     """llama-server's `timings` object (server_slot_stats::to_json)."""
     pn, dn = n_prompt - n_cached, n_decoded
+    steps = max(0, dn - 1)
     return {
         "cache_n": n_cached,
         "prompt_n": pn,
         "prompt_ms": prompt_ms,
         "prompt_per_token_ms": prompt_ms / pn if pn else 0.0,
-        "prompt_per_second": 1e3 * pn / prompt_ms if prompt_ms else 0.0,
+        "prompt_per_second": 1e3 / prompt_ms * pn if prompt_ms > 0 else 0.0,
         "predicted_n": dn,
         "predicted_ms": predicted_ms,
-        "predicted_per_token_ms": predicted_ms / dn if dn else 0.0,
-        "predicted_per_second": 1e3 * dn / predicted_ms if predicted_ms else 0.0,
+        # The first generated token comes from the prompt's last logits and costs no decode
+        # step: llama-server's rates are over n - 1 steps (server_slot_stats::n_gen_steps).
+        "predicted_per_token_ms": predicted_ms / steps if steps else 0.0,
+        "predicted_per_second": 1e3 / predicted_ms * steps if predicted_ms > 0 else 0.0,
     }
 
 
@@ -155,6 +158,9 @@ class Metrics:
     predicted_seconds_total: float = 0.0
     n_decode_total: int = 0
     n_busy_slots_total: int = 0
+    prompt_tokens_cached_total: int = 0  # reused from a slot's cache: no decode
+    predicted_steps_total: int = 0  # decode steps of generating slots (tokens minus each task's first)
+    n_tokens_max: int = 0  # longest sequence seen (prompt + generation)
 
 
 class Scheduler:
@@ -283,12 +289,14 @@ class Scheduler:
             if slot.generating:
                 slot.t_predict += share
                 m.predicted_seconds_total += share
+                m.predicted_steps_total += 1
             else:
                 slot.t_prompt += share
                 slot.n_past = chunk.pos + len(chunk.tokens)
                 m.prompt_tokens_total += len(chunk.tokens)
                 m.prompt_seconds_total += share
             slot.cache_tokens = slot.cache_tokens[: chunk.pos] + chunk.tokens
+            m.n_tokens_max = max(m.n_tokens_max, len(slot.cache_tokens))
             if chunk.output == "none":
                 continue
             self._after_logits(slot, logits[row])
@@ -376,6 +384,7 @@ class Scheduler:
         n_cached = min(n_cached, len(task.prompt) - 1, model.kv.length(slot.id))
         model.kv.truncate(slot.id, n_cached)
         slot.begin(task, emit, sampler, n_cached, tok)
+        self.metrics.prompt_tokens_cached_total += n_cached
         if task.n_predict < 0 and self.n_predict_default >= 0:
             slot.n_predict = self.n_predict_default
         if sampler is not None:
@@ -541,6 +550,9 @@ class Scheduler:
             embedding=[normalize(v, task.normalize).tolist() for v in vectors],
         )
         self.metrics.prompt_tokens_total += len(task.prompt)
+        self.metrics.prompt_seconds_total += final.prompt_ms / 1e3
+        self.metrics.n_decode_total += 1  # the input's forward pass is a decode, though nothing is sampled
+        self.metrics.n_busy_slots_total += 1
         emit = slot.emit
         slot.cache_tokens = []
         slot.release()
