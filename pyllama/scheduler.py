@@ -46,6 +46,7 @@ class Task:
     kind: TaskKind = "completion"
     pooling: str = "mean"  # embeddings: none | mean | cls | last
     normalize: int = 2  # embeddings: -1 none, 0 max-abs, 1 taxicab, 2 euclidean, >2 p-norm
+    return_progress: bool = False  # emit a Partial with `progress` as the prompt is read
     # Optional per-task grammar/constraint objects live inside params (the sampler builds them).
     id: int = -1
 
@@ -87,9 +88,13 @@ class Partial:
     n_decoded: int = 0
     prompt_ms: float = 0.0
     predicted_ms: float = 0.0
+    # llama-server's prompt_progress ({total, cache, processed, time_ms}) on a progress event
+    progress: dict[str, float] | None = None
 
     @property
     def timings(self) -> dict[str, float]:
+        if self.progress is not None:  # the prompt so far: nothing generated yet
+            return timings_json(int(self.progress["processed"]), int(self.progress["cache"]), 0, self.prompt_ms, 0.0)
         return timings_json(self.n_prompt, self.n_cached, self.n_decoded, self.prompt_ms, self.predicted_ms)
 
 
@@ -295,6 +300,7 @@ class Scheduler:
                 slot.n_past = chunk.pos + len(chunk.tokens)
                 m.prompt_tokens_total += len(chunk.tokens)
                 m.prompt_seconds_total += share
+                slot.emit_progress()
             slot.cache_tokens = slot.cache_tokens[: chunk.pos] + chunk.tokens
             m.n_tokens_max = max(m.n_tokens_max, len(slot.cache_tokens))
             if chunk.output == "none":
@@ -384,6 +390,7 @@ class Scheduler:
         n_cached = min(n_cached, len(task.prompt) - 1, model.kv.length(slot.id))
         model.kv.truncate(slot.id, n_cached)
         slot.begin(task, emit, sampler, n_cached, tok)
+        slot.emit_progress()  # llama-server's 0% update, before any prompt token is read
         self.metrics.prompt_tokens_cached_total += n_cached
         if task.n_predict < 0 and self.n_predict_default >= 0:
             slot.n_predict = self.n_predict_default
