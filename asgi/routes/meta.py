@@ -72,7 +72,10 @@ async def get_props() -> Response:
     state = server_state()
     if state.registry.is_sleeping and state.registry.asleep_props is not None:
         return json_response(state.registry.asleep_props)  # answering must not wake the model
-    served = await state.registry.get(request.args.get("model"))
+    served = state.registry.lookup(request.args.get("model"))
+    if served.state != "ready":
+        served = await state.registry.get(request.args.get("model"))
+    # a ready model is read without marking it used: polling /props must not keep it awake
     return json_response(props_body(state, served))
 
 
