@@ -198,7 +198,7 @@ OTHER_FIELDS: dict[str, dict[str, Any]] = {
     "dry_base": {"type": "number"},
     "adaptive_decay": {"type": "number", "minimum": 0.0, "maximum": 0.99},
     **{name: {"type": "boolean"} for name in ("stream", "cache_prompt", "return_tokens", "timings_per_token",
-                                              "grammar_lazy")},
+                                              "grammar_lazy", "return_progress")},
     "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
     "samplers": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
     "dry_sequence_breakers": {"type": "array", "items": {"type": "string"}, "minItems": 1},
