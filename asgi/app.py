@@ -200,11 +200,38 @@ def _install_error_handlers(app: Quart) -> None:
         return json_response(error_body(500, "internal server error (the server log has the details)"), status=500)
 
 
+def _title_case(name: bytes) -> bytes:
+    return b"-".join(part[:1].upper() + part[1:] for part in name.split(b"-"))
+
+
+class TitleCaseHeaders:
+    """Write response header names as llama-server does (`Content-Type`, not `content-type`).
+
+    HTTP says their case does not matter, but clients that copy headers into a plain dict
+    (llama.cpp's own test suite among them) look them up exactly; Quart lower-cases them."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_titled(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [(_title_case(k), v) for k, v in message.get("headers", [])]}
+            await send(message)
+
+        await self.app(scope, receive, send_titled)
+
+
 def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Quart:
     """A ready-to-serve app for `settings` (models load when serving starts)."""
     from asgi.routes import register_routes
 
     app = Quart("pyllama", static_folder=None)
+    app.asgi_app = TitleCaseHeaders(app.asgi_app)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["BODY_TIMEOUT"] = settings.timeout
@@ -218,7 +245,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
     register_openapi(app)
     from asgi.disconnect import watch_disconnects
 
-    app.asgi_app = watch_disconnects(app.asgi_app)  # type: ignore[method-assign,assignment,arg-type]
+    app.asgi_app = watch_disconnects(app.asgi_app)  # type: ignore[method-assign,assignment]
 
     @app.before_serving
     async def start_models() -> None:
@@ -226,6 +253,12 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
 
         state.started = time.time()
         state.background.append(asyncio.create_task(state.registry.start()))
+        if settings.sleep_idle_seconds > 0 and not settings.multi_model:
+            from asgi.routes.meta import props_body
+            from asgi.sleep import sleep_when_idle
+
+            state.background.append(asyncio.create_task(sleep_when_idle(
+                state.registry, settings.sleep_idle_seconds, lambda served: props_body(state, served))))
 
     @app.after_serving
     async def stop_models() -> None:

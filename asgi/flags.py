@@ -145,7 +145,20 @@ FLAGS: list[Flag] = [
     _f("-v --verbose --log-verbose", "verbose", "flag", "verbose logging (requests and responses)"),
     _f("-lv --verbosity --log-verbosity", "verbosity", "int", "log verbosity level", "LLAMA_ARG_LOG_VERBOSITY"),
     _f("--log-disable", "log_disable", "flag", "disable logging"),
-    # accepted and ignored: GPU and C-build knobs
+    _f("--sleep-idle-seconds", "sleep_idle_seconds", "int", "seconds of idleness after which the model is unloaded until the next request (default: -1 = never)", "LLAMA_ARG_SLEEP_IDLE_SECONDS"),
+    _f("--ui-mcp-proxy --webui-mcp-proxy", "ui_mcp_proxy", "toggle", "serve the /cors-proxy route the web UI's MCP client uses (default: off; do not enable in untrusted environments)", "LLAMA_ARG_UI_MCP_PROXY"),
+    _f("--media-path", "media_path", "str", "folder local file:// media may be read from (no multimodal models here: accepted, unused)", "LLAMA_ARG_MEDIA_PATH"),
+    # reasoning: parsed here; asgi/chat reasoning code gives them their meaning
+    _f("-rea --reasoning", "reasoning", "str", "reasoning: on, off or auto (default: auto)", "LLAMA_ARG_REASONING"),
+    _f("--reasoning-format", "reasoning_format", "str", "reasoning format: none, deepseek, deepseek-legacy, auto", "LLAMA_ARG_THINK"),
+    _f("--reasoning-budget", "reasoning_budget", "int", "thinking token budget (-1 = unlimited, 0 = no thinking)", "LLAMA_ARG_THINK_BUDGET"),
+    # accepted and ignored: GPU and C-build knobs, and llama-server features that have no counterpart here
+    _f("-cram --cache-ram", "cache_ram", "int", "host-memory prompt cache size in MiB (ignored: slots keep their own cache)", "LLAMA_ARG_CACHE_RAM", ignored=True),
+    _f("--cache-idle-slots", "cache_idle_slots", "toggle", "save idle slots to the host prompt cache (ignored)", "LLAMA_ARG_CACHE_IDLE_SLOTS", ignored=True),
+    _f("--swa-full", "swa_full", "flag", "full-size SWA cache (ignored: the KV cache is always full size)", "LLAMA_ARG_SWA_FULL", ignored=True),
+    _f("--offline", "offline", "flag", "offline mode (ignored: pyllama never downloads)", "LLAMA_ARG_OFFLINE", ignored=True),
+    _f("-bs --backend-sampling", "backend_sampling", "flag", "sample on the backend (ignored: NumPy samples on the CPU)", ignored=True),
+    _f("--tools", "tools", "str", "built-in agent tools (ignored: not served here)", "LLAMA_ARG_TOOLS", ignored=True),
     _f("-t --threads", "threads", "int", "CPU threads (NumPy/BLAS decides here)", "LLAMA_ARG_THREADS", ignored=True),
     _f("-tb --threads-batch", "threads_batch", "int", "batch threads (ignored)", ignored=True),
     _f("--threads-http", "threads_http", "int", "HTTP threads (ignored: one event loop)", "LLAMA_ARG_THREADS_HTTP", ignored=True),

@@ -52,14 +52,15 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(logging.DEBUG if settings.verbose else logging.INFO)
 
 
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host  # IPv6 literal
+
+
 def hypercorn_config(settings: Settings) -> Any:
     from hypercorn.config import Config
 
     config = Config()
-    host = settings.host
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"  # IPv6 literal
-    config.bind = [f"{host}:{settings.port}"]
+    config.bind = [f"{_bracketed(h)}:{settings.port}" for h in settings.hosts]
     if settings.ssl_cert_file is not None and settings.ssl_key_file is not None:
         config.certfile = str(settings.ssl_cert_file)
         config.keyfile = str(settings.ssl_key_file)
@@ -121,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings)
     log = logging.getLogger("asgi")
     for name in settings.ignored_flags:
-        log.info("note: %s has no effect in pyllama (accepted for llama-server compatibility)", name)
+        log.warning("note: %s has no effect in pyllama (accepted for llama-server compatibility)", name)
     try:
         asyncio.run(serve(settings))
     except OSError as exc:  # e.g. the port is taken

@@ -46,6 +46,7 @@ _FAILED = "internal error while {} this request; other requests are not affected
 __all__ = ["Emit", "Event", "Final", "Metrics", "Partial", "Scheduler", "StopType", "Task", "TaskKind",
            "TokenProb", "timings_json"]
 
+
 @dataclass
 class Metrics:
     """Counters behind /metrics (llama-server's names without the prefix).
@@ -61,6 +62,9 @@ class Metrics:
     predicted_seconds_total: float = 0.0
     n_decode_total: int = 0
     n_busy_slots_total: int = 0
+    prompt_tokens_cached_total: int = 0  # reused from a slot's cache: no decode
+    predicted_steps_total: int = 0  # decode steps of generating slots (tokens minus each task's first)
+    n_tokens_max: int = 0  # longest sequence seen (prompt + generation)
 
 
 class Scheduler:
@@ -192,12 +196,15 @@ class Scheduler:
             if slot.generating:
                 slot.t_predict += share
                 m.predicted_seconds_total += share
+                m.predicted_steps_total += 1
             else:
                 slot.t_prompt += share
                 slot.n_past = chunk.pos + len(chunk.tokens)
                 m.prompt_tokens_total += len(chunk.tokens)
                 m.prompt_seconds_total += share
+                slot.emit_progress()
             slot.cache_tokens = slot.cache_tokens[: chunk.pos] + chunk.tokens
+            m.n_tokens_max = max(m.n_tokens_max, len(slot.cache_tokens))
             if chunk.output == "none":
                 continue
             try:
@@ -292,6 +299,8 @@ class Scheduler:
         n_cached = min(n_cached, len(task.prompt) - 1, model.kv.length(slot.id))
         model.kv.truncate(slot.id, n_cached)
         slot.begin(task, emit, sampler, n_cached, tok)
+        slot.emit_progress()  # llama-server's 0% update, before any prompt token is read
+        self.metrics.prompt_tokens_cached_total += n_cached
         if task.n_predict < 0 and self.n_predict_default >= 0:
             slot.n_predict = self.n_predict_default
         if sampler is not None:
@@ -467,6 +476,9 @@ class Scheduler:
             embedding=[normalize(v, task.normalize).tolist() for v in vectors],
         )
         self.metrics.prompt_tokens_total += len(task.prompt)
+        self.metrics.prompt_seconds_total += final.prompt_ms / 1e3
+        self.metrics.n_decode_total += 1  # the input's forward pass is a decode, though nothing is sampled
+        self.metrics.n_busy_slots_total += 1
         emit = slot.emit
         slot.cache_tokens = []
         slot.release()

@@ -8,9 +8,9 @@ from asgi.settings import Settings
 
 
 def register_routes(app: Quart, settings: Settings) -> None:
-    from asgi.routes import chat, completions, embeddings, meta, static, tokens
+    from asgi.routes import chat, completions, cors_proxy, embeddings, meta, static, tokens
 
-    for module in (meta, tokens, completions, chat, embeddings):
+    for module in (meta, tokens, completions, chat, embeddings, cors_proxy):
         app.register_blueprint(module.bp)
     if settings.static_path is not None and settings.static_path.is_dir():
         # Registered last: its catch-all path must not shadow the API routes.

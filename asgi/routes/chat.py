@@ -65,7 +65,9 @@ def chat_prompt(served: ServedModel, body: dict[str, Any]) -> tuple[ChatPrompt, 
     assert served.template is not None
     messages = parse_messages(body.get("messages"))
     tools = parse_tools(body.get("tools"))
-    tool_choice = body.get("tool_choice", "auto")
+    tool_choice = body.get("tool_choice")
+    if tool_choice is None:  # absent or null: llama-server's default
+        tool_choice = "auto"
     if isinstance(tool_choice, dict):  # {"type": "function", "function": {"name": ...}}: call that one
         function = tool_choice.get("function")
         name = function.get("name") if isinstance(function, dict) else None
@@ -86,6 +88,14 @@ def chat_prompt(served: ServedModel, body: dict[str, Any]) -> tuple[ChatPrompt, 
     add_generation_prompt = body.get("add_generation_prompt", True)
     if not isinstance(add_generation_prompt, bool):
         raise BadRequest("Field 'add_generation_prompt': type must be boolean")
+    # continue_final_message (vLLM/transformers): continue the trailing assistant message,
+    # the same prompt as llama-server's automatic assistant prefill
+    cont = body.get("continue_final_message")
+    if cont is True or cont in ("content", "reasoning_content"):
+        if add_generation_prompt:
+            raise BadRequest("Cannot set both add_generation_prompt and continue_final_message to true.")
+        if messages and messages[-1].role == "assistant":
+            add_generation_prompt = True  # pyllama.chat continues a trailing assistant message on this path
     parallel = body.get("parallel_tool_calls", False)
     inputs = ChatInputs(
         messages=messages, tools=tools, tool_choice=tool_choice, parallel_tool_calls=bool(parallel),
@@ -127,7 +137,7 @@ def _parse(prompt: ChatPrompt, text: str) -> ParsedOutput:
 @bp.post("/v1/chat/completions")
 @bp.post("/chat/completions")
 async def chat_completions() -> Response:
-    from asgi.routes.completions import make_tasks, read_params
+    from asgi.routes.completions import make_tasks, read_params, verbose_body, wants_verbose
 
     body = await read_json()
     served = await server_state().registry.get(body.get("model"))
@@ -156,7 +166,10 @@ async def chat_completions() -> Response:
                 choice["logprobs"] = {"content": [p.to_json() for p in final.probs]}
             choices.append(choice)
         total = usage(sum(f.n_prompt for f in finals), sum(f.n_decoded for f in finals), sum(f.n_cached for f in finals))
-        return json_response(oai_chat(cmpl_id, model_name, choices, total, finals[0].timings))
+        answer = oai_chat(cmpl_id, model_name, choices, total, finals[0].timings)
+        if wants_verbose(body):
+            answer["__verbose"] = verbose_body(served, params, finals[0], tokens)
+        return json_response(answer)
 
     started = [False] * len(tasks)
     text = [""] * len(tasks)
@@ -167,6 +180,10 @@ async def chat_completions() -> Response:
 
         i, event = item.index, item.event
         out: list[str] = []
+        if getattr(event, "progress", None) is not None:  # return_progress: llama-server's progress chunk
+            chunk = chat_chunk(cmpl_id, model_name, i, {"role": "assistant", "content": None})
+            chunk["timings"], chunk["prompt_progress"] = event.timings, event.progress
+            return [sse_event(chunk)]
         if not started[i]:
             started[i] = True
             out.append(sse_event(chat_chunk(cmpl_id, model_name, i, {"role": "assistant", "content": None})))
@@ -204,3 +221,16 @@ async def chat_completions() -> Response:
     served.admit(len(tasks))
     first, rest = await guarded(stream_all(served, tasks))
     return sse_response(sse_events(first, rest, render, SSE_DONE), SSE_DONE)
+
+
+@bp.post("/chat/completions/input_tokens")
+@bp.post("/v1/chat/completions/input_tokens")
+async def chat_input_tokens() -> Response:
+    """How many tokens a chat request's prompt takes, without generating (llama-server's
+    handle_count_tokens)."""
+    body = await read_json()
+    served = await server_state().registry.get(body.get("model"))
+    prompt, _ = chat_prompt(served, body)
+    served.check_text_fits(prompt.prompt)
+    tokens = await tokenize_off_loop(len(prompt.prompt), served.tokenizer.tokenize, prompt.prompt, True, True)
+    return json_response({"input_tokens": len(tokens)})
