@@ -20,8 +20,10 @@ from typing import Any
 from asgi.errors import ApiError
 from asgi.flags import FLAGS, build_parser, env_values
 from asgi.params import RequestLimits, check_grammar, schema_to_grammar
+from asgi.reasoning_settings import apply_reasoning_flags
 from asgi.startup_checks import SettingsError, api_keys, check_kv_fits, read_text
 from pyllama import model_files
+from pyllama.chat.reasoning import ReasoningConfig
 from pyllama.errors import InvalidRequestError
 from pyllama.json_limits import loads_bounded
 
@@ -119,6 +121,8 @@ class Settings:
     max_queue: int | None = None  # None: max(64, 4 x the model's slots); -1: no limit
     shutdown_timeout: float = 10.0
     limits: RequestLimits = field(default_factory=RequestLimits)
+    reasoning: ReasoningConfig = field(default_factory=ReasoningConfig)
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def default_model(self) -> ModelSpec:
@@ -372,6 +376,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         settings.system_prompt = _system_prompt(values["system_prompt_file"])
     settings.sampling = _sampling(values)
     _apply_limits(settings, values)
+    apply_reasoning_flags(settings, values)
     return settings
 
 
