@@ -160,6 +160,9 @@ def anthropic_to_chat(body: dict[str, Any]) -> dict[str, Any]:
             }}
             for t in tools
         ]
+    for key in ("tool_choice", "thinking", "metadata"):
+        if body.get(key) is not None and not isinstance(body[key], dict):
+            raise BadRequest(f"'{key}' must be an object")
     choice = body.get("tool_choice")
     if isinstance(choice, dict):
         kind = choice.get("type")
