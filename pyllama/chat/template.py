@@ -231,6 +231,9 @@ class ChatTemplate:
         }
         if inputs.tools and inputs.tool_choice != "none" and self.caps.supports_tools:
             extra["tools"] = inputs.tools
+        if "functools[" in self.source:  # firefunction v2 reads its tools as a JSON string (llama.cpp)
+            offered = inputs.tools if inputs.tool_choice != "none" else []
+            extra["functions"] = json.dumps(offered, indent=2, ensure_ascii=False) if offered else ""
         extra.update(inputs.kwargs)
         text = self._render_raw(messages, add_generation_prompt=add_generation_prompt, extra=extra)
         if self.add_bos and self.bos_token and text.startswith(self.bos_token):

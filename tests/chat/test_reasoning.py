@@ -8,6 +8,7 @@ ChatTemplate directly; the splitting cases cover the DeepSeek R1 / Qwen 3 conven
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,14 @@ def test_streamed_pieces_add_up_to_the_whole(size: int) -> None:
         reasoning, content = reasoning + r, content + c
     r, c = stream.flush()
     assert (reasoning + r, content + c) == ("Let me add.\n2 + 2 = 4", "The answer is 4.")
+
+
+@pytest.mark.parametrize("tools", [None, [], [TOOL]])
+def test_firefunction_v2_gets_functions_and_date(tools: list[dict] | None) -> None:
+    """llama.cpp's test_date_inside_prompt: the template reads `functions` (the tools as JSON)."""
+    template = ChatTemplate((TEMPLATES / "fireworks-ai-llama-3-firefunction-v2.jinja").read_text())
+    now = 1_700_000_000.0
+    prompt = template.apply(ChatInputs(messages=[ChatMessage("user", "What is today?")], tools=tools or [],
+                                       now=now)).prompt
+    assert time.strftime("%b %d %Y", time.localtime(now)) in prompt
+    assert ('"name": "python"' in prompt) == bool(tools)
