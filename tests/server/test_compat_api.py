@@ -277,3 +277,19 @@ def test_vertex_predict_dispatches_instances(r1_server: ServerProcess) -> None:
     assert first["prompt"].endswith("<think>\n") and second["tokens"]
     assert "no handler registered" in third["error"]["message"] and "JSON object" in fourth["error"]["message"]
     assert httpx.post(r1_server.base_url + "/predict", json={"instances": 3}).status_code == 400
+
+
+def test_reasoning_flags(smollm2_path: Path) -> None:
+    from asgi.settings import SettingsError, parse_settings
+
+    s = parse_settings(["-m", str(smollm2_path), "-rea", "off", "--reasoning-format", "none",
+                        "--reasoning-budget", "0", "--chat-template-kwargs", '{"x": 1}'], {})
+    assert (s.reasoning.mode, s.reasoning.format, s.reasoning.budget) == ("off", "none", 0)
+    assert s.chat_template_kwargs == {"x": 1, "enable_thinking": False}
+    env = parse_settings(["-m", str(smollm2_path)], {"LLAMA_ARG_REASONING": "on", "LLAMA_ARG_THINK": "deepseek"})
+    assert (env.reasoning.mode, env.reasoning.format) == ("on", "deepseek")
+    for argv, needle in ((["--reasoning", "maybe"], "--reasoning"), (["--reasoning-format", "xml"], "--reasoning-format"),
+                         (["--reasoning-budget", "-2"], "--reasoning-budget"),
+                         (["--chat-template-kwargs", "[1]"], "JSON object")):
+        with pytest.raises(SettingsError, match=needle):
+            parse_settings(["-m", str(smollm2_path), *argv], {})
