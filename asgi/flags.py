@@ -14,6 +14,8 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from asgi.speed_flags import SPEED_FLAGS
+
 # kinds: str int float flag (store_true) noflag (store_false) list (repeatable str) toggle (--x/--no-x)
 KINDS = ("str", "int", "float", "flag", "noflag", "list", "toggle")
 
@@ -144,9 +146,9 @@ FLAGS: list[Flag] = [
     _f("-v --verbose --log-verbose", "verbose", "flag", "verbose logging (requests and responses)"),
     _f("-lv --verbosity --log-verbosity", "verbosity", "int", "log verbosity level", "LLAMA_ARG_LOG_VERBOSITY"),
     _f("--log-disable", "log_disable", "flag", "disable logging"),
+    # threads and speculative decoding (issue 18; asgi/speed_flags.py)
+    *[_f(*row) for row in SPEED_FLAGS],
     # accepted and ignored: GPU and C-build knobs
-    _f("-t --threads", "threads", "int", "CPU threads (NumPy/BLAS decides here)", "LLAMA_ARG_THREADS", ignored=True),
-    _f("-tb --threads-batch", "threads_batch", "int", "batch threads (ignored)", ignored=True),
     _f("--threads-http", "threads_http", "int", "HTTP threads (ignored: one event loop)", "LLAMA_ARG_THREADS_HTTP", ignored=True),
     _f("-ngl --gpu-layers --n-gpu-layers", "n_gpu_layers", "str", "GPU layers (ignored: CPU only)", "LLAMA_ARG_N_GPU_LAYERS", ignored=True),
     _f("-fa --flash-attn", "flash_attn", "str", "flash attention (ignored)", "LLAMA_ARG_FLASH_ATTN", ignored=True),

@@ -119,6 +119,8 @@ class Settings:
     max_queue: int | None = None  # None: max(64, 4 x the model's slots); -1: no limit
     shutdown_timeout: float = 10.0
     limits: RequestLimits = field(default_factory=RequestLimits)
+    n_threads: int | None = None  # -t; None: pyllama.cli.blas_threads.DEFAULT_THREADS
+    n_threads_batch: int | None = None  # -tb; None: same as -t
 
     @property
     def default_model(self) -> ModelSpec:
@@ -372,6 +374,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         settings.system_prompt = _system_prompt(values["system_prompt_file"])
     settings.sampling = _sampling(values)
     _apply_limits(settings, values)
+    _apply_speed(settings, values)
     return settings
 
 
@@ -411,6 +414,16 @@ def _apply_limits(settings: Settings, values: dict[str, Any]) -> None:
             raise SettingsError(f"--shutdown-timeout must be between 0 and 3600 s (got {settings.shutdown_timeout})")
     if settings.timeout < 1:
         raise SettingsError(f"--timeout must be at least 1 second (got {settings.timeout})")
+
+
+def _apply_speed(settings: Settings, values: dict[str, Any]) -> None:
+    """-t/-tb (llama.cpp: a value <= 0 means every core)."""
+    import os
+
+    for dest in ("threads", "threads_batch"):
+        if dest in values:
+            n = int(values[dest])
+            setattr(settings, f"n_{dest}", n if n > 0 else os.cpu_count() or 1)
 
 
 def _system_prompt(path: str) -> str:

@@ -93,6 +93,8 @@ async def get_props() -> Response:
         "system_prompt": state.settings.system_prompt,
         "assistant_name": "",
         "user_name": "",
+        # pyllama: -t/-tb and what each BLAS runs now (threadpoolctl, read in this process)
+        "threads": served.threads.props() if served.threads is not None else None,
     })
 
 
