@@ -14,6 +14,8 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from asgi.speed_flags import SPEED_FLAGS
+
 # kinds: str int float flag (store_true) noflag (store_false) list (repeatable str) toggle (--x/--no-x)
 KINDS = ("str", "int", "float", "flag", "noflag", "list", "toggle")
 
@@ -150,6 +152,8 @@ FLAGS: list[Flag] = [
     _f("-v --verbose --log-verbose", "verbose", "flag", "verbose logging (requests and responses)"),
     _f("-lv --verbosity --log-verbosity", "verbosity", "int", "log verbosity level", "LLAMA_ARG_LOG_VERBOSITY"),
     _f("--log-disable", "log_disable", "flag", "disable logging"),
+    # threads and speculative decoding (issue 18; asgi/speed_flags.py)
+    *[_f(*row) for row in SPEED_FLAGS],
     _f("--sleep-idle-seconds", "sleep_idle_seconds", "int", "seconds of idleness after which the model is unloaded until the next request (default: -1 = never)", "LLAMA_ARG_SLEEP_IDLE_SECONDS"),
     _f("--ui-mcp-proxy --webui-mcp-proxy", "ui_mcp_proxy", "toggle", "serve the /cors-proxy route the web UI's MCP client uses (default: off; do not enable in untrusted environments)", "LLAMA_ARG_UI_MCP_PROXY"),
     _f("--media-path", "media_path", "str", "folder local file:// media may be read from (no multimodal models here: accepted, unused)", "LLAMA_ARG_MEDIA_PATH"),
@@ -160,8 +164,6 @@ FLAGS: list[Flag] = [
     _f("--offline", "offline", "flag", "offline mode (ignored: pyllama never downloads)", "LLAMA_ARG_OFFLINE", ignored=True),
     _f("-bs --backend-sampling", "backend_sampling", "flag", "sample on the backend (ignored: NumPy samples on the CPU)", ignored=True),
     _f("--tools", "tools", "str", "built-in agent tools (ignored: not served here)", "LLAMA_ARG_TOOLS", ignored=True),
-    _f("-t --threads", "threads", "int", "CPU threads (NumPy/BLAS decides here)", "LLAMA_ARG_THREADS", ignored=True),
-    _f("-tb --threads-batch", "threads_batch", "int", "batch threads (ignored)", ignored=True),
     _f("--threads-http", "threads_http", "int", "HTTP threads (ignored: one event loop)", "LLAMA_ARG_THREADS_HTTP", ignored=True),
     _f("-ngl --gpu-layers --n-gpu-layers", "n_gpu_layers", "str", "GPU layers (ignored: CPU only)", "LLAMA_ARG_N_GPU_LAYERS", ignored=True),
     _f("-fa --flash-attn", "flash_attn", "str", "flash attention (ignored)", "LLAMA_ARG_FLASH_ATTN", ignored=True),

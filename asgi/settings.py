@@ -126,6 +126,8 @@ class Settings:
     ui_mcp_proxy: bool = False  # serve /cors-proxy
     reasoning: ReasoningConfig = field(default_factory=ReasoningConfig)
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    n_threads: int | None = None  # -t; None: pyllama.cli.blas_threads.DEFAULT_THREADS
+    n_threads_batch: int | None = None  # -tb; None: same as -t
 
     @property
     def default_model(self) -> ModelSpec:
@@ -408,6 +410,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     settings.sampling = _sampling(values)
     _apply_limits(settings, values)
     apply_reasoning_flags(settings, values)
+    _apply_speed(settings, values)
     return settings
 
 
@@ -448,6 +451,16 @@ def _apply_limits(settings: Settings, values: dict[str, Any]) -> None:
             raise SettingsError(f"--shutdown-timeout must be between 0 and 3600 s (got {settings.shutdown_timeout})")
     if settings.timeout < 1:
         raise SettingsError(f"--timeout must be at least 1 second (got {settings.timeout})")
+
+
+def _apply_speed(settings: Settings, values: dict[str, Any]) -> None:
+    """-t/-tb (llama.cpp: a value <= 0 means every core)."""
+    import os
+
+    for dest in ("threads", "threads_batch"):
+        if dest in values:
+            n = int(values[dest])
+            setattr(settings, f"n_{dest}", n if n > 0 else os.cpu_count() or 1)
 
 
 def _system_prompt(path: str) -> str:

@@ -12,9 +12,12 @@ safe to call from another thread while `step()` runs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -78,8 +81,13 @@ class Scheduler:
         context_shift: bool = True,
         slot_prompt_similarity: float = 0.5,
         n_predict_default: int = -1,
+        threads: Callable[[int], AbstractContextManager[None]] | None = None,
     ) -> None:
+        """`threads`, if given, is entered around every forward pass with the pass's token
+        count (the CLI and the server pass pyllama.cli.blas_threads.BlasThreads: -t for one
+        token, -tb for more); the engine itself never touches threads."""
         self.model = model
+        self.threads = threads
         self.n_batch = max(1, n_batch)
         self.context_shift = context_shift
         self.slot_prompt_similarity = slot_prompt_similarity
@@ -100,6 +108,9 @@ class Scheduler:
             tok = self.model.tokenizer
             self._pieces = [tok.token_to_piece(i, True) for i in range(self.model.n_vocab)]
         return self._pieces
+
+    def _threads(self, n_tokens: int) -> AbstractContextManager[None]:
+        return self.threads(n_tokens) if self.threads is not None else contextlib.nullcontext()
 
     # -- requests (thread-safe: deque appends only) -------------------------------------
     def submit(self, task: Task, emit: Emit) -> int:
@@ -180,7 +191,8 @@ class Scheduler:
             return True
         t0 = time.perf_counter()
         try:
-            logits = self.model.decode(batch)
+            with self._threads(batch.n_tokens):
+                logits = self.model.decode(batch)
         except PyllamaError as exc:
             for slot in owners:
                 self._fail(slot, str(exc), "invalid_request")
@@ -460,7 +472,8 @@ class Scheduler:
         t0 = time.perf_counter()
         self.model.kv.truncate(slot.id, 0)
         try:
-            hidden = self.model.hidden(Batch([SeqChunk(slot.id, task.prompt, 0, "all")]))
+            with self._threads(len(task.prompt)):
+                hidden = self.model.hidden(Batch([SeqChunk(slot.id, task.prompt, 0, "all")]))
         except PyllamaError as exc:
             self._fail(slot, str(exc), "invalid_request")
             return

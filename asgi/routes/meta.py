@@ -102,6 +102,8 @@ def props_body(state: ServerState, served: ServedModel) -> dict[str, Any]:
         "assistant_name": "",
         "user_name": "",
         "cors_proxy_enabled": state.settings.ui_mcp_proxy,
+        # pyllama: -t/-tb and what each BLAS runs now (threadpoolctl, read in this process)
+        "threads": served.threads.props() if served.threads is not None else None,
     }
 
 

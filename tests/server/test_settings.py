@@ -33,7 +33,7 @@ def test_flags_map_to_settings(smollm2_path: Path, tmp_path: Path) -> None:
     assert s.api_keys == ["k1", "k2", "k3"]
     assert s.sampling == {"temperature": 0.5, "top_k": 7, "n_predict": 32, "n_keep": 4, "seed": 42,
                           "samplers": ["top_k", "temperature"], "logit_bias": [[15, 1.5]]}
-    assert s.ignored_flags == ["--threads"]
+    assert s.ignored_flags == [] and (s.n_threads, s.n_threads_batch) == (4, None)  # -t is honoured now
 
 
 def test_environment_then_command_line(smollm2_path: Path) -> None:
