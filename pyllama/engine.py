@@ -36,11 +36,11 @@ NumericsChoice = Literal["fast", "exact"]
 
 IS_PYODIDE = sys.platform == "emscripten"
 DEFAULT_MEM_BUDGET = 4 << 30
-# Under Pyodide, dense float32 decodes about 2x faster than packed (no BLAS, so converting
-# packed tiles dominates: wasm/bench_node.py, SmolLM2, 14.1 vs 7.3 t/s), but the wasm heap
-# is small (4 GiB at most, and it also holds the file's bytes), so `auto` picks dense
-# there only when the float32 weights fit this budget: SmolLM2-135M (513 MiB) goes dense,
-# Gemma 3 270M (1023 MiB) stays packed.
+# Under Pyodide, dense float32 decodes about twice as fast as packed (no BLAS, so converting
+# packed tiles dominates; docs/performance.md), but the wasm heap is small (4 GiB at most,
+# and it also holds the file's bytes), so `auto` picks dense there only when the float32
+# weights fit this budget: SmolLM2-135M (513 MiB) goes dense, Gemma 3 270M (1023 MiB)
+# stays packed.
 PYODIDE_DENSE_BUDGET = 768 << 20
 
 

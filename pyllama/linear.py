@@ -75,7 +75,7 @@ def _raise_mmap_threshold() -> None:
     mmap each time, and raises the threshold to the size of any such block freed. Loading
     packed weights tile by tile now frees no big temporaries, so the threshold stayed low
     and every activation of a prompt (0.5-4 MiB each) was a new mmap whose pages faulted
-    in: Gemma pp256 ran at 262 t/s instead of 300. Freeing this block (never written, so
+    in, which slowed prompts measurably (docs/performance.md). Freeing this block (never written, so
     never resident) moves the threshold to 16 MiB after the weights exist, so they were
     still placed without heap fragmentation while activations reuse heap memory.
     Only on Linux: under Pyodide the block would grow the WebAssembly memory for good.
