@@ -14,4 +14,5 @@ def register_routes(app: Quart, settings: Settings) -> None:
         app.register_blueprint(module.bp)
     if settings.static_path is not None and settings.static_path.is_dir():
         # Registered last: its catch-all path must not shadow the API routes.
-        app.register_blueprint(static.make_blueprint(settings.static_path))
+        models = [] if settings.api_keys else [m.path for m in settings.models]
+        app.register_blueprint(static.make_blueprint(settings.static_path, models))
