@@ -29,11 +29,11 @@ CACHE = Path.home() / ".cache" / "pyllama" / "npm"
 # package -> (version, {file in the tarball: path under web/vendor/})
 PACKAGES: dict[str, tuple[str, dict[str, str]]] = {
     "markdown-it": ("15.0.3", {
-        "package/dist/browser/markdown-it.esm.min.mjs": "markdown-it.esm.min.mjs",
+        "package/dist/browser/markdown-it.esm.min.mjs": "markdown-it.esm.min.js",  # .js: every static host serves it as JavaScript
         "package/LICENSE": "markdown-it.LICENSE",
     }),
     "dompurify": ("3.5.0", {
-        "package/dist/purify.es.mjs": "purify.es.mjs",
+        "package/dist/purify.es.mjs": "purify.es.js",
         "package/LICENSE": "dompurify.LICENSE",
     }),
     "katex": ("0.19.1", {

@@ -10,8 +10,8 @@
 //
 // Streaming: this runs on every painted frame, so half-finished input must look right; an
 // unclosed ``` fence renders as a code block in progress (class "open").
-import MarkdownIt from "./vendor/markdown-it.esm.min.mjs";
-import DOMPurify from "./vendor/purify.es.mjs";
+import MarkdownIt from "./vendor/markdown-it.esm.min.js";
+import DOMPurify from "./vendor/purify.es.js";
 
 const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
 export function escapeHtml(s) {
