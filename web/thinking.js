@@ -19,7 +19,8 @@ export function splitThinking(text) {
     return { thinking: s.slice(i + open.length, j).trim(), answer: s.slice(j + close.length).replace(/^\s+/, ""), open: false };
   }
   // a chat template that opens <think> in the prompt: the answer starts inside the thinking
-  for (const [, close] of PAIRS) {
+  for (const [open, close] of PAIRS) {
+    if (s.includes(open)) continue; // an opening tag mid-answer: all of it is answer text
     const j = s.indexOf(close);
     if (j >= 0) return { thinking: s.slice(0, j).trim(), answer: s.slice(j + close.length).replace(/^\s+/, ""), open: false };
   }
