@@ -119,6 +119,15 @@ def test_bug2_two_tabs_keep_both_conversations(browser: Any, server: Server) -> 
         b.wait_for_function("document.querySelectorAll('#conv-list li').length === 2", timeout=5_000)
         titles = a.inner_text("#conv-list")
         assert "apple" in titles and "banana" in titles
+        # an edit in B (rename A's conversation) shows in A at once and survives both reloads
+        b.click("#conv-list li:has-text('apple') .conv-ren")
+        b.fill("#conv-list .conv-rename", "Renamed in B")
+        b.press("#conv-list .conv-rename", "Enter")
+        a.wait_for_function("document.querySelector('#conv-list').textContent.includes('Renamed in B')", timeout=5_000)
+        for p in (a, b):
+            p.reload()
+            p.wait_for_function("document.querySelectorAll('#conv-list li').length === 2", timeout=5_000)
+            assert "Renamed in B" in p.inner_text("#conv-list") and "banana" in p.inner_text("#conv-list")
     finally:
         ctx.close()
 
