@@ -26,4 +26,5 @@ def register_routes(app: Quart, settings: Settings) -> None:
     vertex.register(app)  # only when AIP_MODE=PREDICTION (Vertex AI custom container)
     if settings.static_path is not None and settings.static_path.is_dir():
         # Registered last: its catch-all path must not shadow the API routes.
-        app.register_blueprint(static.make_blueprint(settings.static_path))
+        models = [] if settings.api_keys else [m.path for m in settings.models]
+        app.register_blueprint(static.make_blueprint(settings.static_path, models))
