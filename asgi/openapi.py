@@ -207,7 +207,7 @@ def openapi_document(app: Quart, limits: RequestLimits) -> dict[str, Any]:
 def register_openapi(app: Quart) -> None:
     @app.get("/openapi.json")
     async def openapi_json() -> Response:
-        from asgi.app import server_state
         from asgi.http import json_response
+        from asgi.state import server_state
 
         return json_response(openapi_document(app, server_state().settings.limits))

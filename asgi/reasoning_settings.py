@@ -8,16 +8,14 @@ variable; a request's `chat_template_kwargs` still overrides it.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asgi.startup_checks import SettingsError
 from pyllama.chat.reasoning import REASONING_FORMATS, ReasoningConfig, parse_mode
 
-if TYPE_CHECKING:
-    from asgi.settings import Settings
 
-
-def apply_reasoning_flags(settings: Settings, values: dict[str, Any]) -> None:
+def reasoning_flags(values: dict[str, Any]) -> tuple[ReasoningConfig, dict[str, Any]]:
+    """The reasoning settings and the default template variables the flags in `values` ask for."""
     mode, fmt, budget = "auto", "auto", -1
     if "reasoning" in values:
         try:
@@ -34,14 +32,16 @@ def apply_reasoning_flags(settings: Settings, values: dict[str, Any]) -> None:
         budget = int(values["reasoning_budget"])
         if budget < -1:
             raise SettingsError(f"--reasoning-budget must be -1, 0 or a positive number of tokens (got {budget})")
-    settings.reasoning = ReasoningConfig(mode=mode, format=fmt, budget=budget)
+    config = ReasoningConfig(mode=mode, format=fmt, budget=budget)
+    kwargs: dict[str, Any] = {}
     if "chat_template_kwargs" in values:
         try:
-            kwargs = json.loads(values["chat_template_kwargs"])
+            given = json.loads(values["chat_template_kwargs"])
         except json.JSONDecodeError as exc:
             raise SettingsError(f"--chat-template-kwargs is not valid JSON: {exc.msg}") from None
-        if not isinstance(kwargs, dict):
+        if not isinstance(given, dict):
             raise SettingsError("--chat-template-kwargs must be a JSON object")
-        settings.chat_template_kwargs = kwargs
+        kwargs = given
     if mode in ("on", "off"):
-        settings.chat_template_kwargs.setdefault("enable_thinking", mode == "on")
+        kwargs.setdefault("enable_thinking", mode == "on")
+    return config, kwargs

@@ -20,7 +20,7 @@ from typing import Any
 from asgi.errors import ApiError
 from asgi.flags import FLAGS, build_parser, env_values
 from asgi.params import RequestLimits, check_grammar, schema_to_grammar
-from asgi.reasoning_settings import apply_reasoning_flags
+from asgi.reasoning_settings import reasoning_flags
 from asgi.startup_checks import SettingsError, api_keys, check_kv_fits, read_text
 from pyllama import model_files
 from pyllama.chat.reasoning import ReasoningConfig
@@ -409,7 +409,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         settings.system_prompt = _system_prompt(values["system_prompt_file"])
     settings.sampling = _sampling(values)
     _apply_limits(settings, values)
-    apply_reasoning_flags(settings, values)
+    settings.reasoning, settings.chat_template_kwargs = reasoning_flags(values)
     _apply_speed(settings, values)
     return settings
 

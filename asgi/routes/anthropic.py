@@ -158,7 +158,7 @@ async def messages() -> Response:
 async def count_tokens() -> Response:
     """Tokens the request's prompt would take (max_tokens is not needed here)."""
     body = anthropic_to_chat(await read_json())
-    from asgi.app import server_state
+    from asgi.state import server_state
 
     served = await server_state().registry.get(body.get("model"))
     prompt, _ = chat_prompt(served, body)

@@ -15,7 +15,6 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from asgi.app import server_state
 from asgi.chat_reply import Delta, Reply, ReplyStream, reasoning_format, whole_reply
 from asgi.errors import BadRequest
 from asgi.generate import Tagged, run_all, sse_events, stream_all
@@ -33,6 +32,7 @@ from asgi.responses import (
     usage,
     usage_chunk,
 )
+from asgi.state import server_state
 from pyllama.chat import ChatInputs, ChatPrompt, parse_messages, parse_tools, reasoning
 
 bp = Blueprint("chat", __name__)

@@ -6,7 +6,6 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from asgi.app import server_state
 from asgi.errors import BadRequest, ContextExceeded, NotSupported
 from asgi.generate import Tagged, run_all, sse_events, stream_all
 from asgi.http import SSE_DONE, guarded, json_response, read_json, sse_event, sse_response
@@ -29,6 +28,7 @@ from asgi.responses import (
     random_id,
     usage,
 )
+from asgi.state import server_state
 
 bp = Blueprint("completions", __name__)
 

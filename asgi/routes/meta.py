@@ -7,12 +7,12 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from asgi.app import ServerState, server_state
 from asgi.errors import BadRequest, NotSupported, Unavailable
 from asgi.http import json_response, read_json
 from asgi.params import parse_completion_params
 from asgi.registry import ServedModel
 from asgi.responses import BUILD_INFO
+from asgi.state import ServerState, server_state
 
 bp = Blueprint("meta", __name__)
 

@@ -206,7 +206,7 @@ async def responses() -> Response:
 
 
 async def _count(chat: dict[str, Any]) -> Response:
-    from asgi.app import server_state
+    from asgi.state import server_state
 
     served = await server_state().registry.get(chat.get("model"))
     prompt, _ = chat_prompt(served, chat)

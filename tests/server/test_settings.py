@@ -101,7 +101,7 @@ def test_llama_server_flags_the_suite_passes(smollm2_path: Path) -> None:
                         "5", "--cache-ram", "0", "--no-cache-idle-slots", "--ui-mcp-proxy", "--offline",
                         "--backend_sampling", "--swa-full", "--media-path", "/tmp", "--no-jinja"], {})
     assert s.hosts == ["127.0.0.1", "::1"] and s.host == "127.0.0.1"
-    assert (s.reasoning, s.sleep_idle_seconds, s.ui_mcp_proxy) == ("off", 5, True)
+    assert (s.reasoning.mode, s.sleep_idle_seconds, s.ui_mcp_proxy) == ("off", 5, True)
     assert {"--cache-ram", "--cache-idle-slots", "--offline", "--backend-sampling", "--swa-full"} <= set(s.ignored_flags)
     assert parse_settings(["-m", str(smollm2_path), "--tools", "all"], {}).cors_origins == "localhost"
     with pytest.raises(SettingsError, match="sleep-idle-seconds"):
