@@ -13,85 +13,28 @@ PYLLAMA_SERVER_ARGS) the first time the app is called.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from quart import Quart, Response, current_app, request
+from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
-from asgi.errors import ApiError, Unauthorized, Unavailable, error_body
+from asgi.errors import ApiError, Unauthorized, error_body
 from asgi.http import json_response
 from asgi.registry import ModelRegistry, Overloaded
 from asgi.settings import Settings, parse_settings
+from asgi.state import ServerState, ShuttingDown, server_state
 from pyllama.errors import ContextFullError, InvalidRequestError, PyllamaError
 
 log = logging.getLogger("asgi")
 
 PUBLIC_PATHS = frozenset({"/health", "/v1/health", "/models", "/v1/models"})
 CORS_METHODS = "GET, POST, DELETE, OPTIONS"
-
-
-class ShuttingDown(Unavailable):
-    """A request that arrives, or is still running, when the server is stopping."""
-
-
-@dataclass
-class ServerState:
-    settings: Settings
-    registry: ModelRegistry
-    started: float = 0.0
-    background: list[asyncio.Task[None]] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
-    # Graceful shutdown: requests that generate register their task here, so a stop can
-    # wait for them (up to --shutdown-timeout) and then cancel them with a clean ending.
-    inflight: set[asyncio.Task[Any]] = field(default_factory=set)
-    shutting_down: bool = False
-    cancelling: bool = False
-
-    @contextlib.contextmanager
-    def tracked(self) -> Any:
-        """Mark the current request task as in flight (see `drain`)."""
-        task = asyncio.current_task()
-        if task is None:
-            yield
-            return
-        self.inflight.add(task)
-        try:
-            yield
-        finally:
-            self.inflight.discard(task)
-
-    async def drain(self, timeout: float) -> None:
-        """Stop: let in-flight generations finish for `timeout` seconds, then cancel the rest.
-
-        A cancelled stream ends with an error event (and [DONE] on OpenAI routes), a
-        cancelled plain request answers 503: every client sees a well-formed ending."""
-        self.shutting_down = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.inflight and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        if not self.inflight:
-            return
-        log.warning("shutdown: cancelling %d in-flight request(s) after %.1f s", len(self.inflight), timeout)
-        self.cancelling = True
-        for task in list(self.inflight):
-            task.cancel("server is shutting down")
-        end = loop.time() + 2.0
-        while self.inflight and loop.time() < end:
-            await asyncio.sleep(0.02)
-
-
-def server_state() -> ServerState:
-    state: ServerState = current_app.extensions["pyllama"]
-    return state
 
 
 def _origin_is_local(origin: str) -> bool:
@@ -243,6 +186,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
     from asgi.openapi import register_openapi
 
     register_openapi(app)
+    from asgi.disconnect import watch_disconnects
+
+    app.asgi_app = watch_disconnects(app.asgi_app)  # type: ignore[method-assign,assignment]
 
     @app.before_serving
     async def start_models() -> None:
@@ -278,7 +224,7 @@ class _LazyApp:
 
     def _get(self) -> Quart | None:
         if self._app is None and self._error is None:
-            from asgi.main import configure_logging
+            from asgi.logs import configure_logging
             from asgi.settings import SettingsError
 
             try:

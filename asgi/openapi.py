@@ -15,6 +15,7 @@ from typing import Any
 
 from quart import Quart, Response
 
+from asgi.openapi_compat import compat_bodies
 from asgi.params import _BOOLS, _SAMPLING_NUMBERS, INT_MAX, OTHER_FIELDS, RequestLimits
 from pyllama import __version__
 
@@ -138,7 +139,6 @@ def request_bodies(limits: RequestLimits) -> dict[str, dict[str, Any]]:
         "completions.oai_completions": completion,
         "completions.infill": _object(infill_props, ["input_prefix", "input_suffix"]),
         "chat.chat_completions": chat,
-        "chat.chat_input_tokens": chat,
         "embeddings.embeddings_native": embeddings,
         "embeddings.embeddings_oai": embeddings,
         "tokens.tokenize": _object({
@@ -154,6 +154,7 @@ def request_bodies(limits: RequestLimits) -> dict[str, dict[str, Any]]:
         "meta.post_props": _object({"system_prompt": {"type": "string"}}),
         "meta.slot_action": _object({"filename": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,200}$"},
                                      "model": {"type": "string"}}),
+        **compat_bodies(chat),
     }
 
 
@@ -206,7 +207,7 @@ def openapi_document(app: Quart, limits: RequestLimits) -> dict[str, Any]:
 def register_openapi(app: Quart) -> None:
     @app.get("/openapi.json")
     async def openapi_json() -> Response:
-        from asgi.app import server_state
         from asgi.http import json_response
+        from asgi.state import server_state
 
         return json_response(openapi_document(app, server_state().settings.limits))

@@ -32,11 +32,23 @@ def text_size(prompt: Any) -> int:
     return 0
 
 
+# At most this many large preparations (templates, tokenization, body parsing) run at once
+# on worker threads; more wait their turn, so a burst of huge bodies cannot take every thread.
+MAX_OFF_LOOP = 2
+_off_loop_gate: asyncio.Semaphore | None = None
+
+
 async def tokenize_off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
-    """fn(*args) here if the text is short, else on a worker thread (errors propagate)."""
+    """fn(*args) here if its input is small (`size` characters or bytes), else on a worker
+    thread, at most MAX_OFF_LOOP at a time (errors propagate). The event loop stays free for
+    /health and other clients' streams while a large chat is templated or tokenized."""
+    global _off_loop_gate
     if size < OFF_LOOP_CHARS:
         return fn(*args)
-    return await asyncio.to_thread(fn, *args)
+    if _off_loop_gate is None:
+        _off_loop_gate = asyncio.Semaphore(MAX_OFF_LOOP)
+    async with _off_loop_gate:
+        return await asyncio.to_thread(fn, *args)
 
 
 class TokenizerLike(Protocol):

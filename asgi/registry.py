@@ -51,6 +51,7 @@ class ServedModel:
     created: int = field(default_factory=lambda: int(time.time()))
     active_requests: int = 0
     meta_cache: dict[str, Any] | None = None  # /models "meta", kept while the model sleeps
+    threads: Any = None  # pyllama.cli.blas_threads.BlasThreads, shared by every model of the server
     _max_piece_bytes: int = 0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -85,7 +86,7 @@ class ServedModel:
         tokenizer = model.tokenizer
         self.template = make_template(model, tokenizer, spec.chat_template)
         self.model = model
-        self.scheduler = make_scheduler(model, self.spec, self.settings)
+        self.scheduler = make_scheduler(model, self.spec, self.settings, self.threads)
         if self.scheduler is not None:
             if hasattr(self.scheduler, "token_pieces"):
                 self.scheduler.token_pieces()  # grammars need them: build once, here, not on a request
@@ -116,9 +117,12 @@ class ServedModel:
                 n_ctx=n_ctx,
             )
 
-    def admit(self) -> None:
-        """Refuse new work (503) when the slots are full and the wait queue is at its bound.
+    def admit(self, n_tasks: int = 1) -> None:
+        """Refuse new work (503) when the request's `n_tasks` tasks (prompts x n_cmpl) do not
+        fit beside the busy slots and the waiting tasks within --parallel + --max-queue.
 
+        A request larger than that whole bound (many prompts or embedding inputs) is let in
+        only when the server is idle, so it can still be served but never piles up on others.
         Called on the event loop right before the request's tasks are submitted (no await
         in between), so a burst cannot slip past the count."""
         worker = self.worker
@@ -126,7 +130,7 @@ class ServedModel:
         if worker is None or limit < 0:
             return
         waiting, busy = worker.n_waiting, worker.n_busy
-        if busy + waiting >= self.spec.n_parallel + limit:
+        if busy + waiting + n_tasks > self.spec.n_parallel + limit and (busy or waiting):
             log.warning("overloaded: %d busy slots, %d waiting tasks: answering 503", busy, waiting)
             retry = max(1, min(30, waiting // max(1, self.spec.n_parallel)))
             raise Overloaded(
@@ -206,7 +210,7 @@ def make_template(model: Model, tokenizer: Tokenizer, override: str | None) -> C
     )
 
 
-def make_scheduler(model: Model, spec: ModelSpec, settings: Settings) -> Any:
+def make_scheduler(model: Model, spec: ModelSpec, settings: Settings, threads: Any = None) -> Any:
     """The engine's scheduler for this model, or None while pyllama has none yet."""
     try:
         from pyllama.scheduler import Scheduler
@@ -218,13 +222,18 @@ def make_scheduler(model: Model, spec: ModelSpec, settings: Settings) -> Any:
         n_batch=spec.n_batch,
         context_shift=spec.context_shift,
         slot_prompt_similarity=settings.slot_prompt_similarity,
+        threads=threads,
     )
 
 
 class ModelRegistry:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.models = [ServedModel(spec, settings) for spec in settings.models]
+        from pyllama.cli.blas_threads import BlasThreads
+
+        # -t/-tb: BLAS's thread count is the process's, so one hook serves every model.
+        self.threads = BlasThreads(settings.n_threads, settings.n_threads_batch)
+        self.models = [ServedModel(spec, settings, threads=self.threads) for spec in settings.models]
         self._by_name = {alias: m for m in self.models for alias in m.spec.aliases}
         self.metrics_book = MetricsBook()
         # --sleep-idle-seconds: props kept from before the model was unloaded (GET /props while asleep)

@@ -20,8 +20,10 @@ from typing import Any
 from asgi.errors import ApiError
 from asgi.flags import FLAGS, build_parser, env_values
 from asgi.params import RequestLimits, check_grammar, schema_to_grammar
+from asgi.reasoning_settings import reasoning_flags
 from asgi.startup_checks import SettingsError, api_keys, check_kv_fits, read_text
 from pyllama import model_files
+from pyllama.chat.reasoning import ReasoningConfig
 from pyllama.errors import InvalidRequestError
 from pyllama.json_limits import loads_bounded
 
@@ -122,10 +124,10 @@ class Settings:
     hosts: list[str] = field(default_factory=lambda: ["127.0.0.1"])  # --host a,b: listen on each
     sleep_idle_seconds: int = -1  # unload the model after this long without a task (-1: never)
     ui_mcp_proxy: bool = False  # serve /cors-proxy
-    # reasoning flags as given (None: llama-server's default); the chat code interprets them
-    reasoning: str | None = None
-    reasoning_format: str | None = None
-    reasoning_budget: int | None = None
+    reasoning: ReasoningConfig = field(default_factory=ReasoningConfig)
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    n_threads: int | None = None  # -t; None: pyllama.cli.blas_threads.DEFAULT_THREADS
+    n_threads_batch: int | None = None  # -tb; None: same as -t
 
     @property
     def default_model(self) -> ModelSpec:
@@ -382,8 +384,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     if (settings.ssl_key_file is None) != (settings.ssl_cert_file is None):
         raise SettingsError("HTTPS needs both --ssl-key-file and --ssl-cert-file")
     for key in ("timeout", "metrics", "slots", "props", "cors_origins", "log_format", "verbose", "cache_prompt",
-                "cont_batching", "slot_prompt_similarity", "models_max", "models_memory_mb", "ui_mcp_proxy",
-                "reasoning", "reasoning_format", "reasoning_budget"):
+                "cont_batching", "slot_prompt_similarity", "models_max", "models_memory_mb", "ui_mcp_proxy"):
         if key in values:
             setattr(settings, key, values[key])
     if settings.log_format not in ("text", "json"):
@@ -408,6 +409,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         settings.system_prompt = _system_prompt(values["system_prompt_file"])
     settings.sampling = _sampling(values)
     _apply_limits(settings, values)
+    settings.reasoning, settings.chat_template_kwargs = reasoning_flags(values)
+    _apply_speed(settings, values)
     return settings
 
 
@@ -419,6 +422,7 @@ LIMIT_FLAGS = {
     "max_grammar_size": "grammar_bytes",
     "max_logit_bias": "logit_bias",
     "max_prompts": "prompts",
+    "max_predict": "predict",
 }
 
 
@@ -447,6 +451,16 @@ def _apply_limits(settings: Settings, values: dict[str, Any]) -> None:
             raise SettingsError(f"--shutdown-timeout must be between 0 and 3600 s (got {settings.shutdown_timeout})")
     if settings.timeout < 1:
         raise SettingsError(f"--timeout must be at least 1 second (got {settings.timeout})")
+
+
+def _apply_speed(settings: Settings, values: dict[str, Any]) -> None:
+    """-t/-tb (llama.cpp: a value <= 0 means every core)."""
+    import os
+
+    for dest in ("threads", "threads_batch"):
+        if dest in values:
+            n = int(values[dest])
+            setattr(settings, f"n_{dest}", n if n > 0 else os.cpu_count() or 1)
 
 
 def _system_prompt(path: str) -> str:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
-from asgi.app import server_state
 from asgi.errors import BadRequest, ContextExceeded, NotSupported
 from asgi.generate import Tagged, run_all, sse_events, stream_all
 from asgi.http import SSE_DONE, guarded, json_response, read_json, sse_event, sse_response
@@ -29,6 +28,7 @@ from asgi.responses import (
     random_id,
     usage,
 )
+from asgi.state import server_state
 
 bp = Blueprint("completions", __name__)
 
@@ -71,12 +71,14 @@ def make_tasks(served: ServedModel, prompts: list[list[int]], params: Completion
 
     assert served.model is not None
     check_context(prompts, served.model.n_ctx_seq)
+    limit = server_state().settings.limits.predict
     tasks = []
     for prompt in prompts:
         for _ in range(params.n_cmpl):
             p = copy_params(params)
             tasks.append(Task(
-                prompt=list(prompt), params=p.sampling, n_predict=p.n_predict, stop=list(p.stop),
+                prompt=list(prompt), params=p.sampling,
+                n_predict=p.n_predict if 0 <= p.n_predict <= limit else limit, stop=list(p.stop),
                 n_keep=p.n_keep, n_discard=p.n_discard, id_slot=p.id_slot, cache_prompt=p.cache_prompt,
                 return_progress=p.return_progress and p.stream,
             ))
@@ -130,7 +132,7 @@ async def native_completion(served: ServedModel, params: CompletionParams, promp
     texts = [detok(served, t.prompt) for t in tasks]
     settings = params.generation_settings(served.model.n_ctx_seq, served.name)
     if not params.stream:
-        served.admit()
+        served.admit(len(tasks))
         finals = await guarded(run_all(served, tasks))
         bodies = [
             completion_final(f, index=i, model=served.name, prompt=texts[i], settings=settings, stream=False,
@@ -155,7 +157,7 @@ async def native_completion(served: ServedModel, params: CompletionParams, promp
                                              n_prompt=len(tasks[item.index].prompt),
                                              timings_per_token=params.timings_per_token))]
 
-    served.admit()
+    served.admit(len(tasks))
     first, rest = await guarded(stream_all(served, tasks))
     return sse_response(sse_events(first, rest, render, None), None)
 
@@ -165,7 +167,7 @@ async def native_completion(served: ServedModel, params: CompletionParams, promp
 async def completion() -> Response:
     body = await read_json()
     served = await server_state().registry.get(body.get("model"))
-    params = read_params(served, body)
+    params = await tokenize_off_loop(request.content_length or 0, read_params, served, body)
     if "prompt" not in body:
         raise BadRequest('"prompt" is required')
     return await native_completion(served, params, await prompt_tokens(served, body["prompt"]))
@@ -182,12 +184,12 @@ async def oai_completions() -> Response:
         if body.get(name) is not None:
             raise BadRequest(f"Unsupported param: {name}")
     served = await server_state().registry.get(body.get("model"))
-    params = read_params(served, body)
+    params = await tokenize_off_loop(request.content_length or 0, read_params, served, body)
     tasks = make_tasks(served, await prompt_tokens(served, body["prompt"]), params)
     cmpl_id = random_id("cmpl-")
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
     if not params.stream:
-        served.admit()
+        served.admit(len(tasks))
         finals = await guarded(run_all(served, tasks))
         choices = [oai_text_choice(f.content, i, finish_reason(f), f.probs) for i, f in enumerate(finals)]
         total = usage(sum(f.n_prompt for f in finals), sum(f.n_decoded for f in finals),
@@ -211,7 +213,7 @@ async def oai_completions() -> Response:
         choice = oai_text_choice(event.text, item.index, None, event.probs)
         return [sse_event(oai_completion(cmpl_id, model_name, [choice], None))]
 
-    served.admit()
+    served.admit(len(tasks))
     first, rest = await guarded(stream_all(served, tasks))
     return sse_response(sse_events(first, rest, render, SSE_DONE), SSE_DONE)
 

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from quart import Blueprint, Response, request
 
-from asgi.app import server_state
 from asgi.errors import BadRequest
 from asgi.http import json_response
+from asgi.state import server_state
 
 bp = Blueprint("cors_proxy", __name__)
 

@@ -7,12 +7,12 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from asgi.app import ServerState, server_state
 from asgi.errors import BadRequest, NotSupported, Unavailable
 from asgi.http import json_response, read_json
 from asgi.params import parse_completion_params
 from asgi.registry import ServedModel
 from asgi.responses import BUILD_INFO
+from asgi.state import ServerState, server_state
 
 bp = Blueprint("meta", __name__)
 
@@ -102,6 +102,8 @@ def props_body(state: ServerState, served: ServedModel) -> dict[str, Any]:
         "assistant_name": "",
         "user_name": "",
         "cors_proxy_enabled": state.settings.ui_mcp_proxy,
+        # pyllama: -t/-tb and what each BLAS runs now (threadpoolctl, read in this process)
+        "threads": served.threads.props() if served.threads is not None else None,
     }
 
 

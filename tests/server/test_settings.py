@@ -33,7 +33,7 @@ def test_flags_map_to_settings(smollm2_path: Path, tmp_path: Path) -> None:
     assert s.api_keys == ["k1", "k2", "k3"]
     assert s.sampling == {"temperature": 0.5, "top_k": 7, "n_predict": 32, "n_keep": 4, "seed": 42,
                           "samplers": ["top_k", "temperature"], "logit_bias": [[15, 1.5]]}
-    assert s.ignored_flags == ["--threads"]
+    assert s.ignored_flags == [] and (s.n_threads, s.n_threads_batch) == (4, None)  # -t is honoured now
 
 
 def test_environment_then_command_line(smollm2_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_llama_server_flags_the_suite_passes(smollm2_path: Path) -> None:
                         "5", "--cache-ram", "0", "--no-cache-idle-slots", "--ui-mcp-proxy", "--offline",
                         "--backend_sampling", "--swa-full", "--media-path", "/tmp", "--no-jinja"], {})
     assert s.hosts == ["127.0.0.1", "::1"] and s.host == "127.0.0.1"
-    assert (s.reasoning, s.sleep_idle_seconds, s.ui_mcp_proxy) == ("off", 5, True)
+    assert (s.reasoning.mode, s.sleep_idle_seconds, s.ui_mcp_proxy) == ("off", 5, True)
     assert {"--cache-ram", "--cache-idle-slots", "--offline", "--backend-sampling", "--swa-full"} <= set(s.ignored_flags)
     assert parse_settings(["-m", str(smollm2_path), "--tools", "all"], {}).cors_origins == "localhost"
     with pytest.raises(SettingsError, match="sleep-idle-seconds"):
