@@ -233,6 +233,11 @@ async function renderCachedModels() {
   try { list = await listCachedModels(); } catch { /* no Cache Storage (http on a LAN address) */ }
   box.replaceChildren();
   if (!list.length) return;
+  const url = $("gguf-url").value.trim();
+  const kept = url && list.find((m) => m.url === new URL(url, location.href).href);
+  if (kept && !$("load-status").dataset.state) {
+    $("load-status").textContent = `${kept.name} is kept in this browser: Load reads it with no download.`;
+  }
   const head = document.createElement("span");
   head.className = "cached-head";
   head.textContent = "Kept in this browser:";
