@@ -784,8 +784,10 @@ function openSettings() {
 }
 
 function saveSettingsFromForm() {
+  const oldModel = state.settings.model_url;
   readSettings($("settings-form"), state.settings);
   saveSettings(state.settings);
+  if (state.settings.model_url.trim() && state.settings.model_url !== oldModel) $("gguf-url").value = state.settings.model_url.trim();
   applyTheme();
   selectEngine(state.settings.engine);
 }
