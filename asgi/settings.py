@@ -20,6 +20,7 @@ from typing import Any
 from asgi.errors import ApiError
 from asgi.flags import FLAGS, build_parser, env_values
 from asgi.params import RequestLimits, check_grammar, schema_to_grammar
+from asgi.speed_flags import apply_speed
 from asgi.startup_checks import SettingsError, api_keys, check_kv_fits, read_text
 from pyllama import model_files
 from pyllama.errors import InvalidRequestError
@@ -121,6 +122,8 @@ class Settings:
     limits: RequestLimits = field(default_factory=RequestLimits)
     n_threads: int | None = None  # -t; None: pyllama.cli.blas_threads.DEFAULT_THREADS
     n_threads_batch: int | None = None  # -tb; None: same as -t
+    speculative: Any = None  # pyllama.speculative.SpecParams: the requests' default (asgi/speed_flags.py)
+    model_draft: Path | None = None  # -md: the draft model every served model speculates with
 
     @property
     def default_model(self) -> ModelSpec:
@@ -374,7 +377,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         settings.system_prompt = _system_prompt(values["system_prompt_file"])
     settings.sampling = _sampling(values)
     _apply_limits(settings, values)
-    _apply_speed(settings, values)
+    apply_speed(settings, values)
     return settings
 
 
@@ -414,16 +417,6 @@ def _apply_limits(settings: Settings, values: dict[str, Any]) -> None:
             raise SettingsError(f"--shutdown-timeout must be between 0 and 3600 s (got {settings.shutdown_timeout})")
     if settings.timeout < 1:
         raise SettingsError(f"--timeout must be at least 1 second (got {settings.timeout})")
-
-
-def _apply_speed(settings: Settings, values: dict[str, Any]) -> None:
-    """-t/-tb (llama.cpp: a value <= 0 means every core)."""
-    import os
-
-    for dest in ("threads", "threads_batch"):
-        if dest in values:
-            n = int(values[dest])
-            setattr(settings, f"n_{dest}", n if n > 0 else os.cpu_count() or 1)
 
 
 def _system_prompt(path: str) -> str:

@@ -38,7 +38,7 @@ def read_params(served: ServedModel, body: dict[str, Any]) -> CompletionParams:
     if body.get("image_data") or body.get("multimodal_data"):
         raise BadRequest("image_data is not supported: this server runs text-only models (no multimodal projector)")
     tok = served.tokenizer
-    return parse_completion_params(
+    params = parse_completion_params(
         body,
         defaults=server_state().settings.sampling,
         n_vocab=served.model.n_vocab,
@@ -46,6 +46,9 @@ def read_params(served: ServedModel, body: dict[str, Any]) -> CompletionParams:
         tokenize=lambda text: tok.tokenize(text, False, False),
         limits=server_state().settings.limits,
     )
+    default = server_state().settings.speculative
+    params.speculative = default.with_request(body) if default is not None else None  # speculative.* fields
+    return params
 
 
 def check_context(prompts: list[list[int]], n_ctx: int, *, generating: bool = True) -> None:
@@ -72,6 +75,7 @@ def make_tasks(served: ServedModel, prompts: list[list[int]], params: Completion
             tasks.append(Task(
                 prompt=list(prompt), params=p.sampling, n_predict=p.n_predict, stop=list(p.stop),
                 n_keep=p.n_keep, n_discard=p.n_discard, id_slot=p.id_slot, cache_prompt=p.cache_prompt,
+                speculative=p.speculative,
             ))
     return tasks
 
