@@ -90,7 +90,7 @@ class Scheduler(SlotFiles, SpeculativeSteps):
         # speculative decoding (pyllama.scheduler_spec): the server's default, tasks may override it
         self.spec_default = speculative or SpecParams()
         self.speculator = Speculator(DraftModel(draft_model, model) if draft_model is not None else None)
-        self.n_draft_total = self.n_draft_accepted_total = 0
+        self.n_draft_total = self.n_draft_accepted_total = self.n_draft_steps_total = 0  # /metrics spec_decode_*
         for slot in self.slots:
             slot.speculative = self.spec_default.enabled
         self.queue: deque[tuple[Task, Emit]] = deque()

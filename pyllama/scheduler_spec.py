@@ -34,6 +34,7 @@ class SpeculativeSteps:
     spec_default: SpecParams
     n_draft_total: int
     n_draft_accepted_total: int
+    n_draft_steps_total: int
     _threads: Callable[[int], AbstractContextManager[None]]
 
     def _after_logits(self, slot: Slot, logits: np.ndarray[Any, np.dtype[np.float32]]) -> bool:
@@ -88,5 +89,6 @@ class SpeculativeSteps:
                 continue
             break
         self.n_draft_accepted_total += n_accepted
+        self.n_draft_steps_total += 1
         self.model.kv.truncate(slot.id, pos + 1 + n_accepted)
         self.speculator.accepted(slot.id, n_accepted)

@@ -195,7 +195,10 @@ async def metrics() -> Response:
     totals = {"prompt_tokens_total": 0.0, "prompt_seconds_total": 0.0, "tokens_predicted_total": 0.0,
               "predicted_seconds_total": 0.0, "n_decode_total": 0.0, "n_busy_slots_total": 0.0}
     kv_tokens = kv_cells = busy = deferred = 0
+    spec = {"n_draft_total": 0, "n_draft_accepted_total": 0, "n_draft_steps_total": 0}
     for served in loaded:
+        for key in spec:
+            spec[key] += int(getattr(served.scheduler, key, 0))
         m = served.scheduler.metrics
         for key in totals:
             totals[key] += float(getattr(m, key, 0))
@@ -224,6 +227,12 @@ async def metrics() -> Response:
         _metric_lines("kv_cache_tokens", "gauge", "KV-cache tokens.", kv_tokens),
         _metric_lines("requests_processing", "gauge", "Number of requests processing.", busy),
         _metric_lines("requests_deferred", "gauge", "Number of requests deferred.", deferred),
+        _metric_lines("spec_decode_num_draft_tokens_total", "counter", "Speculative: Total draft tokens generated",
+                      spec["n_draft_total"]),
+        _metric_lines("spec_decode_num_accepted_tokens_total", "counter",
+                      "Speculative: Total draft tokens accepted by the target model", spec["n_draft_accepted_total"]),
+        _metric_lines("spec_decode_num_drafts_total", "counter",
+                      "Speculative: Total speculative decoding verification steps", spec["n_draft_steps_total"]),
     ])
     response = Response(text, status=200, content_type="text/plain; version=0.0.4")
     response.headers["Process-Start-Time-Unix"] = str(int(state.started or time.time()))

@@ -28,7 +28,7 @@ def spec_server(smollm2_path: Path) -> Iterator[ServerProcess]:
     yield from start(
         ["-m", str(smollm2_path), "-c", "1024", "-np", "2", "--spec-type", "ngram-simple",
          "--spec-ngram-simple-size-n", "3", "--spec-ngram-simple-size-m", "8", "-md", str(smollm2_path),
-         "--spec-draft-n-max", "4", "--spec-type", "ngram-mod"],
+         "--spec-draft-n-max", "4", "--spec-type", "ngram-mod", "--metrics"],
         "speculative",
     )
 
@@ -75,6 +75,15 @@ def test_props_and_slots_report_it(spec_server: ServerProcess) -> None:
     assert settings["params"]["speculative.types"] == "ngram-simple,draft-simple"  # ngram-mod: noted, not run
     assert settings["params"]["speculative.n_max"] == 4
     assert all(s["speculative"] is True for s in slots)
+
+
+def test_metrics_count_drafts(spec_server: ServerProcess) -> None:
+    complete(spec_server)
+    with spec_server.client() as c:
+        text = c.get("/metrics").text
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    assert values["llamacpp:spec_decode_num_draft_tokens_total"] >= values["llamacpp:spec_decode_num_accepted_tokens_total"] > 0
+    assert values["llamacpp:spec_decode_num_drafts_total"] > 0
 
 
 @pytest.mark.parametrize("field,value", [("speculative.n_max", -1), ("speculative.p_min", 1.5),
