@@ -183,6 +183,7 @@ class DraftModel:
         if model.n_seq < target.n_seq:
             raise InvalidRequestError("the draft model needs a KV sequence per slot")
         self.model = model
+        self.n_vocab = target.n_vocab  # a drafted id the target does not have ends the draft
         self.cached: dict[int, list[int]] = {}
 
     def draft(self, seq: int, tokens: list[int], n_max: int, n_min: int, p_min: float) -> list[int]:
@@ -202,7 +203,7 @@ class DraftModel:
             while len(out) < n_max:
                 best = int(np.argmax(logits))
                 z = logits.astype(np.float64) - float(logits[best])
-                if 1.0 / float(np.exp(z).sum()) < p_min:
+                if best >= self.n_vocab or 1.0 / float(np.exp(z).sum()) < p_min:
                     break
                 out.append(best)
                 if len(out) == n_max:
