@@ -104,6 +104,7 @@ class CompletionParams:
     response_fields: list[str] = field(default_factory=list)
     t_max_predict_ms: int = -1
     json_schema: Any = None  # kept for generation_settings
+    speculative: Any = None  # pyllama.speculative.SpecParams (asgi.routes.completions.read_params sets it)
 
     def generation_settings(self, n_ctx: int, model: str) -> dict[str, Any]:
         """llama-server's `generation_settings` (task_params::to_json)."""
@@ -152,9 +153,7 @@ class CompletionParams:
             "preserved_tokens": [],
             "chat_format": "Content-only",
             "samplers": list(s.samplers),
-            "speculative.n_max": 0,
-            "speculative.n_min": 0,
-            "speculative.p_min": 0.0,
+            **(self.speculative.to_json() if self.speculative is not None else {"speculative.types": "none"}),
             "timings_per_token": self.timings_per_token,
             "post_sampling_probs": s.post_sampling_probs,
             "lora": [],

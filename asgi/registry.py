@@ -83,10 +83,14 @@ class ServedModel:
             rope=rope,
         )
         warm_up(model, spec.path)
+        draft = None
+        if self.settings.model_draft is not None:  # -md: same context and slots as the target
+            draft = Model.load(self.settings.model_draft, weights=spec.weights, n_ctx=model.n_ctx, n_seq=spec.n_parallel,
+                               n_ubatch=spec.n_ubatch, numerics="exact" if spec.numerics == "exact" else "fast")
         tokenizer = model.tokenizer
         self.template = make_template(model, tokenizer, spec.chat_template)
         self.model = model
-        self.scheduler = make_scheduler(model, self.spec, self.settings, self.threads)
+        self.scheduler = make_scheduler(model, self.spec, self.settings, self.threads, draft)
         if self.scheduler is not None:
             if hasattr(self.scheduler, "token_pieces"):
                 self.scheduler.token_pieces()  # grammars need them: build once, here, not on a request
@@ -210,7 +214,8 @@ def make_template(model: Model, tokenizer: Tokenizer, override: str | None) -> C
     )
 
 
-def make_scheduler(model: Model, spec: ModelSpec, settings: Settings, threads: Any = None) -> Any:
+def make_scheduler(model: Model, spec: ModelSpec, settings: Settings, threads: Any = None,
+                   draft: Model | None = None) -> Any:
     """The engine's scheduler for this model, or None while pyllama has none yet."""
     try:
         from pyllama.scheduler import Scheduler
@@ -223,6 +228,8 @@ def make_scheduler(model: Model, spec: ModelSpec, settings: Settings, threads: A
         context_shift=spec.context_shift,
         slot_prompt_similarity=settings.slot_prompt_similarity,
         threads=threads,
+        speculative=settings.speculative,
+        draft_model=draft,
     )
 
 

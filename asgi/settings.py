@@ -21,6 +21,7 @@ from asgi.errors import ApiError
 from asgi.flags import FLAGS, build_parser, env_values
 from asgi.params import RequestLimits, check_grammar, schema_to_grammar
 from asgi.reasoning_settings import reasoning_flags
+from asgi.speed_flags import apply_speed
 from asgi.startup_checks import SettingsError, api_keys, check_kv_fits, read_text
 from pyllama import model_files
 from pyllama.chat.reasoning import ReasoningConfig
@@ -128,6 +129,8 @@ class Settings:
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     n_threads: int | None = None  # -t; None: pyllama.cli.blas_threads.DEFAULT_THREADS
     n_threads_batch: int | None = None  # -tb; None: same as -t
+    speculative: Any = None  # pyllama.speculative.SpecParams: the requests' default (asgi/speed_flags.py)
+    model_draft: Path | None = None  # -md: the draft model every served model speculates with
 
     @property
     def default_model(self) -> ModelSpec:
@@ -410,7 +413,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     settings.sampling = _sampling(values)
     _apply_limits(settings, values)
     settings.reasoning, settings.chat_template_kwargs = reasoning_flags(values)
-    _apply_speed(settings, values)
+    apply_speed(settings, values)
     return settings
 
 
@@ -451,16 +454,6 @@ def _apply_limits(settings: Settings, values: dict[str, Any]) -> None:
             raise SettingsError(f"--shutdown-timeout must be between 0 and 3600 s (got {settings.shutdown_timeout})")
     if settings.timeout < 1:
         raise SettingsError(f"--timeout must be at least 1 second (got {settings.timeout})")
-
-
-def _apply_speed(settings: Settings, values: dict[str, Any]) -> None:
-    """-t/-tb (llama.cpp: a value <= 0 means every core)."""
-    import os
-
-    for dest in ("threads", "threads_batch"):
-        if dest in values:
-            n = int(values[dest])
-            setattr(settings, f"n_{dest}", n if n > 0 else os.cpu_count() or 1)
 
 
 def _system_prompt(path: str) -> str:

@@ -19,7 +19,6 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -28,7 +27,10 @@ from pyllama.engine import Model
 from pyllama.errors import ContextFullError, InvalidRequestError, PyllamaError
 from pyllama.models import Batch, SeqChunk
 from pyllama.sampling import Sampler
+from pyllama.scheduler_spec import SpeculativeSteps
 from pyllama.slot import Slot
+from pyllama.slot_files import SlotFiles
+from pyllama.speculative import DraftModel, SpecParams, Speculator
 from pyllama.tasks import (
     Emit,
     Event,
@@ -70,7 +72,7 @@ class Metrics:
     n_tokens_max: int = 0  # longest sequence seen (prompt + generation)
 
 
-class Scheduler:
+class Scheduler(SlotFiles, SpeculativeSteps):
     """N slots over one model; `step()` advances every busy slot by one forward pass."""
 
     def __init__(
@@ -82,6 +84,8 @@ class Scheduler:
         slot_prompt_similarity: float = 0.5,
         n_predict_default: int = -1,
         threads: Callable[[int], AbstractContextManager[None]] | None = None,
+        speculative: SpecParams | None = None,
+        draft_model: Model | None = None,
     ) -> None:
         """`threads`, if given, is entered around every forward pass with the pass's token
         count (the CLI and the server pass pyllama.cli.blas_threads.BlasThreads: -t for one
@@ -93,6 +97,12 @@ class Scheduler:
         self.slot_prompt_similarity = slot_prompt_similarity
         self.n_predict_default = n_predict_default
         self.slots = [Slot(i, model.n_ctx_seq) for i in range(model.n_seq)]
+        # speculative decoding (pyllama.scheduler_spec): the server's default, tasks may override it
+        self.spec_default = speculative or SpecParams()
+        self.speculator = Speculator(DraftModel(draft_model, model) if draft_model is not None else None)
+        self.n_draft_total = self.n_draft_accepted_total = self.n_draft_steps_total = 0  # /metrics spec_decode_*
+        for slot in self.slots:
+            slot.speculative = self.spec_default.enabled
         self.queue: deque[tuple[Task, Emit]] = deque()
         self._cancelled: deque[int] = deque()
         self._next_id = 0
@@ -134,42 +144,6 @@ class Scheduler:
     def n_waiting(self) -> int:
         """Submitted tasks not yet in a slot (the deferred ones). Safe to read from another thread."""
         return len(self.queue)
-
-    # -- slot persistence (call between steps, from the thread that runs step()) ---------
-    def save_slot(self, slot_id: int, path: Path) -> dict[str, Any]:
-        from pyllama.slot_store import save_slot
-
-        slot = self._idle_slot(slot_id)
-        t0 = time.perf_counter()
-        tokens = slot.cache_tokens[: self.model.kv.length(slot.id)]
-        n_written = save_slot(self.model, slot.id, tokens, path)
-        return {"id_slot": slot.id, "filename": path.name, "n_saved": len(tokens), "n_written": n_written,
-                "timings": {"save_ms": 1e3 * (time.perf_counter() - t0)}}
-
-    def restore_slot(self, slot_id: int, path: Path) -> dict[str, Any]:
-        from pyllama.slot_store import load_slot
-
-        slot = self._idle_slot(slot_id)
-        t0 = time.perf_counter()
-        tokens, n_read = load_slot(self.model, slot.id, path)
-        slot.cache_tokens = tokens
-        return {"id_slot": slot.id, "filename": path.name, "n_restored": len(tokens), "n_read": n_read,
-                "timings": {"restore_ms": 1e3 * (time.perf_counter() - t0)}}
-
-    def erase_slot(self, slot_id: int) -> dict[str, Any]:
-        slot = self._idle_slot(slot_id)
-        n = self.model.kv.length(slot.id)
-        self.model.kv.truncate(slot.id, 0)
-        slot.cache_tokens = []
-        return {"id_slot": slot.id, "n_erased": n}
-
-    def _idle_slot(self, slot_id: int) -> Slot:
-        if not 0 <= slot_id < len(self.slots):
-            raise InvalidRequestError(f"invalid slot id {slot_id} (0..{len(self.slots) - 1})")
-        slot = self.slots[slot_id]
-        if slot.busy:
-            raise InvalidRequestError(f"slot {slot_id} is busy")
-        return slot
 
     # -- the step -------------------------------------------------------------------
     def step(self) -> bool:
@@ -219,11 +193,15 @@ class Scheduler:
             m.n_tokens_max = max(m.n_tokens_max, len(slot.cache_tokens))
             if chunk.output == "none":
                 continue
+            n_rows = len(chunk.tokens) if chunk.output == "all" else 1
             try:
-                self._after_logits(slot, logits[row])
+                if chunk.output == "all":  # a sampled token and its guesses (pyllama.scheduler_spec)
+                    self._verify(slot, chunk, logits[row : row + n_rows])
+                else:
+                    self._after_logits(slot, logits[row])
             except Exception:  # a bug in one request's sampling, grammar or text must not end the others
                 self._fail_alone(slot, "sampling")
-            row += 1
+            row += n_rows
         return True
 
     # -- assignment ----------------------------------------------------------------------
@@ -313,6 +291,7 @@ class Scheduler:
         slot.begin(task, emit, sampler, n_cached, tok)
         slot.emit_progress()  # llama-server's 0% update, before any prompt token is read
         self.metrics.prompt_tokens_cached_total += n_cached
+        self.speculator.begin(slot.id)
         if task.n_predict < 0 and self.n_predict_default >= 0:
             slot.n_predict = self.n_predict_default
         if sampler is not None:
@@ -324,16 +303,21 @@ class Scheduler:
         owners: list[Slot] = []
         budget = self.n_batch
         # Decode tokens first: one per generating slot keeps every stream moving.
-        for slot in self.slots:
-            if slot.busy and slot.generating and slot.next_token is not None:
-                if slot.n_past + 1 > slot.n_ctx:
-                    self._shift_or_stop(slot)
-                    if not slot.busy:
-                        continue
-                batch.chunks.append(SeqChunk(slot.id, [slot.next_token], slot.n_past, "last"))
-                owners.append(slot)
-                slot.n_past += 1
-                budget -= 1
+        decoding = [s for s in self.slots if s.busy and s.generating and s.next_token is not None]
+        room = self._draft_room(len(decoding))
+        for slot in decoding:
+            if slot.n_past + 1 > slot.n_ctx:
+                self._shift_or_stop(slot)
+                if not slot.busy:
+                    continue
+            assert slot.next_token is not None
+            draft = self._draft(slot, min(room, budget - len(decoding)))
+            room -= len(draft)
+            tokens = [slot.next_token, *draft]
+            batch.chunks.append(SeqChunk(slot.id, tokens, slot.n_past, "all" if draft else "last"))
+            owners.append(slot)
+            slot.n_past += len(tokens)
+            budget -= len(tokens)
         for slot in self.slots:
             if budget <= 0:
                 break
@@ -408,7 +392,8 @@ class Scheduler:
         slot.truncated = True
 
     # -- after the forward pass ---------------------------------------------------------------
-    def _after_logits(self, slot: Slot, logits: np.ndarray[Any, np.dtype[np.float32]]) -> None:
+    def _after_logits(self, slot: Slot, logits: np.ndarray[Any, np.dtype[np.float32]]) -> bool:
+        """Sample the slot's next token; False when the task ended here."""
         task, sampler = slot.task, slot.sampler
         assert task is not None and sampler is not None
         if not slot.generating:
@@ -416,31 +401,32 @@ class Scheduler:
             slot.t_prompt_done = time.perf_counter()
         if slot.n_predict == 0:  # llama-server: evaluate the prompt into the cache, generate nothing
             self._finish(slot, "limit")
-            return
+            return False
         try:
             token = sampler.sample(logits)
         except PyllamaError as exc:
             self._fail(slot, str(exc), "invalid_request")
-            return
+            return False
         sampler.accept(token)
         prob = slot.token_prob(sampler, logits, token)
         is_eog = token in self.model.tokenizer.eog_ids and not task.params.ignore_eos
         if is_eog:
             self._finish(slot, "eos")
-            return
+            return False
         slot.add_token(token, prob)
         self.metrics.tokens_predicted_total += 1
         if slot.stop.stopped_word is not None:
             self._finish(slot, "word")
-            return
+            return False
         if slot.n_predict >= 0 and slot.n_decoded >= slot.n_predict:
             self._finish(slot, "limit")
-            return
+            return False
         if not self.context_shift and slot.n_past + 1 >= slot.n_ctx:
             slot.truncated = True
             self._finish(slot, "limit")
-            return
+            return False
         slot.next_token = token
+        return True
 
     def _finish(self, slot: Slot, stop_type: StopType) -> None:
         final = slot.final(stop_type)

@@ -32,6 +32,7 @@ class Slot:
         self.n_ctx = n_ctx
         self.cache_tokens: list[int] = []
         self.t_last_used = 0.0
+        self.speculative = False  # the scheduler speculates by default (the /slots field)
         self._clear()
 
     def _clear(self) -> None:
@@ -56,6 +57,8 @@ class Slot:
         self.t_prompt = 0.0
         self.t_predict = 0.0
         self.t_prompt_done = 0.0
+        self.n_draft = 0  # guessed tokens verified, and how many of them the model kept
+        self.n_draft_accepted = 0
 
     @property
     def busy(self) -> bool:
@@ -129,6 +132,7 @@ class Slot:
                 self.task.id, text, self.pending_tokens, self.pending_probs, slot_id=self.id,
                 n_prompt=len(self.task.prompt), n_cached=self.n_cached, n_decoded=self.n_decoded,
                 prompt_ms=1e3 * self.t_prompt, predicted_ms=1e3 * self.t_predict,
+                draft_n=self.n_draft, draft_n_accepted=self.n_draft_accepted,
             ))
             self.pending_tokens, self.pending_probs = [], []
 
@@ -154,6 +158,8 @@ class Slot:
             n_decoded=self.n_decoded,
             prompt_ms=1e3 * self.t_prompt,
             predicted_ms=1e3 * (self.t_predict if self.t_predict else max(0.0, now - self.t_prompt_done)),
+            draft_n=self.n_draft,
+            draft_n_accepted=self.n_draft_accepted,
             seed=self.sampler.seed if self.sampler is not None else 0,
             slot_id=self.id,
             probs=list(self.probs),
@@ -166,7 +172,7 @@ class Slot:
             "id": self.id,
             "id_task": task.id if task else -1,
             "n_ctx": self.n_ctx,
-            "speculative": False,
+            "speculative": self.speculative,
             "is_processing": self.busy,
             "n_past": self.n_past,
             "n_cached_tokens": len(self.cache_tokens),

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from pyllama.sampling import SamplingParams
+from pyllama.speculative import SpecParams
 
 
 @dataclass
@@ -68,12 +69,16 @@ class Task:
     return_progress: bool = False  # emit a Partial with `progress` as the prompt is read
     # Optional per-task grammar/constraint objects live inside params (the sampler builds them).
     id: int = -1
+    speculative: SpecParams | None = None  # None: the scheduler's default (the server's flags)
 
 
-def timings_json(n_prompt: int, n_cached: int, n_decoded: int, prompt_ms: float, predicted_ms: float) -> dict[str, float]:
-    """llama-server's `timings` object (server_slot_stats::to_json)."""
+def timings_json(n_prompt: int, n_cached: int, n_decoded: int, prompt_ms: float, predicted_ms: float,
+                 draft_n: int = 0, draft_n_accepted: int = 0) -> dict[str, float]:
+    """llama-server's `timings` object (server_slot_stats::to_json); draft_n and
+    draft_n_accepted only when the task drafted anything, as there."""
     pn, dn = n_prompt - n_cached, n_decoded
     steps = max(0, dn - 1)
+    draft = {"draft_n": draft_n, "draft_n_accepted": draft_n_accepted} if draft_n > 0 else {}
     return {
         "cache_n": n_cached,
         "prompt_n": pn,
@@ -86,6 +91,7 @@ def timings_json(n_prompt: int, n_cached: int, n_decoded: int, prompt_ms: float,
         # step: llama-server's rates are over n - 1 steps (server_slot_stats::n_gen_steps).
         "predicted_per_token_ms": predicted_ms / steps if steps else 0.0,
         "predicted_per_second": 1e3 / predicted_ms * steps if predicted_ms > 0 else 0.0,
+        **draft,
     }
 
 
@@ -109,12 +115,15 @@ class Partial:
     predicted_ms: float = 0.0
     # llama-server's prompt_progress ({total, cache, processed, time_ms}) on a progress event
     progress: dict[str, float] | None = None
+    draft_n: int = 0
+    draft_n_accepted: int = 0
 
     @property
     def timings(self) -> dict[str, float]:
         if self.progress is not None:  # the prompt so far: nothing generated yet
             return timings_json(int(self.progress["processed"]), int(self.progress["cache"]), 0, self.prompt_ms, 0.0)
-        return timings_json(self.n_prompt, self.n_cached, self.n_decoded, self.prompt_ms, self.predicted_ms)
+        return timings_json(self.n_prompt, self.n_cached, self.n_decoded, self.prompt_ms, self.predicted_ms,
+                            self.draft_n, self.draft_n_accepted)
 
 
 @dataclass
@@ -134,6 +143,8 @@ class Final:
     n_decoded: int = 0
     prompt_ms: float = 0.0
     predicted_ms: float = 0.0
+    draft_n: int = 0
+    draft_n_accepted: int = 0
     seed: int = 0
     slot_id: int = -1
     probs: list[TokenProb] = field(default_factory=list)
@@ -143,7 +154,8 @@ class Final:
 
     @property
     def timings(self) -> dict[str, float]:
-        return timings_json(self.n_prompt, self.n_cached, self.n_decoded, self.prompt_ms, self.predicted_ms)
+        return timings_json(self.n_prompt, self.n_cached, self.n_decoded, self.prompt_ms, self.predicted_ms,
+                            self.draft_n, self.draft_n_accepted)
 
     def result_fields(self) -> dict[str, Any]:
         """The fields of llama-server's final /completion result that come from the task

@@ -31,6 +31,7 @@ from pyllama.grammar import json_schema_to_grammar
 from pyllama.grammar.parser import check_left_recursion, parse_grammar
 from pyllama.sampling import SamplingParams, parse_samplers
 from pyllama.scheduler import Event, Final, Partial, Scheduler, Task
+from pyllama.speculative import SpecParams
 
 # Request fields copied into SamplingParams when present (llama-server names).
 _SAMPLING_FIELDS = (
@@ -192,6 +193,7 @@ class Session:
             n_predict=-1 if n_predict is None else int(n_predict),
             stop=[s for s in ([stops] if isinstance(stops, str) else stops) if isinstance(s, str)],
             cache_prompt=bool(req.get("cache_prompt", True)),
+            speculative=SpecParams().with_request(req),  # llama-server's speculative.* fields (n-gram types)
         )
         self.events.clear()
         self.task_id = self.sched.submit(task, self.events.append)

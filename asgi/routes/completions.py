@@ -51,6 +51,8 @@ def read_params(served: ServedModel, body: dict[str, Any]) -> CompletionParams:
         # generation_settings.logit_bias (JSON null for -inf); the sampler bans them too
         params.sampling.logit_bias = [*params.sampling.logit_bias,
                                       *((t, float("-inf")) for t in sorted(tok.eog_ids))]
+    default = server_state().settings.speculative
+    params.speculative = default.with_request(body) if default is not None else None  # speculative.* fields
     return params
 
 
@@ -81,6 +83,7 @@ def make_tasks(served: ServedModel, prompts: list[list[int]], params: Completion
                 n_predict=p.n_predict if 0 <= p.n_predict <= limit else limit, stop=list(p.stop),
                 n_keep=p.n_keep, n_discard=p.n_discard, id_slot=p.id_slot, cache_prompt=p.cache_prompt,
                 return_progress=p.return_progress and p.stream,
+                speculative=p.speculative,
             ))
     return tasks
 

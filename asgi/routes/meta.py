@@ -62,8 +62,10 @@ def default_generation_settings(state: ServerState, served: ServedModel) -> dict
         {}, defaults=state.settings.sampling, n_vocab=served.model.n_vocab, n_parallel=served.spec.n_parallel,
         tokenize=lambda text: served.tokenizer.tokenize(text, False, False),
     )
+    params.speculative = state.settings.speculative
     settings = params.generation_settings(served.model.n_ctx_seq, served.name)
-    return {"id": 0, "id_task": -1, "n_ctx": served.model.n_ctx_seq, "speculative": False,
+    speculative = bool(state.settings.speculative is not None and state.settings.speculative.enabled)
+    return {"id": 0, "id_task": -1, "n_ctx": served.model.n_ctx_seq, "speculative": speculative,
             "is_processing": False, "params": settings, **settings}
 
 

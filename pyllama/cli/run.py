@@ -16,6 +16,7 @@ from pyllama.cli.common import (
     log,
 )
 from pyllama.cli.sampling_args import add_sampling_args, params_from_args
+from pyllama.cli.spec_args import add_spec_args, speculative_settings
 from pyllama.scheduler import Scheduler
 from pyllama.tasks import Event, Final, Partial, Task
 
@@ -24,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("run", help="generate text from a prompt", description=__doc__)
     add_model_args(p)
     add_thread_args(p)
+    add_spec_args(p)
     p.add_argument("-p", "--prompt", default="", help="prompt text")
     p.add_argument("-f", "--file", default=None, help="read the prompt from a file")
     p.add_argument("-n", "--n-predict", type=int, default=-1, help="tokens to generate (-1 = until end/ctx)")
@@ -35,8 +37,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def main(args: argparse.Namespace) -> int:
     params = params_from_args(args)
+    spec, unsupported = speculative_settings(vars(args))
+    for name in unsupported:
+        log(f"note: --spec-type {name} is not implemented in pyllama: ignored")
     threads = blas_threads(args)
     model = load_model(args)
+    draft = None
+    if args.model_draft:  # -md: same context as the target, one sequence
+        from pyllama.engine import Model
+
+        draft = Model.load(args.model_draft, n_ctx=model.n_ctx, weights=args.weights, numerics=args.numerics)
     tok = model.tokenizer
     text = args.prompt
     if args.file:
@@ -49,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
         raise CliError("the prompt is empty")
     # The server's scheduler, one slot: the same batching, stop handling and speculative
     # decoding as pyllama-server and the browser session.
-    sched = Scheduler(model, threads=threads, context_shift=False)
+    sched = Scheduler(model, threads=threads, context_shift=False, speculative=spec, draft_model=draft)
     finals: list[Final] = []
 
     def emit(event: Event) -> None:
@@ -75,5 +85,6 @@ def main(args: argparse.Namespace) -> int:
         f"prompt: {len(prompt)} tokens in {pp * 1e3:.0f} ms ({len(prompt) / max(pp, 1e-9):.1f} tok/s); "
         f"generated: {n} tokens, {n / max(tg, 1e-9):.1f} tok/s; seed {final.seed}; weights {model.weights}; "
         f"total {t1 - t0:.2f} s"
+        + (f"; draft {final.draft_n_accepted}/{final.draft_n} accepted" if final.draft_n else "")
     )
     return 0

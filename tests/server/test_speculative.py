@@ -1,0 +1,95 @@
+"""Speculative decoding over HTTP: same greedy text with and without drafts, timings.draft_n, /props, /slots."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.server.conftest import ServerProcess, start
+
+pytestmark = pytest.mark.server
+
+CODE = (
+    "Repeat this code exactly:\n\ndef add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n\n"
+    "def mul(a, b):\n    return a * b\n\nAnswer:\n\ndef add(a, b):\n"
+)
+
+
+@pytest.fixture(scope="module")
+def spec_server(smollm2_path: Path) -> Iterator[ServerProcess]:
+    # Fast numerics (exact ones are too slow for a server test on a shared machine): a row's
+    # logits differ from alone by ~0.005 at most, far below this prompt's greedy margins;
+    # tests/engine/test_speculative.py shows exact numerics are token-identical by construction.
+    # -md: SmolLM2 drafts for itself (requests pick it with "speculative.type": "draft-simple").
+    yield from start(
+        ["-m", str(smollm2_path), "-c", "1024", "-np", "2", "--spec-type", "ngram-simple",
+         "--spec-ngram-simple-size-n", "3", "--spec-ngram-simple-size-m", "8", "-md", str(smollm2_path),
+         "--spec-draft-n-max", "4", "--spec-type", "ngram-mod", "--metrics"],
+        "speculative",
+    )
+
+
+def complete(server: ServerProcess, **extra: Any) -> dict[str, Any]:
+    with server.client() as c:
+        r = c.post("/completion", json={"prompt": CODE, "n_predict": 24, "temperature": 0, "cache_prompt": False,
+                                        **extra})
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_ngram_same_text_and_draft_counts(spec_server: ServerProcess) -> None:
+    spec = complete(spec_server)
+    plain = complete(spec_server, **{"speculative.type": "none"})
+    assert spec["content"] == plain["content"] and spec["tokens_predicted"] == plain["tokens_predicted"] == 24
+    t = spec["timings"]
+    assert t["draft_n"] > 0 and 0 < t["draft_n_accepted"] <= t["draft_n"], t
+    assert "draft_n" not in plain["timings"]
+
+
+def test_two_slots_at_once_same_text(spec_server: ServerProcess) -> None:
+    alone = complete(spec_server, **{"speculative.type": "none"})["content"]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(lambda _: complete(spec_server), range(2)))
+    assert [b["content"] for b in both] == [alone, alone]
+    assert all(b["timings"]["draft_n_accepted"] > 0 for b in both)
+
+
+def test_draft_model_same_text(spec_server: ServerProcess) -> None:
+    drafted = complete(spec_server, **{"speculative.type": "draft-simple", "speculative.n_max": 3})
+    plain = complete(spec_server, **{"speculative.type": "none"})
+    assert drafted["content"] == plain["content"]
+    assert drafted["timings"]["draft_n_accepted"] > 0
+
+
+def test_props_and_slots_report_it(spec_server: ServerProcess) -> None:
+    with spec_server.client() as c:
+        props = c.get("/props").json()
+        slots = c.get("/slots").json()
+    settings = props["default_generation_settings"]
+    assert settings["speculative"] is True
+    assert settings["params"]["speculative.types"] == "ngram-simple,draft-simple"  # ngram-mod: noted, not run
+    assert settings["params"]["speculative.n_max"] == 4
+    assert all(s["speculative"] is True for s in slots)
+
+
+def test_metrics_count_drafts(spec_server: ServerProcess) -> None:
+    complete(spec_server)
+    with spec_server.client() as c:
+        text = c.get("/metrics").text
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    assert values["llamacpp:spec_decode_num_draft_tokens_total"] >= values["llamacpp:spec_decode_num_accepted_tokens_total"] > 0
+    assert values["llamacpp:spec_decode_num_drafts_total"] > 0
+
+
+@pytest.mark.parametrize("field,value", [("speculative.n_max", -1), ("speculative.p_min", 1.5),
+                                         ("speculative.type", "bogus"), ("speculative.ngram_size_n", "3")])
+def test_bad_speculative_fields_are_400(spec_server: ServerProcess, field: str, value: Any) -> None:
+    with spec_server.client() as c:
+        r = c.post("/completion", json={"prompt": "hi", "n_predict": 1, field: value})
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"]["message"]
