@@ -124,3 +124,15 @@ def test_pyllama_never_imports_asgi() -> None:
 def test_no_import_cycles_in_asgi() -> None:
     found = cycles(package_edges(graph()), "asgi")
     assert not found, f"import cycles among asgi modules: {found}"
+
+
+def test_routes_do_not_import_each_other() -> None:
+    """Shared request handling lives in asgi/*_request.py, not in another route's module."""
+    bad = sorted(f"{n} -> {t}" for n, ts in graph().items() if n.startswith("asgi.routes.")
+                 for t in ts if t.startswith("asgi.routes.") and t != n)
+    assert not bad, f"routes import each other: {bad}"
+
+
+def test_no_route_imports_the_app_module() -> None:
+    bad = sorted(n for n, ts in graph().items() if n.startswith("asgi.routes") and "asgi.app" in ts)
+    assert not bad, f"routes import asgi.app (server state lives in asgi.state): {bad}"
