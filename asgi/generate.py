@@ -30,7 +30,7 @@ def merge_partials(a: Any, b: Any) -> Any | None:
     """Join two pending Partial events of a slow reader into one (never merge a Final)."""
     import dataclasses
 
-    from pyllama.scheduler import Partial
+    from pyllama.tasks import Partial
 
     if isinstance(a, Partial) and isinstance(b, Partial):  # b's statistics are the newer ones
         return dataclasses.replace(b, text=a.text + b.text, tokens=[*a.tokens, *b.tokens], probs=[*a.probs, *b.probs])
@@ -50,7 +50,7 @@ def submit(served: ServedModel, task: Any) -> EventStream:
 
 
 def crash_event(message: str) -> Any:
-    from pyllama.scheduler import Final
+    from pyllama.tasks import Final
 
     return Final(-1, error=message, error_kind="server")
 
@@ -63,7 +63,7 @@ class Tagged:
 
 async def run_all(served: ServedModel, tasks: list[Any]) -> list[Any]:
     """Submit every task, wait for all finals (in task order); errors raise ApiError."""
-    from pyllama.scheduler import Final
+    from pyllama.tasks import Final
 
     streams = [submit(served, t) for t in tasks]
     served.active_requests += 1
@@ -88,7 +88,7 @@ async def run_all(served: ServedModel, tasks: list[Any]) -> list[Any]:
 async def stream_all(served: ServedModel, tasks: list[Any]) -> tuple[Tagged, AsyncIterator[Tagged]]:
     """Start the tasks; return the first event (so an early error is a normal HTTP error)
     and an iterator over the rest, each tagged with its task index."""
-    from pyllama.scheduler import Final
+    from pyllama.tasks import Final
 
     streams = [submit(served, t) for t in tasks]
     queue: asyncio.Queue[Tagged] = asyncio.Queue()

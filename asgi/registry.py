@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from asgi.errors import ContextExceeded, NotFound, Unavailable
 from asgi.metrics import MetricsBook
-from asgi.settings import ModelSpec, Settings
+from asgi.model_specs import ModelSpec
+from asgi.settings import Settings
 from asgi.worker import Worker
 from pyllama.chat import ChatTemplate
 from pyllama.errors import ModelLoadError

@@ -23,6 +23,7 @@ from pyllama.ops import softmax
 
 if TYPE_CHECKING:
     from pyllama.engine import Model
+    from pyllama.tasks import Final, Task
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
 
@@ -126,3 +127,24 @@ def embed(model: Model, tokens: Sequence[int], *, pooling: str | None = None, no
         return pool(hidden, how, RankHead.from_model(model))
     pooled = pool(hidden, how)
     return np.stack([normalize(v, normalize_mode) for v in pooled]).astype(np.float32)
+
+
+def embed_task(model: Model, seq: int, task: Task) -> Final:
+    """An embedding task's result: its whole input in one pass on sequence `seq` (whose KV
+    cells are cleared before and after), pooled and normalised as the task asks."""
+    import time
+
+    from pyllama.tasks import Final
+
+    t0 = time.perf_counter()
+    model.kv.truncate(seq, 0)
+    hidden = model.hidden(Batch([SeqChunk(seq, task.prompt, 0, "all")]))
+    model.kv.truncate(seq, 0)
+    vectors = pool(hidden, task.pooling)
+    return Final(
+        task.id,
+        n_prompt=len(task.prompt),
+        prompt_ms=1e3 * (time.perf_counter() - t0),
+        slot_id=seq,
+        embedding=[normalize(v, task.normalize).tolist() for v in vectors],
+    )

@@ -18,7 +18,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -27,50 +26,22 @@ from pyllama.engine import Model
 from pyllama.errors import ContextFullError, InvalidRequestError, PyllamaError
 from pyllama.models import Batch, SeqChunk
 from pyllama.sampling import Sampler
+from pyllama.scheduler_metrics import Metrics
 from pyllama.scheduler_spec import SpeculativeSteps
 from pyllama.slot import Slot
 from pyllama.slot_files import SlotFiles
 from pyllama.speculative import DraftModel, SpecParams, Speculator
 from pyllama.tasks import (
     Emit,
-    Event,
     Final,
-    Partial,
     StopType,
     Task,
-    TaskKind,
-    TokenProb,
-    timings_json,
 )
 
 log = logging.getLogger(__name__)
 
 # The answer for a task that failed on an unexpected error (the log has the traceback).
 _FAILED = "internal error while {} this request; other requests are not affected (the server log has the details)"
-
-__all__ = ["Emit", "Event", "Final", "Metrics", "Partial", "Scheduler", "StopType", "Task", "TaskKind",
-           "TokenProb", "timings_json"]
-
-
-@dataclass
-class Metrics:
-    """Counters behind /metrics (llama-server's names without the prefix).
-
-    Tokens are counted in the step that processes them (prompt tokens when they go through
-    the model, generated tokens when they are sampled), so the counters also include the
-    work done for requests that were cancelled half way.
-    """
-
-    prompt_tokens_total: int = 0
-    prompt_seconds_total: float = 0.0
-    tokens_predicted_total: int = 0
-    predicted_seconds_total: float = 0.0
-    n_decode_total: int = 0
-    n_busy_slots_total: int = 0
-    prompt_tokens_cached_total: int = 0  # reused from a slot's cache: no decode
-    predicted_steps_total: int = 0  # decode steps of generating slots (tokens minus each task's first)
-    n_tokens_max: int = 0  # longest sequence seen (prompt + generation)
-
 
 class Scheduler(SlotFiles, SpeculativeSteps):
     """N slots over one model; `step()` advances every busy slot by one forward pass."""
@@ -453,31 +424,17 @@ class Scheduler(SlotFiles, SpeculativeSteps):
 
     def _run_embedding(self, slot: Slot) -> None:
         """Embeddings are stateless: evaluate the whole input at once, pool, normalise, release."""
+        from pyllama.embeddings import embed_task
+
         task = slot.task
         assert task is not None
-        t0 = time.perf_counter()
-        self.model.kv.truncate(slot.id, 0)
         try:
             with self._threads(len(task.prompt)):
-                hidden = self.model.hidden(Batch([SeqChunk(slot.id, task.prompt, 0, "all")]))
+                final = embed_task(self.model, slot.id, task)
         except PyllamaError as exc:
             self._fail(slot, str(exc), "invalid_request")
             return
-        self.model.kv.truncate(slot.id, 0)
-        from pyllama.embeddings import normalize, pool
-
-        vectors = pool(hidden, task.pooling)
-        final = Final(
-            task.id,
-            n_prompt=len(task.prompt),
-            prompt_ms=1e3 * (time.perf_counter() - t0),
-            slot_id=slot.id,
-            embedding=[normalize(v, task.normalize).tolist() for v in vectors],
-        )
-        self.metrics.prompt_tokens_total += len(task.prompt)
-        self.metrics.prompt_seconds_total += final.prompt_ms / 1e3
-        self.metrics.n_decode_total += 1  # the input's forward pass is a decode, though nothing is sampled
-        self.metrics.n_busy_slots_total += 1
+        self.metrics.count_embedding(len(task.prompt), final.prompt_ms)
         emit = slot.emit
         slot.cache_tokens = []
         slot.release()

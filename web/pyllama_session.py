@@ -30,8 +30,9 @@ from pyllama.errors import InvalidRequestError
 from pyllama.grammar import json_schema_to_grammar
 from pyllama.grammar.parser import check_left_recursion, parse_grammar
 from pyllama.sampling import SamplingParams, parse_samplers
-from pyllama.scheduler import Event, Final, Partial, Scheduler, Task
+from pyllama.scheduler import Scheduler
 from pyllama.speculative import SpecParams
+from pyllama.tasks import Event, Final, Partial, Task
 
 # Request fields copied into SamplingParams when present (llama-server names).
 _SAMPLING_FIELDS = (

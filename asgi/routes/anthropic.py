@@ -114,7 +114,7 @@ async def messages() -> Response:
                                                            "delta": {"type": "text_delta", "text": text}}))
 
     def render(item: Tagged) -> list[str]:
-        from pyllama.scheduler import Final
+        from pyllama.tasks import Final
 
         event = item.event
         out: list[str] = []

@@ -73,7 +73,7 @@ async def chat_completions() -> Response:
         return out
 
     def render(item: Tagged) -> list[str]:
-        from pyllama.scheduler import Final
+        from pyllama.tasks import Final
 
         i, event = item.index, item.event
         out: list[str] = []

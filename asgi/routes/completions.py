@@ -50,7 +50,7 @@ async def native_completion(served: ServedModel, params: CompletionParams, promp
     decoded = [0] * len(tasks)
 
     def render(item: Tagged) -> list[str]:
-        from pyllama.scheduler import Final
+        from pyllama.tasks import Final
 
         event = item.event
         if isinstance(event, Final):
@@ -106,7 +106,7 @@ async def oai_completions() -> Response:
         return json_response(answer)
 
     def render(item: Tagged) -> list[str]:
-        from pyllama.scheduler import Final
+        from pyllama.tasks import Final
 
         event = item.event
         if isinstance(event, Final):

@@ -67,7 +67,7 @@ async def embed(oai: bool) -> Response:
         if not tokens:
             raise BadRequest("Input content cannot be empty")
         check_token_ids(tokens, served.model.n_vocab)
-    from pyllama.scheduler import Task
+    from pyllama.tasks import Task
 
     check_context(prompts, served.model.n_ctx_seq, generating=False)
 

@@ -146,7 +146,7 @@ async def responses() -> Response:
             out.append(write(delta))
 
     def render(item: Tagged) -> list[str]:
-        from pyllama.scheduler import Final
+        from pyllama.tasks import Final
 
         event = item.event
         out: list[str] = []

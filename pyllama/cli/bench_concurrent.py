@@ -30,7 +30,8 @@ PROMPT = "Request {i}: write a short story about a lighthouse keeper who finds a
 def run_round(model: Model, n_tasks: int, n_gen: int, first_prompt: int = 0) -> tuple[float, float]:
     """(aggregate generated tokens per second, mean ms per step) of n_tasks concurrent greedy requests."""
     from pyllama.sampling import SamplingParams
-    from pyllama.scheduler import Event, Final, Scheduler, Task
+    from pyllama.scheduler import Scheduler
+    from pyllama.tasks import Event, Final, Task
 
     sched = Scheduler(model)
     sched.token_pieces()  # built once per scheduler; not part of the measurement

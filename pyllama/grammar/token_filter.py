@@ -102,7 +102,7 @@ class TokenFilter:
             return
         rest, rest_states = ids[~plain], states[~plain]
         low, high = v.part_low[rest], v.part_high[rest]
-        for s in np.flatnonzero(np.bincount(rest_states)).tolist():
+        for s in np.flatnonzero(np.bincount(rest_states.astype(np.intp, copy=False))).tolist():
             sel = rest_states == s
             ok = np.zeros(int(sel.sum()), dtype=np.bool_)
             for _, cls in g.char_stacks(s):
@@ -114,7 +114,7 @@ class TokenFilter:
         if bool((state == first).all()):
             return self._advance_group(first, chars)
         out = np.empty_like(state)
-        for s in np.flatnonzero(np.bincount(state)).tolist():
+        for s in np.flatnonzero(np.bincount(state.astype(np.intp, copy=False))).tolist():
             sel = state == s
             out[sel] = self._advance_group(s, chars[sel])
         return out
@@ -132,7 +132,7 @@ class TokenFilter:
         code = np.zeros(chars.shape, dtype=np.int64)
         for i, cls in stacks:
             code |= cls.matches_many(chars).astype(np.int64) << i
-        present = np.flatnonzero(np.bincount(code)).tolist()
+        present = np.flatnonzero(np.bincount(code.astype(np.intp, copy=False))).tolist()
         lut = np.zeros(max(present) + 1, dtype=np.int64)
         for c in present:
             lut[c] = g.step_code(state, c) if c else DEAD

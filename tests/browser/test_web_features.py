@@ -259,9 +259,6 @@ def test_theme_search_rename_keyboard(page: tuple[Any, PageLog], server: Server)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="engine bug under Pyodide: pyllama/grammar/token_filter.py calls np.bincount "
-                   "on int64 arrays, which wasm32 NumPy refuses ('Cannot cast array data from dtype(int64) to "
-                   "dtype(int32) according to the rule safe'); fix there with .astype(np.intp), then drop this mark")
 def test_in_browser_thinking_and_grammar(page: tuple[Any, PageLog], server: Server) -> None:
     """The in-browser engine takes the grammar setting too, and its <think> text is folded
     the same way (the worker streams raw text; the page splits it)."""

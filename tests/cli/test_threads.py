@@ -12,7 +12,8 @@ import pytest
 from pyllama.cli.blas_threads import DEFAULT_THREADS, BlasThreads, get_threads, set_threads
 from pyllama.engine import Model
 from pyllama.sampling import SamplingParams
-from pyllama.scheduler import Event, Final, Scheduler, Task
+from pyllama.scheduler import Scheduler
+from pyllama.tasks import Event, Final, Task
 
 pytestmark = pytest.mark.skipif(get_threads() is None, reason="no BLAS whose threads threadpoolctl can set")
 

@@ -9,7 +9,8 @@ import pytest
 
 from pyllama.engine import Model
 from pyllama.sampling import Sampler, SamplingParams
-from pyllama.scheduler import Event, Final, Partial, Scheduler, Task
+from pyllama.scheduler import Scheduler
+from pyllama.tasks import Event, Final, Partial, Task
 
 PROMPTS = ["The capital of France is", "Once upon a time,", "def add(a, b):"]
 

@@ -16,7 +16,7 @@ import pytest
 from pyllama.engine import Model
 from pyllama.errors import InvalidRequestError
 from pyllama.sampling import SamplingParams
-from pyllama.scheduler import Event, Final, Scheduler, Task
+from pyllama.scheduler import Scheduler
 from pyllama.speculative import (
     MapKState,
     NgramParams,
@@ -25,6 +25,7 @@ from pyllama.speculative import (
     ngram_simple_draft,
     parse_types,
 )
+from pyllama.tasks import Event, Final, Task
 
 CODE = (
     "Repeat this code exactly:\n\ndef add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n\n"

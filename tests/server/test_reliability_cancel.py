@@ -245,7 +245,8 @@ def test_an_error_in_one_slot_ends_only_that_task(smollm2_path: Path) -> None:
     ends alone; the task beside it in the same batch generates all its tokens."""
     from pyllama.engine import Model
     from pyllama.sampling import SamplingParams
-    from pyllama.scheduler import Event, Final, Scheduler, Task
+    from pyllama.scheduler import Scheduler
+    from pyllama.tasks import Event, Final, Task
 
     model = Model.load(smollm2_path, n_ctx=512, n_seq=2)
     scheduler = Scheduler(model)

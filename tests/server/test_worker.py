@@ -156,7 +156,7 @@ def test_merged_partials_keep_the_newest_statistics() -> None:
     """A slow reader's backlog is merged (asgi.generate.merge_partials): text and tokens join,
     and the slot and running timings are those of the later event."""
     from asgi.generate import merge_partials
-    from pyllama.scheduler import Final, Partial
+    from pyllama.tasks import Final, Partial
 
     a = Partial(7, "Hel", [1], [], slot_id=1, n_prompt=5, n_decoded=1, prompt_ms=10.0, predicted_ms=0.0)
     b = Partial(7, "lo", [2, 3], [], slot_id=1, n_prompt=5, n_decoded=3, prompt_ms=10.0, predicted_ms=40.0)
