@@ -124,7 +124,7 @@ SHUTDOWN_MESSAGE = "server is shutting down: generation cancelled"
 async def guarded(awaitable: Awaitable[T]) -> T:
     """Await a generation as an in-flight request: a graceful shutdown waits for it, then
     cancels it, and the client gets a 503 instead of a dropped connection."""
-    from asgi.app import ShuttingDown
+    from asgi.state import ShuttingDown
 
     state = current_app.extensions["pyllama"]
     with state.tracked():
@@ -141,7 +141,7 @@ async def guarded(awaitable: Awaitable[T]) -> T:
 def sse_response(events: AsyncIterator[str], done: str | None = None) -> Response:
     """Stream `events`; if a graceful shutdown cancels the stream, end it with an error
     event (and `done`, the OpenAI routes' [DONE]) so the client sees a well-formed end."""
-    from asgi.app import ShuttingDown
+    from asgi.state import ShuttingDown
 
     state = current_app.extensions["pyllama"]
 

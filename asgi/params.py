@@ -99,6 +99,7 @@ class CompletionParams:
     cache_prompt: bool = True
     return_tokens: bool = False
     timings_per_token: bool = False
+    return_progress: bool = False  # streamed prompt_progress events
     id_slot: int = -1
     response_fields: list[str] = field(default_factory=list)
     t_max_predict_ms: int = -1
@@ -199,7 +200,7 @@ OTHER_FIELDS: dict[str, dict[str, Any]] = {
     "dry_base": {"type": "number"},
     "adaptive_decay": {"type": "number", "minimum": 0.0, "maximum": 0.99},
     **{name: {"type": "boolean"} for name in ("stream", "cache_prompt", "return_tokens", "timings_per_token",
-                                              "grammar_lazy")},
+                                              "grammar_lazy", "return_progress")},
     "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
     "samplers": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
     "dry_sequence_breakers": {"type": "array", "items": {"type": "string"}, "minItems": 1},
@@ -289,10 +290,8 @@ def parse_completion_params(
     found = _pick(body, "n_predict", "max_completion_tokens", "max_tokens")
     if found is not None:
         n_predict = _hard(found[0], _int(*found), -1)
-        server_cap = int(defaults.get("n_predict", -1))
-        params.n_predict = min(n_predict, server_cap) if server_cap > 0 and n_predict >= 0 else (
-            server_cap if server_cap > 0 else n_predict
-        )
+        # llama-server: the request's value wins over -n; -1 means "the server's -n"
+        params.n_predict = n_predict if n_predict != -1 else int(defaults.get("n_predict", -1))
     for name, attr, lo in (("n_keep", "n_keep", -1), ("n_discard", "n_discard", 0), ("n_indent", "n_indent", 0),
                            ("id_slot", "id_slot", -1), ("t_max_predict_ms", "t_max_predict_ms", -1)):
         if body.get(name) is not None:
@@ -300,7 +299,7 @@ def parse_completion_params(
     found = _pick(body, "n_cmpl", "n")
     if found is not None:
         params.n_cmpl = _hard(found[0], _int(*found), 1, n_parallel)
-    for name in ("stream", "cache_prompt", "return_tokens", "timings_per_token"):
+    for name in ("stream", "cache_prompt", "return_tokens", "timings_per_token", "return_progress"):
         if body.get(name) is not None:
             setattr(params, name, _bool(name, body[name]))
     options = body.get("stream_options")

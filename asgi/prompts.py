@@ -78,6 +78,23 @@ def tokenize_mixed(tok: TokenizerLike, prompt: Any, add_special: bool, parse_spe
     return tokens
 
 
+def _content_text(parts: Any) -> str:
+    """`{"content": [{"type": "text", "text": ...}, ...]}`: the parts' text, joined as llama-server
+    joins them; media parts need a multimodal model, which this server does not load."""
+    if not isinstance(parts, list) or not parts:
+        raise BadRequest('"content" must be a non-empty array of content parts')
+    texts = []
+    for part in parts:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind in ("image_url", "input_audio", "input_video", "input_image"):
+            raise BadRequest("Multimodal data provided, but model does not support multimodal requests.")
+        else:
+            raise BadRequest(f"unsupported content part type: {kind!r} (expected 'text')")
+    return "".join(texts)
+
+
 def _subprompt(tok: TokenizerLike, prompt: Any, add_special: bool, parse_special: bool) -> list[int]:
     if isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(p, str) or _is_token(p) for p in prompt)):
         return tokenize_mixed(tok, prompt, add_special, parse_special)
@@ -85,6 +102,8 @@ def _subprompt(tok: TokenizerLike, prompt: Any, add_special: bool, parse_special
         if prompt.get("multimodal_data"):
             raise BadRequest("Multimodal data provided, but model does not support multimodal requests.")
         return tokenize_mixed(tok, prompt["prompt_string"], add_special, parse_special)
+    if isinstance(prompt, dict) and "content" in prompt:
+        return tokenize_mixed(tok, _content_text(prompt["content"]), add_special, parse_special)
     raise BadRequest(
         '"prompt" elements must be a string, a list of tokens, a JSON object containing a prompt string, '
         "or a list of mixed strings & tokens."

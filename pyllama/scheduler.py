@@ -12,11 +12,13 @@ safe to call from another thread while `step()` runs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,125 +27,27 @@ import numpy as np
 from pyllama.engine import Model
 from pyllama.errors import ContextFullError, InvalidRequestError, PyllamaError
 from pyllama.models import Batch, SeqChunk
-from pyllama.sampling import Sampler, SamplingParams
-from pyllama.slot import Slot, TokenProb
+from pyllama.sampling import Sampler
+from pyllama.slot import Slot
+from pyllama.tasks import (
+    Emit,
+    Event,
+    Final,
+    Partial,
+    StopType,
+    Task,
+    TaskKind,
+    TokenProb,
+    timings_json,
+)
 
 log = logging.getLogger(__name__)
 
 # The answer for a task that failed on an unexpected error (the log has the traceback).
 _FAILED = "internal error while {} this request; other requests are not affected (the server log has the details)"
 
-TaskKind = Literal["completion", "embedding"]
-StopType = Literal["none", "eos", "limit", "word"]
-
-
-@dataclass
-class Task:
-    """One generation (or embedding) request, already tokenized and validated."""
-
-    prompt: list[int]
-    params: SamplingParams = field(default_factory=SamplingParams)
-    n_predict: int = -1
-    stop: list[str] = field(default_factory=list)
-    n_keep: int = 0
-    n_discard: int = 0
-    id_slot: int = -1
-    cache_prompt: bool = True
-    kind: TaskKind = "completion"
-    pooling: str = "mean"  # embeddings: none | mean | cls | last
-    normalize: int = 2  # embeddings: -1 none, 0 max-abs, 1 taxicab, 2 euclidean, >2 p-norm
-    # Optional per-task grammar/constraint objects live inside params (the sampler builds them).
-    id: int = -1
-
-
-def timings_json(n_prompt: int, n_cached: int, n_decoded: int, prompt_ms: float, predicted_ms: float) -> dict[str, float]:
-    """llama-server's `timings` object (server_slot_stats::to_json)."""
-    pn, dn = n_prompt - n_cached, n_decoded
-    return {
-        "cache_n": n_cached,
-        "prompt_n": pn,
-        "prompt_ms": prompt_ms,
-        "prompt_per_token_ms": prompt_ms / pn if pn else 0.0,
-        "prompt_per_second": 1e3 * pn / prompt_ms if prompt_ms else 0.0,
-        "predicted_n": dn,
-        "predicted_ms": predicted_ms,
-        "predicted_per_token_ms": predicted_ms / dn if dn else 0.0,
-        "predicted_per_second": 1e3 * dn / predicted_ms if predicted_ms else 0.0,
-    }
-
-
-@dataclass
-class Partial:
-    """Newly generated text (already safe to show: no half characters, no partial stop word).
-
-    It also carries the slot and the task's running statistics, so a front end can show
-    progress (llama-server's `timings_per_token`) without asking the scheduler.
-    """
-
-    task_id: int
-    text: str
-    tokens: list[int]
-    probs: list[TokenProb]
-    slot_id: int = -1
-    n_prompt: int = 0
-    n_cached: int = 0
-    n_decoded: int = 0
-    prompt_ms: float = 0.0
-    predicted_ms: float = 0.0
-
-    @property
-    def timings(self) -> dict[str, float]:
-        return timings_json(self.n_prompt, self.n_cached, self.n_decoded, self.prompt_ms, self.predicted_ms)
-
-
-@dataclass
-class Final:
-    """The end of a task, with everything llama-server reports about it."""
-
-    task_id: int
-    content: str = ""
-    # Text not yet sent as a Partial (held back as a possible stop word, then released).
-    tail: str = ""
-    tokens: list[int] = field(default_factory=list)
-    stop_type: StopType = "none"
-    stopping_word: str = ""
-    truncated: bool = False
-    n_prompt: int = 0
-    n_cached: int = 0
-    n_decoded: int = 0
-    prompt_ms: float = 0.0
-    predicted_ms: float = 0.0
-    seed: int = 0
-    slot_id: int = -1
-    probs: list[TokenProb] = field(default_factory=list)
-    embedding: list[list[float]] | None = None
-    error: str | None = None
-    error_kind: Literal["invalid_request", "context", "server"] = "server"
-
-    @property
-    def timings(self) -> dict[str, float]:
-        return timings_json(self.n_prompt, self.n_cached, self.n_decoded, self.prompt_ms, self.predicted_ms)
-
-    def result_fields(self) -> dict[str, Any]:
-        """The fields of llama-server's final /completion result that come from the task
-        itself (to_json_non_oaicompat), shared by the server's response and the browser
-        session's last chunk; the caller adds what it knows (index, model, prompt, ...)."""
-        return {
-            "tokens_predicted": self.n_decoded,
-            "tokens_evaluated": self.n_prompt,
-            "truncated": self.truncated,
-            "stop_type": self.stop_type,
-            "stopped_eos": self.stop_type == "eos",
-            "stopped_limit": self.stop_type == "limit",
-            "stopped_word": self.stop_type == "word",
-            "stopping_word": self.stopping_word,
-            "tokens_cached": self.n_cached,
-            "timings": self.timings,
-        }
-
-
-Event = Partial | Final
-Emit = Callable[[Event], None]
+__all__ = ["Emit", "Event", "Final", "Metrics", "Partial", "Scheduler", "StopType", "Task", "TaskKind",
+           "TokenProb", "timings_json"]
 
 
 @dataclass
@@ -161,6 +65,9 @@ class Metrics:
     predicted_seconds_total: float = 0.0
     n_decode_total: int = 0
     n_busy_slots_total: int = 0
+    prompt_tokens_cached_total: int = 0  # reused from a slot's cache: no decode
+    predicted_steps_total: int = 0  # decode steps of generating slots (tokens minus each task's first)
+    n_tokens_max: int = 0  # longest sequence seen (prompt + generation)
 
 
 class Scheduler:
@@ -174,8 +81,13 @@ class Scheduler:
         context_shift: bool = True,
         slot_prompt_similarity: float = 0.5,
         n_predict_default: int = -1,
+        threads: Callable[[int], AbstractContextManager[None]] | None = None,
     ) -> None:
+        """`threads`, if given, is entered around every forward pass with the pass's token
+        count (the CLI and the server pass pyllama.cli.blas_threads.BlasThreads: -t for one
+        token, -tb for more); the engine itself never touches threads."""
         self.model = model
+        self.threads = threads
         self.n_batch = max(1, n_batch)
         self.context_shift = context_shift
         self.slot_prompt_similarity = slot_prompt_similarity
@@ -196,6 +108,9 @@ class Scheduler:
             tok = self.model.tokenizer
             self._pieces = [tok.token_to_piece(i, True) for i in range(self.model.n_vocab)]
         return self._pieces
+
+    def _threads(self, n_tokens: int) -> AbstractContextManager[None]:
+        return self.threads(n_tokens) if self.threads is not None else contextlib.nullcontext()
 
     # -- requests (thread-safe: deque appends only) -------------------------------------
     def submit(self, task: Task, emit: Emit) -> int:
@@ -276,7 +191,8 @@ class Scheduler:
             return True
         t0 = time.perf_counter()
         try:
-            logits = self.model.decode(batch)
+            with self._threads(batch.n_tokens):
+                logits = self.model.decode(batch)
         except PyllamaError as exc:
             for slot in owners:
                 self._fail(slot, str(exc), "invalid_request")
@@ -292,12 +208,15 @@ class Scheduler:
             if slot.generating:
                 slot.t_predict += share
                 m.predicted_seconds_total += share
+                m.predicted_steps_total += 1
             else:
                 slot.t_prompt += share
                 slot.n_past = chunk.pos + len(chunk.tokens)
                 m.prompt_tokens_total += len(chunk.tokens)
                 m.prompt_seconds_total += share
+                slot.emit_progress()
             slot.cache_tokens = slot.cache_tokens[: chunk.pos] + chunk.tokens
+            m.n_tokens_max = max(m.n_tokens_max, len(slot.cache_tokens))
             if chunk.output == "none":
                 continue
             try:
@@ -392,6 +311,8 @@ class Scheduler:
         n_cached = min(n_cached, len(task.prompt) - 1, model.kv.length(slot.id))
         model.kv.truncate(slot.id, n_cached)
         slot.begin(task, emit, sampler, n_cached, tok)
+        slot.emit_progress()  # llama-server's 0% update, before any prompt token is read
+        self.metrics.prompt_tokens_cached_total += n_cached
         if task.n_predict < 0 and self.n_predict_default >= 0:
             slot.n_predict = self.n_predict_default
         if sampler is not None:
@@ -551,7 +472,8 @@ class Scheduler:
         t0 = time.perf_counter()
         self.model.kv.truncate(slot.id, 0)
         try:
-            hidden = self.model.hidden(Batch([SeqChunk(slot.id, task.prompt, 0, "all")]))
+            with self._threads(len(task.prompt)):
+                hidden = self.model.hidden(Batch([SeqChunk(slot.id, task.prompt, 0, "all")]))
         except PyllamaError as exc:
             self._fail(slot, str(exc), "invalid_request")
             return
@@ -567,6 +489,9 @@ class Scheduler:
             embedding=[normalize(v, task.normalize).tolist() for v in vectors],
         )
         self.metrics.prompt_tokens_total += len(task.prompt)
+        self.metrics.prompt_seconds_total += final.prompt_ms / 1e3
+        self.metrics.n_decode_total += 1  # the input's forward pass is a decode, though nothing is sampled
+        self.metrics.n_busy_slots_total += 1
         emit = slot.emit
         slot.cache_tokens = []
         slot.release()

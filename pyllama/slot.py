@@ -3,47 +3,18 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pyllama.stop_strings import StopMatcher
+from pyllama.tasks import Emit, Final, Partial, StopType, Task, TokenProb
 
 if TYPE_CHECKING:
     from pyllama.sampling import Sampler
-    from pyllama.scheduler import Emit, Final, StopType, Task
     from pyllama.tokenizer import Tokenizer
 
-
-@dataclass
-class TokenProb:
-    """A generated token with its probability and the top alternatives (for n_probs)."""
-
-    id: int
-    text: str
-    raw: bytes
-    prob: float
-    top: list[tuple[int, str, bytes, float]] = field(default_factory=list)
-    post_sampling: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        """llama-server's completion_probabilities entry (logprob form unless post-sampling)."""
-        if self.post_sampling:
-            return {
-                "id": self.id, "token": self.text, "bytes": list(self.raw), "prob": self.prob,
-                "top_probs": [{"id": i, "token": t, "bytes": list(b), "prob": p} for i, t, b, p in self.top],
-            }
-        return {
-            "id": self.id, "token": self.text, "bytes": list(self.raw), "logprob": _log(self.prob),
-            "top_logprobs": [
-                {"id": i, "token": t, "bytes": list(b), "logprob": _log(p)} for i, t, b, p in self.top
-            ],
-        }
-
-
-def _log(p: float) -> float:
-    return float(np.log(p)) if p > 0 else float("-inf")
+__all__ = ["Slot", "TokenProb", "common_prefix"]
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -106,6 +77,18 @@ class Slot:
         self.decoder = IncrementalDecoder(tokenizer)
         self.t_start = time.perf_counter()
 
+    def emit_progress(self) -> None:
+        """A prompt-progress event, if the task asked for them (llama-server's return_progress)."""
+        task = self.task
+        if task is None or not task.return_progress or self.emit is None or self.generating:
+            return
+        self.emit(Partial(
+            task.id, "", [], [], slot_id=self.id, n_prompt=len(task.prompt), n_cached=self.n_cached,
+            prompt_ms=1e3 * self.t_prompt,
+            progress={"total": len(task.prompt), "cache": self.n_cached, "processed": self.n_past,
+                      "time_ms": 1e3 * self.t_prompt},
+        ))
+
     def release(self) -> None:
         self.t_last_used = time.perf_counter()
         self._clear()
@@ -132,8 +115,6 @@ class Slot:
 
     def add_token(self, token: int, prob: TokenProb | None) -> None:
         """Record a generated token; emit whatever text became safe to show."""
-        from pyllama.scheduler import Partial
-
         self.generated.append(token)
         self.cache_tokens.append(token)
         self.n_decoded += 1
@@ -152,8 +133,6 @@ class Slot:
             self.pending_tokens, self.pending_probs = [], []
 
     def final(self, stop_type: StopType) -> Final:
-        from pyllama.scheduler import Final
-
         task = self.task
         assert task is not None
         if stop_type != "word":
@@ -191,13 +170,14 @@ class Slot:
             "is_processing": self.busy,
             "n_past": self.n_past,
             "n_cached_tokens": len(self.cache_tokens),
-            "next_token": {
+            # a list of one, as llama-server writes it; an idle slot shows no budget of its last task
+            "next_token": [{
                 "has_next_token": self.busy,
                 "has_new_line": False,
-                "n_remain": (self.n_predict - self.n_decoded) if self.n_predict >= 0 else -1,
-                "n_decoded": self.n_decoded,
+                "n_remain": (self.n_predict - self.n_decoded) if self.busy and self.n_predict >= 0 else -1,
+                "n_decoded": self.n_decoded if self.busy else 0,
                 "stopping_word": self.stop.stopped_word or "",
-            },
+            }],
         }
 
 

@@ -6,7 +6,6 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from asgi.app import server_state
 from asgi.errors import BadRequest, ContextExceeded, NotSupported
 from asgi.generate import Tagged, run_all, sse_events, stream_all
 from asgi.http import SSE_DONE, guarded, json_response, read_json, sse_event, sse_response
@@ -29,6 +28,7 @@ from asgi.responses import (
     random_id,
     usage,
 )
+from asgi.state import server_state
 
 bp = Blueprint("completions", __name__)
 
@@ -38,7 +38,7 @@ def read_params(served: ServedModel, body: dict[str, Any]) -> CompletionParams:
     if body.get("image_data") or body.get("multimodal_data"):
         raise BadRequest("image_data is not supported: this server runs text-only models (no multimodal projector)")
     tok = served.tokenizer
-    return parse_completion_params(
+    params = parse_completion_params(
         body,
         defaults=server_state().settings.sampling,
         n_vocab=served.model.n_vocab,
@@ -46,6 +46,12 @@ def read_params(served: ServedModel, body: dict[str, Any]) -> CompletionParams:
         tokenize=lambda text: tok.tokenize(text, False, False),
         limits=server_state().settings.limits,
     )
+    if body.get("ignore_eos") is True:
+        # llama-server bans the end-of-generation tokens with -inf biases, and lists them in
+        # generation_settings.logit_bias (JSON null for -inf); the sampler bans them too
+        params.sampling.logit_bias = [*params.sampling.logit_bias,
+                                      *((t, float("-inf")) for t in sorted(tok.eog_ids))]
+    return params
 
 
 def check_context(prompts: list[list[int]], n_ctx: int, *, generating: bool = True) -> None:
@@ -74,6 +80,7 @@ def make_tasks(served: ServedModel, prompts: list[list[int]], params: Completion
                 prompt=list(prompt), params=p.sampling,
                 n_predict=p.n_predict if 0 <= p.n_predict <= limit else limit, stop=list(p.stop),
                 n_keep=p.n_keep, n_discard=p.n_discard, id_slot=p.id_slot, cache_prompt=p.cache_prompt,
+                return_progress=p.return_progress and p.stream,
             ))
     return tasks
 
@@ -105,6 +112,19 @@ def detok(served: ServedModel, tokens: list[int]) -> str:
     return b"".join(tok.token_to_piece(t, True) for t in tokens).decode("utf-8", errors="replace")
 
 
+def wants_verbose(body: dict[str, Any]) -> bool:
+    """llama-server adds `__verbose` (the native result) to OpenAI answers for `"verbose": true`
+    or a server started with --verbose."""
+    return body.get("verbose") is True or bool(server_state().settings.verbose)
+
+
+def verbose_body(served: ServedModel, params: CompletionParams, final: Any, prompt: list[int]) -> dict[str, Any]:
+    assert served.model is not None
+    return completion_final(final, index=0, model=served.name, prompt=detok(served, prompt),
+                            settings=params.generation_settings(served.model.n_ctx_seq, served.name), stream=False,
+                            return_tokens=params.return_tokens, response_fields=[])
+
+
 async def native_completion(served: ServedModel, params: CompletionParams, prompts: list[list[int]]) -> Response:
     """The llama.cpp-native result: one object, or a list for several prompts; or an SSE stream."""
     assert served.model is not None
@@ -134,7 +154,8 @@ async def native_completion(served: ServedModel, params: CompletionParams, promp
             return [sse_event(body)]
         decoded[item.index] += len(event.tokens)
         return [sse_event(completion_partial(event, index=item.index, slot_id=-1, n_decoded=decoded[item.index],
-                                             n_prompt=len(tasks[item.index].prompt)))]
+                                             n_prompt=len(tasks[item.index].prompt),
+                                             timings_per_token=params.timings_per_token))]
 
     served.admit(len(tasks))
     first, rest = await guarded(stream_all(served, tasks))
@@ -173,7 +194,10 @@ async def oai_completions() -> Response:
         choices = [oai_text_choice(f.content, i, finish_reason(f), f.probs) for i, f in enumerate(finals)]
         total = usage(sum(f.n_prompt for f in finals), sum(f.n_decoded for f in finals),
                       sum(f.n_cached for f in finals))
-        return json_response(oai_completion(cmpl_id, model_name, choices, total, finals[0].timings))
+        answer = oai_completion(cmpl_id, model_name, choices, total, finals[0].timings)
+        if wants_verbose(body):
+            answer["__verbose"] = verbose_body(served, params, finals[0], tasks[0].prompt)
+        return json_response(answer)
 
     def render(item: Tagged) -> list[str]:
         from pyllama.scheduler import Final
@@ -184,6 +208,8 @@ async def oai_completions() -> Response:
             body_final = oai_completion(cmpl_id, model_name, [choice],
                                         usage(event.n_prompt, event.n_decoded, event.n_cached), event.timings)
             return [sse_event(body_final)]
+        if event.progress is not None:
+            return []  # OpenAI text completions have no progress chunk
         choice = oai_text_choice(event.text, item.index, None, event.probs)
         return [sse_event(oai_completion(cmpl_id, model_name, [choice], None))]
 

@@ -56,6 +56,29 @@ def add_model_args(p: argparse.ArgumentParser, *, ctx_default: int = 4096) -> No
     r.add_argument("--yarn-beta-fast", type=float, help="YaRN: low correction dim or beta")
 
 
+def add_thread_args(p: argparse.ArgumentParser) -> None:
+    """-t/-tb as llama-cli has them (a value <= 0 means every core)."""
+    from pyllama.cli.blas_threads import THREADS_BATCH_HELP, THREADS_HELP
+
+    p.add_argument("-t", "--threads", type=int, default=None, help=THREADS_HELP)
+    p.add_argument("-tb", "--threads-batch", type=int, default=None, help=THREADS_BATCH_HELP)
+
+
+def blas_threads(args: argparse.Namespace) -> Any:
+    """The scheduler's thread hook for -t/-tb (sets BLAS's count now); a note if there is no BLAS."""
+    import os
+
+    from pyllama.cli.blas_threads import BlasThreads
+
+    def count(value: int | None) -> int | None:
+        return None if value is None else value if value > 0 else os.cpu_count() or 1
+
+    hook = BlasThreads(count(args.threads), count(args.threads_batch))
+    if not hook.available and (args.threads or args.threads_batch):
+        log("note: -t/-tb: no BLAS whose thread count threadpoolctl can set (is threadpoolctl installed?)")
+    return hook
+
+
 def rope_overrides(args: argparse.Namespace) -> RopeOverrides | None:
     """The RoPE flags as RopeOverrides (None when none was given)."""
     return RopeOverrides.from_flags(vars(args))

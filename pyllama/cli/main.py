@@ -19,7 +19,8 @@ import sys
 
 def _apply_threads(argv: list[str]) -> None:
     """-t/--threads must reach BLAS before NumPy loads: set the variables while NumPy is not
-    yet imported (bench also sets the OpenBLAS count at run time, pyllama.cli.blas_threads)."""
+    yet imported, so OpenBLAS starts no more threads than asked; pyllama.cli.blas_threads then
+    sets the count at run time through threadpoolctl (run, perplexity: -t/-tb; bench: -t)."""
     for i, a in enumerate(argv):
         value = None
         if a in ("-t", "--threads") and i + 1 < len(argv):

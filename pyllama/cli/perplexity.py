@@ -15,13 +15,22 @@ import time
 
 import numpy as np
 
-from pyllama.cli.common import CliError, add_model_args, guarded, load_model, log
+from pyllama.cli.common import (
+    CliError,
+    add_model_args,
+    add_thread_args,
+    blas_threads,
+    guarded,
+    load_model,
+    log,
+)
 from pyllama.models import Batch, SeqChunk
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("perplexity", help="perplexity of a text file (llama-perplexity)", description=__doc__)
     add_model_args(p, ctx_default=512)
+    add_thread_args(p)
     p.add_argument("-f", "--file", required=True, help="text file to score")
     p.add_argument("--chunks", type=int, default=-1, help="max chunks to evaluate (-1 = all)")
     p.set_defaults(func=guarded(main))
@@ -69,6 +78,7 @@ def main(args: argparse.Namespace) -> int:
     n_ctx = args.ctx_size
     if n_ctx <= 0:
         raise CliError("-c must be positive for perplexity")
+    threads = blas_threads(args)
     model = load_model(args)
     tok = model.tokenizer
     t0 = time.perf_counter()
@@ -79,7 +89,8 @@ def main(args: argparse.Namespace) -> int:
     log(f"perplexity: tokenization took {1e3 * (time.perf_counter() - t0):.1f} ms, {len(tokens)} tokens")
     log(f"perplexity: calculating perplexity over {len(tokens) // n_ctx} chunks, n_ctx={n_ctx}")
     t1 = time.perf_counter()
-    ppl, err, running = perplexity(model, tokens, n_ctx, tok.bos_id if tok.add_bos else None, args.chunks)
+    with threads(n_ctx):  # whole chunks of n_ctx tokens: -tb
+        ppl, err, running = perplexity(model, tokens, n_ctx, tok.bos_id if tok.add_bos else None, args.chunks)
     print("".join(f"[{i + 1}]{p:.4f}," for i, p in enumerate(running)))
     print(f"Final estimate: PPL = {ppl:.4f} +/- {err:.5f}")
     log(f"perplexity: {time.perf_counter() - t1:.2f} s for {len(running)} chunks")

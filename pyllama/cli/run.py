@@ -6,14 +6,24 @@ import argparse
 import sys
 import time
 
-from pyllama.cli.common import add_model_args, guarded, load_model, log
+from pyllama.cli.common import (
+    CliError,
+    add_model_args,
+    add_thread_args,
+    blas_threads,
+    guarded,
+    load_model,
+    log,
+)
 from pyllama.cli.sampling_args import add_sampling_args, params_from_args
-from pyllama.sampling import Sampler
+from pyllama.scheduler import Scheduler
+from pyllama.tasks import Event, Final, Partial, Task
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="generate text from a prompt", description=__doc__)
     add_model_args(p)
+    add_thread_args(p)
     p.add_argument("-p", "--prompt", default="", help="prompt text")
     p.add_argument("-f", "--file", default=None, help="read the prompt from a file")
     p.add_argument("-n", "--n-predict", type=int, default=-1, help="tokens to generate (-1 = until end/ctx)")
@@ -25,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def main(args: argparse.Namespace) -> int:
     params = params_from_args(args)
+    threads = blas_threads(args)
     model = load_model(args)
     tok = model.tokenizer
     text = args.prompt
@@ -34,30 +45,35 @@ def main(args: argparse.Namespace) -> int:
     prompt = tok.tokenize(text, add_special=True, parse_special=not args.no_parse_special)
     if args.verbose_prompt:
         log(f"prompt tokens ({len(prompt)}): {prompt}")
-    sampler = Sampler(params, model.n_vocab, eog_ids=tok.eog_ids, n_ctx=model.n_ctx_seq,
-                      token_pieces=tok.all_pieces(special=True)
-                      if params.grammar or params.dry_multiplier > 0 else None)
-    sampler.accept_prompt(prompt)
-    from pyllama.tokenizer import IncrementalDecoder
+    if not prompt:
+        raise CliError("the prompt is empty")
+    # The server's scheduler, one slot: the same batching, stop handling and speculative
+    # decoding as pyllama-server and the browser session.
+    sched = Scheduler(model, threads=threads, context_shift=False)
+    finals: list[Final] = []
 
-    dec = IncrementalDecoder(tok)
+    def emit(event: Event) -> None:
+        if isinstance(event, Partial):
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        else:
+            finals.append(event)
+
     t0 = time.perf_counter()
-    n = 0
-    t_first = 0.0
-    for token in model.generate(prompt, sampler, args.n_predict, ignore_eos=params.ignore_eos):
-        if n == 0:
-            t_first = time.perf_counter()
-        n += 1
-        sys.stdout.write(dec.feed(token))
-        sys.stdout.flush()
-    sys.stdout.write(dec.flush())
+    sched.submit(Task(prompt, params=params, n_predict=args.n_predict, cache_prompt=False), emit)
+    while not finals:
+        sched.step()
+    final = finals[0]
+    if final.error is not None:
+        raise CliError(final.error)
+    sys.stdout.write(final.tail)
     sys.stdout.write("\n")
     sys.stdout.flush()
     t1 = time.perf_counter()
-    pp = t_first - t0 if n else t1 - t0
-    tg = (t1 - t_first) / max(1, n - 1)
+    pp, tg, n = final.prompt_ms / 1e3, final.predicted_ms / 1e3, final.n_decoded
     log(
         f"prompt: {len(prompt)} tokens in {pp * 1e3:.0f} ms ({len(prompt) / max(pp, 1e-9):.1f} tok/s); "
-        f"generated: {n} tokens, {1 / max(tg, 1e-9):.1f} tok/s; seed {sampler.seed}; weights {model.weights}"
+        f"generated: {n} tokens, {n / max(tg, 1e-9):.1f} tok/s; seed {final.seed}; weights {model.weights}; "
+        f"total {t1 - t0:.2f} s"
     )
     return 0
