@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 ARGS ?=
 
-.PHONY: install serve test lint typecheck pytest bench bench-vs bench-wasm wasm clean
+.PHONY: install serve test lint typecheck pytest bench bench-vs bench-wasm wasm web-vendor web-static clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,15 @@ bench-wasm: $(STAMP)
 
 wasm: $(STAMP)
 	$(PY) wasm/build.py
+
+# web/vendor: markdown-it, DOMPurify, KaTeX from the npm registry (committed; this reproduces it)
+web-vendor:
+	$(PYTHON) tools/web_vendor.py
+
+# build/web-static: the page + offline Pyodide + wheels for any static host (MODEL=x.gguf ships one)
+MODEL ?=
+web-static: $(STAMP)
+	$(PY) tools/web_static.py $(if $(MODEL),--model $(MODEL))
 
 clean:
 	rm -rf build dist wasm/dist *.egg-info

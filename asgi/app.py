@@ -13,85 +13,28 @@ PYLLAMA_SERVER_ARGS) the first time the app is called.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from quart import Quart, Response, current_app, request
+from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
-from asgi.errors import ApiError, Unauthorized, Unavailable, error_body
+from asgi.errors import ApiError, Unauthorized, error_body
 from asgi.http import json_response
 from asgi.registry import ModelRegistry, Overloaded
 from asgi.settings import Settings, parse_settings
+from asgi.state import ServerState, ShuttingDown, server_state
 from pyllama.errors import ContextFullError, InvalidRequestError, PyllamaError
 
 log = logging.getLogger("asgi")
 
 PUBLIC_PATHS = frozenset({"/health", "/v1/health", "/models", "/v1/models"})
 CORS_METHODS = "GET, POST, DELETE, OPTIONS"
-
-
-class ShuttingDown(Unavailable):
-    """A request that arrives, or is still running, when the server is stopping."""
-
-
-@dataclass
-class ServerState:
-    settings: Settings
-    registry: ModelRegistry
-    started: float = 0.0
-    background: list[asyncio.Task[None]] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
-    # Graceful shutdown: requests that generate register their task here, so a stop can
-    # wait for them (up to --shutdown-timeout) and then cancel them with a clean ending.
-    inflight: set[asyncio.Task[Any]] = field(default_factory=set)
-    shutting_down: bool = False
-    cancelling: bool = False
-
-    @contextlib.contextmanager
-    def tracked(self) -> Any:
-        """Mark the current request task as in flight (see `drain`)."""
-        task = asyncio.current_task()
-        if task is None:
-            yield
-            return
-        self.inflight.add(task)
-        try:
-            yield
-        finally:
-            self.inflight.discard(task)
-
-    async def drain(self, timeout: float) -> None:
-        """Stop: let in-flight generations finish for `timeout` seconds, then cancel the rest.
-
-        A cancelled stream ends with an error event (and [DONE] on OpenAI routes), a
-        cancelled plain request answers 503: every client sees a well-formed ending."""
-        self.shutting_down = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.inflight and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        if not self.inflight:
-            return
-        log.warning("shutdown: cancelling %d in-flight request(s) after %.1f s", len(self.inflight), timeout)
-        self.cancelling = True
-        for task in list(self.inflight):
-            task.cancel("server is shutting down")
-        end = loop.time() + 2.0
-        while self.inflight and loop.time() < end:
-            await asyncio.sleep(0.02)
-
-
-def server_state() -> ServerState:
-    state: ServerState = current_app.extensions["pyllama"]
-    return state
 
 
 def _origin_is_local(origin: str) -> bool:
@@ -200,11 +143,38 @@ def _install_error_handlers(app: Quart) -> None:
         return json_response(error_body(500, "internal server error (the server log has the details)"), status=500)
 
 
+def _title_case(name: bytes) -> bytes:
+    return b"-".join(part[:1].upper() + part[1:] for part in name.split(b"-"))
+
+
+class TitleCaseHeaders:
+    """Write response header names as llama-server does (`Content-Type`, not `content-type`).
+
+    HTTP says their case does not matter, but clients that copy headers into a plain dict
+    (llama.cpp's own test suite among them) look them up exactly; Quart lower-cases them."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_titled(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [(_title_case(k), v) for k, v in message.get("headers", [])]}
+            await send(message)
+
+        await self.app(scope, receive, send_titled)
+
+
 def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Quart:
     """A ready-to-serve app for `settings` (models load when serving starts)."""
     from asgi.routes import register_routes
 
     app = Quart("pyllama", static_folder=None)
+    app.asgi_app = TitleCaseHeaders(app.asgi_app)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["BODY_TIMEOUT"] = settings.timeout
@@ -216,6 +186,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
     from asgi.openapi import register_openapi
 
     register_openapi(app)
+    from asgi.disconnect import watch_disconnects
+
+    app.asgi_app = watch_disconnects(app.asgi_app)  # type: ignore[method-assign,assignment]
 
     @app.before_serving
     async def start_models() -> None:
@@ -223,6 +196,12 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
 
         state.started = time.time()
         state.background.append(asyncio.create_task(state.registry.start()))
+        if settings.sleep_idle_seconds > 0 and not settings.multi_model:
+            from asgi.routes.meta import props_body
+            from asgi.sleep import sleep_when_idle
+
+            state.background.append(asyncio.create_task(sleep_when_idle(
+                state.registry, settings.sleep_idle_seconds, lambda served: props_body(state, served))))
 
     @app.after_serving
     async def stop_models() -> None:
@@ -245,7 +224,7 @@ class _LazyApp:
 
     def _get(self) -> Quart | None:
         if self._app is None and self._error is None:
-            from asgi.main import configure_logging
+            from asgi.logs import configure_logging
             from asgi.settings import SettingsError
 
             try:

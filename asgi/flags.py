@@ -116,6 +116,11 @@ FLAGS: list[Flag] = [
     _f("--chat-template", "chat_template", "str", "Jinja chat template or built-in name (chatml, llama2, llama3, gemma, ...)", "LLAMA_ARG_CHAT_TEMPLATE"),
     _f("--chat-template-file", "chat_template_file", "str", "file holding a Jinja chat template", "LLAMA_ARG_CHAT_TEMPLATE_FILE"),
     _f("--jinja", "jinja", "toggle", "use Jinja chat templates (always on here)", "LLAMA_ARG_JINJA", ignored=True),
+    _f("-rea --reasoning", "reasoning", "str", "let the model think: on, off or auto (default: auto = when the template can)", "LLAMA_ARG_REASONING"),
+    _f("--reasoning-format", "reasoning_format", "str", "where thoughts go: none (in content), deepseek (reasoning_content), deepseek-legacy (both), auto (default)", "LLAMA_ARG_THINK"),
+    _f("--reasoning-budget", "reasoning_budget", "int", "thinking budget: -1 unrestricted (default), 0 no thinking", "LLAMA_ARG_THINK_BUDGET"),
+    _f("--reasoning-budget-message", "reasoning_budget_message", "str", "message injected when the thinking budget is exhausted", "LLAMA_ARG_THINK_BUDGET_MESSAGE"),
+    _f("--chat-template-kwargs", "chat_template_kwargs", "str", "JSON object of extra chat template variables, e.g. '{\"enable_thinking\": false}'", "LLAMA_CHAT_TEMPLATE_KWARGS"),
     _f("-spf --system-prompt-file", "system_prompt_file", "str", "JSON file with a system prompt prepended to every prompt"),
     # server
     _f("--host", "host", "str", "address to listen on (default: 127.0.0.1)", "LLAMA_ARG_HOST"),
@@ -130,6 +135,7 @@ FLAGS: list[Flag] = [
     _f("--max-body-size", "max_body_size", "int", "largest request body in bytes; larger ones get 413 (default: 67108864)", "PYLLAMA_MAX_BODY_SIZE"),
     _f("--max-queue", "max_queue", "int", "tasks that may wait for a free slot before requests get 503 + Retry-After (default: max(64, 4 x --parallel); -1 = no limit)", "PYLLAMA_MAX_QUEUE"),
     _f("--max-prompts", "max_prompts", "int", "prompts or embedding inputs per request (default: 1024)", "PYLLAMA_MAX_PROMPTS"),
+    _f("--max-predict", "max_predict", "int", "tokens one completion may generate, whatever its n_predict (bounds n_predict -1 with ignore_eos or context shift; default: 16384)", "PYLLAMA_MAX_PREDICT"),
     _f("--max-n-probs", "max_n_probs", "int", "largest n_probs / top_logprobs a request may ask for (default: 100)", "PYLLAMA_MAX_N_PROBS"),
     _f("--max-stop", "max_stop", "int", "stop strings per request (default: 64)", "PYLLAMA_MAX_STOP"),
     _f("--max-stop-length", "max_stop_length", "int", "characters per stop string (default: 1024)", "PYLLAMA_MAX_STOP_LENGTH"),
@@ -148,7 +154,16 @@ FLAGS: list[Flag] = [
     _f("--log-disable", "log_disable", "flag", "disable logging"),
     # threads and speculative decoding (issue 18; asgi/speed_flags.py)
     *[_f(*row) for row in SPEED_FLAGS],
-    # accepted and ignored: GPU and C-build knobs
+    _f("--sleep-idle-seconds", "sleep_idle_seconds", "int", "seconds of idleness after which the model is unloaded until the next request (default: -1 = never)", "LLAMA_ARG_SLEEP_IDLE_SECONDS"),
+    _f("--ui-mcp-proxy --webui-mcp-proxy", "ui_mcp_proxy", "toggle", "serve the /cors-proxy route the web UI's MCP client uses (default: off; do not enable in untrusted environments)", "LLAMA_ARG_UI_MCP_PROXY"),
+    _f("--media-path", "media_path", "str", "folder local file:// media may be read from (no multimodal models here: accepted, unused)", "LLAMA_ARG_MEDIA_PATH"),
+    # accepted and ignored: GPU and C-build knobs, and llama-server features that have no counterpart here
+    _f("-cram --cache-ram", "cache_ram", "int", "host-memory prompt cache size in MiB (ignored: slots keep their own cache)", "LLAMA_ARG_CACHE_RAM", ignored=True),
+    _f("--cache-idle-slots", "cache_idle_slots", "toggle", "save idle slots to the host prompt cache (ignored)", "LLAMA_ARG_CACHE_IDLE_SLOTS", ignored=True),
+    _f("--swa-full", "swa_full", "flag", "full-size SWA cache (ignored: the KV cache is always full size)", "LLAMA_ARG_SWA_FULL", ignored=True),
+    _f("--offline", "offline", "flag", "offline mode (ignored: pyllama never downloads)", "LLAMA_ARG_OFFLINE", ignored=True),
+    _f("-bs --backend-sampling", "backend_sampling", "flag", "sample on the backend (ignored: NumPy samples on the CPU)", ignored=True),
+    _f("--tools", "tools", "str", "built-in agent tools (ignored: not served here)", "LLAMA_ARG_TOOLS", ignored=True),
     _f("--threads-http", "threads_http", "int", "HTTP threads (ignored: one event loop)", "LLAMA_ARG_THREADS_HTTP", ignored=True),
     _f("-ngl --gpu-layers --n-gpu-layers", "n_gpu_layers", "str", "GPU layers (ignored: CPU only)", "LLAMA_ARG_N_GPU_LAYERS", ignored=True),
     _f("-fa --flash-attn", "flash_attn", "str", "flash attention (ignored)", "LLAMA_ARG_FLASH_ATTN", ignored=True),

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from asgi.disconnect import current_watch
 from asgi.errors import ApiError, BadRequest, ContextExceeded, NotSupported, Unavailable
 from asgi.registry import ServedModel
 from asgi.worker import EventStream
@@ -41,7 +42,11 @@ def submit(served: ServedModel, task: Any) -> EventStream:
         if served.state != "ready":
             raise Unavailable(f"model '{served.name}' was unloaded to make room for another; retry")
         raise NotSupported("text generation is not available: this build has no scheduler")
-    return served.worker.submit(task, merge=merge_partials, on_crash=crash_event)
+    stream = served.worker.submit(task, merge=merge_partials, on_crash=crash_event)
+    watch = current_watch()
+    if watch is not None:
+        watch.add(stream.cancel)  # cancelled at once if the client hangs up (asgi.disconnect)
+    return stream
 
 
 def crash_event(message: str) -> Any:

@@ -20,6 +20,7 @@ from pyllama.json_limits import MAX_JSON_DEPTH  # deeper bodies are refused (see
 
 T = TypeVar("T")
 
+LARGE_BODY = 1 << 20  # bytes of JSON parsed on a worker thread rather than the event loop
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -42,7 +43,12 @@ def dumps(value: Any) -> str:
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    response = current_app.response_class(dumps(value), status=status, mimetype="application/json")
+    return json_text_response(dumps(value), status, headers)
+
+
+def json_text_response(text: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A reply whose JSON text is already made (large ones are dumped off the event loop)."""
+    response = current_app.response_class(text, status=status, mimetype="application/json")
     response.headers["Content-Type"] = "application/json; charset=utf-8"
     for key, val in (headers or {}).items():
         response.headers[key] = val
@@ -67,7 +73,10 @@ async def read_json(*, allow_empty: bool = False) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise BadRequest("request body is not valid UTF-8") from None
     try:
-        body = json.loads(text, parse_constant=_no_constants)
+        if len(raw) < LARGE_BODY:
+            body = json.loads(text, parse_constant=_no_constants)
+        else:  # tens of megabytes take a while to parse: not on the event loop
+            body = await asyncio.to_thread(json.loads, text, parse_constant=_no_constants)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"Invalid JSON in request body: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
@@ -76,7 +85,8 @@ async def read_json(*, allow_empty: bool = False) -> dict[str, Any]:
         raise BadRequest(f"Invalid JSON in request body: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
-    if json_depth(body) > MAX_JSON_DEPTH:
+    depth = json_depth(body) if len(raw) < LARGE_BODY else await asyncio.to_thread(json_depth, body)
+    if depth > MAX_JSON_DEPTH:
         raise BadRequest(f"Invalid JSON in request body: nested deeper than {MAX_JSON_DEPTH} levels")
     return body
 
@@ -114,7 +124,7 @@ SHUTDOWN_MESSAGE = "server is shutting down: generation cancelled"
 async def guarded(awaitable: Awaitable[T]) -> T:
     """Await a generation as an in-flight request: a graceful shutdown waits for it, then
     cancels it, and the client gets a 503 instead of a dropped connection."""
-    from asgi.app import ShuttingDown
+    from asgi.state import ShuttingDown
 
     state = current_app.extensions["pyllama"]
     with state.tracked():
@@ -131,7 +141,7 @@ async def guarded(awaitable: Awaitable[T]) -> T:
 def sse_response(events: AsyncIterator[str], done: str | None = None) -> Response:
     """Stream `events`; if a graceful shutdown cancels the stream, end it with an error
     event (and `done`, the OpenAI routes' [DONE]) so the client sees a well-formed end."""
-    from asgi.app import ShuttingDown
+    from asgi.state import ShuttingDown
 
     state = current_app.extensions["pyllama"]
 

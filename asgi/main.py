@@ -16,50 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
+from asgi.logs import configure_logging
 from asgi.settings import Settings, SettingsError, parse_settings
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
-            "level": record.levelname,
-            "function": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if settings.verbose else logging.INFO)
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host  # IPv6 literal
 
 
 def hypercorn_config(settings: Settings) -> Any:
     from hypercorn.config import Config
 
     config = Config()
-    host = settings.host
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"  # IPv6 literal
-    config.bind = [f"{host}:{settings.port}"]
+    config.bind = [f"{_bracketed(h)}:{settings.port}" for h in settings.hosts]
     if settings.ssl_cert_file is not None and settings.ssl_key_file is not None:
         config.certfile = str(settings.ssl_cert_file)
         config.keyfile = str(settings.ssl_key_file)
@@ -121,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings)
     log = logging.getLogger("asgi")
     for name in settings.ignored_flags:
-        log.info("note: %s has no effect in pyllama (accepted for llama-server compatibility)", name)
+        log.warning("note: %s has no effect in pyllama (accepted for llama-server compatibility)", name)
     try:
         asyncio.run(serve(settings))
     except OSError as exc:  # e.g. the port is taken

@@ -15,6 +15,7 @@ from typing import Any
 
 from quart import Quart, Response
 
+from asgi.openapi_compat import compat_bodies
 from asgi.params import _BOOLS, _SAMPLING_NUMBERS, INT_MAX, OTHER_FIELDS, RequestLimits
 from pyllama import __version__
 
@@ -97,7 +98,11 @@ def chat_fields(limits: RequestLimits) -> dict[str, Any]:
         "messages": {"type": "array", "items": MESSAGE, "minItems": 1},
         "tools": {"type": "array", "items": _object({"type": {"type": "string", "enum": ["function"]},
                                                      "function": {"type": "object"}})},
-        "tool_choice": {"anyOf": [{"type": "string", "enum": ["auto", "none", "required"]}, {"type": "object"}]},
+        "tool_choice": {"anyOf": [{"type": "string", "enum": ["auto", "none", "required"]}, {"type": "object"},
+                                  {"type": "null"}]},
+        "continue_final_message": {"anyOf": [{"type": "boolean"},
+                                             {"type": "string", "enum": ["content", "reasoning_content"]}]},
+        "verbose": {"type": "boolean", "description": "add __verbose (the native result) to the answer"},
         "response_format": _object({"type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
                                     "schema": {"type": "object"}, "json_schema": {"type": "object"}}),
         "chat_template_kwargs": {"type": "object"},
@@ -149,6 +154,7 @@ def request_bodies(limits: RequestLimits) -> dict[str, dict[str, Any]]:
         "meta.post_props": _object({"system_prompt": {"type": "string"}}),
         "meta.slot_action": _object({"filename": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,200}$"},
                                      "model": {"type": "string"}}),
+        **compat_bodies(chat),
     }
 
 
@@ -159,6 +165,8 @@ QUERY: dict[str, list[dict[str, Any]]] = {
     "meta.slots": [{"name": "fail_on_no_slot", "in": "query", "schema": {"type": "string"}},
                    {"name": "model", "in": "query", "schema": {"type": "string"}}],
     "meta.get_props": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
+    "cors_proxy.cors_proxy": [{"name": "url", "in": "query", "required": True, "schema": {"type": "string"},
+                               "description": "the http(s) URL to relay to (needs --ui-mcp-proxy, else 403)"}],
     "meta.slot_action": [{"name": "action", "in": "query", "required": True,
                           "schema": {"type": "string", "enum": ["save", "restore", "erase"]}}],
 }
@@ -199,7 +207,7 @@ def openapi_document(app: Quart, limits: RequestLimits) -> dict[str, Any]:
 def register_openapi(app: Quart) -> None:
     @app.get("/openapi.json")
     async def openapi_json() -> Response:
-        from asgi.app import server_state
         from asgi.http import json_response
+        from asgi.state import server_state
 
         return json_response(openapi_document(app, server_state().settings.limits))

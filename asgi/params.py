@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asgi.errors import BadRequest
+from asgi.sampler_fields import check_sampler_lists, logit_bias_pairs
 from pyllama.errors import InvalidRequestError
 from pyllama.json_limits import loads_bounded
 from pyllama.sampling import SamplingParams, parse_samplers
@@ -35,6 +36,7 @@ class RequestLimits:
     grammar_bytes: int = 256 << 10  # GBNF grammar, or JSON schema as JSON text
     logit_bias: int = 4096  # entries in logit_bias
     prompts: int = 1024  # prompts (or embedding inputs) per request
+    predict: int = 16384  # tokens one task may generate (bounds n_predict -1 with ignore_eos or context shift)
 _JSON_KIND = {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}
 
 
@@ -97,6 +99,7 @@ class CompletionParams:
     cache_prompt: bool = True
     return_tokens: bool = False
     timings_per_token: bool = False
+    return_progress: bool = False  # streamed prompt_progress events
     id_slot: int = -1
     response_fields: list[str] = field(default_factory=list)
     t_max_predict_ms: int = -1
@@ -196,7 +199,7 @@ OTHER_FIELDS: dict[str, dict[str, Any]] = {
     "dry_base": {"type": "number"},
     "adaptive_decay": {"type": "number", "minimum": 0.0, "maximum": 0.99},
     **{name: {"type": "boolean"} for name in ("stream", "cache_prompt", "return_tokens", "timings_per_token",
-                                              "grammar_lazy")},
+                                              "grammar_lazy", "return_progress")},
     "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
     "samplers": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
     "dry_sequence_breakers": {"type": "array", "items": {"type": "string"}, "minItems": 1},
@@ -238,45 +241,6 @@ def _apply_numbers(body: dict[str, Any], s: SamplingParams) -> None:
             setattr(s, attr, _bool(name, body[name]))
 
 
-def _logit_bias(value: Any, n_vocab: int, tokenize: Any) -> list[tuple[int, float]]:
-    """[[token, bias], ...] or {"token": bias}; a token may be a string; bias false bans it."""
-
-    def bias_of(v: Any) -> float | None:
-        if isinstance(v, bool):
-            return -math.inf if v is False else None
-        if isinstance(v, int | float):
-            return float(v)
-        return None
-
-    out: list[tuple[int, float]] = []
-
-    def add(token: Any, raw_bias: Any) -> None:
-        bias = bias_of(raw_bias)
-        if bias is None:
-            return
-        if isinstance(token, int) and not isinstance(token, bool):
-            if 0 <= token < n_vocab:
-                out.append((token, bias))
-        elif isinstance(token, str):
-            if token.lstrip("-").isdigit():
-                tid = int(token)
-                if 0 <= tid < n_vocab:
-                    out.append((tid, bias))
-            else:
-                out.extend((t, bias) for t in tokenize(token))
-
-    if isinstance(value, list):
-        for item in value:
-            if isinstance(item, list) and len(item) == 2:
-                add(item[0], item[1])
-    elif isinstance(value, dict):
-        for key, raw in value.items():
-            add(key, raw)
-    else:
-        raise BadRequest(f"Field 'logit_bias': must be an array of [token, bias] pairs or an object, not {_kind(value)}")
-    return out
-
-
 def check_grammar(text: str) -> None:
     """Parse a GBNF grammar now so a bad one is a 400 before any work is queued."""
     from pyllama.grammar.parser import check_left_recursion, parse_grammar
@@ -315,7 +279,7 @@ def parse_completion_params(
     if "samplers" in merged:
         sampling.samplers = parse_samplers(merged["samplers"])
     if "logit_bias" in merged:
-        sampling.logit_bias = _logit_bias(merged["logit_bias"], n_vocab, tokenize)
+        sampling.logit_bias = logit_bias_pairs(merged["logit_bias"], n_vocab, tokenize)
     _apply_numbers(body, sampling)
     params = CompletionParams(sampling=sampling)
     params.n_predict = int(defaults.get("n_predict", -1))
@@ -325,10 +289,8 @@ def parse_completion_params(
     found = _pick(body, "n_predict", "max_completion_tokens", "max_tokens")
     if found is not None:
         n_predict = _hard(found[0], _int(*found), -1)
-        server_cap = int(defaults.get("n_predict", -1))
-        params.n_predict = min(n_predict, server_cap) if server_cap > 0 and n_predict >= 0 else (
-            server_cap if server_cap > 0 else n_predict
-        )
+        # llama-server: the request's value wins over -n; -1 means "the server's -n"
+        params.n_predict = n_predict if n_predict != -1 else int(defaults.get("n_predict", -1))
     for name, attr, lo in (("n_keep", "n_keep", -1), ("n_discard", "n_discard", 0), ("n_indent", "n_indent", 0),
                            ("id_slot", "id_slot", -1), ("t_max_predict_ms", "t_max_predict_ms", -1)):
         if body.get(name) is not None:
@@ -336,7 +298,7 @@ def parse_completion_params(
     found = _pick(body, "n_cmpl", "n")
     if found is not None:
         params.n_cmpl = _hard(found[0], _int(*found), 1, n_parallel)
-    for name in ("stream", "cache_prompt", "return_tokens", "timings_per_token"):
+    for name in ("stream", "cache_prompt", "return_tokens", "timings_per_token", "return_progress"):
         if body.get(name) is not None:
             setattr(params, name, _bool(name, body[name]))
     options = body.get("stream_options")
@@ -346,7 +308,7 @@ def parse_completion_params(
     if body.get("samplers") is not None:
         sampling.samplers = parse_samplers(body["samplers"])
     if body.get("logit_bias") is not None:
-        sampling.logit_bias = _logit_bias(body["logit_bias"], n_vocab, tokenize)
+        sampling.logit_bias = logit_bias_pairs(body["logit_bias"], n_vocab, tokenize)
     if body.get("dry_sequence_breakers") is not None:
         breakers = body["dry_sequence_breakers"]
         if not isinstance(breakers, list) or not breakers or not all(isinstance(b, str) for b in breakers):
@@ -403,6 +365,7 @@ def _check_limits(body: dict[str, Any], limits: RequestLimits) -> None:
     bias = body.get("logit_bias")
     if isinstance(bias, list | dict):
         _size("logit_bias", len(bias), limits.logit_bias, "entries", "--max-logit-bias")
+    check_sampler_lists(body)
     grammar = body.get("grammar")
     if isinstance(grammar, str):
         _size("grammar", len(grammar.encode("utf-8", "replace")), limits.grammar_bytes, "bytes", "--max-grammar-size")

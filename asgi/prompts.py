@@ -32,11 +32,23 @@ def text_size(prompt: Any) -> int:
     return 0
 
 
+# At most this many large preparations (templates, tokenization, body parsing) run at once
+# on worker threads; more wait their turn, so a burst of huge bodies cannot take every thread.
+MAX_OFF_LOOP = 2
+_off_loop_gate: asyncio.Semaphore | None = None
+
+
 async def tokenize_off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
-    """fn(*args) here if the text is short, else on a worker thread (errors propagate)."""
+    """fn(*args) here if its input is small (`size` characters or bytes), else on a worker
+    thread, at most MAX_OFF_LOOP at a time (errors propagate). The event loop stays free for
+    /health and other clients' streams while a large chat is templated or tokenized."""
+    global _off_loop_gate
     if size < OFF_LOOP_CHARS:
         return fn(*args)
-    return await asyncio.to_thread(fn, *args)
+    if _off_loop_gate is None:
+        _off_loop_gate = asyncio.Semaphore(MAX_OFF_LOOP)
+    async with _off_loop_gate:
+        return await asyncio.to_thread(fn, *args)
 
 
 class TokenizerLike(Protocol):
@@ -66,6 +78,23 @@ def tokenize_mixed(tok: TokenizerLike, prompt: Any, add_special: bool, parse_spe
     return tokens
 
 
+def _content_text(parts: Any) -> str:
+    """`{"content": [{"type": "text", "text": ...}, ...]}`: the parts' text, joined as llama-server
+    joins them; media parts need a multimodal model, which this server does not load."""
+    if not isinstance(parts, list) or not parts:
+        raise BadRequest('"content" must be a non-empty array of content parts')
+    texts = []
+    for part in parts:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind in ("image_url", "input_audio", "input_video", "input_image"):
+            raise BadRequest("Multimodal data provided, but model does not support multimodal requests.")
+        else:
+            raise BadRequest(f"unsupported content part type: {kind!r} (expected 'text')")
+    return "".join(texts)
+
+
 def _subprompt(tok: TokenizerLike, prompt: Any, add_special: bool, parse_special: bool) -> list[int]:
     if isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(p, str) or _is_token(p) for p in prompt)):
         return tokenize_mixed(tok, prompt, add_special, parse_special)
@@ -73,6 +102,8 @@ def _subprompt(tok: TokenizerLike, prompt: Any, add_special: bool, parse_special
         if prompt.get("multimodal_data"):
             raise BadRequest("Multimodal data provided, but model does not support multimodal requests.")
         return tokenize_mixed(tok, prompt["prompt_string"], add_special, parse_special)
+    if isinstance(prompt, dict) and "content" in prompt:
+        return tokenize_mixed(tok, _content_text(prompt["content"]), add_special, parse_special)
     raise BadRequest(
         '"prompt" elements must be a string, a list of tokens, a JSON object containing a prompt string, '
         "or a list of mixed strings & tokens."

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from asgi.errors import ContextExceeded, NotFound, Unavailable
+from asgi.metrics import MetricsBook
 from asgi.settings import ModelSpec, Settings
 from asgi.worker import Worker
 from pyllama.chat import ChatTemplate
@@ -40,7 +41,7 @@ class Overloaded(Unavailable):
 class ServedModel:
     spec: ModelSpec
     settings: Settings
-    state: str = "unloaded"  # unloaded | loading | ready | error
+    state: str = "unloaded"  # unloaded | loading | ready | error | sleeping (--sleep-idle-seconds)
     error: str = ""
     model: Model | None = None
     template: ChatTemplate | None = None
@@ -49,6 +50,7 @@ class ServedModel:
     last_used: float = 0.0
     created: int = field(default_factory=lambda: int(time.time()))
     active_requests: int = 0
+    meta_cache: dict[str, Any] | None = None  # /models "meta", kept while the model sleeps
     threads: Any = None  # pyllama.cli.blas_threads.BlasThreads, shared by every model of the server
     _max_piece_bytes: int = 0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -119,9 +121,12 @@ class ServedModel:
                 n_ctx=n_ctx,
             )
 
-    def admit(self) -> None:
-        """Refuse new work (503) when the slots are full and the wait queue is at its bound.
+    def admit(self, n_tasks: int = 1) -> None:
+        """Refuse new work (503) when the request's `n_tasks` tasks (prompts x n_cmpl) do not
+        fit beside the busy slots and the waiting tasks within --parallel + --max-queue.
 
+        A request larger than that whole bound (many prompts or embedding inputs) is let in
+        only when the server is idle, so it can still be served but never piles up on others.
         Called on the event loop right before the request's tasks are submitted (no await
         in between), so a burst cannot slip past the count."""
         worker = self.worker
@@ -129,7 +134,7 @@ class ServedModel:
         if worker is None or limit < 0:
             return
         waiting, busy = worker.n_waiting, worker.n_busy
-        if busy + waiting >= self.spec.n_parallel + limit:
+        if busy + waiting + n_tasks > self.spec.n_parallel + limit and (busy or waiting):
             log.warning("overloaded: %d busy slots, %d waiting tasks: answering 503", busy, waiting)
             retry = max(1, min(30, waiting // max(1, self.spec.n_parallel)))
             raise Overloaded(
@@ -233,6 +238,13 @@ class ModelRegistry:
         self.threads = BlasThreads(settings.n_threads, settings.n_threads_batch)
         self.models = [ServedModel(spec, settings, threads=self.threads) for spec in settings.models]
         self._by_name = {alias: m for m in self.models for alias in m.spec.aliases}
+        self.metrics_book = MetricsBook()
+        # --sleep-idle-seconds: props kept from before the model was unloaded (GET /props while asleep)
+        self.asleep_props: dict[str, Any] | None = None
+
+    @property
+    def is_sleeping(self) -> bool:
+        return self.default.state == "sleeping"
 
     @property
     def default(self) -> ServedModel:
@@ -248,7 +260,10 @@ class ModelRegistry:
         raise NotFound(f"model '{name}' not found; available models: {names}")
 
     async def get(self, name: Any) -> ServedModel:
+        """The model for a request that needs it loaded: a sleeping model wakes up here."""
         served = self.lookup(name)
+        if served.state == "sleeping":
+            await self.wake(served)
         if served.state != "ready":
             if not self.settings.multi_model:
                 if served.state == "error":
@@ -258,6 +273,25 @@ class ModelRegistry:
             await served.ensure_loaded()
         served.last_used = time.monotonic()
         return served
+
+    async def wake(self, served: ServedModel) -> None:
+        log.info("waking up: loading %s again", served.name)
+        served.last_used = time.monotonic()
+        await served.ensure_loaded()
+        if served.state == "ready":
+            self.metrics_book.wake()
+            self.asleep_props = None
+
+    async def sleep(self, served: ServedModel, props: dict[str, Any]) -> None:
+        """Unload an idle model until the next request needs it (llama-server's sleep mode)."""
+        async with served._lock:
+            if served.state != "ready":
+                return
+            self.asleep_props = props
+            self.metrics_book.fall_asleep(served)
+            await asyncio.to_thread(served.unload)
+            served.state = "sleeping"
+        log.info("idle for %d s: %s unloaded until the next request", self.settings.sleep_idle_seconds, served.name)
 
     async def _make_room(self, incoming: ServedModel) -> None:
         """Unload idle models (least recently used first) to respect --models-max / memory budget."""
@@ -276,6 +310,8 @@ class ModelRegistry:
             if not idle:
                 return  # everything busy: load anyway rather than fail the request
             log.info("unloading %s to make room for %s", idle[0].name, incoming.name)
+            if idle[0].scheduler is not None:
+                self.metrics_book.retire(idle[0].scheduler.metrics)
             await asyncio.to_thread(idle[0].unload)  # joins the model thread: not on the event loop
 
     async def start(self) -> None:

@@ -82,7 +82,10 @@ def completion_partial(event: Any, *, index: int, slot_id: int, n_decoded: int, 
         "tokens_predicted": n_decoded,
         "tokens_evaluated": n_prompt,
     }
-    if timings_per_token and hasattr(event, "timings"):
+    progress = getattr(event, "progress", None)
+    if progress is not None:
+        body["prompt_progress"] = progress
+    if (timings_per_token or progress is not None) and hasattr(event, "timings"):
         body["timings"] = event.timings
     if event.probs:
         body["completion_probabilities"] = probs_json(event.probs)

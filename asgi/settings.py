@@ -20,9 +20,11 @@ from typing import Any
 from asgi.errors import ApiError
 from asgi.flags import FLAGS, build_parser, env_values
 from asgi.params import RequestLimits, check_grammar, schema_to_grammar
+from asgi.reasoning_settings import reasoning_flags
 from asgi.speed_flags import apply_speed
 from asgi.startup_checks import SettingsError, api_keys, check_kv_fits, read_text
 from pyllama import model_files
+from pyllama.chat.reasoning import ReasoningConfig
 from pyllama.errors import InvalidRequestError
 from pyllama.json_limits import loads_bounded
 
@@ -120,6 +122,11 @@ class Settings:
     max_queue: int | None = None  # None: max(64, 4 x the model's slots); -1: no limit
     shutdown_timeout: float = 10.0
     limits: RequestLimits = field(default_factory=RequestLimits)
+    hosts: list[str] = field(default_factory=lambda: ["127.0.0.1"])  # --host a,b: listen on each
+    sleep_idle_seconds: int = -1  # unload the model after this long without a task (-1: never)
+    ui_mcp_proxy: bool = False  # serve /cors-proxy
+    reasoning: ReasoningConfig = field(default_factory=ReasoningConfig)
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     n_threads: int | None = None  # -t; None: pyllama.cli.blas_threads.DEFAULT_THREADS
     n_threads_batch: int | None = None  # -tb; None: same as -t
     speculative: Any = None  # pyllama.speculative.SpecParams: the requests' default (asgi/speed_flags.py)
@@ -192,7 +199,8 @@ ROPE_FLAGS = (
 def _model_spec(path: Path, values: Mapping[str, Any], chat_template: str | None) -> ModelSpec:
     if not path.is_file():
         raise SettingsError(f"model file not found: {path}")
-    aliases = [a.strip() for a in str(values.get("alias", "")).split(",") if a.strip()] or [path.name]
+    # llama-server keeps the aliases in a std::set: sorted, and the first names the model
+    aliases = sorted({a.strip() for a in str(values.get("alias", "")).split(",") if a.strip()}) or [path.name]
     spec = ModelSpec(path=path, aliases=aliases, chat_template=chat_template)
     spec.tags = [t.strip() for t in str(values.get("tags", "")).split(",") if t.strip()]
     for dest, attr in (("ctx_size", "n_ctx"), ("batch_size", "n_batch"), ("ubatch_size", "n_ubatch"), ("parallel", "n_parallel")):
@@ -297,6 +305,18 @@ def _config_models(data: dict[str, Any], base: dict[str, Any], path: str) -> lis
     return specs
 
 
+def normalize_argv(argv: Sequence[str]) -> list[str]:
+    """llama-server reads `--backend_sampling` as `--backend-sampling`: underscores in a long
+    flag's name are dashes (its value, after `=`, is left alone)."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--"):
+            name, eq, value = arg.partition("=")
+            arg = name.replace("_", "-") + eq + value
+        out.append(arg)
+    return out
+
+
 def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     """Settings from the command line over the environment; SystemExit(2) on a bad flag."""
     parser = build_parser()
@@ -305,7 +325,12 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         values = env_values(dict(env))
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
-    values.update(vars(parser.parse_args([*extra, *argv])))
+    known, unknown = parser.parse_known_args(normalize_argv([*extra, *argv]))
+    values.update(vars(known))
+    if unknown:
+        # llama-server refuses a flag it does not know; here it is a warning, so scripts
+        # written for a newer llama-server (or for its GPU builds) still start.
+        log.warning("ignoring unknown arguments: %s", " ".join(shlex.quote(u) for u in unknown))
 
     for flag in FLAGS:
         if flag.refused and values.get(flag.dest):
@@ -336,8 +361,12 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         else:
             model_path = Path(model)
         settings.models = [_model_spec(model_path, values, chat_template)]
+        if model is not None and not str(values.get("alias", "")).strip():
+            settings.models[0].aliases = [str(model)]  # llama-server names an alias-less model by its path, as given
 
     settings.host = str(values.get("host", settings.host))
+    settings.hosts = [h.strip() for h in settings.host.split(",") if h.strip()] or ["127.0.0.1"]
+    settings.host = settings.hosts[0]
     settings.port = int(values.get("port", settings.port))
     if not 0 <= settings.port <= 65535:
         raise SettingsError(f"--port must be between 0 and 65535 (got {settings.port})")
@@ -358,7 +387,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     if (settings.ssl_key_file is None) != (settings.ssl_cert_file is None):
         raise SettingsError("HTTPS needs both --ssl-key-file and --ssl-cert-file")
     for key in ("timeout", "metrics", "slots", "props", "cors_origins", "log_format", "verbose", "cache_prompt",
-                "cont_batching", "slot_prompt_similarity", "models_max", "models_memory_mb"):
+                "cont_batching", "slot_prompt_similarity", "models_max", "models_memory_mb", "ui_mcp_proxy"):
         if key in values:
             setattr(settings, key, values[key])
     if settings.log_format not in ("text", "json"):
@@ -371,12 +400,19 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
             raise SettingsError(f"--slot-save-path {settings.slot_save_path}: {exc.strerror or exc}") from None
         if not settings.slot_save_path.is_dir():
             raise SettingsError(f"--slot-save-path {settings.slot_save_path}: not a folder")
+    if values.get("tools") and "cors_origins" not in values:
+        settings.cors_origins = "localhost"  # llama-server: --tools limits CORS to local origins by default
+    if "sleep_idle_seconds" in values:
+        settings.sleep_idle_seconds = int(values["sleep_idle_seconds"])
+        if settings.sleep_idle_seconds == 0 or settings.sleep_idle_seconds < -1:
+            raise SettingsError("--sleep-idle-seconds: invalid value: cannot be 0 or less than -1")
     if any(ord(c) < 32 or ord(c) == 127 for c in str(settings.cors_origins)):
         raise SettingsError("--cors-origins must not contain control characters (CR, LF, ...)")
     if "system_prompt_file" in values:
         settings.system_prompt = _system_prompt(values["system_prompt_file"])
     settings.sampling = _sampling(values)
     _apply_limits(settings, values)
+    settings.reasoning, settings.chat_template_kwargs = reasoning_flags(values)
     apply_speed(settings, values)
     return settings
 
@@ -389,6 +425,7 @@ LIMIT_FLAGS = {
     "max_grammar_size": "grammar_bytes",
     "max_logit_bias": "logit_bias",
     "max_prompts": "prompts",
+    "max_predict": "predict",
 }
 
 

@@ -134,9 +134,9 @@ class Worker:
                 command()
             try:
                 busy = self.scheduler.step()
-            except Exception as exc:  # a scheduler bug must not kill the thread or hang clients
+            except Exception:  # a scheduler bug must not kill the thread or hang clients
                 log.exception("scheduler step failed")
-                self._fail_live(f"internal error in the scheduler: {type(exc).__name__}: {exc}")
+                self._fail_live("internal error in the scheduler (the server log has the details)")
                 busy = False
 
     def _fail_live(self, message: str) -> None:

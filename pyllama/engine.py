@@ -21,8 +21,9 @@ import numpy as np
 from pyllama.config import ModelConfig, finalize_rope, read_config
 from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.gguf_file import GGUFFile, parse_gguf, read_gguf
+from pyllama.kernels import kernels_for
 from pyllama.kv_cache import KVCache
-from pyllama.models import ARCHITECTURES, Batch, DecoderModel, SeqChunk
+from pyllama.models import ARCHITECTURES, Batch, LlamaModel, SeqChunk
 from pyllama.models.base import Weights
 from pyllama.ops import as_f32
 
@@ -35,11 +36,11 @@ NumericsChoice = Literal["fast", "exact"]
 
 IS_PYODIDE = sys.platform == "emscripten"
 DEFAULT_MEM_BUDGET = 4 << 30
-# Under Pyodide, dense float32 decodes about 2x faster than packed (no BLAS, so converting
-# packed tiles dominates: wasm/bench_node.py, SmolLM2, 14.1 vs 7.3 t/s), but the wasm heap
-# is small (4 GiB at most, and it also holds the file's bytes), so `auto` picks dense
-# there only when the float32 weights fit this budget: SmolLM2-135M (513 MiB) goes dense,
-# Gemma 3 270M (1023 MiB) stays packed.
+# Under Pyodide, dense float32 decodes about twice as fast as packed (no BLAS, so converting
+# packed tiles dominates; docs/performance.md), but the wasm heap is small (4 GiB at most,
+# and it also holds the file's bytes), so `auto` picks dense there only when the float32
+# weights fit this budget: SmolLM2-135M (513 MiB) goes dense, Gemma 3 270M (1023 MiB)
+# stays packed.
 PYODIDE_DENSE_BUDGET = 768 << 20
 
 
@@ -110,7 +111,7 @@ class Model:
         self,
         gguf: GGUFFile,
         config: ModelConfig,
-        net: DecoderModel,
+        net: LlamaModel,
         weights: Literal["dense", "packed"],
         n_ctx: int,
         n_seq: int,
@@ -157,17 +158,11 @@ class Model:
         numerics: NumericsChoice = "fast",
     ) -> Model:
         """`numerics="exact"` replays ggml's CPU arithmetic bit for bit (greedy output equals
-        llama.cpp's token for token, ~4x slower decode); "fast" is plain float32 on BLAS (no
-        activation rounding; see docs/numerics.md). The kernels read a module-level switch (pyllama.numerics.set_exact);
-        each model sets it to its own choice before every forward pass, so two models in
-        one process (tests, a multi-model server) each keep the numerics they were loaded
-        with."""
+        llama.cpp's token for token; docs/performance.md has its cost); "fast" is plain
+        float32 (docs/numerics.md). The model holds its kernel set (pyllama/kernels), so
+        models with different numerics run side by side in one process."""
         t0 = time.perf_counter()
-        if numerics not in ("fast", "exact"):
-            raise InvalidRequestError(f"numerics must be fast or exact, not {numerics!r}")
-        from pyllama import numerics as _numerics
-
-        _numerics.set_exact(numerics == "exact")
+        kernels = kernels_for(numerics)
         arch = gguf.architecture
         if arch not in ARCHITECTURES:
             raise ModelLoadError(
@@ -189,7 +184,7 @@ class Model:
             config.n_layer, n_seq, n_ctx_seq, config.n_head_kv, config.head_dim, config.head_dim_v,
             cache_type_k, cache_type_v, widen_f16=numerics == "fast",
         )
-        w = Weights(gguf, mode)
+        w = Weights(gguf, mode, kernels)
         if progress is not None:
             w.progress = progress
         net = ARCHITECTURES[arch](gguf, config, w, kv)
@@ -228,16 +223,8 @@ class Model:
         return self.net.w.nbytes
 
     # -- compute ---------------------------------------------------------------------
-    def _select_numerics(self) -> None:
-        from pyllama import numerics as _numerics
-
-        exact = self.numerics == "exact"
-        if exact != _numerics.EXACT:
-            _numerics.set_exact(exact)
-
     def decode(self, batch: Batch) -> F32:
         """Logits for the rows the batch asks for, splitting it into ubatches of n_ubatch tokens."""
-        self._select_numerics()
         if batch.n_tokens <= self.n_ubatch:
             return self.net.decode(batch)
         outputs: list[F32] = []
@@ -247,7 +234,6 @@ class Model:
 
     def hidden(self, batch: Batch) -> F32:
         """Final-normed hidden states of the rows asked for (embeddings)."""
-        self._select_numerics()
         outs = [self.net.hidden(sub) for sub in split_batch(batch, self.n_ubatch)]
         return as_f32(np.concatenate(outs, axis=0))
 

@@ -18,7 +18,6 @@ blocks, whose rounding depends on order, is replayed as a short loop over blocks
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -300,29 +299,21 @@ def exact_kernel_for(info: TensorInfo) -> ExactKernel | None:
 
 
 class GgmlLinear(Linear):
-    """A Linear whose products round like ggml's CPU matmul.
+    """A Linear whose products round like ggml's CPU matmul (the `exact` kernel set's weights).
 
     Small batches (decode, short prompts) use the bit-exact kernel when the weight type has
     one; otherwise the activations are quantized exactly as ggml does (Q8_0/Q8_1 blocks,
     float16 for F16 weights) and multiplied with BLAS, which leaves only float32 summation
-    order differences (~1e-7 relative). Fused (concatenated) weights run part by part, since
-    their parts may have different types and hence different activation quantizations.
+    order differences (~1e-7 relative).
     """
 
     def __init__(self, info: TensorInfo, mode: WeightMode = "dense", scratch: ScratchPool | None = None) -> None:
         super().__init__(info, mode, scratch)
-        self.parts: list[GgmlLinear] | None = None
         # The output head's logits feed no later rounding, and the vocabulary is big (exact
         # kernels for Gemma's 262k x 640 head would cost 4x the rest of the model).
-        # The kernels' integer codes (100-200 MiB for SmolLM2) are built only when exact
-        # numerics are on: at load then, or on first use if exact mode is switched on later.
-        self._exact: ExactKernel | None = None
-        self._exact_built = info.name in HEAD_TENSORS
-        if numerics.EXACT:
-            self._build_exact()
-        # Q4_1/Q5_1 block mins for the Q8_1 activation sums, decoded on first use: the fast
-        # path never reads them, and decoding every tensor whole at load held 12.7 MiB of
-        # mins plus ~18 MiB of freed heap in a packed SmolLM2.
+        self.exact: ExactKernel | None = None if info.name in HEAD_TENSORS else exact_kernel_for(info)
+        # Q4_1/Q5_1 block mins for the Q8_1 activation sums, decoded on first use (only
+        # batches too big for the exact kernel read them).
         self._mins: F32 | None = None
         self._mins_built = VEC_DOT_TYPE.get(info.ggml_type) != "q8_1"
 
@@ -336,40 +327,10 @@ class GgmlLinear(Linear):
             self._mins, self._mins_built = np.ascontiguousarray(bias.reshape(self.n_out, nb), dtype=f32), True
         return self._mins
 
-    @mins.setter
-    def mins(self, value: F32 | None) -> None:
-        self._mins, self._mins_built = value, True
-
-    def _build_exact(self) -> None:
-        if not self._exact_built:
-            self._exact = exact_kernel_for(self.info)
-            self._exact_built = True
-
-    @property
-    def exact(self) -> ExactKernel | None:
-        """The bit-exact kernel for this weight (built on first access), or None."""
-        self._build_exact()
-        return self._exact
-
-    @exact.setter
-    def exact(self, kernel: ExactKernel | None) -> None:
-        self._exact, self._exact_built = kernel, True
-
     @property
     def exact_nbytes(self) -> int:
-        """Memory of the exact kernel's codes if built (0 in fast mode)."""
-        return self._exact.nbytes if self._exact is not None else 0
-
-    @classmethod
-    def concat(cls, parts: Sequence[Linear]) -> Linear:
-        fused = super().concat(parts)
-        if isinstance(fused, GgmlLinear):
-            fused.parts = [p for p in parts if isinstance(p, GgmlLinear)]
-            if len(fused.parts) != len(parts):
-                fused.parts = None
-            fused.exact = None
-            fused.mins = None
-        return fused
+        """Memory of the exact kernel's codes."""
+        return self.exact.nbytes if self.exact is not None else 0
 
     def __call__(self, x: F32, out: F32 | None = None) -> F32:
         if x.shape[-1] != self.n_in:
@@ -377,9 +338,7 @@ class GgmlLinear(Linear):
         x2 = np.ascontiguousarray(x.reshape(-1, self.n_in), dtype=f32)
         rows = x2.shape[0]
         shape = (*x.shape[:-1], self.n_out)
-        if self.parts is not None:
-            y = np.concatenate([p(x2) for p in self.parts], axis=-1)
-        elif rows <= numerics.EXACT_MAX_ROWS and self.exact is not None:
+        if rows <= numerics.EXACT_MAX_ROWS and self.exact is not None:
             y = self.exact(x2)
         else:
             xq, ds = act_quant_dequant(x2, self.info.ggml_type)
@@ -390,5 +349,3 @@ class GgmlLinear(Linear):
             out[...] = y.reshape(shape)
             return out
         return y.reshape(shape)
-
-

@@ -1,6 +1,6 @@
 """A weight matrix in its compute layout.
 
-Two modes (DESIGN.md, Performance):
+Two modes (docs/performance.md has their speed and memory):
 - `dense` dequantizes once into a contiguous float32 (n_out, n_in) array: BLAS speed,
   4 bytes per parameter.
 - `packed` keeps the repacked quantized arrays (pyllama.quant.grouped: int8 codes,
@@ -16,16 +16,16 @@ pyllama.quant.matmul and re-exported here.
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.gguf_file import TensorInfo
-from pyllama.quant import PackedTensor, StackedRows, dequantize, repack
+from pyllama.quant import PackedTensor, dequantize, repack
 from pyllama.quant.layout import FloatValues
 from pyllama.quant.matmul import MatmulBackend, matmul_backend, matmul_t, set_matmul_backend
 
@@ -67,9 +67,7 @@ class ScratchPool:
         return int(self._buf.nbytes)
 
 
-_threshold_raised = False
-
-
+@functools.cache
 def _raise_mmap_threshold() -> None:
     """Free one untouched 16 MiB block, once, when the first packed matmul runs.
 
@@ -77,14 +75,12 @@ def _raise_mmap_threshold() -> None:
     mmap each time, and raises the threshold to the size of any such block freed. Loading
     packed weights tile by tile now frees no big temporaries, so the threshold stayed low
     and every activation of a prompt (0.5-4 MiB each) was a new mmap whose pages faulted
-    in: Gemma pp256 ran at 262 t/s instead of 300. Freeing this block (never written, so
+    in, which slowed prompts measurably (docs/performance.md). Freeing this block (never written, so
     never resident) moves the threshold to 16 MiB after the weights exist, so they were
     still placed without heap fragmentation while activations reuse heap memory.
     Only on Linux: under Pyodide the block would grow the WebAssembly memory for good.
     """
-    global _threshold_raised
-    if not _threshold_raised and sys.platform == "linux":
-        _threshold_raised = True
+    if sys.platform == "linux":
         block = np.empty(16 << 20, dtype=np.uint8)
         del block
 
@@ -105,11 +101,8 @@ def default_scratch() -> ScratchPool:
 
 
 class Linear:
-    """y = x @ W.T for a GGUF weight W of shape (n_out, n_in).
-
-    `concat` fuses several Linear of the same input into one (fused QKV, gate+up):
-    `splits` then holds each part's n_out and `split(y)` cuts the output back apart.
-    """
+    """y = x @ W.T for a GGUF weight W of shape (n_out, n_in), in plain float32 (the `fast`
+    kernel set's weights; pyllama.exact_matmul.GgmlLinear rounds like ggml instead)."""
 
     def __init__(
         self, info: TensorInfo, mode: WeightMode = "dense", scratch: ScratchPool | None = None
@@ -121,7 +114,6 @@ class Linear:
         self.info = info
         self.mode = mode
         self.n_out, self.n_in = info.shape
-        self.splits: tuple[int, ...] = (self.n_out,)
         self.scratch = scratch  # None: default_scratch() of the calling thread
         self.weight: F32 | None = None
         self.packed: PackedTensor | None = None
@@ -136,38 +128,6 @@ class Linear:
                     self.packed = packed
         except ModelLoadError as e:
             raise ModelLoadError(f"tensor {info.name}: {e}") from None
-
-    @classmethod
-    def concat(cls, parts: Sequence[Linear]) -> Linear:
-        """One Linear whose output is the parts' outputs side by side (same input width)."""
-        if not parts:
-            raise ValueError("Linear.concat needs at least one part")
-        first = parts[0]
-        if any(p.n_in != first.n_in for p in parts):
-            raise ValueError(f"cannot fuse linears of different input widths: {[p.info.name for p in parts]}")
-        fused = cls.__new__(cls)
-        fused.info = first.info
-        fused.mode = first.mode
-        fused.n_in = first.n_in
-        fused.n_out = sum(p.n_out for p in parts)
-        fused.splits = tuple(s for p in parts for s in p.splits)
-        fused.scratch = first.scratch
-        fused.weight = None
-        fused.packed = None
-        if all(p.packed is None for p in parts):
-            fused.weight = np.concatenate([p.dense_weight() for p in parts], axis=0)
-        else:
-            fused.packed = StackedRows([p.packed if p.packed is not None else p._as_packed() for p in parts])
-        return fused
-
-    def _as_packed(self) -> PackedTensor:
-        assert self.weight is not None
-        return FloatValues(self.weight)
-
-    def split(self, y: F32) -> list[F32]:
-        """Cut a fused output (..., n_out) into the parts' outputs (views)."""
-        bounds = np.cumsum(self.splits)[:-1]
-        return np.split(y, bounds, axis=-1)
 
     def dense_weight(self) -> F32:
         """W as float32 (n_out, n_in); a fresh array in packed mode (callers may keep it)."""

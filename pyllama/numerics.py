@@ -14,16 +14,17 @@ paths llama.cpp takes on a 2-thread CPU). Sums whose order matters are done in t
 order; FMAs are emulated in float64 (exact product, one rounding to float32).
 
 The quantized matmul kernels live in pyllama/exact_matmul.py and the attention replay in
-pyllama/flash_attn.py. They cost more than BLAS, so callers use them for small batches
-(decode, prompts under 64 tokens: `EXACT_MAX_ROWS`, `EXACT_MAX_KV`) and fall back to
-float32 with only the activation quantization emulated for long prompts, where ggml
-itself switches kernels; `set_exact(False)` falls back everywhere.
+pyllama/flash_attn.py; the `exact` kernel set (pyllama/kernels/exact.py) calls them. They
+cost more than BLAS, so they run for small batches (decode, prompts under 64 tokens:
+`EXACT_MAX_ROWS`, `EXACT_MAX_KV`) and long prompts fall back to float32 with only the
+activation quantization emulated, where ggml itself switches kernels.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from gguf.constants import GGMLQuantizationType
@@ -37,14 +38,10 @@ f16, f32, f64 = np.float16, np.float32, np.float64
 
 # Rows (tokens) up to which matmuls use the bit-exact kernels: every batch that ggml's
 # float16 flash attention also handles (fewer than 64 rows).
-EXACT_MAX_ROWS = 63
+EXACT_MAX_ROWS: Final = 63
 # Cached positions up to which attention replays ggml's key-by-key float16 accumulation;
 # the replay is a Python loop over keys, so longer contexts take the float32 path.
-EXACT_MAX_KV = 1024
-# Whether the bit-exact replays are on at all (set_exact). Off ("fast" numerics), the
-# architectures take their fused float32 forward pass (pyllama/models/fastpath.py) and
-# GgmlLinear never builds the exact kernels' integer codes.
-EXACT = True
+EXACT_MAX_KV: Final = 1024
 
 QK = 32  # block size of the legacy types and of Q8_0/Q8_1
 QK_K = 256  # super-block size of the k-quants and of Q8_K
@@ -73,16 +70,6 @@ def round_f16(x: Any) -> F32:
 def fma_f32(a: Any, b: Any, c: Any) -> F32:
     """fmaf(a, b, c): the float64 product of two float32 is exact, so one rounding remains."""
     return (np.asarray(a, dtype=f64) * np.asarray(b, dtype=f64) + np.asarray(c, dtype=f64)).astype(f32)
-
-
-def set_exact(enabled: bool, max_rows: int = 63, max_kv: int = 1024) -> None:
-    """Turn the bit-exact replays on (default) or off (float32 with ggml's activation
-    quantization only: about 2x faster per token, but top-5 probabilities then drift
-    0.03-0.07 from llama.cpp's over a generation; see docs/numerics.md)."""
-    global EXACT, EXACT_MAX_ROWS, EXACT_MAX_KV
-    EXACT = bool(enabled)
-    EXACT_MAX_ROWS = max_rows if enabled else 0
-    EXACT_MAX_KV = max_kv if enabled else -1
 
 
 def server_prompt_batches(n_prompt: int, swa: bool, n_ubatch: int = 512) -> list[tuple[int, int]]:
@@ -215,14 +202,6 @@ def silu(x: F32) -> F32:
     return (x / (f32(1.0) + v_expf(-x))).astype(f32)
 
 
-def swiglu(gate: F32, up: F32) -> F32:
-    """ggml_vec_swiglu_f32: silu(gate) * up."""
-    return (silu(gate) * up).astype(f32)
-
-
-_GELU_TABLE: list[F32] = []
-
-
 def gelu(x: F32) -> F32:
     """GELU (tanh form) as ggml's CPU backend computes it (GGML_GELU_FP16, vec.h).
 
@@ -236,16 +215,16 @@ def gelu(x: F32) -> F32:
     return np.where(x <= f32(-10.0), f32(0.0), np.where(x >= f32(10.0), x, y)).astype(f32)
 
 
+@functools.cache
 def gelu_table() -> F32:
     """fp16(ggml_gelu_f32(x)) for every float16 bit pattern x (built on first use)."""
-    if not _GELU_TABLE:
-        f = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(f16).astype(f32)
-        with np.errstate(over="ignore", invalid="ignore"):
-            inner = (f32(0.7978845608028654) * f) * fma_f32(f32(0.044715) * f, f, f32(1.0))
-            t = np.tanh(inner.astype(f64)).astype(f32)
-            g = (f32(0.5) * f) * (f32(1.0) + t)
-        _GELU_TABLE.append(g.astype(f16).astype(f32))
-    return _GELU_TABLE[0]
+    f = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(f16).astype(f32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        inner = (f32(0.7978845608028654) * f) * fma_f32(f32(0.044715) * f, f, f32(1.0))
+        t = np.tanh(inner.astype(f64)).astype(f32)
+        g = (f32(0.5) * f) * (f32(1.0) + t)
+    table: F32 = g.astype(f16).astype(f32)
+    return table
 
 
 # -- RoPE (ggml_rope_cache_init / rope_yarn) ---------------------------------------------------

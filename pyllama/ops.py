@@ -27,12 +27,6 @@ def as_f32(a: Any) -> F32:
     return cast(F32, a)
 
 
-def rms_norm(x: F32, weight: F32 | None, eps: float) -> F32:
-    """x / sqrt(mean(x^2) + eps) * weight, over the last axis, rounded as ggml_rms_norm does
-    (squares summed in double; see pyllama.numerics)."""
-    return numerics.rms_norm(x, weight, eps)
-
-
 def layer_norm(x: F32, weight: F32 | None, bias: F32 | None, eps: float) -> F32:
     mean = x.mean(axis=-1, keepdims=True, dtype=np.float32)
     xc = x - mean
@@ -43,17 +37,6 @@ def layer_norm(x: F32, weight: F32 | None, bias: F32 | None, eps: float) -> F32:
     if bias is not None:
         out += bias
     return out
-
-
-def silu(x: F32) -> F32:
-    """x * sigmoid(x) with ggml's SIMD exp (ggml_v_silu), so the FFN input quantizes alike."""
-    return numerics.silu(x)
-
-
-def gelu(x: F32) -> F32:
-    """tanh approximation, as ggml_gelu."""
-    c = np.float32(math.sqrt(2.0 / math.pi))
-    return as_f32(np.float32(0.5) * x * (ONE + np.tanh(c * (x + np.float32(0.044715) * x * x * x))))
 
 
 def softmax(x: F32, axis: int = -1) -> F32:

@@ -13,6 +13,7 @@ safe to call from another thread while `step()` runs.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -42,8 +43,14 @@ from pyllama.tasks import (
     timings_json,
 )
 
+log = logging.getLogger(__name__)
+
+# The answer for a task that failed on an unexpected error (the log has the traceback).
+_FAILED = "internal error while {} this request; other requests are not affected (the server log has the details)"
+
 __all__ = ["Emit", "Event", "Final", "Metrics", "Partial", "Scheduler", "StopType", "Task", "TaskKind",
            "TokenProb", "timings_json"]
+
 
 @dataclass
 class Metrics:
@@ -60,6 +67,12 @@ class Metrics:
     predicted_seconds_total: float = 0.0
     n_decode_total: int = 0
     n_busy_slots_total: int = 0
+    prompt_tokens_cached_total: int = 0  # reused from a slot's cache: no decode
+    predicted_steps_total: int = 0  # decode steps of generating slots (tokens minus each task's first)
+    n_tokens_max: int = 0  # longest sequence seen (prompt + generation)
+    n_draft_total: int = 0  # speculative decoding: guessed tokens verified,
+    n_draft_accepted_total: int = 0  # the ones the model kept,
+    n_draft_steps_total: int = 0  # and verification passes
 
 
 class Scheduler(SlotFiles, SpeculativeSteps):
@@ -90,7 +103,6 @@ class Scheduler(SlotFiles, SpeculativeSteps):
         # speculative decoding (pyllama.scheduler_spec): the server's default, tasks may override it
         self.spec_default = speculative or SpecParams()
         self.speculator = Speculator(DraftModel(draft_model, model) if draft_model is not None else None)
-        self.n_draft_total = self.n_draft_accepted_total = self.n_draft_steps_total = 0  # /metrics spec_decode_*
         for slot in self.slots:
             slot.speculative = self.spec_default.enabled
         self.queue: deque[tuple[Task, Emit]] = deque()
@@ -145,7 +157,10 @@ class Scheduler(SlotFiles, SpeculativeSteps):
             return bool(self.queue)
         for slot in busy:
             if slot.task is not None and slot.task.kind == "embedding":
-                self._run_embedding(slot)
+                try:
+                    self._run_embedding(slot)
+                except Exception:
+                    self._fail_alone(slot, "embedding")
         batch, owners = self._build_batch()
         batch, owners = self._drop_failing_chunks(batch, owners)
         if not batch.chunks:
@@ -169,19 +184,28 @@ class Scheduler(SlotFiles, SpeculativeSteps):
             if slot.generating:
                 slot.t_predict += share
                 m.predicted_seconds_total += share
+                m.predicted_steps_total += 1
             else:
                 slot.t_prompt += share
                 slot.n_past = chunk.pos + len(chunk.tokens)
                 m.prompt_tokens_total += len(chunk.tokens)
                 m.prompt_seconds_total += share
+                slot.emit_progress()
             slot.cache_tokens = slot.cache_tokens[: chunk.pos] + chunk.tokens
+            m.n_tokens_max = max(m.n_tokens_max, len(slot.cache_tokens))
             if chunk.output == "none":
                 continue
             if chunk.output == "all":  # a sampled token and its guesses (pyllama.scheduler_spec)
-                self._verify(slot, chunk, logits[row : row + len(chunk.tokens)])
+                try:
+                    self._verify(slot, chunk, logits[row : row + len(chunk.tokens)])
+                except Exception:  # a bug in one request's sampling, grammar or text must not end the others
+                    self._fail_alone(slot, "sampling")
                 row += len(chunk.tokens)
                 continue
-            self._after_logits(slot, logits[row])
+            try:
+                self._after_logits(slot, logits[row])
+            except Exception:  # a bug in one request's sampling, grammar or text must not end the others
+                self._fail_alone(slot, "sampling")
             row += 1
         return True
 
@@ -233,6 +257,10 @@ class Scheduler(SlotFiles, SpeculativeSteps):
                 )
                 emit(Final(task.id, error=str(exc), error_kind=kind, slot_id=slot.id))
                 slot.release()
+            except Exception:  # e.g. building its grammar: this task fails, the others go on
+                log.exception("task %d failed to start", task.id)
+                emit(Final(task.id, error=_FAILED.format("setting up"), error_kind="server", slot_id=slot.id))
+                slot.release()
         self.queue = waiting
         self.deferred = len(waiting)
 
@@ -267,6 +295,8 @@ class Scheduler(SlotFiles, SpeculativeSteps):
         model.kv.truncate(slot.id, n_cached)
         slot.begin(task, emit, sampler, n_cached, tok)
         self.speculator.begin(slot.id)
+        slot.emit_progress()  # llama-server's 0% update, before any prompt token is read
+        self.metrics.prompt_tokens_cached_total += n_cached
         if task.n_predict < 0 and self.n_predict_default >= 0:
             slot.n_predict = self.n_predict_default
         if sampler is not None:
@@ -410,6 +440,16 @@ class Scheduler(SlotFiles, SpeculativeSteps):
         if emit is not None:
             emit(final)
 
+    def _fail_alone(self, slot: Slot, stage: str) -> None:
+        """End one slot's task after an unexpected error in its own work; log the traceback,
+        answer without the exception text; every other slot keeps running."""
+        log.exception("task %d failed in slot %d (%s)", slot.task.id if slot.task else -1, slot.id, stage)
+        try:
+            self._fail(slot, _FAILED.format(stage), "server")
+        except Exception:
+            log.exception("could not end the task in slot %d cleanly", slot.id)
+            slot.release()
+
     def _fail(self, slot: Slot, message: str, kind: Literal["invalid_request", "context", "server"]) -> None:
         emit, tid = slot.emit, slot.task.id if slot.task else -1
         slot.release()
@@ -440,6 +480,9 @@ class Scheduler(SlotFiles, SpeculativeSteps):
             embedding=[normalize(v, task.normalize).tolist() for v in vectors],
         )
         self.metrics.prompt_tokens_total += len(task.prompt)
+        self.metrics.prompt_seconds_total += final.prompt_ms / 1e3
+        self.metrics.n_decode_total += 1  # the input's forward pass is a decode, though nothing is sampled
+        self.metrics.n_busy_slots_total += 1
         emit = slot.emit
         slot.cache_tokens = []
         slot.release()

@@ -80,6 +80,18 @@ class Slot:
         self.decoder = IncrementalDecoder(tokenizer)
         self.t_start = time.perf_counter()
 
+    def emit_progress(self) -> None:
+        """A prompt-progress event, if the task asked for them (llama-server's return_progress)."""
+        task = self.task
+        if task is None or not task.return_progress or self.emit is None or self.generating:
+            return
+        self.emit(Partial(
+            task.id, "", [], [], slot_id=self.id, n_prompt=len(task.prompt), n_cached=self.n_cached,
+            prompt_ms=1e3 * self.t_prompt,
+            progress={"total": len(task.prompt), "cache": self.n_cached, "processed": self.n_past,
+                      "time_ms": 1e3 * self.t_prompt},
+        ))
+
     def release(self) -> None:
         self.t_last_used = time.perf_counter()
         self._clear()
@@ -164,13 +176,14 @@ class Slot:
             "is_processing": self.busy,
             "n_past": self.n_past,
             "n_cached_tokens": len(self.cache_tokens),
-            "next_token": {
+            # a list of one, as llama-server writes it; an idle slot shows no budget of its last task
+            "next_token": [{
                 "has_next_token": self.busy,
                 "has_new_line": False,
-                "n_remain": (self.n_predict - self.n_decoded) if self.n_predict >= 0 else -1,
-                "n_decoded": self.n_decoded,
+                "n_remain": (self.n_predict - self.n_decoded) if self.busy and self.n_predict >= 0 else -1,
+                "n_decoded": self.n_decoded if self.busy else 0,
                 "stopping_word": self.stop.stopped_word or "",
-            },
+            }],
         }
 
 

@@ -66,6 +66,7 @@ class Task:
     kind: TaskKind = "completion"
     pooling: str = "mean"  # embeddings: none | mean | cls | last
     normalize: int = 2  # embeddings: -1 none, 0 max-abs, 1 taxicab, 2 euclidean, >2 p-norm
+    return_progress: bool = False  # emit a Partial with `progress` as the prompt is read
     # Optional per-task grammar/constraint objects live inside params (the sampler builds them).
     id: int = -1
     speculative: SpecParams | None = None  # None: the scheduler's default (the server's flags)
@@ -77,16 +78,19 @@ def timings_json(n_prompt: int, n_cached: int, n_decoded: int, prompt_ms: float,
     draft_n_accepted only when the task drafted anything, as there."""
     pn, dn = n_prompt - n_cached, n_decoded
     draft = {"draft_n": draft_n, "draft_n_accepted": draft_n_accepted} if draft_n > 0 else {}
+    steps = max(0, dn - 1)
     return {
         "cache_n": n_cached,
         "prompt_n": pn,
         "prompt_ms": prompt_ms,
         "prompt_per_token_ms": prompt_ms / pn if pn else 0.0,
-        "prompt_per_second": 1e3 * pn / prompt_ms if prompt_ms else 0.0,
+        "prompt_per_second": 1e3 / prompt_ms * pn if prompt_ms > 0 else 0.0,
         "predicted_n": dn,
         "predicted_ms": predicted_ms,
-        "predicted_per_token_ms": predicted_ms / dn if dn else 0.0,
-        "predicted_per_second": 1e3 * dn / predicted_ms if predicted_ms else 0.0,
+        # The first generated token comes from the prompt's last logits and costs no decode
+        # step: llama-server's rates are over n - 1 steps (server_slot_stats::n_gen_steps).
+        "predicted_per_token_ms": predicted_ms / steps if steps else 0.0,
+        "predicted_per_second": 1e3 / predicted_ms * steps if predicted_ms > 0 else 0.0,
         **draft,
     }
 
@@ -111,9 +115,13 @@ class Partial:
     predicted_ms: float = 0.0
     draft_n: int = 0
     draft_n_accepted: int = 0
+    # llama-server's prompt_progress ({total, cache, processed, time_ms}) on a progress event
+    progress: dict[str, float] | None = None
 
     @property
     def timings(self) -> dict[str, float]:
+        if self.progress is not None:  # the prompt so far: nothing generated yet
+            return timings_json(int(self.progress["processed"]), int(self.progress["cache"]), 0, self.prompt_ms, 0.0)
         return timings_json(self.n_prompt, self.n_cached, self.n_decoded, self.prompt_ms, self.predicted_ms,
                             self.draft_n, self.draft_n_accepted)
 

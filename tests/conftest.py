@@ -11,7 +11,7 @@ import pytest
 from pyllama import model_files
 
 REPO = Path(__file__).resolve().parent.parent
-GOLDEN = REPO.parent / "shared" / "golden"
+GOLDEN = REPO / "tests" / "golden"  # llama.cpp's outputs; tests/golden/README.md says how each was made
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +30,7 @@ def gemma_path() -> Path:
 def load_golden(name: str) -> Any:
     path = GOLDEN / name
     if not path.exists():
-        pytest.fail(f"golden data missing: {path} (tests expect ../shared beside the repo)")
+        pytest.fail(f"golden data missing: {path} (see tests/golden/README.md)")
     return json.loads(path.read_text())
 
 

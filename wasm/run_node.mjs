@@ -4,7 +4,7 @@
 //   node wasm/run_node.mjs DIST MODEL.gguf [--prompt TEXT]... [-n N] [--chat] [--json] [--ignore-eos]
 //        [--temp T] [--seed S] [--top-k K] [--n-probs K] [-c N_CTX] [--weights packed|dense]
 //        [--fast] [--info] [--tokens-in JSON] [--profile N]
-// --fast turns off the replay of llama.cpp's exact float rounding (pyllama.numerics.set_exact).
+// --fast loads the model with fast numerics (plain float32) instead of the exact replay of llama.cpp.
 // --profile N prints (as JSON) pyllama.profiling's per-category/per-layer breakdown of a 32-token
 // prompt pass and N decode steps instead of generating (wasm/bench_node.py --profile).
 //

@@ -11,7 +11,12 @@
 // the pyllama wheel under Pyodide, and uses the same converter.
 import { sseRecords } from "./sse.js";
 
-export class EngineError extends Error {}
+export class EngineError extends Error {
+  constructor(message, { unreachable = false } = {}) {
+    super(message);
+    this.unreachable = unreachable; // the server is down or the network is gone (not a refusal)
+  }
+}
 
 // ---- shared conversion -------------------------------------------------------------
 function fromLogprob(e) {
@@ -39,6 +44,7 @@ export function completionChunkToEvent(d) {
 function chatChunkToEvent(d) {
   const choice = d.choices?.[0] ?? {};
   const ev = { content: choice.delta?.content ?? "" };
+  if (choice.delta?.reasoning_content) ev.reasoning = choice.delta.reasoning_content; // llama-server --reasoning-format
   const lp = choice.logprobs?.content;
   if (Array.isArray(lp) && lp.length) {
     ev.probs = lp.map((e) => ({ ...fromLogprob(e), top: (e.top_logprobs ?? []).map(fromLogprob) }));
@@ -52,14 +58,24 @@ function chatChunkToEvent(d) {
   return ev;
 }
 
+// Every llama-server sampling field the UI knows, plus `extra` (the raw JSON setting).
+export const SAMPLING_KEYS = ["temperature", "dynatemp_range", "dynatemp_exponent", "top_k", "top_p", "min_p",
+  "typical_p", "xtc_probability", "xtc_threshold", "repeat_last_n", "repeat_penalty", "presence_penalty",
+  "frequency_penalty", "dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n", "mirostat",
+  "mirostat_tau", "mirostat_eta", "samplers", "seed", "n_probs", "grammar", "json_schema"];
+
 function samplingFields(p) {
   const out = {};
-  for (const k of ["temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty", "repeat_last_n",
-    "presence_penalty", "frequency_penalty", "seed", "n_probs", "mirostat", "mirostat_tau", "mirostat_eta"]) {
+  for (const k of SAMPLING_KEYS) {
     if (p[k] !== undefined && p[k] !== null && p[k] !== "") out[k] = p[k];
   }
   if (p.stop?.length) out.stop = p.stop;
-  return out;
+  return { ...out, ...(p.extra ?? {}) };
+}
+
+function unreachable(where, e, midStream) {
+  const what = midStream ? "The connection to the server was lost. Cannot reach the server" : "Cannot reach the server";
+  return new EngineError(`${what} at ${where} — is pyllama-server running? (${e.message})`, { unreachable: true });
 }
 
 // ---- server ------------------------------------------------------------------------
@@ -84,7 +100,7 @@ export class ServerEngine {
       resp = await fetch(this.base + path, { ...init, headers: { ...this.headers(), ...(init.headers || {}) } });
     } catch (e) {
       if (e.name === "AbortError") throw e;
-      throw new EngineError(`Cannot reach the server at ${this.where()} — is pyllama-server running? (${e.message})`);
+      throw unreachable(this.where(), e, false);
     }
     if (!resp.ok) {
       let msg = `${resp.status} ${resp.statusText}`;
@@ -116,17 +132,23 @@ export class ServerEngine {
   async *stream(path, body, signal, convert) {
     const resp = await this.request(path, { method: "POST", body: JSON.stringify(body), signal });
     let ended = false;
-    for await (const rec of sseRecords(resp, signal)) {
-      if (rec.data === "[DONE]") break;
-      let d;
-      try { d = JSON.parse(rec.data); } catch { throw new EngineError(`Bad data from server: ${rec.data.slice(0, 200)}`); }
-      if (rec.event === "error" || d.error) {
-        const err = d.error ?? d;
-        throw new EngineError(`Server error: ${err.message ?? JSON.stringify(err)}`);
+    try {
+      for await (const rec of sseRecords(resp, signal)) {
+        if (rec.data === "[DONE]") break;
+        let d;
+        try { d = JSON.parse(rec.data); } catch { throw new EngineError(`Bad data from server: ${rec.data.slice(0, 200)}`); }
+        if (rec.event === "error" || d.error) {
+          const err = d.error ?? d;
+          throw new EngineError(`Server error: ${err.message ?? JSON.stringify(err)}`);
+        }
+        const ev = convert(d);
+        if (ev.done) ended = true;
+        yield ev;
       }
-      const ev = convert(d);
-      if (ev.done) ended = true;
-      yield ev;
+    } catch (e) {
+      // a read that fails mid-stream (server killed, network gone) is a TypeError "network error"
+      if (e instanceof EngineError || e.name === "AbortError" || signal?.aborted) throw e;
+      throw unreachable(this.where(), e, true);
     }
     if (!ended && !signal?.aborted) yield { content: "", done: true };
   }
@@ -209,7 +231,7 @@ export class BrowserEngine {
     return new Promise((resolve, reject) => {
       this.waiters.push({ resolve, reject });
       const msg = { type: "load", pyodideURL: this.pyodideURL, wheelsURL: this.wheelsURL,
-        sessionURL: new URL("./pyllama_session.py", import.meta.url).href, nCtx, exact };
+        sessionURL: new URL("./pyllama_session.py", import.meta.url).href, pageURL: location.href, nCtx, exact };
       if (typeof source === "string") msg.url = new URL(source, location.href).href;
       else msg.file = source;
       this.worker.postMessage(msg);

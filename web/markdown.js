@@ -1,52 +1,24 @@
-// A small, safe Markdown renderer for model output (no dependencies, works offline).
+// Model output -> safe HTML: markdown-it (CommonMark + tables, strikethrough, bare links),
+// KaTeX for math, then DOMPurify over the whole result.
 //
-// Why our own: the UI must work without a CDN, and model output is untrusted text. Safety
-// comes from the order of work: every piece of source text is HTML-escaped *before* any
-// markup is added, raw HTML is never passed through, and links are emitted only for
-// http(s)/mailto URLs. It also renders half-finished input sensibly, because it is called
-// on every streamed token (an unclosed ``` fence is shown as a code block in progress).
+// Model output is untrusted text. Three layers keep it inert: markdown-it runs with raw
+// HTML off (tags stay text) and refuses javascript:/data: links, images are switched off
+// (no request to a URL a model wrote), and DOMPurify sanitizes the final HTML, including
+// KaTeX's. The libraries are vendored in web/vendor/ from the npm registry by
+// `make web-vendor` (tools/web_vendor.py), licences beside them; no CDN at run time.
+// KaTeX is a classic script (window.katex); without it, math stays as TeX in <code>.
 //
-// Supported: fenced code (``` / ~~~, with language label), indented lists (-,*,+ and 1.),
-// headings, blockquotes, horizontal rules, pipe tables, paragraphs (single newlines kept as
-// line breaks, as chat UIs do), inline code, **bold**, *italic*, ~~strike~~, [links](url)
-// and bare URLs.
+// Streaming: this runs on every painted frame, so half-finished input must look right; an
+// unclosed ``` fence renders as a code block in progress (class "open").
+import MarkdownIt from "./vendor/markdown-it.esm.min.js";
+import DOMPurify from "./vendor/purify.es.js";
 
 const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
 export function escapeHtml(s) {
   return String(s).replace(/[&<>"']/g, (c) => ESC[c]);
 }
 
-function safeUrl(url) {
-  const u = url.trim();
-  return /^(https?:\/\/|mailto:)/i.test(u) ? u : null;
-}
-
-// ---- inline ------------------------------------------------------------------------
-export function renderInline(text) {
-  const slots = [];
-  const keep = (html) => `\u0000${slots.push(html) - 1}\u0000`;
-  let s = String(text);
-  // code spans first: their content is literal
-  s = s.replace(/(`+)([^`]|[^`][\s\S]*?[^`])\1(?!`)/g, (_, _t, code) => keep(`<code>${escapeHtml(code.trim() || code)}</code>`));
-  // links [text](url) — text is rendered inline, url must be safe
-  s = s.replace(/\[([^\]\n]+)\]\(([^)\s]+)(?:\s+"[^"]*")?\)/g, (m, label, url) => {
-    const u = safeUrl(url);
-    if (!u) return m;
-    return keep(`<a href="${escapeHtml(u)}" target="_blank" rel="noopener noreferrer">${renderInline(label)}</a>`);
-  });
-  // bare URLs
-  s = s.replace(/\bhttps?:\/\/[^\s<>()"'`]+[^\s<>()"'`.,;:!?]/g, (u) =>
-    keep(`<a href="${escapeHtml(u)}" target="_blank" rel="noopener noreferrer">${escapeHtml(u)}</a>`));
-  s = escapeHtml(s);
-  s = s.replace(/\*\*(?=\S)([\s\S]*?\S)\*\*/g, "<strong>$1</strong>");
-  s = s.replace(/__(?=\S)([\s\S]*?\S)__/g, "<strong>$1</strong>");
-  s = s.replace(/(^|[^*\w])\*(?=[^\s*])([^*\n]*?[^\s*])\*(?![*\w])/g, "$1<em>$2</em>");
-  s = s.replace(/(^|[^_\w])_(?=[^\s_])([^_\n]*?[^\s_])_(?![_\w])/g, "$1<em>$2</em>");
-  s = s.replace(/~~(?=\S)([\s\S]*?\S)~~/g, "<del>$1</del>");
-  return s.replace(/\u0000(\d+)\u0000/g, (_, i) => slots[Number(i)]);
-}
-
-// ---- code --------------------------------------------------------------------------
+// ---- code highlighting (small and dependency-free; colours in style.css meet WCAG AA) --
 const KEYWORDS = new Set((
   "as async await break case catch class const continue def del elif else except export extends false " +
   "finally fn for from func function if impl import in interface is lambda let match mut new nil None " +
@@ -54,7 +26,6 @@ const KEYWORDS = new Set((
   "use var void while with yield and int float str bool char double long unsigned"
 ).split(" "));
 
-// Tiny tokenizer-based highlighter: strings, comments, numbers and common keywords.
 export function highlight(code) {
   const re = /(\/\/[^\n]*|#[^\n]*|\/\*[\s\S]*?\*\/)|("(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'|`(?:\\.|[^`\\])*`)|(\b\d+(?:\.\d+)?\b)|([A-Za-z_]\w*)/g;
   let out = "";
@@ -79,122 +50,69 @@ function codeBlock(lang, code, open) {
     `<pre><code${l ? ` class="lang-${l}"` : ""}>${highlight(code)}</code></pre></div>`;
 }
 
-// ---- blocks ------------------------------------------------------------------------
-const LIST_RE = /^(\s*)([-*+]|\d{1,9}[.)])\s+(.*)$/;
+// ---- markdown-it -------------------------------------------------------------------
+const md = new MarkdownIt({ html: false, linkify: true, breaks: true, typographer: false });
+md.disable("image");
+md.renderer.rules.fence = (tokens, idx, _opts, env) => {
+  const t = tokens[idx];
+  const [start, end] = t.map ?? [0, 0];
+  const last = env.lines?.[end - 1] ?? "";
+  const closer = new RegExp(`^ {0,3}\\${t.markup[0]}{${t.markup.length},}\\s*$`);
+  const open = end - 1 <= start || !closer.test(last); // no closing fence yet: still streaming
+  return codeBlock(t.info.trim().split(/\s+/)[0], t.content.replace(/\n$/, ""), open);
+};
+md.renderer.rules.table_open = () => '<div class="table-wrap"><table>';
+md.renderer.rules.table_close = () => "</table></div>";
 
-function renderList(lines, i) {
-  // lines[i] matches LIST_RE; consume items of this indent level (deeper lines nest)
-  const first = lines[i].match(LIST_RE);
-  const indent = first[1].length;
-  const ordered = /\d/.test(first[2]);
-  const start = ordered ? parseInt(first[2], 10) : 1;
-  let html = ordered ? `<ol${start !== 1 ? ` start="${start}"` : ""}>` : "<ul>";
-  while (i < lines.length) {
-    const m = lines[i].match(LIST_RE);
-    if (!m || m[1].length < indent || (m[1].length === indent && /\d/.test(m[2]) !== ordered)) break;
-    if (m[1].length > indent) { // nested list inside the previous item
-      const [inner, next] = renderList(lines, i);
-      html = html.replace(/<\/li>$/, inner + "</li>");
-      i = next;
-      continue;
-    }
-    let body = m[3];
-    i++;
-    while (i < lines.length && lines[i].trim() && !LIST_RE.test(lines[i]) && /^\s+/.test(lines[i])) {
-      body += "\n" + lines[i].trim();
-      i++;
-    }
-    html += `<li>${renderInline(body).replace(/\n/g, "<br>")}</li>`;
-    if (i < lines.length && !lines[i].trim() && i + 1 < lines.length && LIST_RE.test(lines[i + 1])) i++;
+DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.tagName === "A" && node.getAttribute("href")) {
+    node.setAttribute("target", "_blank");
+    node.setAttribute("rel", "noopener noreferrer");
   }
-  return [html + (ordered ? "</ol>" : "</ul>"), i];
+});
+const PURIFY = { ADD_ATTR: ["target"], FORBID_TAGS: ["style", "img", "form", "input", "button"], ALLOW_DATA_ATTR: false };
+// our own copy button in code blocks is added after sanitizing (see addCopyButtons)
+
+// ---- math ----------------------------------------------------------------------------
+// $$…$$ and \[…\] display, \(…\) and $…$ inline ($ only when it hugs its text and is not
+// followed by a digit, so "$5 and $10" stays money; no backtick inside). Code spans and
+// fences are left alone.
+const MATH = /(```[\s\S]*?(?:```|$)|~~~[\s\S]*?(?:~~~|$)|`[^`\n]*`)|\$\$([\s\S]+?)\$\$|\\\[([\s\S]+?)\\\]|\\\(([\s\S]+?)\\\)|(?<![\w$\\])\$(?=[^\s$])([^$\n`]*?[^\s$\\`])\$(?!\d)/g;
+const MARK = (i) => `\uE000${i}\uE001`;
+
+function renderTex(tex, display) {
+  const k = globalThis.katex;
+  if (!k) return `<code class="math">${escapeHtml(tex)}</code>`;
+  try {
+    return k.renderToString(tex, { displayMode: display, throwOnError: false, output: "htmlAndMathml", trust: false, maxExpand: 500 });
+  } catch {
+    return `<code class="math">${escapeHtml(tex)}</code>`;
+  }
 }
 
-function splitRow(line) {
-  let s = line.trim();
-  if (s.startsWith("|")) s = s.slice(1);
-  if (s.endsWith("|")) s = s.slice(0, -1);
-  return s.split("|").map((c) => c.trim());
-}
-
-function renderTable(lines, i) {
-  const head = splitRow(lines[i]);
-  const aligns = splitRow(lines[i + 1]).map((c) => (c.startsWith(":") && c.endsWith(":") ? "center" : c.endsWith(":") ? "right" : ""));
-  const cell = (tag, c, k) => `<${tag}${aligns[k] ? ` style="text-align:${aligns[k]}"` : ""}>${renderInline(c)}</${tag}>`;
-  let html = "<div class=\"table-wrap\"><table><thead><tr>" + head.map((c, k) => cell("th", c, k)).join("") + "</tr></thead><tbody>";
-  i += 2;
-  while (i < lines.length && lines[i].includes("|") && lines[i].trim()) {
-    html += "<tr>" + splitRow(lines[i]).map((c, k) => cell("td", c, k)).join("") + "</tr>";
-    i++;
-  }
-  return [html + "</tbody></table></div>", i];
-}
-
-function renderText(text) {
-  const lines = text.split("\n");
-  let html = "";
-  let para = [];
-  const flush = () => {
-    if (para.length) html += `<p>${renderInline(para.join("\n")).replace(/\n/g, "<br>")}</p>`;
-    para = [];
-  };
-  for (let i = 0; i < lines.length; ) {
-    const line = lines[i];
-    let m;
-    if (!line.trim()) { flush(); i++; continue; }
-    if ((m = line.match(/^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$/))) {
-      flush();
-      const n = m[1].length;
-      html += `<h${n}>${renderInline(m[2])}</h${n}>`;
-      i++;
-    } else if (/^\s{0,3}([-*_])(\s*\1){2,}\s*$/.test(line)) {
-      flush(); html += "<hr>"; i++;
-    } else if (/^\s{0,3}>/.test(line)) {
-      flush();
-      const quote = [];
-      while (i < lines.length && /^\s{0,3}>/.test(lines[i])) quote.push(lines[i++].replace(/^\s{0,3}>\s?/, ""));
-      html += `<blockquote>${renderText(quote.join("\n"))}</blockquote>`;
-    } else if (LIST_RE.test(line)) {
-      flush();
-      const [h, next] = renderList(lines, i);
-      html += h;
-      i = next;
-    } else if (line.includes("|") && i + 1 < lines.length && /^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$/.test(lines[i + 1])) {
-      flush();
-      const [h, next] = renderTable(lines, i);
-      html += h;
-      i = next;
-    } else {
-      para.push(line);
-      i++;
-    }
-  }
-  flush();
-  return html;
+function extractMath(src) {
+  const math = [];
+  const text = src.replace(MATH, (m, code, d1, d2, i1, i2) => {
+    if (code !== undefined) return m;
+    const display = d1 !== undefined || d2 !== undefined;
+    math.push(renderTex((d1 ?? d2 ?? i1 ?? i2).trim(), display));
+    return MARK(math.length - 1);
+  });
+  return { text, math };
 }
 
 export function renderMarkdown(src) {
-  const text = String(src ?? "").replace(/\r\n?/g, "\n").replace(/\u0000/g, "");
-  let html = "";
-  const fence = /^( {0,3})(`{3,}|~{3,})\s*([^\n`]*)\n?/gm;
-  let pos = 0;
-  for (;;) {
-    fence.lastIndex = pos;
-    const m = fence.exec(text);
-    if (!m) break;
-    html += renderText(text.slice(pos, m.index));
-    const close = new RegExp(`^ {0,3}${m[2][0] === "`" ? "`" : "~"}{${m[2].length},}\\s*$`, "m");
-    const body = text.slice(m.index + m[0].length);
-    const c = close.exec(body);
-    const lang = m[3].trim().split(/\s+/)[0];
-    if (!c) { // still streaming: the rest is code
-      html += codeBlock(lang, body, true);
-      pos = text.length;
-      break;
-    }
-    html += codeBlock(lang, body.slice(0, c.index).replace(/\n$/, ""), false);
-    pos = m.index + m[0].length + c.index + c[0].length;
-  }
-  if (pos < text.length) html += renderText(text.slice(pos));
-  return html;
+  const raw = String(src ?? "").replace(/\r\n?/g, "\n").replace(/\u0000/g, "").replace(/[\uE000\uE001]/g, "");
+  if (!raw.trim()) return "";
+  const { text, math } = extractMath(raw);
+  let html = md.render(text, { lines: text.split("\n") });
+  if (math.length) html = html.replace(/\uE000(\d+)\uE001/g, (_, i) => math[Number(i)] ?? "");
+  const clean = DOMPurify.sanitize(html, PURIFY);
+  return addCopyButtons(clean);
+}
+
+// DOMPurify drops <button>; the code blocks' copy buttons are put back, text-only.
+function addCopyButtons(html) {
+  return html.replace(/<div class="code-head"><span>([^<]*)<\/span><\/div>/g,
+    '<div class="code-head"><span>$1</span><button type="button" class="copy-code" title="Copy code">copy</button></div>');
 }

@@ -31,7 +31,9 @@ function boot(pyodideURL, wheelsURL, sessionURL) {
     try {
       importScripts(pyodideURL + "pyodide.js");
     } catch (e) {
-      throw new Error(`Cannot load Pyodide from ${pyodideURL} (${e.message}). Check the Pyodide URL in Settings.`);
+      throw new Error(`Cannot load Pyodide from ${pyodideURL} (${e.message}). Offline, or no CDN? ` +
+        "Build the offline copy with `make wasm` on the server and open this page with ?pyodide=/wasm/ " +
+        "(or set the Pyodide URL in Settings to /wasm/).");
     }
     py = await loadPyodide({ indexURL: pyodideURL });
     progress("boot", "Installing numpy, jinja2, pyyaml");
@@ -79,18 +81,34 @@ async function loadModel(m) {
   await boot(m.pyodideURL, m.wheelsURL, m.sessionURL);
   const t0 = performance.now();
   let name, size, reader;
+  const cache = await openCache();
   if (m.file) {
     name = m.file.name;
     size = m.file.size;
     reader = m.file.stream().getReader();
     progress("download", `Reading ${name}`, 0, size);
+    if (cache) { // kept under a URL of its own, so the next visit needs no file pick
+      const key = new URL(`__local__/${encodeURIComponent(name)}`, m.pageURL).href;
+      cache.put(key, new Response(m.file, { headers: sizeHeaders(size) })).catch(keepFailed);
+    }
   } else {
     name = decodeURIComponent(new URL(m.url).pathname.split("/").pop() || "model.gguf");
-    progress("download", `Downloading ${m.url}`, 0, 0);
-    let resp;
-    try { resp = await fetch(m.url); } catch (e) { throw new Error(`Cannot download ${m.url}: ${e.message}`); }
-    if (!resp.ok) throw new Error(`Cannot download ${m.url}: HTTP ${resp.status} ${resp.statusText}`);
-    size = Number(resp.headers.get("Content-Length") || 0);
+    let resp = cache ? await cache.match(m.url).catch(() => undefined) : undefined;
+    m.fromCache = !!resp;
+    if (resp) progress("download", `Reading ${name} from the browser's cache`, 0, 0);
+    else {
+      progress("download", `Downloading ${m.url}`, 0, 0);
+      try { resp = await fetch(m.url); } catch (e) { throw new Error(`Cannot download ${m.url}: ${e.message}`); }
+      if (!resp.ok) throw new Error(`Cannot download ${m.url}: HTTP ${resp.status} ${resp.statusText}`);
+      const n = Number(resp.headers.get("Content-Length") || 0);
+      if (cache && n && !resp.headers.get("Content-Encoding")) {
+        // one stream for the wasm heap, one for the cache (written while we read)
+        const [a, b] = resp.body.tee();
+        cache.put(m.url, new Response(b, { headers: sizeHeaders(n) })).catch(keepFailed);
+        resp = new Response(a, { headers: resp.headers });
+      }
+    }
+    size = Number(resp.headers.get("Content-Length") || resp.headers.get("X-Pyllama-Size") || 0);
     if (!size || resp.headers.get("Content-Encoding")) {
       // unknown length: collect, then copy once into the wasm heap
       const all = new Uint8Array(await resp.arrayBuffer());
@@ -113,11 +131,20 @@ async function loadModel(m) {
   return finishLoad(name, m, t0);
 }
 
+const MODEL_CACHE = "pyllama-models"; // see model_cache.js
+const sizeHeaders = (n) => ({ "Content-Length": String(n), "X-Pyllama-Size": String(n), "Content-Type": "application/octet-stream" });
+const keepFailed = (e) => console.warn("pyllama: could not keep the model in the browser:", e);
+
+async function openCache() {
+  try { return typeof caches === "undefined" ? null : await caches.open(MODEL_CACHE); } catch { return null; }
+}
+
 function finishLoad(name, m, t0) {
   progress("load", `Loading ${name}`);
   // "auto": dense float32 when it fits the engine's wasm budget (about 2x faster), else packed
   const info = session.load(name, m.nCtx, "auto", !!m.exact).toJs({ dict_converter: Object.fromEntries });
   info.total_ms = performance.now() - t0;
+  info.from_cache = !!m.fromCache;
   return info;
 }
 

@@ -8,10 +8,23 @@ from asgi.settings import Settings
 
 
 def register_routes(app: Quart, settings: Settings) -> None:
-    from asgi.routes import chat, completions, embeddings, meta, static, tokens
+    from asgi.routes import (
+        anthropic,
+        chat,
+        completions,
+        cors_proxy,
+        embeddings,
+        meta,
+        responses,
+        static,
+        tokens,
+        vertex,
+    )
 
-    for module in (meta, tokens, completions, chat, embeddings):
+    for module in (meta, tokens, completions, chat, embeddings, cors_proxy, anthropic, responses):
         app.register_blueprint(module.bp)
+    vertex.register(app)  # only when AIP_MODE=PREDICTION (Vertex AI custom container)
     if settings.static_path is not None and settings.static_path.is_dir():
         # Registered last: its catch-all path must not shadow the API routes.
-        app.register_blueprint(static.make_blueprint(settings.static_path))
+        models = [] if settings.api_keys else [m.path for m in settings.models]
+        app.register_blueprint(static.make_blueprint(settings.static_path, models))

@@ -10,11 +10,12 @@ of the text in the format the template implies.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
-from asgi.app import server_state
+from asgi.chat_reply import Delta, Reply, ReplyStream, reasoning_format, whole_reply
 from asgi.errors import BadRequest
 from asgi.generate import Tagged, run_all, sse_events, stream_all
 from asgi.http import SSE_DONE, guarded, json_response, read_json, sse_event, sse_response
@@ -31,8 +32,8 @@ from asgi.responses import (
     usage,
     usage_chunk,
 )
-from pyllama.chat import ChatInputs, ChatPrompt, ParsedOutput, parse_messages, parse_output, parse_tools
-from pyllama.chat.tool_calls import streamable_content
+from asgi.state import server_state
+from pyllama.chat import ChatInputs, ChatPrompt, parse_messages, parse_tools, reasoning
 
 bp = Blueprint("chat", __name__)
 log = logging.getLogger(__name__)
@@ -65,7 +66,9 @@ def chat_prompt(served: ServedModel, body: dict[str, Any]) -> tuple[ChatPrompt, 
     assert served.template is not None
     messages = parse_messages(body.get("messages"))
     tools = parse_tools(body.get("tools"))
-    tool_choice = body.get("tool_choice", "auto")
+    tool_choice = body.get("tool_choice")
+    if tool_choice is None:  # absent or null: llama-server's default
+        tool_choice = "auto"
     if isinstance(tool_choice, dict):  # {"type": "function", "function": {"name": ...}}: call that one
         function = tool_choice.get("function")
         name = function.get("name") if isinstance(function, dict) else None
@@ -83,16 +86,28 @@ def chat_prompt(served: ServedModel, body: dict[str, Any]) -> tuple[ChatPrompt, 
     kwargs = body.get("chat_template_kwargs", {})
     if not isinstance(kwargs, dict):
         raise BadRequest('"chat_template_kwargs" must be an object')
+    settings = server_state().settings
+    kwargs = {**settings.chat_template_kwargs, **kwargs}
+    thinking = reasoning.enable_thinking(settings.reasoning, served.template.thinking is not None, body, kwargs)
     add_generation_prompt = body.get("add_generation_prompt", True)
     if not isinstance(add_generation_prompt, bool):
         raise BadRequest("Field 'add_generation_prompt': type must be boolean")
+    # continue_final_message (vLLM/transformers): continue the trailing assistant message,
+    # the same prompt as llama-server's automatic assistant prefill
+    cont = body.get("continue_final_message")
+    if cont is True or cont in ("content", "reasoning_content"):
+        if add_generation_prompt:
+            raise BadRequest("Cannot set both add_generation_prompt and continue_final_message to true.")
+        if messages and messages[-1].role == "assistant":
+            add_generation_prompt = True  # pyllama.chat continues a trailing assistant message on this path
     parallel = body.get("parallel_tool_calls", False)
     inputs = ChatInputs(
         messages=messages, tools=tools, tool_choice=tool_choice, parallel_tool_calls=bool(parallel),
         add_generation_prompt=add_generation_prompt, response_schema=schema, kwargs=dict(kwargs),
+        enable_thinking=thinking,
     )
     prompt = served.template.apply(inputs)
-    fields = {k: v for k, v in body.items() if k not in ("json_schema", "response_format", "prompt")}
+    fields = {k: v for k, v in body.items() if k not in ("json_schema", "response_format", "prompt", "reasoning_format")}
     if body.get("logprobs") is not None:
         if not isinstance(body["logprobs"], bool):
             raise BadRequest("Field 'logprobs': type must be boolean")
@@ -114,84 +129,108 @@ def chat_prompt(served: ServedModel, body: dict[str, Any]) -> tuple[ChatPrompt, 
     return prompt, fields
 
 
-def _parse(prompt: ChatPrompt, text: str) -> ParsedOutput:
-    if not prompt.parse_tool_calls:
-        return ParsedOutput(text, [])
-    parsed = parse_output(text, prompt.format)
-    for call in parsed.tool_calls:
-        if not call.id:
-            call.id = random_id()
-    return parsed
+@dataclass
+class ChatRun:
+    """A chat request ready to generate: the served model, its prompt, tasks and names."""
+
+    served: ServedModel
+    prompt: ChatPrompt
+    params: Any
+    tasks: list[Any]
+    model_name: str
+    reasoning_format: str
+    tokens: list[int]  # the prompt's tokens (for `__verbose`)
+
+
+async def prepare_chat(body: dict[str, Any]) -> ChatRun:
+    """Everything a chat-shaped route does before generating (shared with /v1/messages
+    and /v1/responses, which translate their bodies into this one first)."""
+    from asgi.routes.completions import make_tasks, read_params
+
+    served = await server_state().registry.get(body.get("model"))
+    size = request.content_length or 0  # a large chat is templated and read off the event loop
+    prompt, fields = await tokenize_off_loop(size, chat_prompt, served, body)
+    fmt = reasoning_format(body, server_state().settings.reasoning.format)
+    params = await tokenize_off_loop(size, read_params, served, fields)
+    tok = served.tokenizer
+    served.check_text_fits(prompt.prompt)
+    tokens = await tokenize_off_loop(len(prompt.prompt), tok.tokenize, prompt.prompt, True, True)
+    tasks = make_tasks(served, [tokens], params)
+    model_name = body["model"] if isinstance(body.get("model"), str) else served.name
+    return ChatRun(served, prompt, params, tasks, model_name, fmt, tokens)
+
+
+def reply_message(reply: Reply) -> dict[str, Any]:
+    message = chat_message(reply.content, reply.tool_calls)
+    if reply.reasoning:
+        message["reasoning_content"] = reply.reasoning
+    return message
 
 
 @bp.post("/v1/chat/completions")
 @bp.post("/chat/completions")
 async def chat_completions() -> Response:
-    from asgi.routes.completions import make_tasks, read_params
+    from asgi.routes.completions import verbose_body, wants_verbose
 
     body = await read_json()
-    served = await server_state().registry.get(body.get("model"))
-    prompt, fields = chat_prompt(served, body)
-    params = read_params(served, fields)
-    tok = served.tokenizer
-    served.check_text_fits(prompt.prompt)
-    tokens = await tokenize_off_loop(len(prompt.prompt), tok.tokenize, prompt.prompt, True, True)
-    tasks = make_tasks(served, [tokens], params)
+    run = await prepare_chat(body)
+    served, prompt, params, tasks, model_name = run.served, run.prompt, run.params, run.tasks, run.model_name
     cmpl_id = random_id("chatcmpl-")
-    model_name = body["model"] if isinstance(body.get("model"), str) else served.name
 
     if not params.stream:
-        served.admit()
+        served.admit(len(tasks))
         finals = await guarded(run_all(served, tasks))
         choices = []
         for i, final in enumerate(finals):
-            parsed = _parse(prompt, final.content)
+            reply = whole_reply(prompt, run.reasoning_format, final.content)
             choice: dict[str, Any] = {
-                "finish_reason": finish_reason(final, bool(parsed.tool_calls)),
+                "finish_reason": finish_reason(final, bool(reply.tool_calls)),
                 "index": i,
-                "message": chat_message(parsed.content, parsed.tool_calls),
+                "message": reply_message(reply),
             }
             if final.probs:
                 choice["logprobs"] = {"content": [p.to_json() for p in final.probs]}
             choices.append(choice)
         total = usage(sum(f.n_prompt for f in finals), sum(f.n_decoded for f in finals), sum(f.n_cached for f in finals))
-        return json_response(oai_chat(cmpl_id, model_name, choices, total, finals[0].timings))
+        answer = oai_chat(cmpl_id, model_name, choices, total, finals[0].timings)
+        if wants_verbose(body):
+            answer["__verbose"] = verbose_body(served, params, finals[0], run.tokens)
+        return json_response(answer)
 
     started = [False] * len(tasks)
-    text = [""] * len(tasks)
-    shown = [""] * len(tasks)  # content already streamed, per choice
+    replies = [ReplyStream(prompt, run.reasoning_format) for _ in tasks]
+
+    def delta_json(delta: Delta) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if delta.reasoning:
+            out["reasoning_content"] = delta.reasoning
+        if delta.content:
+            out["content"] = delta.content
+        return out
 
     def render(item: Tagged) -> list[str]:
         from pyllama.scheduler import Final
 
         i, event = item.index, item.event
         out: list[str] = []
+        if getattr(event, "progress", None) is not None:  # return_progress: llama-server's progress chunk
+            chunk = chat_chunk(cmpl_id, model_name, i, {"role": "assistant", "content": None})
+            chunk["timings"], chunk["prompt_progress"] = event.timings, event.progress
+            return [sse_event(chunk)]
         if not started[i]:
             started[i] = True
             out.append(sse_event(chat_chunk(cmpl_id, model_name, i, {"role": "assistant", "content": None})))
         if not isinstance(event, Final):
-            text[i] += event.text
-            if prompt.parse_tool_calls:
-                visible = streamable_content(text[i], prompt.format)
-                piece = visible[len(shown[i]):] if visible.startswith(shown[i]) else ""
-                shown[i] += piece
-            else:
-                piece = event.text
-            if piece or event.probs:
-                out.append(sse_event(chat_chunk(cmpl_id, model_name, i, {"content": piece}, logprobs=event.probs)))
+            delta = delta_json(replies[i].feed(event.text))
+            if delta or event.probs:
+                out.append(sse_event(chat_chunk(cmpl_id, model_name, i, delta or {"content": ""}, logprobs=event.probs)))
             return out
-        text[i] += event.tail
-        parsed = _parse(prompt, text[i]) if prompt.parse_tool_calls else ParsedOutput(text[i], [])
-        if prompt.parse_tool_calls:
-            content = parsed.content.rstrip() if parsed.tool_calls else parsed.content
-            rest = content[len(shown[i]):] if content.startswith(shown[i]) else ""
-            if rest:
-                out.append(sse_event(chat_chunk(cmpl_id, model_name, i, {"content": rest})))
-            for n, call in enumerate(parsed.tool_calls):
-                out.append(sse_event(chat_chunk(cmpl_id, model_name, i, tool_call_delta(n, call))))
-        elif event.tail:
-            out.append(sse_event(chat_chunk(cmpl_id, model_name, i, {"content": event.tail})))
-        finish = chat_chunk(cmpl_id, model_name, i, {}, finish_reason(event, bool(parsed.tool_calls)))
+        last, reply = replies[i].finish(event.tail)
+        if delta_json(last):
+            out.append(sse_event(chat_chunk(cmpl_id, model_name, i, delta_json(last))))
+        for n, call in enumerate(reply.tool_calls):
+            out.append(sse_event(chat_chunk(cmpl_id, model_name, i, tool_call_delta(n, call))))
+        finish = chat_chunk(cmpl_id, model_name, i, {}, finish_reason(event, bool(reply.tool_calls)))
         if not params.include_usage:
             finish["timings"] = event.timings  # llama-server puts timings on the last chunk
         out.append(sse_event(finish))
@@ -200,6 +239,7 @@ async def chat_completions() -> Response:
                                                                          event.n_cached), event.timings)))
         return out
 
-    served.admit()
+    served.admit(len(tasks))
     first, rest = await guarded(stream_all(served, tasks))
     return sse_response(sse_events(first, rest, render, SSE_DONE), SSE_DONE)
+

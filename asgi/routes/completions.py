@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
-from asgi.app import server_state
 from asgi.errors import BadRequest, ContextExceeded, NotSupported
 from asgi.generate import Tagged, run_all, sse_events, stream_all
 from asgi.http import SSE_DONE, guarded, json_response, read_json, sse_event, sse_response
@@ -29,6 +28,7 @@ from asgi.responses import (
     random_id,
     usage,
 )
+from asgi.state import server_state
 
 bp = Blueprint("completions", __name__)
 
@@ -46,6 +46,11 @@ def read_params(served: ServedModel, body: dict[str, Any]) -> CompletionParams:
         tokenize=lambda text: tok.tokenize(text, False, False),
         limits=server_state().settings.limits,
     )
+    if body.get("ignore_eos") is True:
+        # llama-server bans the end-of-generation tokens with -inf biases, and lists them in
+        # generation_settings.logit_bias (JSON null for -inf); the sampler bans them too
+        params.sampling.logit_bias = [*params.sampling.logit_bias,
+                                      *((t, float("-inf")) for t in sorted(tok.eog_ids))]
     default = server_state().settings.speculative
     params.speculative = default.with_request(body) if default is not None else None  # speculative.* fields
     return params
@@ -68,14 +73,17 @@ def make_tasks(served: ServedModel, prompts: list[list[int]], params: Completion
 
     assert served.model is not None
     check_context(prompts, served.model.n_ctx_seq)
+    limit = server_state().settings.limits.predict
     tasks = []
     for prompt in prompts:
         for _ in range(params.n_cmpl):
             p = copy_params(params)
             tasks.append(Task(
-                prompt=list(prompt), params=p.sampling, n_predict=p.n_predict, stop=list(p.stop),
+                prompt=list(prompt), params=p.sampling,
+                n_predict=p.n_predict if 0 <= p.n_predict <= limit else limit, stop=list(p.stop),
                 n_keep=p.n_keep, n_discard=p.n_discard, id_slot=p.id_slot, cache_prompt=p.cache_prompt,
                 speculative=p.speculative,
+                return_progress=p.return_progress and p.stream,
             ))
     return tasks
 
@@ -107,6 +115,19 @@ def detok(served: ServedModel, tokens: list[int]) -> str:
     return b"".join(tok.token_to_piece(t, True) for t in tokens).decode("utf-8", errors="replace")
 
 
+def wants_verbose(body: dict[str, Any]) -> bool:
+    """llama-server adds `__verbose` (the native result) to OpenAI answers for `"verbose": true`
+    or a server started with --verbose."""
+    return body.get("verbose") is True or bool(server_state().settings.verbose)
+
+
+def verbose_body(served: ServedModel, params: CompletionParams, final: Any, prompt: list[int]) -> dict[str, Any]:
+    assert served.model is not None
+    return completion_final(final, index=0, model=served.name, prompt=detok(served, prompt),
+                            settings=params.generation_settings(served.model.n_ctx_seq, served.name), stream=False,
+                            return_tokens=params.return_tokens, response_fields=[])
+
+
 async def native_completion(served: ServedModel, params: CompletionParams, prompts: list[list[int]]) -> Response:
     """The llama.cpp-native result: one object, or a list for several prompts; or an SSE stream."""
     assert served.model is not None
@@ -114,7 +135,7 @@ async def native_completion(served: ServedModel, params: CompletionParams, promp
     texts = [detok(served, t.prompt) for t in tasks]
     settings = params.generation_settings(served.model.n_ctx_seq, served.name)
     if not params.stream:
-        served.admit()
+        served.admit(len(tasks))
         finals = await guarded(run_all(served, tasks))
         bodies = [
             completion_final(f, index=i, model=served.name, prompt=texts[i], settings=settings, stream=False,
@@ -136,9 +157,10 @@ async def native_completion(served: ServedModel, params: CompletionParams, promp
             return [sse_event(body)]
         decoded[item.index] += len(event.tokens)
         return [sse_event(completion_partial(event, index=item.index, slot_id=-1, n_decoded=decoded[item.index],
-                                             n_prompt=len(tasks[item.index].prompt)))]
+                                             n_prompt=len(tasks[item.index].prompt),
+                                             timings_per_token=params.timings_per_token))]
 
-    served.admit()
+    served.admit(len(tasks))
     first, rest = await guarded(stream_all(served, tasks))
     return sse_response(sse_events(first, rest, render, None), None)
 
@@ -148,7 +170,7 @@ async def native_completion(served: ServedModel, params: CompletionParams, promp
 async def completion() -> Response:
     body = await read_json()
     served = await server_state().registry.get(body.get("model"))
-    params = read_params(served, body)
+    params = await tokenize_off_loop(request.content_length or 0, read_params, served, body)
     if "prompt" not in body:
         raise BadRequest('"prompt" is required')
     return await native_completion(served, params, await prompt_tokens(served, body["prompt"]))
@@ -165,17 +187,20 @@ async def oai_completions() -> Response:
         if body.get(name) is not None:
             raise BadRequest(f"Unsupported param: {name}")
     served = await server_state().registry.get(body.get("model"))
-    params = read_params(served, body)
+    params = await tokenize_off_loop(request.content_length or 0, read_params, served, body)
     tasks = make_tasks(served, await prompt_tokens(served, body["prompt"]), params)
     cmpl_id = random_id("cmpl-")
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
     if not params.stream:
-        served.admit()
+        served.admit(len(tasks))
         finals = await guarded(run_all(served, tasks))
         choices = [oai_text_choice(f.content, i, finish_reason(f), f.probs) for i, f in enumerate(finals)]
         total = usage(sum(f.n_prompt for f in finals), sum(f.n_decoded for f in finals),
                       sum(f.n_cached for f in finals))
-        return json_response(oai_completion(cmpl_id, model_name, choices, total, finals[0].timings))
+        answer = oai_completion(cmpl_id, model_name, choices, total, finals[0].timings)
+        if wants_verbose(body):
+            answer["__verbose"] = verbose_body(served, params, finals[0], tasks[0].prompt)
+        return json_response(answer)
 
     def render(item: Tagged) -> list[str]:
         from pyllama.scheduler import Final
@@ -186,10 +211,12 @@ async def oai_completions() -> Response:
             body_final = oai_completion(cmpl_id, model_name, [choice],
                                         usage(event.n_prompt, event.n_decoded, event.n_cached), event.timings)
             return [sse_event(body_final)]
+        if event.progress is not None:
+            return []  # OpenAI text completions have no progress chunk
         choice = oai_text_choice(event.text, item.index, None, event.probs)
         return [sse_event(oai_completion(cmpl_id, model_name, [choice], None))]
 
-    served.admit()
+    served.admit(len(tasks))
     first, rest = await guarded(stream_all(served, tasks))
     return sse_response(sse_events(first, rest, render, SSE_DONE), SSE_DONE)
 

@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 from quart import Blueprint, Response
 
-from asgi.app import server_state
 from asgi.errors import BadRequest, NotSupported
 from asgi.generate import run_all
 from asgi.http import guarded, json_response, read_json
 from asgi.params import check_prompt_count
 from asgi.prompts import check_token_ids, text_size, tokenize_off_loop, tokenize_prompts
 from asgi.registry import ServedModel
+from asgi.state import server_state
 
 bp = Blueprint("embeddings", __name__)
 
@@ -73,7 +73,7 @@ async def embed(oai: bool) -> Response:
 
     tasks = [Task(prompt=t, kind="embedding", pooling=pooling, normalize=normalize if pooling != "none" else -1)
              for t in prompts]
-    served.admit()
+    served.admit(len(tasks))
     finals = await guarded(run_all(served, tasks))
     if not oai:
         return json_response([{"index": i, "embedding": f.embedding} for i, f in enumerate(finals)])

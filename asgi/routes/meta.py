@@ -7,12 +7,12 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from asgi.app import server_state
 from asgi.errors import BadRequest, NotSupported, Unavailable
 from asgi.http import json_response, read_json
 from asgi.params import parse_completion_params
 from asgi.registry import ServedModel
 from asgi.responses import BUILD_INFO
+from asgi.state import ServerState, server_state
 
 bp = Blueprint("meta", __name__)
 
@@ -32,7 +32,7 @@ async def health() -> Response:
         if served.state == "error":
             return json_response({"status": "error", "error": {"code": 500, "message": served.error,
                                                                 "type": "server_error"}}, status=500)
-        if served.state != "ready":
+        if served.state not in ("ready", "sleeping"):
             return json_response({"status": "loading model", "error": {"code": 503, "message": "Loading model",
                                                                         "type": "unavailable_error"}}, status=503)
     else:
@@ -56,8 +56,7 @@ async def health() -> Response:
     return json_response(body)
 
 
-def default_generation_settings(served: ServedModel) -> dict[str, Any]:
-    state = server_state()
+def default_generation_settings(state: ServerState, served: ServedModel) -> dict[str, Any]:
     assert served.model is not None
     params = parse_completion_params(
         {}, defaults=state.settings.sampling, n_vocab=served.model.n_vocab, n_parallel=served.spec.n_parallel,
@@ -73,11 +72,20 @@ def default_generation_settings(served: ServedModel) -> dict[str, Any]:
 @bp.get("/props")
 async def get_props() -> Response:
     state = server_state()
-    served = await state.registry.get(request.args.get("model"))
+    if state.registry.is_sleeping and state.registry.asleep_props is not None:
+        return json_response(state.registry.asleep_props)  # answering must not wake the model
+    served = state.registry.lookup(request.args.get("model"))
+    if served.state != "ready":
+        served = await state.registry.get(request.args.get("model"))
+    # a ready model is read without marking it used: polling /props must not keep it awake
+    return json_response(props_body(state, served))
+
+
+def props_body(state: ServerState, served: ServedModel) -> dict[str, Any]:
     assert served.model is not None and served.template is not None
     template = served.template
-    return json_response({
-        "default_generation_settings": default_generation_settings(served),
+    return {
+        "default_generation_settings": default_generation_settings(state, served),
         "total_slots": served.spec.n_parallel,
         "model_alias": served.name,
         "model_path": str(served.spec.path),
@@ -95,9 +103,10 @@ async def get_props() -> Response:
         "system_prompt": state.settings.system_prompt,
         "assistant_name": "",
         "user_name": "",
+        "cors_proxy_enabled": state.settings.ui_mcp_proxy,
         # pyllama: -t/-tb and what each BLAS runs now (threadpoolctl, read in this process)
         "threads": served.threads.props() if served.threads is not None else None,
-    })
+    }
 
 
 @bp.post("/props")
@@ -114,8 +123,8 @@ async def post_props() -> Response:
 
 
 def model_entry(served: ServedModel) -> dict[str, Any]:
-    meta: dict[str, Any] = {"size": served.spec.path.stat().st_size}
-    if served.model is not None:
+    meta: dict[str, Any] = served.meta_cache or {"size": served.spec.path.stat().st_size}
+    if served.model is not None and served.meta_cache is None:
         model = served.model
         meta = {
             "vocab_type": 2 if model.metadata.get("tokenizer.ggml.model") == "gpt2" else 1,
@@ -127,6 +136,7 @@ def model_entry(served: ServedModel) -> dict[str, Any]:
             "size": meta["size"],
             "ftype": str(model.metadata.get("general.file_type", "")),
         }
+        served.meta_cache = meta  # kept for /models while the model sleeps
     return {
         "id": served.name,
         "aliases": served.spec.aliases,
@@ -134,7 +144,7 @@ def model_entry(served: ServedModel) -> dict[str, Any]:
         "object": "model",
         "created": served.created,
         "owned_by": "llamacpp",
-        "status": {"value": "loaded" if served.state == "ready" else served.state},
+        "status": {"value": "loaded" if served.state in ("ready", "sleeping") else served.state},
         "meta": meta,
     }
 
@@ -182,58 +192,13 @@ async def slots() -> Response:
     return json_response(data)
 
 
-def _metric_lines(name: str, kind: str, help_text: str, value: float) -> str:
-    return f"# HELP llamacpp:{name} {help_text}\n# TYPE llamacpp:{name} {kind}\nllamacpp:{name} {value:g}\n"
-
-
 @bp.get("/metrics")
 async def metrics() -> Response:
     state = server_state()
     if not state.settings.metrics:
         raise NotSupported("This server does not support metrics endpoint. Start it with `--metrics`")
     loaded = [m for m in state.registry.models if m.scheduler is not None and m.model is not None]
-    totals = {"prompt_tokens_total": 0.0, "prompt_seconds_total": 0.0, "tokens_predicted_total": 0.0,
-              "predicted_seconds_total": 0.0, "n_decode_total": 0.0, "n_busy_slots_total": 0.0}
-    kv_tokens = kv_cells = busy = deferred = 0
-    spec = {"n_draft_total": 0, "n_draft_accepted_total": 0, "n_draft_steps_total": 0}
-    for served in loaded:
-        for key in spec:
-            spec[key] += int(getattr(served.scheduler, key, 0))
-        m = served.scheduler.metrics
-        for key in totals:
-            totals[key] += float(getattr(m, key, 0))
-        kv_tokens += sum(len(s.cache_tokens) for s in served.scheduler.slots)
-        assert served.model is not None
-        kv_cells += served.model.n_ctx_seq * served.spec.n_parallel
-        busy += served.scheduler.n_busy
-        deferred += int(getattr(served.scheduler, "deferred", 0))
-    text = "".join([
-        _metric_lines("prompt_tokens_total", "counter", "Number of prompt tokens processed.", totals["prompt_tokens_total"]),
-        _metric_lines("prompt_seconds_total", "counter", "Prompt process time", totals["prompt_seconds_total"]),
-        _metric_lines("tokens_predicted_total", "counter", "Number of generation tokens processed.",
-                      totals["tokens_predicted_total"]),
-        _metric_lines("tokens_predicted_seconds_total", "counter", "Predict process time",
-                      totals["predicted_seconds_total"]),
-        _metric_lines("n_decode_total", "counter", "Total number of llama_decode() calls", totals["n_decode_total"]),
-        _metric_lines("n_busy_slots_per_decode", "gauge", "Average number of busy slots per llama_decode() call",
-                      totals["n_busy_slots_total"] / max(1.0, totals["n_decode_total"])),
-        _metric_lines("prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.",
-                      totals["prompt_tokens_total"] / totals["prompt_seconds_total"] if totals["prompt_seconds_total"] else 0.0),
-        _metric_lines("predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.",
-                      totals["tokens_predicted_total"] / totals["predicted_seconds_total"]
-                      if totals["predicted_seconds_total"] else 0.0),
-        _metric_lines("kv_cache_usage_ratio", "gauge", "KV-cache usage. 1 means 100 percent usage.",
-                      kv_tokens / kv_cells if kv_cells else 0.0),
-        _metric_lines("kv_cache_tokens", "gauge", "KV-cache tokens.", kv_tokens),
-        _metric_lines("requests_processing", "gauge", "Number of requests processing.", busy),
-        _metric_lines("requests_deferred", "gauge", "Number of requests deferred.", deferred),
-        _metric_lines("spec_decode_num_draft_tokens_total", "counter", "Speculative: Total draft tokens generated",
-                      spec["n_draft_total"]),
-        _metric_lines("spec_decode_num_accepted_tokens_total", "counter",
-                      "Speculative: Total draft tokens accepted by the target model", spec["n_draft_accepted_total"]),
-        _metric_lines("spec_decode_num_drafts_total", "counter",
-                      "Speculative: Total speculative decoding verification steps", spec["n_draft_steps_total"]),
-    ])
+    text = state.registry.metrics_book.scrape(loaded)  # never wakes a sleeping model
     response = Response(text, status=200, content_type="text/plain; version=0.0.4")
     response.headers["Process-Start-Time-Unix"] = str(int(state.started or time.time()))
     return response

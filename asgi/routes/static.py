@@ -4,13 +4,16 @@ Two extras, whatever `--path` says: `/completion.js` falls back to the bundled o
 README's "run with --path ./your-directory and import /completion.js"), and `/wasm/` serves
 wasm/dist (built by `make wasm`) so the in-browser engine can fetch the pyllama wheel while
 Pyodide itself comes from the CDN, or the whole offline Pyodide with `?pyodide=/wasm/`.
+`/gguf/` lists the server's own model files (JSON) and `/gguf/<name>` serves them, so the
+page's in-browser engine can load the same model with one click (not when API keys are set).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
-from quart import Blueprint, Response, send_from_directory
+from quart import Blueprint, Response, jsonify, send_from_directory
 
 from asgi.errors import NotFound
 
@@ -46,9 +49,25 @@ def _locate(root: Path, filename: str) -> Path | None:
     return target
 
 
-def make_blueprint(folder: Path) -> Blueprint:
+def make_blueprint(folder: Path, models: list[Path] | None = None) -> Blueprint:
     bp = Blueprint("static", __name__)
     root = folder.resolve()
+    ggufs = {p.name: p.resolve() for p in models or [] if p.suffix == ".gguf" and p.is_file()}
+
+    @bp.get("/gguf/")
+    async def gguf_index() -> Response:
+        # url: relative to /gguf/ itself, so the list works behind a proxy's path prefix too
+        items = [{"name": n, "url": quote(n), "size": p.stat().st_size} for n, p in ggufs.items()]
+        return jsonify({"models": items})
+
+    @bp.get("/gguf/<path:filename>")
+    async def gguf_file(filename: str) -> Response:
+        path = ggufs.get(filename)
+        if path is None:
+            raise NotFound("File Not Found")
+        response = await send_from_directory(path.parent, path.name)
+        response.mimetype = "application/octet-stream"
+        return response
 
     @bp.get("/wasm/<path:filename>")
     async def wasm_files(filename: str) -> Response:

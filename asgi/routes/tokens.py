@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
-from asgi.app import server_state
 from asgi.errors import BadRequest
-from asgi.http import json_response, read_json
-from asgi.prompts import check_token_ids, tokenize_mixed
+from asgi.http import dumps, json_response, json_text_response, read_json
+from asgi.prompts import check_token_ids, text_size, tokenize_mixed, tokenize_off_loop
 from asgi.routes.chat import chat_prompt
+from asgi.state import server_state
 
 bp = Blueprint("tokens", __name__)
 
@@ -45,10 +45,14 @@ async def tokenize() -> Response:
     with_pieces = _flag(body, "with_pieces", False)
     if not isinstance(content, str | list):
         raise BadRequest("Field 'content': must be a string or an array of strings and token ids")
-    tokens = tokenize_mixed(tok, content, add_special, parse_special)
-    if not with_pieces:
-        return json_response({"tokens": tokens})
-    return json_response({"tokens": [{"id": t, "piece": _piece_json(tok.token_to_piece(t, True))} for t in tokens]})
+    def run() -> str:
+        tokens = tokenize_mixed(tok, content, add_special, parse_special)
+        if not with_pieces:
+            return dumps({"tokens": tokens})
+        return dumps({"tokens": [{"id": t, "piece": _piece_json(tok.token_to_piece(t, True))} for t in tokens]})
+
+    size = text_size(content) + (len(content) if isinstance(content, list) else 0)
+    return json_text_response(await tokenize_off_loop(size, run))
 
 
 @bp.post("/detokenize")
@@ -61,13 +65,21 @@ async def detokenize() -> Response:
     assert served.model is not None
     check_token_ids(tokens, served.model.n_vocab)
     tok = served.tokenizer
-    raw = b"".join(tok.token_to_piece(t, True) for t in tokens)
-    return json_response({"content": raw.decode("utf-8", errors="replace")})
+
+    def run() -> str:
+        return b"".join(tok.token_to_piece(t, True) for t in tokens).decode("utf-8", errors="replace")
+
+    return json_response({"content": await tokenize_off_loop(len(tokens) * 8, run)})
 
 
 @bp.post("/apply-template")
 async def apply_template() -> Response:
     body = await read_json()
     served = await server_state().registry.get(body.get("model"))
-    prompt, _ = chat_prompt(served, body)
-    return json_response({"prompt": prompt.prompt})
+    size = request.content_length or 0
+
+    def run() -> str:
+        prompt, _ = chat_prompt(served, body)
+        return dumps({"prompt": prompt.prompt})
+
+    return json_text_response(await tokenize_off_loop(size, run))

@@ -44,6 +44,21 @@ def _tojson(
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
+class ChatUndefined(jinja2.Undefined):
+    """An undefined name added to a string is the empty string, as in llama.cpp's Jinja
+    engine: firefunction-v2's template appends `functions`, which no caller defines."""
+
+    def __add__(self, other: Any) -> Any:
+        if isinstance(other, str):
+            return other
+        return self._fail_with_undefined_error()
+
+    def __radd__(self, other: Any) -> Any:
+        if isinstance(other, str):
+            return other
+        return self._fail_with_undefined_error()
+
+
 @lru_cache(maxsize=1)
 def environment() -> ImmutableSandboxedEnvironment:
     """One shared sandbox; compiled templates are cached by `compile_template`."""
@@ -52,6 +67,7 @@ def environment() -> ImmutableSandboxedEnvironment:
         lstrip_blocks=True,
         keep_trailing_newline=False,
         extensions=[jinja2.ext.loopcontrols],
+        undefined=ChatUndefined,
     )
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception

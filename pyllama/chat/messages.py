@@ -79,8 +79,9 @@ def _parse_parts(content: list[Any]) -> list[dict[str, Any]]:
                 raise InvalidRequestError("a 'text' content part must have a string 'text'")
             parts.append({"type": "text", "text": part["text"]})
         elif kind in ("image_url", "input_audio", "input_video", "file"):
+            what = "image input" if kind == "image_url" else f"'{kind}' content"
             raise InvalidRequestError(
-                f"'{kind}' content is not supported: this server runs text-only models (no multimodal projector)"
+                f"{what} is not supported: this server runs text-only models (no multimodal projector)"
             )
         else:
             raise InvalidRequestError(f"unsupported content part type '{kind}'")

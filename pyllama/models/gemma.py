@@ -1,4 +1,4 @@
-"""Gemma (1): the Llama block with three changes.
+"""Gemma (1): Llama with three changes.
 
     x0     = sqrt(n_embd) · embed(tokens)
     ffn    = Wdown · (gelu(Wgate·m) * Wup·m)          (GeGLU instead of SwiGLU)
@@ -10,33 +10,20 @@
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import numpy as np
 
 from pyllama.config import ModelConfig
 from pyllama.gguf_file import GGUFFile
 from pyllama.kv_cache import KVCache
 from pyllama.models.base import Weights
-from pyllama.models.blocks import FeedForward, MixtureOfExperts
-from pyllama.models.qwen2 import Qwen2Model
-
-F32 = np.ndarray[Any, np.dtype[np.float32]]
-I64 = np.ndarray[Any, np.dtype[np.int64]]
+from pyllama.models.layers import Activation
+from pyllama.models.llama import LlamaModel
 
 
-class GemmaModel(Qwen2Model):
+class GemmaModel(LlamaModel):
+    activation: Activation = "gelu"
+    tied_head = True  # llama.cpp ignores any output.weight for Gemma
+
     def __init__(self, gguf: GGUFFile, config: ModelConfig, weights: Weights, kv: KVCache) -> None:
         super().__init__(gguf, config, weights, kv)
+        self.embed_scale = math.sqrt(config.n_embd)
         self.kq_scale = 1.0 / math.sqrt(config.head_dim)
-
-    def load_embeddings_and_head(self, tied_only: bool = False) -> None:
-        super().load_embeddings_and_head(tied_only=True)  # llama.cpp ignores any output.weight for Gemma
-
-    def embed(self, tokens: I64) -> F32:
-        x: F32 = self.tok_embd.rows(tokens)
-        x *= np.float32(math.sqrt(self.config.n_embd))
-        return x
-
-    def load_ffn(self, i: int) -> FeedForward | MixtureOfExperts:
-        return FeedForward.load(self.w, i, "gelu")

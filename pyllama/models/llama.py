@@ -1,159 +1,249 @@
-"""Llama 1/2/3, Mistral, SmolLM, TinyLlama: pre-norm blocks of GQA attention and SwiGLU.
+"""Llama 1/2/3, Mistral, SmolLM, Mixtral: the transformer every architecture file extends.
 
-    h   = x + Wo · attn(rope(Wq·n), rope(Wk·n), Wv·n)   with n = rms_norm(x)
-    out = h + Wdown · (silu(Wgate·m) * Wup·m)            with m = rms_norm(h)
+    h   = x + Wo · attn(rope(q), rope(k), v)      with [q|k|v] = Wqkv · rms_norm(x)
+    out = h + Wdown · (silu(g) * u)               with [g|u]   = Wgate_up · rms_norm(h)
 
-Mixture-of-experts layers (Mixtral) route each token to its top-k experts.
+Layers with a router (`ffn_gate_inp`, Mixtral) replace the FFN by their top-k experts.
+
+The other architectures are "Llama plus these differences": class attributes (norm kind,
+activation, soft-caps, scales) and a few overridden methods (embed, residual, head).
+What a GGUF holds or lacks needs no code: Q/K/V biases (Qwen 2), a fused attn_qkv
+(Phi-3), per-head or whole-width Q/K norms (Qwen 3, Gemma 3, OLMo 2), norms after each
+sub-layer (Gemma 2/3, OLMo 2), no norm before them (OLMo 2).
+
+The block is written once. Every op goes through the kernel set the model holds
+(`self.k`, pyllama/kernels): `fast` plain float32, `exact` ggml's arithmetic replayed;
+the projections are fused by it at load.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from pyllama import numerics
+from pyllama.batch import Batch
 from pyllama.config import ModelConfig
+from pyllama.errors import InvalidRequestError
 from pyllama.gguf_file import GGUFFile
+from pyllama.kernels import AttentionPass, Projection, Rope
 from pyllama.kv_cache import KVCache
-from pyllama.linear import Linear
-from pyllama.models import fastpath as fp
-from pyllama.models.base import Batch, DecoderModel, Weights
-from pyllama.ops import RopeTable, attention, rms_norm, silu
+from pyllama.models.base import Weights
+from pyllama.models.layers import Activation, Layer, MixtureOfExperts, Norm, NormKind
+from pyllama.ops import RopeTable, layer_norm
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
 I64 = np.ndarray[Any, np.dtype[np.int64]]
+f32 = np.float32
 
 
-@dataclass
-class LlamaBlock:
-    attn_norm: F32
-    wq: Linear
-    wk: Linear
-    wv: Linear
-    wo: Linear
-    ffn_norm: F32
-    w_gate: Linear
-    w_up: Linear
-    w_down: Linear
+class LlamaModel:
+    # -- what other architectures change -------------------------------------------------
+    norm_kind: NormKind = "rms"  # "layer": LayerNorm with biases (GPT-2, StarCoder 2, BERT)
+    activation: Activation = "silu"  # of the FFN: gated when the file has ffn_gate, or fused_gate_up
+    fused_gate_up = False  # ffn_up holds [gate | up] (Phi-3)
+    uses_rope = True
+    causal = True
+    tied_head = False  # always token_embd as the head, whatever output.weight the file has (Gemma)
+    has_head = True  # False: an encoder (its output is the hidden state)
+    scale_queries = False  # Q times kq_scale before attention instead of the scores (Gemma 3)
 
-
-@dataclass
-class FastLlamaBlock:
-    """One block's weights fused for the fast path (fastpath.py)."""
-
-    qkv: fp.FusedLinear
-    wo: fp.FusedLinear
-    gate_up: fp.FusedLinear
-    down: fp.FusedLinear
-
-
-class LlamaModel(DecoderModel):
     def __init__(self, gguf: GGUFFile, config: ModelConfig, weights: Weights, kv: KVCache) -> None:
-        super().__init__(gguf, config, weights, kv)
+        self.gguf, self.config, self.w, self.kv = gguf, config, weights, kv
+        self.k = weights.kernels
+        self.kq_scale = config.attention_scale or 1.0 / math.sqrt(config.head_dim)
+        self.attn_softcap = 0.0  # tanh soft-cap of attention scores (Gemma 2)
+        self.final_softcap = 0.0  # and of the logits
+        self.embed_scale = 0.0  # token embeddings times this (0: not scaled)
+        self.residual_scale = 1.0  # sub-layer outputs times this before the residual add
         w = weights
         self.tok_embd = w.linear("token_embd.weight")
-        self.output_norm = w.vector("output_norm.weight")
-        self.output = w.linear("output.weight") if w.has("output.weight") else self.tok_embd
-        self.blocks = [
-            LlamaBlock(
-                attn_norm=w.vector(f"blk.{i}.attn_norm.weight"),
-                wq=w.linear(f"blk.{i}.attn_q.weight"),
-                wk=w.linear(f"blk.{i}.attn_k.weight"),
-                wv=w.linear(f"blk.{i}.attn_v.weight"),
-                wo=w.linear(f"blk.{i}.attn_output.weight"),
-                ffn_norm=w.vector(f"blk.{i}.ffn_norm.weight"),
-                w_gate=w.linear(f"blk.{i}.ffn_gate.weight"),
-                w_up=w.linear(f"blk.{i}.ffn_up.weight"),
-                w_down=w.linear(f"blk.{i}.ffn_down.weight"),
-            )
-            for i in range(config.n_layer)
-        ]
-        freq_factors = w.optional_vector("rope_freqs.weight")
-        self.rope = RopeTable(config.rope, kv.n_ctx_seq, freq_factors)
-        scale = config.attention_scale
-        self.kq_scale = scale if scale else 1.0 / math.sqrt(config.head_dim)
-        self.fast: list[FastLlamaBlock] | None = None
-        self.plan: fp.AttentionPlan | None = None
-        if not numerics.EXACT:
-            self.build_fast()
+        self.output = w.linear("output.weight") if w.has("output.weight") and not self.tied_head else self.tok_embd
+        self.layers = [self.load_layer(i) for i in range(config.n_layer)]
+        self.output_norm = self.optional_norm("output_norm")
+        self.ropes = self.rope_tables()
+        rope_ops: dict[int, Rope] = {}
+        self.rope_ops = [rope_ops.setdefault(id(t), self.k.rope(t)) for t in self.ropes]
+        if self.has_head:
+            self.head_proj = self.k.project([self.output], [w.optional_vector("output.bias")])
 
-    def build_fast(self) -> list[FastLlamaBlock]:
-        """Fuse Q/K/V and gate/up (once; dense weights are shared with the exact path)."""
-        if self.fast is None:
-            self.fast = [
-                FastLlamaBlock(
-                    fp.FusedLinear([b.wq, b.wk, b.wv]),
-                    fp.FusedLinear([b.wo]),
-                    fp.FusedLinear([b.w_gate, b.w_up]),
-                    fp.FusedLinear([b.w_down]),
-                )
-                for b in self.blocks
-            ]
-            self.fast_rope = fp.FastRope(self.rope)
-            self.fast_output = fp.FusedLinear([self.output])
-        return self.fast
+    # -- loading ---------------------------------------------------------------------------
+    def project(self, *names: str) -> Projection:
+        """`name`.weight of each name fused into one projection, with `name`.bias where present."""
+        w = self.w
+        return self.k.project([w.linear(f"{n}.weight") for n in names], [w.optional_vector(f"{n}.bias") for n in names])
 
-    def begin_forward(self, batch: Batch) -> None:
-        self.plan = None if numerics.EXACT else fp.AttentionPlan(self.kv, batch, self.causal)
+    def optional_norm(self, name: str) -> Norm | None:
+        w = self.w.optional_vector(f"{name}.weight")
+        return None if w is None else Norm(self.norm_kind, self.config.norm_eps, w, self.w.optional_vector(f"{name}.bias"))
 
-    def fast_block(self, layer: int, x: F32, plan: fp.AttentionPlan) -> F32:
-        """The block in fast numerics: 4 matmuls and ~30 NumPy calls, residuals in place."""
-        b, f, cfg = self.blocks[layer], self.build_fast()[layer], self.config
-        t, nq, nk = x.shape[0], cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
-        y = f.qkv(fp.rms_norm(x, b.attn_norm, cfg.norm_eps))
-        qk = y[:, : nq + nk].reshape(t, cfg.n_head + cfg.n_head_kv, cfg.head_dim)
-        self.fast_rope.apply(qk, plan.positions)
-        v = y[:, nq + nk :].reshape(t, cfg.n_head_kv, cfg.head_dim_v)
-        attn = plan.attend(layer, qk[:, : cfg.n_head], qk[:, cfg.n_head :], v, self.kq_scale)
-        x += f.wo(attn)
-        gu = f.gate_up(fp.rms_norm(x, b.ffn_norm, cfg.norm_eps))
-        x += f.down(fp.swiglu(gu, b.w_gate.n_out))
+    def load_layer(self, i: int) -> Layer:
+        w, cfg, p = self.w, self.config, f"blk.{i}"
+        if w.has(f"{p}.attn_qkv.weight"):
+            qkv_bias = w.optional_vector(f"{p}.attn_qkv.bias")
+            if qkv_bias is None and all(w.has(f"{p}.attn_{x}.bias") for x in "qkv"):
+                qkv_bias = np.concatenate([w.vector(f"{p}.attn_{x}.bias") for x in "qkv"])
+            qkv = self.k.project([w.linear(f"{p}.attn_qkv.weight")], [qkv_bias])
+        else:
+            qkv = self.project(f"{p}.attn_q", f"{p}.attn_k", f"{p}.attn_v")
+        layer = Layer(self.optional_norm(f"{p}.attn_norm"), qkv, self.project(f"{p}.attn_output"),
+                      self.optional_norm(f"{p}.ffn_norm"), post_attn_norm=self.optional_norm(f"{p}.post_attention_norm"),
+                      post_ffn_norm=self.optional_norm(f"{p}.post_ffw_norm"))
+        q_norm, k_norm = w.optional_vector(f"{p}.attn_q_norm.weight"), w.optional_vector(f"{p}.attn_k_norm.weight")
+        if q_norm is not None and k_norm is not None:
+            if q_norm.size == cfg.head_dim:  # one weight per head, applied to every head
+                layer.qk_norm = np.stack([q_norm] * cfg.n_head + [k_norm] * cfg.n_head_kv).astype(f32)
+            else:
+                layer.q_norm, layer.k_norm = q_norm, k_norm
+        if w.has(f"{p}.ffn_gate_inp.weight"):
+            layer.moe = MixtureOfExperts.load(w, i, cfg, self.activation)
+        elif w.has(f"{p}.ffn_gate.weight"):
+            layer.gate_up = self.project(f"{p}.ffn_gate", f"{p}.ffn_up")
+            layer.n_ff = layer.gate_up.n_out // 2
+        else:
+            layer.gate_up = self.project(f"{p}.ffn_up")
+            layer.n_ff = layer.gate_up.n_out // 2 if self.fused_gate_up else 0
+        if layer.moe is None:
+            layer.down = self.project(f"{p}.ffn_down")
+        return layer
+
+    def rope_tables(self) -> list[RopeTable]:
+        """One RoPE table per layer; sliding-window layers share one with their own base.
+        Frequency factors: rope_freqs (Llama 3), or LongRoPE's long/short ones chosen by
+        context size (llama_model::get_rope_factors)."""
+        cfg, w, n_pos = self.config, self.w, self.kv.n_ctx_seq
+        factors = w.optional_vector("rope_freqs.weight")
+        if factors is None:
+            long = n_pos > cfg.rope.n_ctx_orig
+            factors = w.optional_vector("rope_factors_long.weight" if long else "rope_factors_short.weight")
+        full = RopeTable(cfg.rope, n_pos, factors)
+        swa = RopeTable(cfg.rope_swa(), n_pos, factors) if any(cfg.is_swa(i) for i in range(cfg.n_layer)) else full
+        return [swa if cfg.is_swa(i) else full for i in range(cfg.n_layer)]
+
+    # -- the forward pass ------------------------------------------------------------------
+    def decode(self, batch: Batch) -> F32:
+        """Logits (n_outputs, n_vocab) for the rows the batch asks for."""
+        h = self.hidden(batch)
+        if h.shape[0] == 0:
+            return np.zeros((0, self.config.n_vocab), dtype=f32)
+        return self.head(h)
+
+    def hidden(self, batch: Batch) -> F32:
+        """Run every block over the batch; returns the final-normed hidden rows asked for."""
+        self.check_batch(batch)
+        tokens = np.fromiter((t for c in batch.chunks for t in c.tokens), dtype=np.int64)
+        att = self.k.attention(self.kv, batch, self.causal)
+        x = self.embed(tokens, att.positions)
+        for layer in range(self.config.n_layer):
+            x = self.block(layer, x, att)
+        for c in batch.chunks:
+            self.kv.commit(c.seq, c.pos + len(c.tokens))
+        return self.norm(self.output_norm, x[batch.output_rows()])
+
+    def check_batch(self, batch: Batch) -> None:
+        seen: set[int] = set()
+        for c in batch.chunks:
+            if c.seq in seen:
+                raise InvalidRequestError(f"sequence {c.seq} appears twice in one batch")
+            seen.add(c.seq)
+            for t in c.tokens:
+                if not 0 <= t < self.config.n_vocab:
+                    raise InvalidRequestError(f"token id {t} out of range (vocabulary has {self.config.n_vocab})")
+            self.kv.reserve(c.seq, c.pos, len(c.tokens))
+
+    def embed(self, tokens: I64, positions: I64) -> F32:
+        x: F32 = self.tok_embd.rows(tokens)
+        if self.embed_scale:
+            x *= f32(self.embed_scale)
         return x
 
-    def block(self, layer: int, x: F32, batch: Batch, positions: I64) -> F32:
-        if self.plan is not None:
-            return self.fast_block(layer, x, self.plan)
-        b = self.blocks[layer]
+    def block(self, layer: int, x: F32, att: AttentionPass) -> F32:
+        lw, cfg = self.layers[layer], self.config
+        t, h, hkv = x.shape[0], cfg.n_head, cfg.n_head_kv
+        y = lw.qkv(self.norm(lw.attn_norm, x))
+        if cfg.clamp_kqv > 0.0:
+            np.clip(y, -cfg.clamp_kqv, cfg.clamp_kqv, out=y)
+        qk = self.queries_keys(lw, y)
+        if self.uses_rope:
+            self.rope_ops[layer].apply(qk, att.positions)
+        scale = self.kq_scale
+        if self.scale_queries:
+            qk[:, :h] *= f32(scale)
+            scale = 1.0
+        v = y[:, (h + hkv) * cfg.head_dim :].reshape(t, hkv, cfg.head_dim_v)
+        window = cfg.sliding_window if cfg.is_swa(layer) else 0
+        a = att.attend(layer, qk[:, :h], qk[:, h:], v, scale, window=window, softcap=self.attn_softcap)
+        x = self.residual(x, lw.wo(a), lw.post_attn_norm)
+        return self.residual(x, self.ffn(lw, self.norm(lw.ffn_norm, x)), lw.post_ffn_norm)
+
+    def queries_keys(self, lw: Layer, y: F32) -> F32:
+        """Q's and K's heads side by side (T, H+Hkv, Dh) out of [q|k|v], normed if the layer says."""
         cfg = self.config
-        t = x.shape[0]
-        n = rms_norm(x, b.attn_norm, cfg.norm_eps)
-        q = b.wq(n).reshape(t, cfg.n_head, cfg.head_dim)
-        k = b.wk(n).reshape(t, cfg.n_head_kv, cfg.head_dim)
-        v = b.wv(n).reshape(t, cfg.n_head_kv, cfg.head_dim_v)
-        self.rope.apply(q, positions)
-        self.rope.apply(k, positions)
-        attn = self.attend(layer, q, k, v, batch)
-        h = x + b.wo(attn)
-        m = rms_norm(h, b.ffn_norm, cfg.norm_eps)
-        return h + b.w_down(silu(b.w_gate(m)) * b.w_up(m))
+        t, nq, nk = y.shape[0], cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
+        shape = (t, cfg.n_head + cfg.n_head_kv, cfg.head_dim)
+        if lw.q_norm is not None and lw.k_norm is not None:  # over the whole width
+            q = self.k.rms_norm(y[:, :nq], lw.q_norm, cfg.norm_eps)
+            k = self.k.rms_norm(y[:, nq : nq + nk], lw.k_norm, cfg.norm_eps)
+            return np.concatenate([q, k], axis=1).reshape(shape)
+        qk = y[:, : nq + nk].reshape(shape)
+        return qk if lw.qk_norm is None else self.k.rms_norm(qk, lw.qk_norm, cfg.norm_eps)
 
-    def attend(self, layer: int, q: F32, k: F32, v: F32, batch: Batch, window: int = 0, softcap: float = 0.0) -> F32:
-        """Write this batch's K/V into the cache and attend, one sequence at a time."""
-        out = np.empty((q.shape[0], self.config.n_head * self.config.head_dim_v), dtype=np.float32)
-        start = 0
-        for c in batch.chunks:
-            n = len(c.tokens)
-            rows = slice(start, start + n)
-            self.kv.write(layer, c.seq, c.pos, k[rows], v[rows])
-            end = c.pos + n
-            q_pos = np.arange(c.pos, end, dtype=np.int64)
-            k_pos = np.arange(0, end, dtype=np.int64)
-            out[rows] = attention(
-                q[rows],
-                self.kv.keys(layer, c.seq, end),
-                self.kv.values(layer, c.seq, end),
-                q_pos,
-                k_pos,
-                self.kq_scale,
-                causal=self.causal,
-                window=window,
-                softcap=softcap,
-            )
-            start += n
-        return out
+    def ffn(self, lw: Layer, m: F32) -> F32:
+        if lw.moe is not None:
+            return lw.moe(m, self.k)
+        assert lw.gate_up is not None and lw.down is not None
+        y = lw.gate_up(m)
+        silu = self.activation == "silu"
+        if lw.n_ff:
+            return lw.down(self.k.swiglu(y, lw.n_ff) if silu else self.k.geglu(y, lw.n_ff))
+        return lw.down(self.k.silu(y) if silu else self.k.gelu(y))
 
-    def final_norm(self, x: F32) -> F32:
-        return rms_norm(x, self.output_norm, self.config.norm_eps)
+    def residual(self, x: F32, a: F32, post: Norm | None) -> F32:
+        """x + post_norm(a) (times the residual scale), in place."""
+        a = self.norm(post, a)
+        if self.residual_scale != 1.0:
+            a *= f32(self.residual_scale)
+        x += a
+        return x
+
+    def norm(self, n: Norm | None, x: F32) -> F32:
+        if n is None:
+            return x
+        if n.kind == "layer":
+            return layer_norm(x, n.weight, n.bias, n.eps)
+        y = self.k.rms_norm(x, n.weight, n.eps)
+        if n.bias is not None:
+            y += n.bias
+        return y
+
+    def head(self, h: F32) -> F32:
+        logits = self.head_proj(h)
+        if self.final_softcap:
+            logits *= f32(1.0 / self.final_softcap)
+            np.tanh(logits, out=logits)
+            logits *= f32(self.final_softcap)
+        return logits
+
+    # -- context shift ---------------------------------------------------------------------
+    def rerotate_keys(self, layer: int, keys: F32, delta: int) -> F32:
+        """Rotate cached keys (Hkv, n, Dh) by `delta` positions (context shift); keys without
+        RoPE carry no position to fix (llama.cpp skips the K-shift for rope type none)."""
+        if not self.uses_rope:
+            return keys
+        n = keys.shape[1]
+        x = keys.transpose(1, 0, 2).copy()  # (n, Hkv, Dh)
+        # RoPE is additive in the angle: rotating by p then by delta equals rotating by p+delta;
+        # negative deltas use the table's symmetry cos(-a)=cos(a), sin(-a)=-sin(a).
+        table = self.ropes[layer]
+        pos = np.full(n, abs(delta), dtype=np.int64)
+        if delta < 0:
+            saved = table.sin
+            table.sin = -saved
+            try:
+                table.apply(x, pos)
+            finally:
+                table.sin = saved
+        else:
+            table.apply(x, pos)
+        return x.transpose(1, 0, 2)

@@ -53,7 +53,9 @@ def greedy_tokenize(pieces: Sequence[bytes]) -> Tokenize:
 
 def process_breakers(pieces: Sequence[bytes], breakers: Sequence[str], tokenize: Tokenize | None) -> Breakers:
     """get_overlapping_token_sequences for every breaker (cached per vocabulary)."""
-    encoded = tuple(b.encode("utf-8")[:_MAX_CHAR_LEN] for b in breakers if b)
+    # llama.cpp skips empty breakers and truncates each to 40 bytes; equal ones (after the
+    # cut) give the same sequences, so each is processed once.
+    encoded = tuple(dict.fromkeys(b.encode("utf-8", "surrogatepass")[:_MAX_CHAR_LEN] for b in breakers if b))
     key = (id(pieces), encoded)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is pieces:
@@ -61,7 +63,7 @@ def process_breakers(pieces: Sequence[bytes], breakers: Sequence[str], tokenize:
     tok = tokenize or greedy_tokenize(pieces)
     blob = b"".join(pieces)
     ends = np.cumsum([len(p) for p in pieces], dtype=np.int64)
-    starts = ends - np.asarray([len(p) for p in pieces], dtype=np.int64)
+    suffixes = _suffix_index(pieces)
     result: Breakers = {}
 
     def add(token: int, tail: tuple[int, ...]) -> None:
@@ -70,25 +72,44 @@ def process_breakers(pieces: Sequence[bytes], breakers: Sequence[str], tokenize:
             seqs.append(tail)
 
     for text in encoded:
-        whole: set[int] = set()
-        for m in re.finditer(b"(?=" + re.escape(text) + b")", blob):
-            t = int(np.searchsorted(ends, m.start(), side="right"))
-            if t < len(pieces) and m.start() + len(text) <= ends[t]:
-                whole.add(t)
+        found = np.fromiter((m.start() for m in re.finditer(b"(?=" + re.escape(text) + b")", blob)), dtype=np.int64)
+        owner = np.searchsorted(ends, found, side="right")  # the piece each match starts in
+        inside = owner < len(pieces)
+        found, owner = found[inside], owner[inside]
+        whole: set[int] = set(owner[found + len(text) <= ends[owner]].tolist())
         for t in sorted(whole):
             add(t, ())
         # pieces that end with a proper prefix of the breaker: head token + tokenized rest
+        # (looked up in an index of piece endings: no scan of the vocabulary per prefix)
         for j in range(len(text) - 1, 0, -1):
-            prefix = text[:j]
-            for m in re.finditer(b"(?=" + re.escape(prefix) + b")", blob):
-                t = int(np.searchsorted(ends, m.start(), side="right"))
-                if t >= len(pieces) or t in whole or m.start() < starts[t] or m.start() + j != ends[t]:
-                    continue
-                add(t, tuple(tok(text[j:])[:_MAX_SEQ_LEN]))
+            heads = [t for t in suffixes.get(text[:j], ()) if t not in whole]
+            if heads:
+                tail = tuple(tok(text[j:])[:_MAX_SEQ_LEN])
+                for t in heads:
+                    add(t, tail)
     if len(_CACHE) > 8:
         _CACHE.clear()
     _CACHE[key] = (pieces, result)
     return result
+
+
+_SUFFIXES: dict[int, tuple[Sequence[bytes], dict[bytes, list[int]]]] = {}
+
+
+def _suffix_index(pieces: Sequence[bytes]) -> dict[bytes, list[int]]:
+    """Every ending (up to 39 bytes) of every piece -> the tokens whose piece ends so, in
+    token order; built once per vocabulary."""
+    hit = _SUFFIXES.get(id(pieces))
+    if hit is not None and hit[0] is pieces:
+        return hit[1]
+    index: dict[bytes, list[int]] = {}
+    for t, piece in enumerate(pieces):
+        for k in range(1, min(len(piece), _MAX_CHAR_LEN - 1) + 1):
+            index.setdefault(piece[-k:], []).append(t)
+    if len(_SUFFIXES) > 2:
+        _SUFFIXES.clear()
+    _SUFFIXES[id(pieces)] = (pieces, index)
+    return index
 
 
 class Dry:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
     for f in (REPO / "web").iterdir():
         if f.is_file() and f.name != "completion.js":
             shutil.copyfile(f, root / f.name)  # copies: a write in SITE must never reach web/
+        elif f.is_dir() and f.name == "vendor":
+            shutil.copytree(f, root / f.name)  # markdown-it, DOMPurify, KaTeX (make web-vendor)
     (root / "models").mkdir()
     _link(smollm2_path, root / "models" / smollm2_path.name)
     return root
@@ -71,13 +74,10 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-@pytest.fixture(scope="package")
-def server(site: Path, smollm2_path: Path) -> Iterator[Server]:
-    port = _free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = ARTIFACTS / "browser-server.log"
-    args = ["-m", str(smollm2_path), "--host", "127.0.0.1", "--port", str(port), "--path", str(site)]
-    args += ["-c", "2048", "-np", "1", "-n", str(SERVER_N_PREDICT)]
+@contextmanager
+def run_server(site: Path, model: Path, port: int, extra: list[str], log: Path) -> Iterator[tuple[Server, Any]]:
+    """A pyllama-server process on 127.0.0.1:`port` serving `site`; yields (Server, Popen)."""
+    args = ["-m", str(model), "--host", "127.0.0.1", "--port", str(port), "--path", str(site), *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")}
     with log.open("w") as logf:
         proc = subprocess.Popen([*_server_cmd(), *args], stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=REPO)
@@ -95,14 +95,23 @@ def server(site: Path, smollm2_path: Path) -> Iterator[Server]:
                 if time.time() > deadline:
                     pytest.fail(f"pyllama-server not healthy after 120 s:\n{log.read_text()[-3000:]}")
                 time.sleep(0.3)
-            yield Server(url, f"{url}/models/{smollm2_path.name}", log)
+            yield Server(url, f"{url}/models/{model.name}", log), proc
         finally:
-            proc.terminate()
+            if proc.poll() is None:
+                proc.terminate()
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture(scope="package")
+def server(site: Path, smollm2_path: Path) -> Iterator[Server]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    extra = ["-c", "2048", "-np", "1", "-n", str(SERVER_N_PREDICT)]
+    with run_server(site, smollm2_path, _free_port(), extra, ARTIFACTS / "browser-server.log") as (srv, _):
+        yield srv
 
 
 @pytest.fixture(scope="package")

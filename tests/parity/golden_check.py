@@ -1,4 +1,4 @@
-"""Greedy decoding against llama.cpp's golden completions (shared/golden/generation.json).
+"""Greedy decoding against llama.cpp's golden completions (tests/golden/generation.json).
 
 The bar (issues 2 and 4): from each prompt's `prompt_ids`, greedy decoding reproduces
 llama-server's first 16 tokens, and at every step the probabilities of llama.cpp's top-5

@@ -140,7 +140,8 @@ def test_server_prompt_batches_follow_llama_server_checkpoints() -> None:
     assert server_prompt_batches(600, swa=True, n_ubatch=512) == [(0, 84), (84, 596), (596, 600)]
 
 
-def test_set_exact_switches_the_matmul_path() -> None:
+def test_ggml_linear_takes_the_exact_kernel_for_small_batches() -> None:
+    """Up to EXACT_MAX_ROWS rows the bit-exact kernel; above, ggml's activation rounding and BLAS."""
     from pyllama import numerics
     from pyllama.exact_matmul import GgmlLinear
 
@@ -149,16 +150,11 @@ def test_set_exact_switches_the_matmul_path() -> None:
     raw = quantize(w, GGMLQuantizationType.Q4_1).reshape(-1).view(np.uint8)
     lin = GgmlLinear(TensorInfo("blk.0.attn_q.weight", GGMLQuantizationType.Q4_1, (16, 64), 0, raw.size, raw))
     assert lin.exact is not None
-    x = rng.standard_normal((2, 64)).astype(f32)
-    try:
-        exact = lin(x)
-        np.testing.assert_array_equal(exact, lin.exact(x))
-        numerics.set_exact(False)
-        fast = lin(x)  # BLAS order: equal to ~1e-6, not bit for bit in general
-        np.testing.assert_allclose(fast, exact, rtol=1e-5, atol=1e-5)
-    finally:
-        numerics.set_exact(True)
-    assert numerics.EXACT_MAX_ROWS == 63
+    x = rng.standard_normal((numerics.EXACT_MAX_ROWS + 1, 64)).astype(f32)
+    small = lin(x[:2])
+    np.testing.assert_array_equal(small, lin.exact(x[:2]))
+    big = lin(x)  # BLAS order: equal to ~1e-6, not bit for bit in general
+    np.testing.assert_allclose(big[:2], small, rtol=1e-5, atol=1e-5)
 
 
 def test_sincosf_matches_the_c_library() -> None:

@@ -13,6 +13,7 @@ import pyllama.quant as quant_mod
 from pyllama import linear as linear_mod
 from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.gguf_file import TensorInfo
+from pyllama.kernels.fast import FusedLinear
 from pyllama.linear import Linear, ScratchPool, set_matmul_backend
 from pyllama.quant import NIBBLE_TYPES
 from pyllama.quant import matmul as matmul_mod
@@ -125,24 +126,21 @@ def test_rows_are_exact(qtype: GGMLQuantizationType, mode: str) -> None:
 
 @pytest.mark.parametrize("n_tokens", TOKEN_COUNTS)
 @pytest.mark.parametrize("mode", ["dense", "packed"])
-def test_concat_mixed_types_equals_separate_calls(mode: str, n_tokens: int, backend: str, tiles: bool) -> None:
+def test_fused_mixed_types_equals_separate_calls(mode: str, n_tokens: int, backend: str, tiles: bool) -> None:
     # Q4_K_M files mix Q4_K and Q6_K inside one layer; F32 shows the zero-copy path.
     q = Linear(make_info("q", T.Q4_K, 64, 256, 1), mode)  # type: ignore[arg-type]
     k = Linear(make_info("k", T.Q6_K, 16, 256, 2), mode)  # type: ignore[arg-type]
     v = Linear(make_info("v", T.F32, 32, 256, 3), mode)  # type: ignore[arg-type]
-    qkv = Linear.concat([q, k, v])
-    assert (qkv.n_out, qkv.n_in, qkv.splits) == (112, 256, (64, 16, 32))
     x = np.random.default_rng(1).standard_normal((n_tokens, 256)).astype(np.float32)
-    parts = qkv.split(qkv(x))
-    for lin, got in zip([q, k, v], parts, strict=True):
-        want = lin(x)
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
-    ids = np.array([111, 0, 64, 79, 80])
+    wants = [lin(x) for lin in (q, k, v)]
     full = np.concatenate([q.dense_weight(), k.dense_weight(), v.dense_weight()])
-    assert np.array_equal(qkv.rows(ids), full[ids])
-    assert qkv.nbytes == q.nbytes + k.nbytes + v.nbytes
-    # Fusing fused linears keeps every split.
-    assert Linear.concat([qkv, q]).splits == (64, 16, 32, 64)
+    qkv = FusedLinear([q, k, v])
+    assert (qkv.n_out, qkv.n_in) == (112, 256)
+    for got, want in zip(np.split(qkv(x), [64, 80], axis=-1), wants, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    ids = np.array([63, 0, 5])
+    for lin, (a, b) in zip([q, k, v], qkv.bounds, strict=True):  # the parts' rows survive fusing
+        assert np.array_equal(lin.rows(ids[ids < b - a]), full[a:b][ids[ids < b - a]])
 
 
 def test_packed_memory_and_shared_scratch() -> None:

@@ -99,12 +99,12 @@ def test_tools_generic_format(server: ServerProcess) -> None:
     assert missing.status_code == 400 and "nope" in missing.json()["error"]["message"]
     # The reply side, without the cost of a grammar-constrained generation: what the route
     # builds from a finished generic-format reply (the streamed test below runs the model).
+    from asgi.chat_reply import whole_reply
     from asgi.responses import chat_message
-    from asgi.routes.chat import _parse
     from pyllama.chat import ChatPrompt
 
     generic = ChatPrompt(prompt="", format="Generic", parse_tool_calls=True)
-    parsed = _parse(generic, '{"tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}}')
+    parsed = whole_reply(generic, "deepseek", '{"tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}}')
     message = chat_message(parsed.content, parsed.tool_calls)
     assert message["content"] is None and message["role"] == "assistant"
     (call,) = message["tool_calls"]

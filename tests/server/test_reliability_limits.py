@@ -89,10 +89,11 @@ def test_limits_apply_to_chat_and_embeddings_routes(limited: ServerProcess) -> N
     assert ctx.json()["error"]["type"] == "exceed_context_size_error"
 
 
-def test_n_predict_is_capped_by_the_server(limited: ServerProcess) -> None:
-    """-n 120 caps what a request asks for (llama-server's rule); the stop strings end the
-    generation early, so the test reads the applied value without waiting for 120 tokens."""
-    for asked, applied in ((500, 120), (-1, 120), (5, 5)):
+def test_n_predict_of_the_request_wins_over_the_server(limited: ServerProcess) -> None:
+    """-n 120 is the default a request's n_predict replaces, above or below it (llama-server's
+    slot.n_predict_max); -1 means the server's. The stop strings end the generation early,
+    so the test reads the applied value without waiting for the tokens."""
+    for asked, applied in ((500, 500), (-1, 120), (5, 5)):
         body = post(limited, "/completion", {"prompt": "Count: 1, 2, 3,", "n_predict": asked, "stop": [",", " "],
                                              "temperature": 0}).json()
         assert body["generation_settings"]["n_predict"] == applied, (asked, body["generation_settings"])

@@ -88,7 +88,10 @@ def test_bodies_are_json_schema_and_the_examples_conform() -> None:
                "/apply-template": "tokens.apply_template", "/tokenize": "tokens.tokenize",
                "/detokenize": "tokens.detokenize", "/embedding": "embeddings.embeddings_native",
                "/v1/embeddings": "embeddings.embeddings_oai", "/props": "meta.post_props",
-               "/slots/{id_slot}": "meta.slot_action"}
+               "/slots/{id_slot}": "meta.slot_action", "/v1/messages": "anthropic.messages",
+               "/v1/messages/count_tokens": "anthropic.count_tokens", "/v1/responses": "responses.responses",
+               "/v1/responses/input_tokens": "responses.responses_input_tokens",
+               "/v1/chat/completions/input_tokens": "responses.chat_input_tokens"}
     for path, endpoint in by_path.items():
         jsonschema.validate(BASE_BODIES[path], bodies[endpoint])
 
@@ -103,6 +106,10 @@ HTTP_FIELDS = {
                          "add_generation_prompt"]),
     "/v1/chat/completions": ("chat.chat_completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
                              ["messages", "logprobs", "top_logprobs", "response_format"]),
+    "/v1/messages/count_tokens": ("anthropic.count_tokens", {"messages": [{"role": "user", "content": "hi"}]},
+                                  ["messages", "system", "tools", "chat_template_kwargs", "thinking"]),
+    "/v1/responses/input_tokens": ("responses.responses_input_tokens", {"input": "hi"},
+                                   ["input", "instructions", "tools"]),
 }
 
 

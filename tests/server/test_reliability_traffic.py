@@ -114,6 +114,14 @@ BASE_BODIES: dict[str, dict[str, Any]] = {
     "/v1/embeddings": {"input": "Hello"},
     "/props": {"system_prompt": ""},
     "/slots/{id_slot}": {"filename": "fuzz.bin"},
+    "/v1/messages": {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
+    "/v1/messages/count_tokens": {"messages": [{"role": "user", "content": "Hi"}]},
+    "/v1/responses": {"input": "Hi", "max_output_tokens": 2},
+    "/responses": {"input": "Hi", "max_output_tokens": 2},
+    "/v1/responses/input_tokens": {"input": "Hi"},
+    "/responses/input_tokens": {"input": "Hi"},
+    "/v1/chat/completions/input_tokens": {"messages": [{"role": "user", "content": "Hi"}]},
+    "/chat/completions/input_tokens": {"messages": [{"role": "user", "content": "Hi"}]},
 }
 RAW_BODIES = st.sampled_from([
     b"", b" ", b"null", b"[]", b"[1,2,3]", b'"text"', b"42", b"{", b'{"prompt": "unterminated', b"\xff\xfe\x00",

@@ -82,12 +82,36 @@ def test_bad_environment_value() -> None:
         parse_settings([], {"LLAMA_ARG_PORT": "eighty"})
 
 
-def test_unknown_flag_exits_2_with_one_line() -> None:
-    result = subprocess.run([sys.executable, "-m", "asgi.main", "--no-such-flag"], cwd=REPO,
+def test_unknown_flags_warn_and_never_exit(smollm2_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    s = parse_settings(["-m", str(smollm2_path), "--no-such-flag", "--grp-attn-n", "4", "--port", "9001"], {})
+    assert s.port == 9001
+    assert "ignoring unknown arguments: --no-such-flag --grp-attn-n 4" in caplog.text
+
+
+def test_bad_flag_value_exits_2_with_one_line() -> None:
+    result = subprocess.run([sys.executable, "-m", "asgi.main", "--port", "eighty"], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "unrecognized arguments: --no-such-flag" in lines[0]
+    assert len(lines) == 1 and "--port" in lines[0]
+
+
+def test_llama_server_flags_the_suite_passes(smollm2_path: Path) -> None:
+    s = parse_settings(["-m", str(smollm2_path), "--host", "127.0.0.1,::1", "--reasoning", "off", "--sleep-idle-seconds",
+                        "5", "--cache-ram", "0", "--no-cache-idle-slots", "--ui-mcp-proxy", "--offline",
+                        "--backend_sampling", "--swa-full", "--media-path", "/tmp", "--no-jinja"], {})
+    assert s.hosts == ["127.0.0.1", "::1"] and s.host == "127.0.0.1"
+    assert (s.reasoning.mode, s.sleep_idle_seconds, s.ui_mcp_proxy) == ("off", 5, True)
+    assert {"--cache-ram", "--cache-idle-slots", "--offline", "--backend-sampling", "--swa-full"} <= set(s.ignored_flags)
+    assert parse_settings(["-m", str(smollm2_path), "--tools", "all"], {}).cors_origins == "localhost"
+    with pytest.raises(SettingsError, match="sleep-idle-seconds"):
+        parse_settings(["-m", str(smollm2_path), "--sleep-idle-seconds", "0"], {})
+
+
+def test_model_id_as_llama_server(smollm2_path: Path) -> None:
+    assert parse_settings(["-m", str(smollm2_path)], {}).default_model.name == str(smollm2_path)
+    s = parse_settings(["-m", str(smollm2_path), "-a", "tinyllama-2,fim,code"], {})
+    assert s.default_model.aliases == ["code", "fim", "tinyllama-2"] and s.default_model.name == "code"
 
 
 def test_refused_hub_flag_exits_1() -> None:

@@ -1,4 +1,4 @@
-"""The real models against llama.cpp's recorded tokenizations (../shared/golden/tokenization.json)."""
+"""The real models against llama.cpp's recorded tokenizations (tests/golden/tokenization.json)."""
 
 from __future__ import annotations
 

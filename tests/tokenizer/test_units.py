@@ -12,10 +12,11 @@ from pyllama.tokenizer import IncrementalDecoder, Tokenizer
 from pyllama.tokenizer import unicode as uni
 from pyllama.tokenizer.bpe import bpe_merge, merge_ranks
 from pyllama.tokenizer.detokenize import clean_spaces, decode_gpt2_text
+from pyllama.tokenizer.pre_types import KNOWN_PRE_TOKENIZERS
 from pyllama.tokenizer.pretokenize import PreTokenizer
 from pyllama.tokenizer.pretokenizer_regexes import PRE_TYPE_REGEXES
 from pyllama.tokenizer.special import Fragment, SpecialSplitter
-from pyllama.tokenizer.vocab import ATTR_CONTROL, ATTR_LSTRIP, ATTR_RSTRIP, ATTR_UNKNOWN, KNOWN_PRE_TOKENIZERS
+from pyllama.tokenizer.vocab import ATTR_CONTROL, ATTR_LSTRIP, ATTR_RSTRIP, ATTR_UNKNOWN
 from tests.tokenizer.synthetic import VocabSpec, write_gguf
 
 

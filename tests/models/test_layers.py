@@ -1,4 +1,5 @@
-"""blocks.py pieces that the parity tests do not isolate: quantized expert slicing, routing."""
+"""models/layers.py pieces that the parity tests do not isolate: quantized expert slicing, routing,
+and GELU as ggml computes it (both kernel sets use its table)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from gguf.quants import quantize
 from pyllama.gguf_file import TensorInfo, read_gguf
 from pyllama.linear import Linear
 from pyllama.models.base import Weights
-from pyllama.models.blocks import MixtureOfExperts, expert_linears, gelu
+from pyllama.models.layers import MixtureOfExperts, expert_linears
+from pyllama.numerics import gelu
 from pyllama.quant import dequantize
 
 

@@ -1,0 +1,97 @@
+"""Abandoned requests: cancel a request's scheduler tasks the moment its client goes away.
+
+Quart notices `http.disconnect` and cancels the request's handler, but that single
+cancellation can be lost: when the body completes in the same loop turn as the hang-up
+(an HTTP/1.1 FIN right after the body, an HTTP/2 RST_STREAM in the same write), the
+`asyncio.wait_for` around Quart's body read (Python 3.11) returns the body and swallows
+the cancellation, so the handler goes on to start a generation nobody reads, to its end.
+
+This middleware wraps the ASGI app and watches the receive channel itself from the start
+of the request. Every generation registers its event streams (and the task awaiting
+them) with the request's `Watch`, found through a context variable that Quart's handler
+task inherits. When the client's `http.disconnect` arrives, every registered stream is
+cancelled in the scheduler (its slot is free after the next step), the waiting tasks are
+cancelled again, and any later attempt to start a task for that request is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+App = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
+
+
+class ClientGone(asyncio.CancelledError):
+    """Raised instead of starting work for a request whose client has already hung up."""
+
+
+class Watch:
+    """What one HTTP request has started: cancelled together when its client goes away."""
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.finished = False  # the response was sent completely: a later disconnect is normal
+        self._cancels: list[Callable[[], None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def add(self, cancel: Callable[[], None]) -> None:
+        """Register a scheduler task's cancel; if the client is already gone, cancel it now."""
+        self._cancels.append(cancel)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        if self.gone:
+            cancel()
+            raise ClientGone("the client closed the connection")
+
+    def client_gone(self) -> None:
+        if self.gone or self.finished:
+            return
+        self.gone = True
+        for cancel in self._cancels:
+            cancel()
+        for task in self._tasks:
+            if not task.done():
+                task.cancel("the client closed the connection")
+
+
+_current: contextvars.ContextVar[Watch | None] = contextvars.ContextVar("pyllama_request_watch", default=None)
+
+
+def current_watch() -> Watch | None:
+    """The running request's Watch (None outside a request, e.g. in unit tests)."""
+    return _current.get()
+
+
+def watch_disconnects(app: App) -> App:
+    """Wrap an ASGI app so every HTTP request runs with a Watch fed by its receive channel."""
+
+    async def wrapped(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope.get("type") != "http":
+            await app(scope, receive, send)
+            return
+        watch = Watch()
+        token = _current.set(watch)
+
+        async def watched_receive() -> dict[str, Any]:
+            message = await receive()
+            if message.get("type") == "http.disconnect":
+                watch.client_gone()
+            return message
+
+        async def watched_send(message: dict[str, Any]) -> None:
+            if message.get("type") == "http.response.body" and not message.get("more_body", False):
+                watch.finished = True
+            await send(message)
+
+        try:
+            await app(scope, watched_receive, watched_send)
+        finally:
+            _current.reset(token)
+
+    return wrapped
