@@ -164,3 +164,8 @@ def sse_response(events: AsyncIterator[str], done: str | None = None) -> Respons
     for key, val in SSE_HEADERS.items():
         response.headers[key] = val
     return response
+
+
+def named_event(name: str, data: dict[str, Any]) -> str:
+    """An SSE event with a name (Anthropic's and the Responses API's streams)."""
+    return f"event: {name}\ndata: {dumps(data)}\n\n"

@@ -87,8 +87,11 @@ class MetricsBook:
 
         kv_tokens = kv_cells = busy = deferred = 0
         n_tokens_max = self.n_tokens_max
+        spec = {"n_draft_total": 0, "n_draft_accepted_total": 0, "n_draft_steps_total": 0}
         for served in loaded:
             scheduler = served.scheduler
+            for key in spec:  # speculative decoding's counters (pyllama.scheduler_spec)
+                spec[key] += int(getattr(scheduler, key, 0))
             kv_tokens += sum(len(s.cache_tokens) for s in scheduler.slots)
             kv_cells += served.model.n_ctx_seq * served.spec.n_parallel
             busy += scheduler.n_busy
@@ -112,6 +115,9 @@ class MetricsBook:
             "n_busy_slots_per_decode": t["n_busy_slots_total"] / max(1.0, t["n_decode_total"]),
             "kv_cache_usage_ratio": kv_tokens / kv_cells if kv_cells else 0.0,
             "kv_cache_tokens": kv_tokens,
+            "spec_decode_num_draft_tokens_total": spec["n_draft_total"],
+            "spec_decode_num_accepted_tokens_total": spec["n_draft_accepted_total"],
+            "spec_decode_num_drafts_total": spec["n_draft_steps_total"],
         }
 
     def scrape(self, loaded: list[Any]) -> str:

@@ -158,14 +158,18 @@ class ServedModel:
                 raise Unavailable(f"model '{self.name}' failed to load: {self.error}") from None
             self.state = "ready"
 
-    def unload(self) -> None:
+    def unload(self, final_state: str = "unloaded") -> None:
+        if final_state == "sleeping":
+            # Sleep holds the model's lock, so nothing reloads it meanwhile; the state changes
+            # first because this runs on a thread while routes that trust "ready" keep answering.
+            self.state = final_state
         if self.worker is not None:
             self.worker.stop()
         self.worker = None
         self.scheduler = None
         self.model = None
         self.template = None
-        self.state = "unloaded"
+        self.state = final_state
 
     @property
     def nbytes(self) -> int:
@@ -289,8 +293,7 @@ class ModelRegistry:
                 return
             self.asleep_props = props
             self.metrics_book.fall_asleep(served)
-            await asyncio.to_thread(served.unload)
-            served.state = "sleeping"
+            await asyncio.to_thread(served.unload, "sleeping")
         log.info("idle for %d s: %s unloaded until the next request", self.settings.sleep_idle_seconds, served.name)
 
     async def _make_room(self, incoming: ServedModel) -> None:

@@ -21,7 +21,7 @@ from asgi.errors import ApiError
 from asgi.flags import FLAGS, build_parser, env_values
 from asgi.params import RequestLimits, check_grammar, schema_to_grammar
 from asgi.reasoning_settings import reasoning_flags
-from asgi.speed_flags import apply_speed
+from asgi.speed_flags import speed_settings
 from asgi.startup_checks import SettingsError, api_keys, check_kv_fits, read_text
 from pyllama import model_files
 from pyllama.chat.reasoning import ReasoningConfig
@@ -413,7 +413,12 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     settings.sampling = _sampling(values)
     _apply_limits(settings, values)
     settings.reasoning, settings.chat_template_kwargs = reasoning_flags(values)
-    apply_speed(settings, values)
+    speed = speed_settings(values)
+    if speed.n_threads is not None:
+        settings.n_threads = speed.n_threads
+    if speed.n_threads_batch is not None:
+        settings.n_threads_batch = speed.n_threads_batch
+    settings.speculative, settings.model_draft = speed.speculative, speed.model_draft
     return settings
 
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asgi.startup_checks import SettingsError
 from pyllama.cli.blas_threads import THREADS_BATCH_HELP, THREADS_HELP
 from pyllama.cli.spec_args import SPEC_FLAGS, speculative_settings
-
-if TYPE_CHECKING:
-    from asgi.settings import Settings
 
 log = logging.getLogger("asgi.settings")
 
@@ -28,19 +26,31 @@ SPEED_FLAGS: list[tuple[str, ...]] = [
 ]
 
 
-def apply_speed(settings: Settings, values: dict[str, Any]) -> None:
+@dataclass
+class SpeedSettings:
+    """What the thread and speculative flags ask for (copied into `Settings`)."""
+
+    n_threads: int | None = None
+    n_threads_batch: int | None = None
+    speculative: Any = None
+    model_draft: Path | None = None
+
+
+def speed_settings(values: dict[str, Any]) -> SpeedSettings:
     """-t/-tb (llama.cpp: a value <= 0 means every core) and speculative decoding."""
+    out = SpeedSettings()
     for dest in ("threads", "threads_batch"):
         if dest in values:
             n = int(values[dest])
-            setattr(settings, f"n_{dest}", n if n > 0 else os.cpu_count() or 1)
+            setattr(out, f"n_{dest}", n if n > 0 else os.cpu_count() or 1)
     try:
-        settings.speculative, unsupported = speculative_settings(values)
+        out.speculative, unsupported = speculative_settings(values)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     for name in unsupported:
         log.warning("--spec-type %s is not implemented in pyllama: ignored", name)
     if values.get("model_draft"):
-        settings.model_draft = Path(values["model_draft"])
-        if not settings.model_draft.is_file():
-            raise SettingsError(f"draft model file not found: {settings.model_draft}")
+        out.model_draft = Path(values["model_draft"])
+        if not out.model_draft.is_file():
+            raise SettingsError(f"draft model file not found: {out.model_draft}")
+    return out

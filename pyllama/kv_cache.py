@@ -251,3 +251,13 @@ class KVCache:
             self.k[layer].set(seq, 0, np.asarray(ks[layer], dtype=np.float32))
             self.v[layer].set(seq, 0, np.asarray(vs[layer], dtype=np.float32))
         self.lengths[seq] = n
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens two sequences share: the part of a prompt a slot's cache can reuse."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    x = np.asarray(a[:n]) != np.asarray(b[:n])
+    hit = np.flatnonzero(x)
+    return int(hit[0]) if hit.size else n

@@ -195,18 +195,15 @@ class Scheduler(SlotFiles, SpeculativeSteps):
             m.n_tokens_max = max(m.n_tokens_max, len(slot.cache_tokens))
             if chunk.output == "none":
                 continue
-            if chunk.output == "all":  # a sampled token and its guesses (pyllama.scheduler_spec)
-                try:
-                    self._verify(slot, chunk, logits[row : row + len(chunk.tokens)])
-                except Exception:  # a bug in one request's sampling, grammar or text must not end the others
-                    self._fail_alone(slot, "sampling")
-                row += len(chunk.tokens)
-                continue
+            n_rows = len(chunk.tokens) if chunk.output == "all" else 1
             try:
-                self._after_logits(slot, logits[row])
+                if chunk.output == "all":  # a sampled token and its guesses (pyllama.scheduler_spec)
+                    self._verify(slot, chunk, logits[row : row + n_rows])
+                else:
+                    self._after_logits(slot, logits[row])
             except Exception:  # a bug in one request's sampling, grammar or text must not end the others
                 self._fail_alone(slot, "sampling")
-            row += 1
+            row += n_rows
         return True
 
     # -- assignment ----------------------------------------------------------------------
@@ -294,9 +291,9 @@ class Scheduler(SlotFiles, SpeculativeSteps):
         n_cached = min(n_cached, len(task.prompt) - 1, model.kv.length(slot.id))
         model.kv.truncate(slot.id, n_cached)
         slot.begin(task, emit, sampler, n_cached, tok)
-        self.speculator.begin(slot.id)
         slot.emit_progress()  # llama-server's 0% update, before any prompt token is read
         self.metrics.prompt_tokens_cached_total += n_cached
+        self.speculator.begin(slot.id)
         if task.n_predict < 0 and self.n_predict_default >= 0:
             slot.n_predict = self.n_predict_default
         if sampler is not None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pyllama.kv_cache import common_prefix
 from pyllama.stop_strings import StopMatcher
 from pyllama.tasks import Emit, Final, Partial, StopType, Task, TokenProb
 
@@ -15,15 +16,6 @@ if TYPE_CHECKING:
     from pyllama.tokenizer import Tokenizer
 
 __all__ = ["Slot", "TokenProb", "common_prefix"]
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    x = np.asarray(a[:n]) != np.asarray(b[:n])
-    hit = np.flatnonzero(x)
-    return int(hit[0]) if hit.size else n
 
 
 class Slot:

@@ -187,8 +187,8 @@ class DraftModel:
         self.cached: dict[int, list[int]] = {}
 
     def draft(self, seq: int, tokens: list[int], n_max: int, n_min: int, p_min: float) -> list[int]:
+        from pyllama.kv_cache import common_prefix
         from pyllama.models import Batch, SeqChunk
-        from pyllama.slot import common_prefix
 
         model, kv = self.model, self.model.kv
         if n_max <= 0 or len(tokens) + n_max > model.n_ctx_seq:

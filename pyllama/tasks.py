@@ -77,8 +77,8 @@ def timings_json(n_prompt: int, n_cached: int, n_decoded: int, prompt_ms: float,
     """llama-server's `timings` object (server_slot_stats::to_json); draft_n and
     draft_n_accepted only when the task drafted anything, as there."""
     pn, dn = n_prompt - n_cached, n_decoded
-    draft = {"draft_n": draft_n, "draft_n_accepted": draft_n_accepted} if draft_n > 0 else {}
     steps = max(0, dn - 1)
+    draft = {"draft_n": draft_n, "draft_n_accepted": draft_n_accepted} if draft_n > 0 else {}
     return {
         "cache_n": n_cached,
         "prompt_n": pn,
@@ -113,10 +113,10 @@ class Partial:
     n_decoded: int = 0
     prompt_ms: float = 0.0
     predicted_ms: float = 0.0
-    draft_n: int = 0
-    draft_n_accepted: int = 0
     # llama-server's prompt_progress ({total, cache, processed, time_ms}) on a progress event
     progress: dict[str, float] | None = None
+    draft_n: int = 0
+    draft_n_accepted: int = 0
 
     @property
     def timings(self) -> dict[str, float]:

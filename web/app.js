@@ -233,6 +233,11 @@ async function renderCachedModels() {
   try { list = await listCachedModels(); } catch { /* no Cache Storage (http on a LAN address) */ }
   box.replaceChildren();
   if (!list.length) return;
+  const url = $("gguf-url").value.trim();
+  const kept = url && list.find((m) => m.url === new URL(url, location.href).href);
+  if (kept && !$("load-status").dataset.state) {
+    $("load-status").textContent = `${kept.name} is kept in this browser: Load reads it with no download.`;
+  }
   const head = document.createElement("span");
   head.className = "cached-head";
   head.textContent = "Kept in this browser:";
@@ -779,8 +784,10 @@ function openSettings() {
 }
 
 function saveSettingsFromForm() {
+  const oldModel = state.settings.model_url;
   readSettings($("settings-form"), state.settings);
   saveSettings(state.settings);
+  if (state.settings.model_url.trim() && state.settings.model_url !== oldModel) $("gguf-url").value = state.settings.model_url.trim();
   applyTheme();
   selectEngine(state.settings.engine);
 }

@@ -19,6 +19,7 @@ CPython too (tests use that to compare against the Pyodide run).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -26,7 +27,9 @@ import numpy as np
 
 from pyllama.engine import Model
 from pyllama.errors import InvalidRequestError
-from pyllama.sampling import SamplingParams
+from pyllama.grammar import json_schema_to_grammar
+from pyllama.grammar.parser import check_left_recursion, parse_grammar
+from pyllama.sampling import SamplingParams, parse_samplers
 from pyllama.scheduler import Event, Final, Partial, Scheduler, Task
 from pyllama.speculative import SpecParams
 
@@ -56,6 +59,16 @@ def sampling_params(req: dict[str, Any]) -> SamplingParams:
             default = getattr(params, name)
             value = req[name]
             setattr(params, name, type(default)(value) if isinstance(default, (int, float, bool)) else value)
+    if req.get("samplers"):
+        params.samplers = parse_samplers(req["samplers"])
+    schema, grammar = req.get("json_schema"), req.get("grammar")
+    if schema not in (None, "") and grammar not in (None, ""):
+        raise InvalidRequestError("Cannot use both json_schema and grammar")
+    if schema not in (None, ""):
+        params.grammar = json_schema_to_grammar(json.loads(schema) if isinstance(schema, str) else schema)
+    elif isinstance(grammar, str) and grammar:
+        check_left_recursion(parse_grammar(grammar))  # a bad grammar fails here, before any work
+        params.grammar = grammar
     params.validate()
     return params
 

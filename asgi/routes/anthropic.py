@@ -17,17 +17,13 @@ from quart import Blueprint, Response
 
 from asgi.anthropic_convert import anthropic_to_chat
 from asgi.chat_reply import Reply, ReplyStream, whole_reply
+from asgi.chat_request import chat_prompt, prepare_chat
 from asgi.generate import Tagged, run_all, sse_events, stream_all
-from asgi.http import dumps, guarded, json_response, read_json, sse_response
+from asgi.http import guarded, json_response, named_event, read_json, sse_response
 from asgi.prompts import tokenize_off_loop
 from asgi.responses import random_id
-from asgi.routes.chat import chat_prompt, prepare_chat
 
 bp = Blueprint("anthropic", __name__)
-
-
-def named_event(name: str, data: dict[str, Any]) -> str:
-    return f"event: {name}\ndata: {dumps(data)}\n\n"
 
 
 def stop_reason(final: Any, has_tool_calls: bool) -> str:

@@ -6,17 +6,15 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from asgi.errors import BadRequest, ContextExceeded, NotSupported
+from asgi.completion_request import detok, make_tasks, prompt_tokens, read_params, verbose_body, wants_verbose
+from asgi.errors import BadRequest, NotSupported
 from asgi.generate import Tagged, run_all, sse_events, stream_all
 from asgi.http import SSE_DONE, guarded, json_response, read_json, sse_event, sse_response
-from asgi.params import CompletionParams, check_prompt_count, copy_params, parse_completion_params
+from asgi.params import CompletionParams
 from asgi.prompts import (
-    check_token_ids,
     format_infill,
-    text_size,
     tokenize_mixed,
     tokenize_off_loop,
-    tokenize_prompts,
 )
 from asgi.registry import ServedModel
 from asgi.responses import (
@@ -31,101 +29,6 @@ from asgi.responses import (
 from asgi.state import server_state
 
 bp = Blueprint("completions", __name__)
-
-
-def read_params(served: ServedModel, body: dict[str, Any]) -> CompletionParams:
-    assert served.model is not None
-    if body.get("image_data") or body.get("multimodal_data"):
-        raise BadRequest("image_data is not supported: this server runs text-only models (no multimodal projector)")
-    tok = served.tokenizer
-    params = parse_completion_params(
-        body,
-        defaults=server_state().settings.sampling,
-        n_vocab=served.model.n_vocab,
-        n_parallel=served.spec.n_parallel,
-        tokenize=lambda text: tok.tokenize(text, False, False),
-        limits=server_state().settings.limits,
-    )
-    if body.get("ignore_eos") is True:
-        # llama-server bans the end-of-generation tokens with -inf biases, and lists them in
-        # generation_settings.logit_bias (JSON null for -inf); the sampler bans them too
-        params.sampling.logit_bias = [*params.sampling.logit_bias,
-                                      *((t, float("-inf")) for t in sorted(tok.eog_ids))]
-    default = server_state().settings.speculative
-    params.speculative = default.with_request(body) if default is not None else None  # speculative.* fields
-    return params
-
-
-def check_context(prompts: list[list[int]], n_ctx: int, *, generating: bool = True) -> None:
-    """A prompt that cannot fit the slot is a 400 with the sizes, before any work is queued."""
-    for prompt in prompts:
-        if len(prompt) >= n_ctx if generating else len(prompt) > n_ctx:
-            raise ContextExceeded(
-                f"the request ({len(prompt)} tokens) exceeds the available context size ({n_ctx} tokens), "
-                "try increasing it",
-                n_prompt_tokens=len(prompt), n_ctx=n_ctx,
-            )
-
-
-def make_tasks(served: ServedModel, prompts: list[list[int]], params: CompletionParams) -> list[Any]:
-    """One scheduler Task per prompt and per requested completion (n_cmpl)."""
-    from pyllama.scheduler import Task
-
-    assert served.model is not None
-    check_context(prompts, served.model.n_ctx_seq)
-    limit = server_state().settings.limits.predict
-    tasks = []
-    for prompt in prompts:
-        for _ in range(params.n_cmpl):
-            p = copy_params(params)
-            tasks.append(Task(
-                prompt=list(prompt), params=p.sampling,
-                n_predict=p.n_predict if 0 <= p.n_predict <= limit else limit, stop=list(p.stop),
-                n_keep=p.n_keep, n_discard=p.n_discard, id_slot=p.id_slot, cache_prompt=p.cache_prompt,
-                speculative=p.speculative,
-                return_progress=p.return_progress and p.stream,
-            ))
-    return tasks
-
-
-async def prompt_tokens(served: ServedModel, prompt: Any) -> list[list[int]]:
-    """Tokenized prompts, with the --system-prompt-file text in front of each."""
-    assert served.model is not None
-    tok = served.tokenizer
-    check_prompt_count(prompt, server_state().settings.limits)
-    for text in [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) else []:
-        if isinstance(text, str):
-            served.check_text_fits(text)
-    system = server_state().settings.system_prompt
-
-    def tokenize() -> list[list[int]]:
-        if system:
-            head = tok.tokenize(system, True, True)
-            return [head + p for p in tokenize_prompts(tok, prompt, add_special=False)]
-        return tokenize_prompts(tok, prompt)
-
-    prompts = await tokenize_off_loop(text_size(prompt) + len(system or ""), tokenize)
-    for p in prompts:
-        check_token_ids(p, served.model.n_vocab)
-    return prompts
-
-
-def detok(served: ServedModel, tokens: list[int]) -> str:
-    tok = served.tokenizer
-    return b"".join(tok.token_to_piece(t, True) for t in tokens).decode("utf-8", errors="replace")
-
-
-def wants_verbose(body: dict[str, Any]) -> bool:
-    """llama-server adds `__verbose` (the native result) to OpenAI answers for `"verbose": true`
-    or a server started with --verbose."""
-    return body.get("verbose") is True or bool(server_state().settings.verbose)
-
-
-def verbose_body(served: ServedModel, params: CompletionParams, final: Any, prompt: list[int]) -> dict[str, Any]:
-    assert served.model is not None
-    return completion_final(final, index=0, model=served.name, prompt=detok(served, prompt),
-                            settings=params.generation_settings(served.model.n_ctx_seq, served.name), stream=False,
-                            return_tokens=params.return_tokens, response_fields=[])
 
 
 async def native_completion(served: ServedModel, params: CompletionParams, prompts: list[list[int]]) -> Response:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from quart import Blueprint, Response
 
+from asgi.completion_request import check_context
 from asgi.errors import BadRequest, NotSupported
 from asgi.generate import run_all
 from asgi.http import guarded, json_response, read_json
@@ -66,7 +67,6 @@ async def embed(oai: bool) -> Response:
         if not tokens:
             raise BadRequest("Input content cannot be empty")
         check_token_ids(tokens, served.model.n_vocab)
-    from asgi.routes.completions import check_context
     from pyllama.scheduler import Task
 
     check_context(prompts, served.model.n_ctx_seq, generating=False)

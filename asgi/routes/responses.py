@@ -19,14 +19,13 @@ from typing import Any
 from quart import Blueprint, Response
 
 from asgi.chat_reply import Reply, ReplyStream, whole_reply
+from asgi.chat_request import chat_prompt, prepare_chat
 from asgi.errors import BadRequest
 from asgi.generate import Tagged, run_all, sse_events, stream_all
-from asgi.http import guarded, json_response, read_json, sse_response
+from asgi.http import guarded, json_response, named_event, read_json, sse_response
 from asgi.prompts import tokenize_off_loop
 from asgi.responses import random_id
 from asgi.responses_convert import responses_to_chat
-from asgi.routes.anthropic import named_event
-from asgi.routes.chat import chat_prompt, prepare_chat
 
 bp = Blueprint("responses", __name__)
 

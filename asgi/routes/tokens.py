@@ -6,10 +6,10 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
+from asgi.chat_request import chat_prompt
 from asgi.errors import BadRequest
 from asgi.http import dumps, json_response, json_text_response, read_json
 from asgi.prompts import check_token_ids, text_size, tokenize_mixed, tokenize_off_loop
-from asgi.routes.chat import chat_prompt
 from asgi.state import server_state
 
 bp = Blueprint("tokens", __name__)

@@ -287,7 +287,10 @@ class ChatTemplate:
             raise InvalidRequestError("Cannot have 2 or more assistant messages at the end of the list.")
         if msgs[-1].tool_calls:
             raise InvalidRequestError("Cannot continue an assistant message that contains tool calls.")
-        return msgs[-1].text()
+        last = msgs[-1]
+        if last.parts is not None:  # llama.cpp's render_content: text parts joined by a blank line
+            return "\n\n".join(str(p.get("text", "")) for p in last.parts if p.get("type") == "text")
+        return last.text()
 
     def example(self) -> str:
         """A short conversation rendered, for the startup log (as llama-server prints one)."""

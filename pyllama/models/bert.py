@@ -30,6 +30,7 @@ I64 = np.ndarray[Any, np.dtype[np.int64]]
 
 class BertModel(LlamaModel):
     norm_kind: NormKind = "layer"
+    pre_norms = False
     causal = False
     has_head = False
 

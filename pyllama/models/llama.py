@@ -42,6 +42,7 @@ class LlamaModel:
     # -- what other architectures change -------------------------------------------------
     norm_kind: NormKind = "rms"  # "layer": LayerNorm with biases (GPT-2, StarCoder 2, BERT)
     activation: Activation = "silu"  # of the FFN: gated when the file has ffn_gate, or fused_gate_up
+    pre_norms: bool = True  # attn_norm and ffn_norm are required (OLMo 2 and BERT norm after each sub-layer)
     fused_gate_up = False  # ffn_up holds [gate | up] (Phi-3)
     uses_rope = True
     causal = True
@@ -78,6 +79,10 @@ class LlamaModel:
         w = self.w.optional_vector(f"{name}.weight")
         return None if w is None else Norm(self.norm_kind, self.config.norm_eps, w, self.w.optional_vector(f"{name}.bias"))
 
+    def required_norm(self, name: str) -> Norm:
+        return Norm(self.norm_kind, self.config.norm_eps, self.w.vector(f"{name}.weight"),
+                    self.w.optional_vector(f"{name}.bias"))
+
     def load_layer(self, i: int) -> Layer:
         w, cfg, p = self.w, self.config, f"blk.{i}"
         if w.has(f"{p}.attn_qkv.weight"):
@@ -87,8 +92,9 @@ class LlamaModel:
             qkv = self.k.project([w.linear(f"{p}.attn_qkv.weight")], [qkv_bias])
         else:
             qkv = self.project(f"{p}.attn_q", f"{p}.attn_k", f"{p}.attn_v")
-        layer = Layer(self.optional_norm(f"{p}.attn_norm"), qkv, self.project(f"{p}.attn_output"),
-                      self.optional_norm(f"{p}.ffn_norm"), post_attn_norm=self.optional_norm(f"{p}.post_attention_norm"),
+        pre_norm = self.required_norm if self.pre_norms else self.optional_norm
+        layer = Layer(pre_norm(f"{p}.attn_norm"), qkv, self.project(f"{p}.attn_output"),
+                      pre_norm(f"{p}.ffn_norm"), post_attn_norm=self.optional_norm(f"{p}.post_attention_norm"),
                       post_ffn_norm=self.optional_norm(f"{p}.post_ffw_norm"))
         q_norm, k_norm = w.optional_vector(f"{p}.attn_q_norm.weight"), w.optional_vector(f"{p}.attn_k_norm.weight")
         if q_norm is not None and k_norm is not None:

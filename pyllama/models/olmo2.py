@@ -15,4 +15,4 @@ from pyllama.models.llama import LlamaModel
 
 
 class Olmo2Model(LlamaModel):
-    pass
+    pre_norms = False

@@ -23,7 +23,7 @@ from pyllama.errors import ModelLoadError
 from pyllama.quant import float as _float
 from pyllama.quant import iquants, kquants, legacy
 from pyllama.quant.grouped import NibbleCodes, ScaledCodes
-from pyllama.quant.layout import BlockArrays, PackedTensor, StackedRows
+from pyllama.quant.layout import BlockArrays, PackedTensor
 from pyllama.quant.pages import release_file_pages
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "SUPPORTED_TYPES",
     "PackLayout",
     "PackedTensor",
-    "StackedRows",
     "compact_packing",
     "dequantize",
     "packing_layout",

@@ -129,60 +129,12 @@ class BFloat16Bits(PackedTensor):
         return int(self.bits.nbytes)
 
 
-class StackedRows(PackedTensor):
-    """Several matrices with the same n_cols stacked along rows (fused QKV, gate+up).
-
-    The parts may have different types (Q4_K_M mixes Q4_K and Q6_K), so each part
-    dequantizes (or multiplies) into its own row range of the output.
-    """
-
-    def __init__(self, parts: list[PackedTensor]) -> None:
-        if not parts:
-            raise ValueError("StackedRows needs at least one part")
-        n_cols = parts[0].shape[1]
-        if any(p.shape[1] != n_cols for p in parts):
-            raise ValueError(f"cannot stack rows of different widths: {[p.shape for p in parts]}")
-        self.parts = parts
-        self.starts = [0]
-        for p in parts:
-            self.starts.append(self.starts[-1] + p.shape[0])
-        self.shape = (self.starts[-1], n_cols)
-
-    def dequantize_into(self, out: F32, start: int = 0) -> None:
-        stop = start + out.shape[0]
-        for part, p0 in zip(self.parts, self.starts, strict=False):
-            lo, hi = max(start, p0), min(stop, p0 + part.shape[0])
-            if lo < hi:
-                part.dequantize_into(out[lo - start : hi - start], lo - p0)
-
-    def dequantize_rows(self, ids: Ids) -> F32:
-        ids = np.asarray(ids)
-        out = np.empty((len(ids), self.shape[1]), dtype=np.float32)
-        which = np.searchsorted(np.array(self.starts), ids, side="right") - 1
-        for i, part in enumerate(self.parts):
-            sel = np.flatnonzero(which == i)
-            if len(sel):
-                out[sel] = part.dequantize_rows(ids[sel] - self.starts[i])
-        return out
-
-    @property
-    def nbytes(self) -> int:
-        return sum(p.nbytes for p in self.parts)
-
-    def scratch_size(self) -> int:
-        return max(p.scratch_size() for p in self.parts)
-
-    def matmul_t_into(self, x: F32, y: F32, scratch: F32) -> None:
-        for part, p0 in zip(self.parts, self.starts, strict=False):
-            part.matmul_t_into(x, y[:, p0 : p0 + part.shape[0]], scratch)
-
-
 class RowRange(PackedTensor):
     """Rows start..stop of another packed tensor, holding no memory of its own.
 
-    A fused weight (Q/K/V or gate/up repacked as one tensor, pyllama/models/fastpath.py)
-    leaves each part this view, so the part still works on its own (exact-mode prompts,
-    embedding lookups) without a second copy of its codes.
+    A fused weight (Q/K/V or gate/up repacked as one tensor, pyllama/kernels/fast.py)
+    leaves each part this view, so the part still works on its own (embedding lookups of
+    a tied head) without a second copy of its codes.
     """
 
     def __init__(self, base: PackedTensor, start: int, stop: int) -> None:

@@ -164,3 +164,8 @@ def test_trailing_assistant_message_is_continued() -> None:
         template.apply(_messages([("user", "a"), ("assistant", "b"), ("assistant", "c")]))
     plain = ChatInputs(messages=inputs.messages, add_generation_prompt=False)
     assert template.apply(plain).prompt.endswith("Whill<|eot_id|>")  # no prefill without a generation prompt
+    # typed parts of the continued message are joined by a blank line (llama.cpp's render_content)
+    parts = parse_messages([{"role": "user", "content": "What is the best book"},
+                            {"role": "assistant", "content": [{"type": "text", "text": "Wh"},
+                                                              {"type": "text", "text": "ill"}]}])
+    assert template.apply(ChatInputs(messages=parts)).prompt.endswith("<|end_header_id|>\n\nWh\n\nill")

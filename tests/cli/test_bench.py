@@ -242,9 +242,9 @@ def test_classify_survives_renames() -> None:
     assert classify("pyllama.flash_attn", "flash_attn_f16") == "attention"
     assert classify("pyllama.numerics", "rms_norm") == "norm"
     assert classify("pyllama.numerics", "swiglu") == "activation"
-    assert classify("pyllama.models.base", "DecoderModel.head") == "output head"
+    assert classify("pyllama.models.llama", "LlamaModel.head") == "output head"
     assert classify("pyllama.sampling.sampler", "Sampler.sample") == "sampling"
-    assert classify("pyllama.models.base", "DecoderModel.hidden") is None
+    assert classify("pyllama.models.llama", "LlamaModel.hidden") is None
     assert classify("pyllama.brand_new", "something_else") is None
 
 

@@ -11,8 +11,6 @@ import ast
 import functools
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("pyllama", "asgi")
 
@@ -112,16 +110,8 @@ def test_the_cycle_finder_finds_cycles() -> None:
     assert cycles(g, "p") == [["p.a", "p.b", "p.c"]]
 
 
-# Being removed in parallel (issue 15: the task types move to their own module); any other
-# cycle fails. Drop this once that branch is merged.
-KNOWN_PYLLAMA_CYCLE = ["pyllama.scheduler", "pyllama.slot"]
-
-
-def test_no_import_cycles_in_pyllama(request: pytest.FixtureRequest) -> None:
+def test_no_import_cycles_in_pyllama() -> None:
     found = cycles(package_edges(graph()), "pyllama")
-    if found == [KNOWN_PYLLAMA_CYCLE]:
-        request.applymarker(pytest.mark.xfail(reason="scheduler <-> slot over the task types (tasks.py extraction "
-                                                     "in progress)", strict=False))
     assert not found, f"import cycles among pyllama modules: {found}"
 
 
@@ -131,8 +121,18 @@ def test_pyllama_never_imports_asgi() -> None:
     assert not bad, f"the engine imports the server: {bad}"
 
 
-def test_no_import_cycles_in_asgi(request: pytest.FixtureRequest) -> None:
+def test_no_import_cycles_in_asgi() -> None:
     found = cycles(package_edges(graph()), "asgi")
-    if found:  # the server's cycles are the lead's part of issue 15; shown until fixed
-        request.applymarker(pytest.mark.xfail(reason=f"asgi import cycles remain: {found}", strict=False))
     assert not found, f"import cycles among asgi modules: {found}"
+
+
+def test_routes_do_not_import_each_other() -> None:
+    """Shared request handling lives in asgi/*_request.py, not in another route's module."""
+    bad = sorted(f"{n} -> {t}" for n, ts in graph().items() if n.startswith("asgi.routes.")
+                 for t in ts if t.startswith("asgi.routes.") and t != n)
+    assert not bad, f"routes import each other: {bad}"
+
+
+def test_no_route_imports_the_app_module() -> None:
+    bad = sorted(n for n, ts in graph().items() if n.startswith("asgi.routes") and "asgi.app" in ts)
+    assert not bad, f"routes import asgi.app (server state lives in asgi.state): {bad}"

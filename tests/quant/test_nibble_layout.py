@@ -42,7 +42,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 def _fused(gguf: GGUFFile, names: list[str]) -> tuple[np.ndarray, object, tuple[int, int]]:
-    """Several tensors' raw rows as one tensor, the way fastpath.FusedLinear repacks them."""
+    """Several tensors' raw rows as one tensor, the way kernels.fast.FusedLinear repacks them."""
     infos = [gguf.tensors[n] for n in names]
     raw = np.concatenate([np.asarray(i.data).reshape(-1) for i in infos])
     return raw, infos[0].ggml_type, (sum(i.shape[0] for i in infos), infos[0].shape[1])
