@@ -38,8 +38,7 @@ GAUGES = (
 
 # scheduler Metrics attribute -> our total's key (summed over models and carried over unloads)
 TOTALS = ("prompt_tokens_total", "prompt_tokens_cached_total", "prompt_seconds_total", "tokens_predicted_total",
-          "predicted_seconds_total", "predicted_steps_total", "n_decode_total", "n_busy_slots_total",
-          "n_draft_total", "n_draft_accepted_total", "n_draft_steps_total")
+          "predicted_seconds_total", "predicted_steps_total", "n_decode_total", "n_busy_slots_total")
 
 
 def _number(value: float) -> str:
@@ -105,9 +104,6 @@ class MetricsBook:
             "tokens_predicted_seconds_total": t["predicted_seconds_total"],
             "n_decode_total": t["n_decode_total"],
             "n_tokens_max": n_tokens_max,
-            "spec_decode_num_draft_tokens_total": t["n_draft_total"],
-            "spec_decode_num_accepted_tokens_total": t["n_draft_accepted_total"],
-            "spec_decode_num_drafts_total": t["n_draft_steps_total"],
             "prompt_tokens_seconds": rate("prompt_tokens_total", "prompt_seconds_total"),
             "predicted_tokens_seconds": rate("predicted_steps_total", "predicted_seconds_total"),
             "requests_processing": busy,

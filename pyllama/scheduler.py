@@ -70,9 +70,6 @@ class Metrics:
     prompt_tokens_cached_total: int = 0  # reused from a slot's cache: no decode
     predicted_steps_total: int = 0  # decode steps of generating slots (tokens minus each task's first)
     n_tokens_max: int = 0  # longest sequence seen (prompt + generation)
-    n_draft_total: int = 0  # speculative decoding: guessed tokens verified,
-    n_draft_accepted_total: int = 0  # the ones the model kept,
-    n_draft_steps_total: int = 0  # and verification passes
 
 
 class Scheduler(SlotFiles, SpeculativeSteps):
@@ -103,6 +100,7 @@ class Scheduler(SlotFiles, SpeculativeSteps):
         # speculative decoding (pyllama.scheduler_spec): the server's default, tasks may override it
         self.spec_default = speculative or SpecParams()
         self.speculator = Speculator(DraftModel(draft_model, model) if draft_model is not None else None)
+        self.n_draft_total = self.n_draft_accepted_total = self.n_draft_steps_total = 0  # /metrics spec_decode_*
         for slot in self.slots:
             slot.speculative = self.spec_default.enabled
         self.queue: deque[tuple[Task, Emit]] = deque()

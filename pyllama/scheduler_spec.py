@@ -32,7 +32,9 @@ class SpeculativeSteps:
     model: Model
     speculator: Speculator
     spec_default: SpecParams
-    metrics: Any  # pyllama.scheduler.Metrics
+    n_draft_total: int
+    n_draft_accepted_total: int
+    n_draft_steps_total: int
     _threads: Callable[[int], AbstractContextManager[None]]
 
     def _after_logits(self, slot: Slot, logits: np.ndarray[Any, np.dtype[np.float32]]) -> bool:
@@ -75,7 +77,7 @@ class SpeculativeSteps:
         pos = chunk.pos
         slot.cache_tokens = slot.cache_tokens[: pos + 1]  # the sampled token; guesses re-enter as accepted
         slot.n_draft += len(draft)
-        self.metrics.n_draft_total += len(draft)
+        self.n_draft_total += len(draft)
         n_accepted = 0
         for i in range(len(chunk.tokens)):
             slot.n_past = pos + 1 + i
@@ -86,7 +88,7 @@ class SpeculativeSteps:
                 slot.n_draft_accepted += 1
                 continue
             break
-        self.metrics.n_draft_accepted_total += n_accepted
-        self.metrics.n_draft_steps_total += 1
+        self.n_draft_accepted_total += n_accepted
+        self.n_draft_steps_total += 1
         self.model.kv.truncate(slot.id, pos + 1 + n_accepted)
         self.speculator.accepted(slot.id, n_accepted)
