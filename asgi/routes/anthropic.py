@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from asgi.anthropic_convert import anthropic_to_chat
 from asgi.chat_reply import Reply, ReplyStream, whole_reply
@@ -65,7 +65,7 @@ async def messages() -> Response:
     run = await prepare_chat(body)
     msg_id = random_id("msg_")
     if not run.params.stream:
-        run.served.admit()
+        run.served.admit(len(run.tasks))
         final = (await guarded(run_all(run.served, run.tasks)))[0]
         reply = whole_reply(run.prompt, run.reasoning_format, final.content)
         return json_response({
@@ -145,7 +145,7 @@ async def messages() -> Response:
         out.append(named_event("message_stop", {"type": "message_stop"}))
         return out
 
-    run.served.admit()
+    run.served.admit(len(run.tasks))
     first, rest = await guarded(stream_all(run.served, run.tasks))
     return sse_response(sse_events(first, rest, render, None))
 
@@ -157,6 +157,6 @@ async def count_tokens() -> Response:
     from asgi.state import server_state
 
     served = await server_state().registry.get(body.get("model"))
-    prompt, _ = chat_prompt(served, body)
+    prompt, _ = await tokenize_off_loop(request.content_length or 0, chat_prompt, served, body)
     tokens = await tokenize_off_loop(len(prompt.prompt), served.tokenizer.tokenize, prompt.prompt, True, True)
     return json_response({"input_tokens": len(tokens)})

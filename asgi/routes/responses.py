@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from asgi.chat_reply import Reply, ReplyStream, whole_reply
 from asgi.chat_request import chat_prompt, prepare_chat
@@ -105,7 +105,7 @@ async def responses() -> Response:
     resp_id = random_id("resp_")
     ids = {"rs": random_id("rs_"), "msg": random_id("msg_")}
     if not run.params.stream:
-        run.served.admit()
+        run.served.admit(len(run.tasks))
         final = (await guarded(run_all(run.served, run.tasks)))[0]
         reply = whole_reply(run.prompt, run.reasoning_format, final.content)
         return json_response(response_object(resp_id, run.model_name, "completed", output_items(reply, ids),
@@ -199,7 +199,7 @@ async def responses() -> Response:
         out.append(write(completed))
         return out
 
-    run.served.admit()
+    run.served.admit(len(run.tasks))
     first, rest = await guarded(stream_all(run.served, run.tasks))
     return sse_response(sse_events(first, rest, render, None))
 
@@ -208,7 +208,7 @@ async def _count(chat: dict[str, Any]) -> Response:
     from asgi.state import server_state
 
     served = await server_state().registry.get(chat.get("model"))
-    prompt, _ = chat_prompt(served, chat)
+    prompt, _ = await tokenize_off_loop(request.content_length or 0, chat_prompt, served, chat)
     tokens = await tokenize_off_loop(len(prompt.prompt), served.tokenizer.tokenize, prompt.prompt, True, True)
     return json_response({"input_tokens": len(tokens), "object": "response.input_tokens"})
 
