@@ -48,7 +48,7 @@ FLAGS: list[Flag] = [
     _f("-hff --hf-file", "hf_file", "str", "Hugging Face file (refused)", "LLAMA_ARG_HF_FILE", refused=NO_HUB),
     _f("-hft --hf-token", "hf_token", "str", "Hugging Face token (refused)", "HF_TOKEN", refused=NO_HUB),
     _f("--weights", "weights", "str", "weight layout: auto, dense (float32, fastest) or packed (quantized, low memory)", "PYLLAMA_WEIGHTS"),
-    _f("--numerics", "numerics", "str", "numerics: fast (default) or exact (bit-for-bit llama.cpp CPU arithmetic, ~4x slower generation)", "PYLLAMA_NUMERICS"),
+    _f("--numerics", "numerics", "str", "numerics: fast (default) or exact (bit-for-bit llama.cpp CPU arithmetic; several times slower generation, see docs/performance.md)", "PYLLAMA_NUMERICS"),
     _f("--config-file --config_file", "config_file", "str", "JSON/YAML file: host, port and a `models` list (multi-model)", "PYLLAMA_CONFIG_FILE"),
     _f("--models-max", "models_max", "int", "most models kept loaded at once with --config-file (default: 4)", "LLAMA_ARG_MODELS_MAX"),
     _f("--models-memory-mb", "models_memory_mb", "int", "memory budget for loaded models in MiB (0 = no limit)", "PYLLAMA_MODELS_MEMORY_MB"),

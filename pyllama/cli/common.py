@@ -39,7 +39,7 @@ def add_model_args(p: argparse.ArgumentParser, *, ctx_default: int = 4096) -> No
     )
     p.add_argument(
         "--numerics", choices=["fast", "exact"], default="fast",
-        help="exact: reproduce llama.cpp's CPU arithmetic bit for bit (same greedy tokens; ~4x slower "
+        help="exact: reproduce llama.cpp's CPU arithmetic bit for bit (same greedy tokens; several times slower "
         "generation); fast (default): plain float32 on BLAS",
     )
     p.add_argument("-ctk", "--cache-type-k", default="f16", help="KV cache type for K: f32, f16 (default), q8_0")
