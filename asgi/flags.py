@@ -112,6 +112,7 @@ FLAGS: list[Flag] = [
     # embeddings
     _f("--embedding --embeddings", "embeddings", "flag", "enable the embedding endpoints", "LLAMA_ARG_EMBEDDINGS"),
     _f("--pooling", "pooling", "str", "embedding pooling: none, mean, cls, last, rank", "LLAMA_ARG_POOLING"),
+    _f("--rerank --reranking", "reranking", "flag", "enable the reranking endpoints (embeddings with pooling rank)", "LLAMA_ARG_RERANKING"),
     # chat
     _f("--chat-template", "chat_template", "str", "Jinja chat template or built-in name (chatml, llama2, llama3, gemma, ...)", "LLAMA_ARG_CHAT_TEMPLATE"),
     _f("--chat-template-file", "chat_template_file", "str", "file holding a Jinja chat template", "LLAMA_ARG_CHAT_TEMPLATE_FILE"),

@@ -79,6 +79,8 @@ def model_spec(path: Path, values: Mapping[str, Any], chat_template: str | None)
                 raise SettingsError(f"--{attr.replace('_', '-')}: expected a string, got {values[attr]!r}")
             setattr(spec, attr, values[attr])
     spec.embeddings = bool(values.get("embeddings", False))
+    if values.get("reranking"):  # llama.cpp's --reranking: embeddings on, pooling rank
+        spec.embeddings, spec.pooling = True, "rank"
     spec.context_shift = bool(values.get("context_shift", True))
     spec.kv_unified = bool(values.get("kv_unified", False))
     spec.rope = {k: values[k] for k in ROPE_FLAGS if k in values}
@@ -114,6 +116,7 @@ CONFIG_MODEL_KEYS = {
     "embedding": "embeddings",
     "embeddings": "embeddings",
     "pooling": "pooling",
+    "reranking": "reranking",
     "weights": "weights",
     "numerics": "numerics",
     "rope_freq_base": "rope_freq_base",

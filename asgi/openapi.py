@@ -134,7 +134,16 @@ def request_bodies(limits: RequestLimits) -> dict[str, dict[str, Any]]:
         "encoding_format": {"type": "string", "enum": ["float", "base64"]},
         "embd_normalize": {"type": "integer"},
     })
+    rerank = _object({
+        "query": {"type": "string"},
+        "documents": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": limits.prompts},
+        "texts": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": limits.prompts},
+        "top_n": {"type": "integer", "minimum": 0},
+        "return_text": {"type": "boolean"},
+        "model": {"type": "string"},
+    }, ["query"])
     return {
+        "rerank.rerank": rerank,
         "completions.completion": completion,
         "completions.oai_completions": completion,
         "completions.infill": _object(infill_props, ["input_prefix", "input_suffix"]),

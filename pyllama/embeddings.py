@@ -137,14 +137,20 @@ def embed_task(model: Model, seq: int, task: Task) -> Final:
     from pyllama.tasks import Final
 
     t0 = time.perf_counter()
+    # The rank head is looked up first: a model without one fails before any evaluation.
+    head = RankHead.from_model(model) if task.pooling == "rank" else None
     model.kv.truncate(seq, 0)
-    hidden = model.hidden(Batch([SeqChunk(seq, task.prompt, 0, "all")]))
-    model.kv.truncate(seq, 0)
-    vectors = pool(hidden, task.pooling)
+    try:
+        hidden = model.hidden(Batch([SeqChunk(seq, task.prompt, 0, "all")]))
+    finally:
+        model.kv.truncate(seq, 0)
+    vectors = pool(hidden, task.pooling, head)
+    # Rerank scores are returned raw (llama-server's send_rerank reads embd[0] unnormalised).
+    rows = [v.tolist() for v in vectors] if head is not None else [normalize(v, task.normalize).tolist() for v in vectors]
     return Final(
         task.id,
         n_prompt=len(task.prompt),
         prompt_ms=1e3 * (time.perf_counter() - t0),
         slot_id=seq,
-        embedding=[normalize(v, task.normalize).tolist() for v in vectors],
+        embedding=rows,
     )

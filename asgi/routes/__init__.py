@@ -15,13 +15,14 @@ def register_routes(app: Quart, settings: Settings) -> None:
         cors_proxy,
         embeddings,
         meta,
+        rerank,
         responses,
         static,
         tokens,
         vertex,
     )
 
-    for module in (meta, tokens, completions, chat, embeddings, cors_proxy, anthropic, responses):
+    for module in (meta, tokens, completions, chat, embeddings, cors_proxy, anthropic, responses, rerank):
         app.register_blueprint(module.bp)
     vertex.register(app)  # only when AIP_MODE=PREDICTION (Vertex AI custom container)
     if settings.static_path is not None and settings.static_path.is_dir():

@@ -20,7 +20,7 @@ from asgi.state import server_state
 bp = Blueprint("embeddings", __name__)
 
 # GGUF `{arch}.pooling_type` values (llama_pooling_type).
-GGUF_POOLING = {0: "none", 1: "mean", 2: "cls", 3: "last"}
+GGUF_POOLING = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 
 
 def pooling_of(served: ServedModel) -> str:

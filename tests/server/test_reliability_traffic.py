@@ -122,6 +122,7 @@ BASE_BODIES: dict[str, dict[str, Any]] = {
     "/responses/input_tokens": {"input": "Hi"},
     "/v1/chat/completions/input_tokens": {"messages": [{"role": "user", "content": "Hi"}]},
     "/chat/completions/input_tokens": {"messages": [{"role": "user", "content": "Hi"}]},
+    **{p: {"query": "Hi", "documents": ["Hello", "Bye"]} for p in ("/rerank", "/v1/rerank", "/reranking", "/v1/reranking")},
 }
 RAW_BODIES = st.sampled_from([
     b"", b" ", b"null", b"[]", b"[1,2,3]", b'"text"', b"42", b"{", b'{"prompt": "unterminated', b"\xff\xfe\x00",
