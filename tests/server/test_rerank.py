@@ -24,6 +24,7 @@ import pytest
 from pyllama.embeddings import embed
 from pyllama.engine import Model
 from tests.models import synth
+from tests.models.test_synthetic import EXPECTED, TOLERANCE
 from tests.server.conftest import ServerProcess
 
 N_CTX = 128
@@ -222,13 +223,17 @@ def test_refused_without_rerank(files: dict[str, Path], args: list[str]) -> None
 
 
 def test_scheduler_rank_pooling_through_embeddings(files: dict[str, Path], model: Model) -> None:
-    """/embedding on a --rerank server goes through embed_task with the rank head: the raw score."""
+    """/embedding on a --rerank server goes through embed_task with the rank head: the raw score,
+    equal to llama.cpp's (the llama-cpp-python oracle's rank output on synth.PROMPT, expected/bert.npz)."""
     s = start(["-m", str(files["plain"]), "--rerank", *SPEC])
     try:
         tokens = default_input(model, QUERY, DOCS[0])
         res = httpx.post(s.base_url + "/embedding", json={"content": tokens}, timeout=60)
+        oracle = httpx.post(s.base_url + "/embedding", json={"content": synth.PROMPT}, timeout=60)
     finally:
         s.stop()
+    want = float(np.load(EXPECTED / "bert.npz")["rank"][0])
+    assert oracle.status_code == 200 and abs(oracle.json()[0]["embedding"][0][0] - want) < TOLERANCE, oracle.text
     assert res.status_code == 200, res.text
     got = res.json()[0]["embedding"]
     assert len(got) == 1 and len(got[0]) == 1
