@@ -4,7 +4,8 @@ The hidden state is the final-normed output of the last block (llama.cpp's `t_em
 "result_norm"); pooling follows llm_graph_context::build_pooling:
     none  every token's vector           mean  the average over the sequence
     cls   the first token's              last  the last token's
-    rank  the first token through the classifier head (cls, cls.output) -> relevance score(s)
+    rank  the first token (the last on a causal model) through the classifier head
+          (cls, cls.output) -> relevance score(s)
 A model's default pooling comes from `{arch}.pooling_type`; without one llama.cpp uses none.
 """
 
@@ -39,6 +40,7 @@ class RankHead:
     out: Linear | None
     out_b: F32 | None
     softmax: bool = False  # Qwen3 rerankers turn the scores into probabilities
+    last_token: bool = False  # causal rerankers read the last token (llama-graph's inp_cls for RANK)
 
     @classmethod
     def from_model(cls, model: Model) -> RankHead:
@@ -49,6 +51,7 @@ class RankHead:
             w.optional_linear("cls.output.weight"),
             w.optional_vector("cls.output.bias"),
             model.config.arch in ("qwen3", "qwen3vl"),
+            bool(model.net.causal),  # the attention the engine runs (BERTs are bidirectional)
         )
         if head.cls is None and head.out is None:
             raise InvalidRequestError(f"{model.path}: pooling 'rank' needs a reranker model (no cls / cls.output tensors)")
@@ -80,7 +83,7 @@ def pool(hidden: F32, pooling: str, rank_head: RankHead | None = None) -> F32:
     if pooling == "rank":
         if rank_head is None:
             raise InvalidRequestError("pooling 'rank' needs the model's classifier head (use embed())")
-        return rank_head(hidden[:1])
+        return rank_head(hidden[-1:] if rank_head.last_token else hidden[:1])
     raise InvalidRequestError(f"unknown pooling {pooling!r} (supported: {', '.join(POOLING)})")
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pyllama.embeddings import embed, normalize, pool
+from pyllama.embeddings import RankHead, embed, normalize, pool
 from pyllama.engine import Model
 from pyllama.errors import InvalidRequestError
 from tests.conftest import load_golden
@@ -89,3 +89,11 @@ def test_smollm2_mean_embeddings_match_llama_server(smollm2_path: Path) -> None:
         cos = float(got[:8] @ want / (np.linalg.norm(got[:8]) * np.linalg.norm(want)))
         assert cos >= 0.999, f"{r['text']!r} ({r['endpoint']}): cosine {cos:.5f}"
         assert abs(float(np.linalg.norm(got)) / r["norm"] - 1.0) < 0.01
+
+
+def test_rank_reads_the_last_token_on_a_causal_model(bert: Model) -> None:
+    """llama-graph's inp_cls for RANK: the first token, the last when attention is causal (Qwen3 rerankers)."""
+    assert RankHead.from_model(bert).last_token is False  # BERT is bidirectional: its first token
+    hidden = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert np.array_equal(pool(hidden, "rank", RankHead(None, None, None, None)), hidden[:1])
+    assert np.array_equal(pool(hidden, "rank", RankHead(None, None, None, None, last_token=True)), hidden[-1:])
