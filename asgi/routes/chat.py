@@ -72,6 +72,8 @@ async def chat_completions() -> Response:
             out["content"] = delta.content
         return out
 
+    verbose = wants_verbose(body)
+
     def render(item: Tagged) -> list[str]:
         from pyllama.tasks import Final
 
@@ -90,18 +92,21 @@ async def chat_completions() -> Response:
                 out.append(sse_event(chat_chunk(cmpl_id, model_name, i, delta or {"content": ""}, logprobs=event.probs)))
             return out
         last, reply = replies[i].finish(event.tail)
+        chunks = []
         if delta_json(last):
-            out.append(sse_event(chat_chunk(cmpl_id, model_name, i, delta_json(last))))
+            chunks.append(chat_chunk(cmpl_id, model_name, i, delta_json(last)))
         for n, call in enumerate(reply.tool_calls):
-            out.append(sse_event(chat_chunk(cmpl_id, model_name, i, tool_call_delta(n, call))))
+            chunks.append(chat_chunk(cmpl_id, model_name, i, tool_call_delta(n, call)))
         finish = chat_chunk(cmpl_id, model_name, i, {}, finish_reason(event, bool(reply.tool_calls)))
         if not params.include_usage:
             finish["timings"] = event.timings  # llama-server puts timings on the last chunk
-        out.append(sse_event(finish))
+        chunks.append(finish)
         if params.include_usage:
-            out.append(sse_event(usage_chunk(cmpl_id, model_name, usage(event.n_prompt, event.n_decoded,
-                                                                         event.n_cached), event.timings)))
-        return out
+            chunks.append(usage_chunk(cmpl_id, model_name, usage(event.n_prompt, event.n_decoded, event.n_cached),
+                                      event.timings))
+        if verbose:  # llama-server: the native result on the first chunk of the final result
+            chunks[0]["__verbose"] = verbose_body(served, params, event, run.tokens)
+        return out + [sse_event(c) for c in chunks]
 
     served.admit(len(tasks))
     first, rest = await guarded(stream_all(served, tasks))

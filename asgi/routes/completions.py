@@ -105,6 +105,8 @@ async def oai_completions() -> Response:
             answer["__verbose"] = verbose_body(served, params, finals[0], tasks[0].prompt)
         return json_response(answer)
 
+    verbose = wants_verbose(body)
+
     def render(item: Tagged) -> list[str]:
         from pyllama.tasks import Final
 
@@ -113,6 +115,8 @@ async def oai_completions() -> Response:
             choice = oai_text_choice(event.tail, item.index, finish_reason(event), None)
             body_final = oai_completion(cmpl_id, model_name, [choice],
                                         usage(event.n_prompt, event.n_decoded, event.n_cached), event.timings)
+            if verbose:  # llama-server adds the native result to the final chunk too
+                body_final["__verbose"] = verbose_body(served, params, event, tasks[item.index].prompt)
             return [sse_event(body_final)]
         if event.progress is not None:
             return []  # OpenAI text completions have no progress chunk

@@ -96,6 +96,19 @@ def test_tool_choice_null_and_verbose(compat: ServerProcess) -> None:
     assert "__verbose" not in post(compat, "/v1/chat/completions", {**CHAT, "max_tokens": 2}).json()
 
 
+
+def test_verbose_on_streamed_chunks(compat: ServerProcess) -> None:
+    """As llama-server: the native result rides on the first chunk of the final result
+    (chat) and on the final chunk (text completions); nowhere without `verbose`."""
+    chat = sse_events(post(compat, "/v1/chat/completions", {**CHAT, "max_tokens": 3, "stream": True, "verbose": True}))
+    marked = [e for e in chat if isinstance(e, dict) and "__verbose" in e]
+    assert len(marked) == 1 and "Book" in marked[0]["__verbose"]["prompt"]
+    text = sse_events(post(compat, "/v1/completions", {"prompt": "Hi", "max_tokens": 3, "stream": True, "verbose": True}))
+    finals = [e for e in text if isinstance(e, dict) and "__verbose" in e]
+    assert len(finals) == 1 and finals[0]["choices"][0]["finish_reason"] is not None
+    plain = sse_events(post(compat, "/v1/chat/completions", {**CHAT, "max_tokens": 3, "stream": True}))
+    assert not any(isinstance(e, dict) and "__verbose" in e for e in plain)
+
 def test_continue_final_message(compat: ServerProcess) -> None:
     messages = [*CHAT["messages"], {"role": "assistant", "content": "Whill"}]
     res = post(compat, "/chat/completions", {"messages": messages, "max_tokens": 2, "verbose": True,
