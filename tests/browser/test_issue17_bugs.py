@@ -136,6 +136,8 @@ def test_bug3_dark_mode_contrast(page: tuple[Any, PageLog], server: Server) -> N
     pg, log = page
     pg.emulate_media(color_scheme="dark")
     pg.goto(server.url + "/")
+    # the page renders its stored conversations once IndexedDB answers: inject after that
+    pg.wait_for_selector("body[data-ready='1']", state="attached", timeout=30_000)
     pg.evaluate("""async () => {
       const { renderMarkdown } = await import('/markdown.js');
       const art = document.createElement('article');

@@ -87,6 +87,8 @@ def visit(ctx: Any, url: str) -> tuple[Any, PageLog]:
     log = PageLog(pg)
     pg.add_init_script(SETTINGS)
     pg.goto(url)
+    # the engine is chosen after the stored conversations are read (asynchronous)
+    pg.wait_for_selector("body[data-ready='1']", state="attached", timeout=30_000)
     return pg, log
 
 
@@ -118,7 +120,7 @@ def test_static_build_runs_from_cache_with_no_server(browser: Any, static_site: 
     ctx.route("**/*", gate)
     try:
         pg, log = visit(ctx, static_site)
-        assert pg.input_value("#engine-select") == "browser"
+        pg.wait_for_function("document.querySelector('#engine-select').value === 'browser'", timeout=30_000)
         cold_text, _ = load_and_complete(pg, log)
         cold_first = pg.evaluate("window.__first") / 1000
         assert cold_text.strip(), log.dump()

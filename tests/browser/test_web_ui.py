@@ -185,7 +185,8 @@ def test_in_browser_mode_streams_from_worker(page: tuple[Any, PageLog], server: 
     pg, log = page
     pg.add_init_script(INIT_SCRIPT)
     pg.goto(server.url + f"/?engine=browser&pyodide=/wasm/&model={server.model_url}")
-    assert pg.is_visible("#browser-panel")
+    # the engine is chosen once the page has read its stored conversations (asynchronous)
+    pg.wait_for_selector("#browser-panel", state="visible", timeout=30_000)
     t0 = time.time()
     pg.click("#gguf-load")
     pg.wait_for_selector('#load-status[data-state="ready"], #load-status[data-state="error"]', timeout=180_000)
