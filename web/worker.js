@@ -81,6 +81,8 @@ async function loadModel(m) {
   await boot(m.pyodideURL, m.wheelsURL, m.sessionURL);
   const t0 = performance.now();
   let name, size, reader;
+  let kept = Promise.resolve(); // the Cache Storage write: awaited before "ready", so a tab
+  // closed right after loading still finds its model on the next visit
   const cache = await openCache();
   if (m.file) {
     name = m.file.name;
@@ -89,7 +91,7 @@ async function loadModel(m) {
     progress("download", `Reading ${name}`, 0, size);
     if (cache) { // kept under a URL of its own, so the next visit needs no file pick
       const key = new URL(`__local__/${encodeURIComponent(name)}`, m.pageURL).href;
-      cache.put(key, new Response(m.file, { headers: sizeHeaders(size) })).catch(keepFailed);
+      kept = cache.put(key, new Response(m.file, { headers: sizeHeaders(size) })).catch(keepFailed);
     }
   } else {
     name = decodeURIComponent(new URL(m.url).pathname.split("/").pop() || "model.gguf");
@@ -104,7 +106,7 @@ async function loadModel(m) {
       if (cache && n && !resp.headers.get("Content-Encoding")) {
         // one stream for the wasm heap, one for the cache (written while we read)
         const [a, b] = resp.body.tee();
-        cache.put(m.url, new Response(b, { headers: sizeHeaders(n) })).catch(keepFailed);
+        kept = cache.put(m.url, new Response(b, { headers: sizeHeaders(n) })).catch(keepFailed);
         resp = new Response(a, { headers: resp.headers });
       }
     }
@@ -118,6 +120,7 @@ async function loadModel(m) {
       view.data.set(all);
       view.release();
       buf.destroy();
+      await kept;
       return finishLoad(name, m, t0);
     }
     reader = resp.body.getReader();
@@ -128,6 +131,7 @@ async function loadModel(m) {
     throw new Error(`${name}: cannot allocate ${(size / 2 ** 20).toFixed(0)} MiB in the browser (${e.message.split("\n").pop()})`);
   }
   try { await fill(buf, reader, size, name); } finally { buf.destroy(); }
+  await kept;
   return finishLoad(name, m, t0);
 }
 
