@@ -98,6 +98,17 @@ def finish_reason(final: Any, has_tool_calls: bool = False) -> str:
     return "length"
 
 
+def input_only_list(model: str, n_tokens: int, key: str, items: list[Any]) -> dict[str, Any]:
+    """The list answer of the routes that only read their input (/v1/embeddings: `data`,
+    /rerank: `results`), with llama-server's prompt-only usage."""
+    return {
+        "model": model,
+        "object": "list",
+        "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+        key: items,
+    }
+
+
 def usage(n_prompt: int, n_decoded: int, n_cached: int) -> dict[str, Any]:
     return {
         "completion_tokens": n_decoded,

@@ -15,6 +15,7 @@ from asgi.http import guarded, json_response, read_json
 from asgi.params import check_prompt_count
 from asgi.prompts import check_token_ids, text_size, tokenize_off_loop, tokenize_prompts
 from asgi.registry import ServedModel
+from asgi.responses import input_only_list
 from asgi.state import server_state
 
 bp = Blueprint("embeddings", __name__)
@@ -87,12 +88,7 @@ async def embed(oai: bool) -> Response:
             data.append({"embedding": vector, "index": i, "object": "embedding"})
     n_tokens = sum(f.n_prompt for f in finals)
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
-    return json_response({
-        "model": model_name,
-        "object": "list",
-        "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
-        "data": data,
-    })
+    return json_response(input_only_list(model_name, n_tokens, "data", data))
 
 
 @bp.post("/embedding")

@@ -21,6 +21,7 @@ from asgi.http import guarded, json_response, read_json
 from asgi.params import check_prompt_count
 from asgi.prompts import check_token_ids, text_size, tokenize_off_loop
 from asgi.registry import ServedModel
+from asgi.responses import input_only_list
 from asgi.state import server_state
 
 bp = Blueprint("rerank", __name__)
@@ -116,9 +117,4 @@ async def rerank() -> Response:
         return json_response(results)
     n_tokens = sum(f.n_prompt for f in finals)
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
-    return json_response({
-        "model": model_name,
-        "object": "list",
-        "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
-        "results": results,
-    })
+    return json_response(input_only_list(model_name, n_tokens, "results", results))
