@@ -29,6 +29,7 @@ from gguf.constants import GGMLQuantizationType
 
 from pyllama import numerics
 from pyllama.batch import Batch
+from pyllama.kernels.arena import WeightArena
 from pyllama.kernels.base import AttentionPass, Kernels
 from pyllama.kernels.fast_attention import AttentionPlan
 from pyllama.kv_cache import KVCache
@@ -56,7 +57,8 @@ class FusedLinear:
     share one copy of the weights. Biases (may be None per part) are concatenated.
     """
 
-    def __init__(self, parts: Sequence[Linear], biases: Sequence[F32 | None] | None = None) -> None:
+    def __init__(self, parts: Sequence[Linear], biases: Sequence[F32 | None] | None = None,
+                 arena: WeightArena | None = None) -> None:
         if not parts or any(p.n_in != parts[0].n_in for p in parts):
             raise ValueError("FusedLinear needs parts of one input width")
         self.parts = list(parts)
@@ -72,7 +74,7 @@ class FusedLinear:
         self.packed: PackedTensor | None = None
         if all(p.weight is not None for p in parts):
             if matmul_backend() == "blas":
-                self.wt = self._transposed(parts)
+                self.wt = self._transposed(parts, arena)
             elif len(parts) == 1:
                 self.weight = parts[0].weight
             else:
@@ -97,14 +99,15 @@ class FusedLinear:
                 [b if b is not None else np.zeros(p.n_out, f32) for p, b in zip(parts, biases, strict=True)]
             ).astype(f32)
 
-    def _transposed(self, parts: Sequence[Linear]) -> F32:
+    def _transposed(self, parts: Sequence[Linear], arena: WeightArena | None) -> F32:
         """The parts as one (n_in, n_out) C-contiguous matrix, for x @ wt.
 
         A big quantized part (a head or tied embedding: Gemma's is 671 MB) is dropped first
         and dequantized again from the file straight into the transposed matrix, so load
         never holds two float32 copies of it.
         """
-        wt = np.empty((self.n_in, self.n_out), dtype=f32)
+        shape = (self.n_in, self.n_out)
+        wt = arena.empty(shape) if arena is not None else np.empty(shape, dtype=f32)
         for p, (a, b) in zip(parts, self.bounds, strict=True):
             assert p.weight is not None
             if p.weight.nbytes >= REDEQUANT_BYTES and p.info.ggml_type not in FLOAT_FILE_TYPES:
@@ -227,8 +230,11 @@ def gelu(x: F32) -> F32:
 class FastKernels(Kernels):
     name = "fast"
 
+    def __init__(self) -> None:
+        self.arena = WeightArena()  # this model's dense weights, in the order they are built
+
     def project(self, parts: Sequence[Linear], biases: Sequence[F32 | None] | None = None) -> FusedLinear:
-        return FusedLinear(parts, biases)
+        return FusedLinear(parts, biases, self.arena)
 
     def rms_norm(self, x: F32, weight: F32 | None, eps: float) -> F32:
         return rms_norm(x, weight, eps)
