@@ -12,7 +12,8 @@ Both sides run with this interpreter, each with cwd and PYTHONPATH set to its ow
 sides take turns test by test (pp, then tg, in the order base new new base ...), --rounds
 times. Alternating at the scale of one test (about a second) is what makes a ratio
 trustworthy on a shared machine; each test reports wall-clock t/s (llama-bench's) and
-t/s per CPU second of the process, which other processes' load disturbs far less.
+t/s per CPU second of the process (for tg: of its median decode step), which other
+processes' load disturbs far less.
 
 --mode process: each round runs `python -m pyllama.cli.main bench ... -r R -o json` once
 per side (ABBA order), the CLI exactly as a user runs it; coarser alternation.
@@ -131,10 +132,15 @@ def worker(model: str, weights: str, n_ctx: str) -> int:
         m.kv.clear(0)
         m.eval_prompt([int(t) for t in rng.integers(0, m.n_vocab, n)], 0, 0)
 
+    steps: list[float] = []  # CPU seconds of each decode step of the last tg
+
     def tg(n: int) -> None:
         token = 1
+        steps.clear()
         for _ in range(n):
+            c = time.process_time()
             token = int(np.argmax(m.eval_prompt([token], 0)))
+            steps.append(time.process_time() - c)
 
     for fn in (pp, tg):  # warm-up
         fn(8)
@@ -149,7 +155,10 @@ def worker(model: str, weights: str, n_ctx: str) -> int:
             m.eval_prompt([1], 0, 0)
         w0, c0 = time.perf_counter(), time.process_time()
         (pp if kind == "pp" else tg)(n)
-        print(json.dumps([time.perf_counter() - w0, time.process_time() - c0]), flush=True)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        if kind == "tg":  # the median step: a step another process slowed down does not count
+            cpu = n * statistics.median(steps)
+        print(json.dumps([wall, cpu]), flush=True)
     return 0
 
 
