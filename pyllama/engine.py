@@ -28,6 +28,7 @@ from pyllama.models.base import Weights
 from pyllama.ops import as_f32
 
 if TYPE_CHECKING:
+    from pyllama.lora import LoraSet
     from pyllama.tokenizer import Tokenizer
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
@@ -129,6 +130,7 @@ class Model:
         self.n_seq = n_seq
         self.n_ubatch = n_ubatch
         self.load_seconds = load_seconds
+        self.lora: LoraSet | None = None  # LoRA adapters (pyllama.lora.attach_adapters)
 
     # -- loading ----------------------------------------------------------------------
     @classmethod
