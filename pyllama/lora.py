@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -34,8 +34,8 @@ from pyllama.linear import Linear
 from pyllama.quant import SUPPORTED_TYPES, dequantize
 
 if TYPE_CHECKING:
-    from pyllama.engine import Model
     from pyllama.kernels import Projection
+    from pyllama.models import LlamaModel
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
 I64 = np.ndarray[Any, np.dtype[np.int64]]
@@ -158,6 +158,14 @@ def check_adapter_file(path: str | Path, model_path: str | Path) -> LoraAdapter:
     return ad
 
 
+class Adaptable(Protocol):
+    """What attach_adapters needs of a model (pyllama.engine.Model, which imports this module)."""
+
+    gguf: GGUFFile
+    net: LlamaModel
+    lora: LoraSet | None
+
+
 class LoraSet:
     """The adapters of one model and their scales: `scales` the server-wide ones (--lora-scaled,
     POST /lora-adapters), `active` what the next forward pass applies."""
@@ -244,7 +252,7 @@ class LoraEmbedding(Linear):
         return x
 
 
-def attach_adapters(model: Model, adapters: Sequence[LoraAdapter], scales: Sequence[float]) -> LoraSet:
+def attach_adapters(model: Adaptable, adapters: Sequence[LoraAdapter], scales: Sequence[float]) -> LoraSet:
     """Wrap `model`'s projections with the adapters' deltas; the model keeps its weights.
 
     Every adapter tensor must land on a projection pyllama computes (else ModelLoadError:
