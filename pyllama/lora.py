@@ -183,18 +183,30 @@ class LoraSet:
 
 @dataclass
 class _Delta:
-    """One adapter's contribution to columns [start, stop) of a projection's output."""
+    """One adapter's contribution to a projection: y += user_scale * (x @ a_t) @ b.
+
+    The pairs of the fused parts are stacked: a_t (n_in, R) holds every adapted part's A^T
+    side by side, b (R, n_out) each part's B^T times alpha/rank in that part's columns and
+    zeros elsewhere, so Q, K and V (or gate and up) cost two small matmuls, not six."""
 
     adapter: int
-    start: int
-    stop: int
-    a_t: F32  # (n_in, rank)
-    b_t: F32  # (rank, n_out of the part)
-    factor: float
+    a_t: F32
+    b: F32
+
+
+def _stack(adapter: int, pieces: list[tuple[int, int, F32, F32, float]], n_out: int) -> _Delta:
+    """`pieces`: (start, stop, A^T (n_in, r), B^T (r, stop - start), alpha/rank) per adapted part."""
+    a_t = np.ascontiguousarray(np.concatenate([p[2] for p in pieces], axis=1), dtype=np.float32)
+    b = np.zeros((a_t.shape[1], n_out), dtype=np.float32)
+    row = 0
+    for start, stop, _, bt, factor in pieces:
+        b[row : row + bt.shape[0], start:stop] = bt * np.float32(factor)
+        row += bt.shape[0]
+    return _Delta(adapter, a_t, b)
 
 
 class LoraProjection:
-    """A projection plus its adapters' deltas: y = base(x); y[:, part] += s * (x A^T) B^T."""
+    """A projection plus its adapters' deltas: y = base(x) + sum_i s_i * (x A_i^T) B_i^T."""
 
     def __init__(self, base: Projection, deltas: list[_Delta], lora: LoraSet) -> None:
         self.base = base
@@ -203,20 +215,25 @@ class LoraProjection:
         self.lora = lora
 
     def __call__(self, x: F32) -> F32:
-        y = self.base(x)
-        active = self.lora.active
-        for d in self.deltas:
-            s = active[d.adapter]
-            if s != 0.0:
-                y[..., d.start : d.stop] += np.float32(s * d.factor) * ((x @ d.a_t) @ d.b_t)
-        return y
+        return _add_deltas(self.base(x), x, self.deltas, self.lora.active)
+
+
+def _add_deltas(y: F32, x: F32, deltas: list[_Delta], active: tuple[float, ...]) -> F32:
+    for d in deltas:
+        s = active[d.adapter]
+        if s != 0.0:
+            delta = (x @ d.a_t) @ d.b
+            if s != 1.0:
+                delta *= np.float32(s)
+            y += delta
+    return y
 
 
 class LoraExpert(Linear):
-    """One expert's Linear with its adapters' deltas (the expert's slice of 3-D A and B).
+    """One expert's (or the router's) Linear with its adapters' deltas.
 
-    A subclass sharing the base expert's arrays (its __dict__), so MixtureOfExperts keeps
-    calling a Linear; the base's own __call__ (plain or ggml-exact) does the matmul."""
+    A subclass sharing the base's arrays (its __dict__), so MixtureOfExperts keeps calling
+    a Linear; the base's own __call__ (plain or ggml-exact) does the matmul."""
 
     def __init__(self, base: Linear, deltas: list[_Delta], lora: LoraSet) -> None:  # no Linear.__init__: no load
         self.__dict__.update(base.__dict__)
@@ -225,13 +242,7 @@ class LoraExpert(Linear):
         self._lora = lora
 
     def __call__(self, x: F32, out: F32 | None = None) -> F32:
-        y = self._base(x, out)
-        active = self._lora.active
-        for d in self._deltas:
-            s = active[d.adapter]
-            if s != 0.0:
-                y += np.float32(s * d.factor) * ((x @ d.a_t) @ d.b_t)
-        return y
+        return _add_deltas(self._base(x, out), x, self._deltas, self._lora.active)
 
 
 class LoraEmbedding(Linear):
@@ -254,6 +265,7 @@ class LoraEmbedding(Linear):
 
 def attach_adapters(model: Adaptable, adapters: Sequence[LoraAdapter], scales: Sequence[float]) -> LoraSet:
     """Wrap `model`'s projections with the adapters' deltas; the model keeps its weights.
+    The adapters' pairs move into the wrappers (an adapter attaches to one model).
 
     Every adapter tensor must land on a projection pyllama computes (else ModelLoadError:
     silently skipping part of an adapter would give another model than its author's)."""
@@ -267,19 +279,19 @@ def attach_adapters(model: Adaptable, adapters: Sequence[LoraAdapter], scales: S
 
     def deltas_for(parts: Sequence[Linear]) -> list[_Delta]:
         out: list[_Delta] = []
-        start = 0
-        for p in parts:
-            name = p.info.name
-            for i, ad in enumerate(adapters):
+        for i, ad in enumerate(adapters):
+            pieces: list[tuple[int, int, F32, F32, float]] = []
+            start = 0
+            for p in parts:
+                name = p.info.name
                 pair = ad.pairs.get(name)
                 if pair is not None and pair.a.ndim == 2:
                     used.add((i, name))
-                    if name.endswith("token_embd.weight"):  # a tied head: (h B) A^T
-                        a_t, b_t = pair.b, np.ascontiguousarray(pair.a.T)
-                    else:
-                        a_t, b_t = np.ascontiguousarray(pair.a.T), np.ascontiguousarray(pair.b.T)
-                    out.append(_Delta(i, start, start + p.n_out, a_t, b_t, ad.factor(name)))
-            start += p.n_out
+                    a_t, b_t = (pair.b, pair.a.T) if name.endswith("token_embd.weight") else (pair.a.T, pair.b.T)
+                    pieces.append((start, start + p.n_out, a_t, b_t, ad.factor(name)))
+                start += p.n_out
+            if pieces:
+                out.append(_stack(i, pieces, start))
         return out
 
     def wrap(proj: Any) -> Any:
@@ -310,8 +322,24 @@ def attach_adapters(model: Adaptable, adapters: Sequence[LoraAdapter], scales: S
         if left:
             raise ModelLoadError(f"LoRA adapter {ad.path}: pyllama does not apply adapters to {', '.join(left[:3])}"
                                  f"{' ...' if len(left) > 3 else ''} of a {gguf.architecture} model")
+    for ad in adapters:  # the stacked copies hold the values now (the embedding lookup keeps its pair)
+        ad.pairs = {n: p for n, p in ad.pairs.items() if n == "token_embd.weight"}
+        net.w.nbytes += sum(p.a.nbytes + p.b.nbytes for p in ad.pairs.values())
+    net.w.nbytes += sum(d.a_t.nbytes + d.b.nbytes for d in _all_deltas(net))  # /props, bench
     model.lora = lora
     return lora
+
+
+def _all_deltas(net: Any) -> list[_Delta]:
+    out: list[_Delta] = []
+    for layer in net.layers:
+        for proj in (layer.qkv, layer.wo, layer.gate_up, layer.down):
+            out += proj.deltas if isinstance(proj, LoraProjection) else []
+        if layer.moe is not None:
+            for lin in [layer.moe.router, *layer.moe.up, *(layer.moe.gate or []), *layer.moe.down]:
+                out += lin._deltas if isinstance(lin, LoraExpert) else []
+    head = getattr(net, "head_proj", None)
+    return out + (head.deltas if isinstance(head, LoraProjection) else [])
 
 
 def _wrap_experts(moe: Any, adapters: Sequence[LoraAdapter], lora: LoraSet, used: set[tuple[int, str]]) -> None:
@@ -323,8 +351,7 @@ def _wrap_experts(moe: Any, adapters: Sequence[LoraAdapter], lora: LoraSet, used
         pair = ad.pairs.get(router.info.name)
         if pair is not None and pair.a.ndim == 2:
             used.add((i, router.info.name))
-            deltas.append(_Delta(i, 0, router.n_out, np.ascontiguousarray(pair.a.T), np.ascontiguousarray(pair.b.T),
-                                 ad.factor(router.info.name)))
+            deltas.append(_stack(i, [(0, router.n_out, pair.a.T, pair.b.T, ad.factor(router.info.name))], router.n_out))
     if deltas:
         moe.router = LoraExpert(router, deltas, lora)
     for attr in ("up", "gate", "down"):
@@ -339,7 +366,6 @@ def _wrap_experts(moe: Any, adapters: Sequence[LoraAdapter], lora: LoraSet, used
                 pair = ad.pairs.get(name)
                 if pair is not None and pair.a.ndim == 3:
                     used.add((i, name))
-                    deltas.append(_Delta(i, 0, lin.n_out, np.ascontiguousarray(pair.a[e].T),
-                                         np.ascontiguousarray(pair.b[e].T), ad.factor(name)))
+                    deltas.append(_stack(i, [(0, lin.n_out, pair.a[e].T, pair.b[e].T, ad.factor(name))], lin.n_out))
             wrapped.append(LoraExpert(lin, deltas, lora) if deltas else lin)
         setattr(moe, attr, wrapped)

@@ -37,4 +37,5 @@ async def post_lora_adapters() -> Response:
     scales = lora_scales(lora_entries(body, "Request body"), len(lora.adapters) if lora is not None else 0)
     if lora is not None:
         lora.scales = scales  # one assignment: the model thread reads either the old or the new tuple
+        served.spec.lora = [(p, s) for (p, _), s in zip(served.spec.lora, scales, strict=True)]  # kept over sleep
     return json_response({"success": True})
