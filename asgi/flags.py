@@ -14,6 +14,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from asgi.lora_settings import LORA_FLAGS
 from asgi.speed_flags import SPEED_FLAGS
 
 # kinds: str int float flag (store_true) noflag (store_false) list (repeatable str) toggle (--x/--no-x)
@@ -155,6 +156,8 @@ FLAGS: list[Flag] = [
     _f("--log-disable", "log_disable", "flag", "disable logging"),
     # threads and speculative decoding (issue 18; asgi/speed_flags.py)
     *[_f(*row) for row in SPEED_FLAGS],
+    # LoRA adapters (issue 16; asgi/lora_settings.py)
+    *[_f(*row, metavar="FNAME" if row[2] == "list" else None) for row in LORA_FLAGS],
     _f("--sleep-idle-seconds", "sleep_idle_seconds", "int", "seconds of idleness after which the model is unloaded until the next request (default: -1 = never)", "LLAMA_ARG_SLEEP_IDLE_SECONDS"),
     _f("--ui-mcp-proxy --webui-mcp-proxy", "ui_mcp_proxy", "toggle", "serve the /cors-proxy route the web UI's MCP client uses (default: off; do not enable in untrusted environments)", "LLAMA_ARG_UI_MCP_PROXY"),
     _f("--media-path", "media_path", "str", "folder local file:// media may be read from (no multimodal models here: accepted, unused)", "LLAMA_ARG_MEDIA_PATH"),

@@ -62,11 +62,20 @@ def _no_constants(name: str) -> Any:
 
 async def read_json(*, allow_empty: bool = False) -> dict[str, Any]:
     """The request body as a JSON object; anything else is a 400 that says what is wrong."""
+    body = await read_json_value(allow_empty={} if allow_empty else None)
+    if not isinstance(body, dict):
+        raise BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+async def read_json_value(*, allow_empty: Any = None) -> Any:
+    """The request body as any JSON value (POST /lora-adapters takes an array); an empty
+    body is `allow_empty` when that is not None, else a 400."""
     raw = await request.get_data(as_text=False)
     assert isinstance(raw, bytes)
     if not raw.strip():
-        if allow_empty:
-            return {}
+        if allow_empty is not None:
+            return allow_empty
         raise BadRequest("request body is empty: expected a JSON object")
     try:
         text = raw.decode("utf-8")
@@ -83,8 +92,6 @@ async def read_json(*, allow_empty: bool = False) -> dict[str, Any]:
         raise BadRequest(f"Invalid JSON in request body: nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
         raise BadRequest(f"Invalid JSON in request body: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
     depth = json_depth(body) if len(raw) < LARGE_BODY else await asyncio.to_thread(json_depth, body)
     if depth > MAX_JSON_DEPTH:
         raise BadRequest(f"Invalid JSON in request body: nested deeper than {MAX_JSON_DEPTH} levels")

@@ -37,6 +37,7 @@ class ModelSpec:
     context_shift: bool = True
     kv_unified: bool = False
     rope: dict[str, Any] = field(default_factory=dict)
+    lora: list[tuple[Path, float]] = field(default_factory=list)  # LoRA adapters (path, initial scale)
 
     @property
     def name(self) -> str:

@@ -163,6 +163,8 @@ def request_bodies(limits: RequestLimits) -> dict[str, dict[str, Any]]:
         "meta.post_props": _object({"system_prompt": {"type": "string"}}),
         "meta.slot_action": _object({"filename": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,200}$"},
                                      "model": {"type": "string"}}),
+        "lora.post_lora_adapters": {"type": "array", "items": _object({"id": {"type": "integer", "minimum": 0},
+                                                                       "scale": {"type": "number"}}, ["id"])},
         **compat_bodies(chat),
     }
 
@@ -174,6 +176,8 @@ QUERY: dict[str, list[dict[str, Any]]] = {
     "meta.slots": [{"name": "fail_on_no_slot", "in": "query", "schema": {"type": "string"}},
                    {"name": "model", "in": "query", "schema": {"type": "string"}}],
     "meta.get_props": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
+    "lora.get_lora_adapters": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
+    "lora.post_lora_adapters": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
     "cors_proxy.cors_proxy": [{"name": "url", "in": "query", "required": True, "schema": {"type": "string"},
                                "description": "the http(s) URL to relay to (needs --ui-mcp-proxy, else 403)"}],
     "meta.slot_action": [{"name": "action", "in": "query", "required": True,

@@ -19,6 +19,7 @@ from typing import Any
 
 from asgi.errors import ApiError
 from asgi.flags import FLAGS, build_parser, env_values
+from asgi.lora_settings import check_lora_files, lora_files
 from asgi.model_specs import ModelSpec, config_models, load_config, model_spec
 from asgi.params import RequestLimits, check_grammar, schema_to_grammar
 from asgi.reasoning_settings import reasoning_flags
@@ -177,7 +178,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         values = env_values(dict(env))
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
-    known, unknown = parser.parse_known_args(normalize_argv([*extra, *argv]))
+    args = normalize_argv([*extra, *argv])
+    known, unknown = parser.parse_known_args(args)
     values.update(vars(known))
     if unknown:
         # llama-server refuses a flag it does not know; here it is a warning, so scripts
@@ -215,6 +217,11 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         settings.models = [model_spec(model_path, values, chat_template)]
         if model is not None and not str(values.get("alias", "")).strip():
             settings.models[0].aliases = [str(model)]  # llama-server names an alias-less model by its path, as given
+
+    adapters = lora_files(values, args)  # --lora / --lora-scaled: checked now, so a bad file exits 1
+    check_lora_files(adapters, [m.path for m in settings.models])
+    for spec in settings.models:
+        spec.lora = list(adapters)
 
     settings.host = str(values.get("host", settings.host))
     settings.hosts = [h.strip() for h in settings.host.split(",") if h.strip()] or ["127.0.0.1"]

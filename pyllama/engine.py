@@ -30,6 +30,7 @@ from pyllama.quant import DEFAULT_PACKING, PackLayout, checked_layout
 from pyllama.quant.matmul import DEFAULT_BACKEND, MatmulBackend, checked_backend
 
 if TYPE_CHECKING:
+    from pyllama.lora import LoraSet
     from pyllama.tokenizer import Tokenizer
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
@@ -131,6 +132,7 @@ class Model:
         self.n_seq = n_seq
         self.n_ubatch = n_ubatch
         self.load_seconds = load_seconds
+        self.lora: LoraSet | None = None  # LoRA adapters (pyllama.lora.attach_adapters)
 
     # -- loading ----------------------------------------------------------------------
     @classmethod

@@ -14,6 +14,7 @@ def register_routes(app: Quart, settings: Settings) -> None:
         completions,
         cors_proxy,
         embeddings,
+        lora,
         meta,
         rerank,
         responses,
@@ -22,7 +23,7 @@ def register_routes(app: Quart, settings: Settings) -> None:
         vertex,
     )
 
-    for module in (meta, tokens, completions, chat, embeddings, cors_proxy, anthropic, responses, rerank):
+    for module in (meta, tokens, completions, chat, embeddings, cors_proxy, anthropic, responses, rerank, lora):
         app.register_blueprint(module.bp)
     vertex.register(app)  # only when AIP_MODE=PREDICTION (Vertex AI custom container)
     if settings.static_path is not None and settings.static_path.is_dir():
