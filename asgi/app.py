@@ -179,6 +179,10 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["BODY_TIMEOUT"] = settings.timeout
     state = ServerState(settings=settings, registry=registry or ModelRegistry(settings))
+    if settings.multi_model:
+        from asgi.router import Router
+
+        state.registry.router = Router(state.registry)
     app.extensions["pyllama"] = state
     _install_middleware(app)
     _install_error_handlers(app)
