@@ -63,8 +63,9 @@ def parse_ini(path: str) -> dict[str, dict[str, str]]:
         pair = _KV.match(line)
         if pair is None:
             raise SettingsError(f"--models-preset {path}: line {number} is neither [section] nor key = value")
-        value = pair.group(2)
-        sections.setdefault(current, {})[pair.group(1)] = value
+        sections.setdefault(current, {})
+        if pair.group(1) != "version":  # the file format's version, not an option
+            sections[current][pair.group(1)] = pair.group(2)
     if not sections.get("default"):
         sections.pop("default", None)
     return sections

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from quart import has_request_context, request
+
 from asgi.errors import BadRequest, Unavailable
 from asgi.registry import ModelRegistry, ServedModel
 
@@ -177,7 +179,10 @@ class Router:
     # -- routing -----------------------------------------------------------------------------
 
     async def acquire(self, served: ServedModel, autoload: bool) -> ServedModel:
-        """The model a request was routed to, loaded (or waited for) and marked busy."""
+        """The model a request was routed to, loaded (or waited for) and marked busy;
+        `?autoload=true|false` overrides --models-autoload for one request."""
+        if has_request_context() and request.args.get("autoload"):
+            autoload = request.args["autoload"] in ("true", "1")
         if not autoload and served.state not in RUNNING:
             raise BadRequest("model is not loaded")
         await self.ensure_ready(served)
