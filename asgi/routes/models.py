@@ -17,7 +17,7 @@ from typing import Any
 
 from quart import Blueprint, Response, current_app, request
 
-from asgi.errors import BadRequest, NotFound, NotSupported
+from asgi.errors import BadRequest, NotFound
 from asgi.http import SSE_HEADERS, json_response, read_json, sse_event
 from asgi.registry import ServedModel
 from asgi.router import RUNNING, Router, model_info, status_value
@@ -128,7 +128,7 @@ async def download_model() -> Response:
         raise BadRequest("model must be a non-empty string")
     if _named(body) is not None:
         raise BadRequest(f"model '{name}' already exists")
-    raise NotSupported(f"model validation failed, unable to download: {NO_DOWNLOADS}")
+    raise BadRequest(f"model validation failed, unable to download: {NO_DOWNLOADS}")  # llama-server's words
 
 
 @bp.delete("/models")

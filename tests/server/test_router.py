@@ -166,10 +166,18 @@ def test_request_errors_match_llama_server(router: ServerProcess) -> None:
     assert not_found.status_code == 404 and not_found.json()["error"]["type"] == "not_found_error"
     assert httpx.post(base + "/models/unload", json={"model": "nope"}).status_code == 400
     assert httpx.post(base + "/models/load", content=b"{not json").status_code == 400
-    assert httpx.post(base + "/models", json={"model": "org/x"}).status_code == 501  # no downloads
+    download = httpx.post(base + "/models", json={"model": "org/x"})  # pyllama never downloads
+    assert download.status_code == 400 and "unable to download" in download.json()["error"]["message"]
     assert httpx.post(base + "/models", json={}).status_code == 400
     assert httpx.request("DELETE", base + "/models?model=smol-a").status_code == 400  # not from a cache
     assert httpx.request("DELETE", base + "/models?model=nope").status_code == 404
+    for path in ("/models/load", "/models/unload", "/models"):  # malformed bodies: a 4xx, never a 5xx
+        for body in (b"[]", b'"x"', b"1", b"null", b'{"model": 7}', b'{"model": ["a"]}', b'{"model": null}',
+                     b'{"model": "' + b"x" * 100_000 + b'"}', b"\xff\xfe", b""):
+            res = httpx.post(base + path, content=body, headers={"Content-Type": "application/json"})
+            assert 400 <= res.status_code < 500, (path, body[:40], res.status_code, res.text[:200])
+    for query in ("?reload=1&x=%ff", "?autoload=maybe"):
+        assert httpx.get(base + "/models" + query).status_code == 200
 
 
 def test_a_busy_model_is_not_evicted_and_the_waiting_request_is_served(router: ServerProcess) -> None:
