@@ -234,4 +234,8 @@ def _spec(name: str, source: str, options: dict[str, str], cli: Mapping[str, Any
     spec.args = render_args({**model_values, **({"model": str(path)} if str(path) != "." else {})})
     spec.preset_ini = _to_ini(name, {**own, **cli}, extra) if source == "preset" else ""
     spec.load_on_startup = extra.get("load-on-startup", "").strip().lower() in TRUE_WORDS
+    try:
+        spec.stop_timeout = int(extra.get("stop-timeout", "10"))
+    except ValueError:
+        log.warning("preset [%s]: stop-timeout %r is not a number of seconds: using 10", name, extra["stop-timeout"])
     return spec

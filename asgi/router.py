@@ -155,7 +155,11 @@ class Router:
         self.notify("status_change", served.name, {"status": "loaded", "info": model_info(served)})
 
     async def unload(self, served: ServedModel) -> None:
-        """Unload a running model; requests still generating on it end with an error event."""
+        """Unload a running model. Requests using it get its `stop-timeout` (10 s) to finish,
+        as a llama-server child gets to exit; those still generating then end with an error."""
+        deadline = time.monotonic() + served.spec.stop_timeout
+        while self.busy(served) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         async with served._lock:
             if served.state not in RUNNING:
                 return
@@ -188,6 +192,7 @@ class Router:
         await self.ensure_ready(served)
         served.last_used = time.monotonic()
         task = asyncio.current_task()
+        served.holders = {t for t in served.holders if not t.done()}
         if task is not None:
             served.holders.add(task)
         if self.fake_timing:

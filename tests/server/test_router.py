@@ -35,7 +35,7 @@ def router(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     (models / "smol-b" / "mmproj-F16.gguf").write_bytes(b"companion, never a model of its own")
     (models / "broken.gguf").write_bytes(b"GGUF" + b"\0" * 64)
     preset = folder / "models.ini"
-    preset.write_text("version = 1\n[*]\nc = 512\n\n[smol-a]\nalias = first, a ; comment\ntags = small\n\n"
+    preset.write_text("version = 1\n[*]\nc = 512\n\n[smol-a]\nalias = first, a ; comment\ntags = small\nstop-timeout = 1\n\n"
                       "[hub]\nhf-repo = ggml-org/some-model-GGUF\n")
     yield from start(["--models-dir", str(models), "--models-preset", str(preset), "--models-max", "1",
                       "-np", "1"], "router")
@@ -222,3 +222,22 @@ def test_no_autoload_and_reload(smollm2_path: Path, tmp_path: Path) -> None:
         assert [m["id"] for m in listed] == ["three", "two"]  # "one" was running: unloaded, then dropped
     finally:
         running.close()
+
+
+def test_unloading_under_a_stream_ends_it_with_an_error_event(router: ServerProcess) -> None:
+    base = router.base_url
+    httpx.post(base + "/models/load", json={"model": "smol-a"})
+    wait_status(router, "smol-a", "loaded")
+    body = {"model": "smol-a", "prompt": "Once upon a time", "n_predict": 2000, "ignore_eos": True, "stream": True}
+    lines: list[str] = []
+    with httpx.stream("POST", base + "/completion", json=body, timeout=120) as res:
+        assert res.status_code == 200
+        for line in res.iter_lines():
+            if line.startswith("data: "):
+                lines.append(line)
+            if len(lines) == 3:  # generating: now unload it (stop-timeout = 1 s in the preset)
+                assert httpx.post(base + "/models/unload", json={"model": "smol-a"}).json() == {"success": True}
+    last = json.loads(lines[-1][6:])
+    assert "error" in last and "unloaded" in last["error"]["message"], last
+    assert len(lines) < 200
+    wait_status(router, "smol-a", "unloaded")
