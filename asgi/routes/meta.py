@@ -74,8 +74,10 @@ async def get_props() -> Response:
     state = server_state()
     if state.registry.is_sleeping and state.registry.asleep_props is not None:
         return json_response(state.registry.asleep_props)  # answering must not wake the model
-    if state.registry.router is not None and not request.args.get("model"):
-        return json_response(router_props(state))  # router mode: the router's own props
+    if state.settings.router and not request.args.get("model"):
+        # router mode: the router's own props (--config-file keeps its first model's, which
+        # the web UI, sending no "model", talks to)
+        return json_response(router_props(state))
     served = state.registry.lookup(request.args.get("model"))
     if served.state != "ready":
         served = await state.registry.get(request.args.get("model"))
