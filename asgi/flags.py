@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgi.lora_settings import LORA_FLAGS
+from asgi.router_flags import ROUTER_FLAGS
 from asgi.speed_flags import SPEED_FLAGS
 
 # kinds: str int float flag (store_true) noflag (store_false) list (repeatable str) toggle (--x/--no-x)
@@ -51,7 +52,6 @@ FLAGS: list[Flag] = [
     _f("--weights", "weights", "str", "weight layout: auto, dense (float32, fastest) or packed (quantized, low memory)", "PYLLAMA_WEIGHTS"),
     _f("--numerics", "numerics", "str", "numerics: fast (default) or exact (bit-for-bit llama.cpp CPU arithmetic; several times slower generation, see docs/performance.md)", "PYLLAMA_NUMERICS"),
     _f("--config-file --config_file", "config_file", "str", "JSON/YAML file: host, port and a `models` list (multi-model)", "PYLLAMA_CONFIG_FILE"),
-    _f("--models-max", "models_max", "int", "most models kept loaded at once with --config-file (default: 4)", "LLAMA_ARG_MODELS_MAX"),
     _f("--models-memory-mb", "models_memory_mb", "int", "memory budget for loaded models in MiB (0 = no limit)", "PYLLAMA_MODELS_MEMORY_MB"),
     # context and batching
     _f("-c --ctx-size", "ctx_size", "int", "context size (default: 0 = from the model)", "LLAMA_ARG_CTX_SIZE"),
@@ -154,6 +154,8 @@ FLAGS: list[Flag] = [
     _f("-v --verbose --log-verbose", "verbose", "flag", "verbose logging (requests and responses)"),
     _f("-lv --verbosity --log-verbosity", "verbosity", "int", "log verbosity level", "LLAMA_ARG_LOG_VERBOSITY"),
     _f("--log-disable", "log_disable", "flag", "disable logging"),
+    # router mode (asgi/router_flags.py)
+    *[_f(*row) for row in ROUTER_FLAGS],
     # threads and speculative decoding (issue 18; asgi/speed_flags.py)
     *[_f(*row) for row in SPEED_FLAGS],
     # LoRA adapters (issue 16; asgi/lora_settings.py)

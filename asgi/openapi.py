@@ -166,6 +166,10 @@ def request_bodies(limits: RequestLimits) -> dict[str, dict[str, Any]]:
         "lora.post_lora_adapters": {"type": "array", "items": _object({"id": {"type": "integer", "minimum": 0},
                                                                        "scale": {"type": "number"}}, ["id"])},
         **compat_bodies(chat),
+        # router mode (asgi/routes/models.py): the model's name or alias
+        "models.load_model": _object({"model": {"type": "string"}}, ["model"]),
+        "models.unload_model": _object({"model": {"type": "string"}}, ["model"]),
+        "models.download_model": _object({"model": {"type": "string"}}, ["model"]),
     }
 
 
@@ -178,6 +182,9 @@ QUERY: dict[str, list[dict[str, Any]]] = {
     "meta.get_props": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
     "lora.get_lora_adapters": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
     "lora.post_lora_adapters": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
+    "models.list_models": [{"name": "reload", "in": "query", "schema": {"type": "string"},
+                            "description": "router mode: read --models-dir and --models-preset again"}],
+    "models.delete_model": [{"name": "model", "in": "query", "required": True, "schema": {"type": "string"}}],
     "cors_proxy.cors_proxy": [{"name": "url", "in": "query", "required": True, "schema": {"type": "string"},
                                "description": "the http(s) URL to relay to (needs --ui-mcp-proxy, else 403)"}],
     "meta.slot_action": [{"name": "action", "in": "query", "required": True,

@@ -89,7 +89,10 @@ class Settings:
     slot_prompt_similarity: float = 0.5
     sampling: dict[str, Any] = field(default_factory=dict)  # request-field defaults
     system_prompt: str = ""
-    models_max: int = 4
+    models_max: int = 4  # 0: no limit
+    models_autoload: bool = True
+    router: bool = False  # --models-dir / --models-preset without -m: llama-server's router mode
+    router_values: dict[str, Any] = field(default_factory=dict)  # the flags router mode re-reads on ?reload=1
     models_memory_mb: int = 0
     multi_model: bool = False
     ignored_flags: list[str] = field(default_factory=list)
@@ -205,6 +208,14 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         values.setdefault("port", data.get("port", settings.port))
         if data.get("api_key"):
             values.setdefault("api_key", [str(data["api_key"])])
+    elif "model" not in values and (values.get("models_dir") or values.get("models_preset")):
+        from asgi.presets import router_specs
+
+        settings.models = router_specs(values, chat_template)
+        if not settings.models:
+            raise SettingsError("router mode: no models found in --models-dir / --models-preset")
+        settings.multi_model = settings.router = True
+        settings.router_values = dict(values)
     else:
         model = values.get("model")
         if model is None:
@@ -246,9 +257,12 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     if (settings.ssl_key_file is None) != (settings.ssl_cert_file is None):
         raise SettingsError("HTTPS needs both --ssl-key-file and --ssl-cert-file")
     for key in ("timeout", "metrics", "slots", "props", "cors_origins", "log_format", "verbose", "cache_prompt",
-                "cont_batching", "slot_prompt_similarity", "models_max", "models_memory_mb", "ui_mcp_proxy"):
+                "cont_batching", "slot_prompt_similarity", "models_max", "models_memory_mb", "ui_mcp_proxy",
+                "models_autoload"):
         if key in values:
             setattr(settings, key, values[key])
+    if settings.models_max < 0:
+        raise SettingsError(f"--models-max must be 0 (no limit) or more (got {settings.models_max})")
     if settings.log_format not in ("text", "json"):
         raise SettingsError(f"--log-format must be text or json (got {settings.log_format!r})")
     if "slot_save_path" in values:
