@@ -18,11 +18,12 @@ def register_routes(app: Quart, settings: Settings) -> None:
         rerank,
         responses,
         static,
+        streams,
         tokens,
         vertex,
     )
 
-    for module in (meta, tokens, completions, chat, embeddings, cors_proxy, anthropic, responses, rerank):
+    for module in (meta, tokens, completions, chat, embeddings, cors_proxy, anthropic, responses, rerank, streams):
         app.register_blueprint(module.bp)
     vertex.register(app)  # only when AIP_MODE=PREDICTION (Vertex AI custom container)
     if settings.static_path is not None and settings.static_path.is_dir():
