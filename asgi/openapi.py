@@ -164,6 +164,10 @@ def request_bodies(limits: RequestLimits) -> dict[str, dict[str, Any]]:
         "meta.slot_action": _object({"filename": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,200}$"},
                                      "model": {"type": "string"}}),
         **compat_bodies(chat),
+        "streams.streams_lookup": _object({"conversation_ids": {
+            "type": "array", "items": {"type": "string"},
+            "description": "ids whose resumable-stream sessions to report (each also matches `ID::model`); "
+                           "as in llama-server, a value that is not an array of strings is ignored"}}),
     }
 
 
@@ -176,6 +180,11 @@ QUERY: dict[str, list[dict[str, Any]]] = {
     "meta.get_props": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
     "cors_proxy.cors_proxy": [{"name": "url", "in": "query", "required": True, "schema": {"type": "string"},
                                "description": "the http(s) URL to relay to (needs --ui-mcp-proxy, else 403)"}],
+    "streams.stream_get": [{"name": "conv_id", "in": "query", "required": True, "schema": {"type": "string"},
+                            "description": "the X-Conversation-Id the stream was started with"},
+                           {"name": "from", "in": "query", "schema": {"type": "integer", "minimum": 0},
+                            "description": "byte offset to replay from (default 0)"}],
+    "streams.stream_delete": [{"name": "conv_id", "in": "query", "required": True, "schema": {"type": "string"}}],
     "meta.slot_action": [{"name": "action", "in": "query", "required": True,
                           "schema": {"type": "string", "enum": ["save", "restore", "erase"]}}],
 }
