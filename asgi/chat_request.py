@@ -18,6 +18,7 @@ from asgi.completion_request import make_tasks, read_params
 from asgi.errors import BadRequest
 from asgi.params import schema_to_grammar
 from asgi.prompts import tokenize_off_loop
+from asgi.reasoning_budget import chat_budget_fields
 from asgi.registry import ServedModel
 from asgi.responses import chat_message
 from asgi.state import server_state
@@ -105,6 +106,8 @@ def chat_prompt(served: ServedModel, body: dict[str, Any]) -> tuple[ChatPrompt, 
             raise BadRequest("top_logprobs requires logprobs to be set to true")
     elif body.get("top_logprobs") is not None:
         raise BadRequest("top_logprobs requires logprobs to be set to true")
+    if thinking and prompt.thinking_tags is not None:  # the reasoning budget's fields (llama-server's)
+        fields.update(chat_budget_fields(body, settings.reasoning, prompt.thinking_tags, prompt.generation_prompt))
     if prompt.schema is not None:
         try:
             fields["grammar"] = schema_to_grammar(prompt.schema)

@@ -12,6 +12,7 @@ from typing import Any
 from asgi.errors import BadRequest, ContextExceeded
 from asgi.params import CompletionParams, check_prompt_count, copy_params, parse_completion_params
 from asgi.prompts import check_token_ids, text_size, tokenize_off_loop, tokenize_prompts
+from asgi.reasoning_budget import budget_spec
 from asgi.registry import ServedModel
 from asgi.responses import completion_final
 from asgi.state import server_state
@@ -36,6 +37,7 @@ def read_params(served: ServedModel, body: dict[str, Any]) -> CompletionParams:
         # generation_settings.logit_bias (JSON null for -inf); the sampler bans them too
         params.sampling.logit_bias = [*params.sampling.logit_bias,
                                       *((t, float("-inf")) for t in sorted(tok.eog_ids))]
+    params.sampling.reasoning_budget = budget_spec(body, tok)  # asgi/reasoning_budget.py
     default = server_state().settings.speculative
     params.speculative = default.with_request(body) if default is not None else None  # speculative.* fields
     return params

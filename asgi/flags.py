@@ -119,8 +119,8 @@ FLAGS: list[Flag] = [
     _f("--jinja", "jinja", "toggle", "use Jinja chat templates (always on here)", "LLAMA_ARG_JINJA", ignored=True),
     _f("-rea --reasoning", "reasoning", "str", "let the model think: on, off or auto (default: auto = when the template can)", "LLAMA_ARG_REASONING"),
     _f("--reasoning-format", "reasoning_format", "str", "where thoughts go: none (in content), deepseek (reasoning_content), deepseek-legacy (both), auto (default)", "LLAMA_ARG_THINK"),
-    _f("--reasoning-budget", "reasoning_budget", "int", "thinking budget: -1 unrestricted (default), 0 no thinking", "LLAMA_ARG_THINK_BUDGET"),
-    _f("--reasoning-budget-message", "reasoning_budget_message", "str", "message injected when the thinking budget is exhausted", "LLAMA_ARG_THINK_BUDGET_MESSAGE"),
+    _f("--reasoning-budget", "reasoning_budget", "int", "thinking budget: -1 unrestricted (default), 0 no thinking, N > 0 thinking tokens before the end tag is forced", "LLAMA_ARG_THINK_BUDGET"),
+    _f("--reasoning-budget-message", "reasoning_budget_message", "str", "message written before the end tag forced when the thinking budget is exhausted (default: none)", "LLAMA_ARG_THINK_BUDGET_MESSAGE"),
     _f("--chat-template-kwargs", "chat_template_kwargs", "str", "JSON object of extra chat template variables, e.g. '{\"enable_thinking\": false}'", "LLAMA_CHAT_TEMPLATE_KWARGS"),
     _f("-spf --system-prompt-file", "system_prompt_file", "str", "JSON file with a system prompt prepended to every prompt"),
     # server
