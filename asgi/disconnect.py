@@ -13,8 +13,8 @@ task inherits. When the client's `http.disconnect` arrives, every registered str
 cancelled in the scheduler (its slot is free after the next step), the waiting tasks are
 cancelled again, and any later attempt to start a task for that request is refused.
 
-A resumable stream (an `X-Conversation-Id` stream whose first event is out, asgi.streams)
-is the exception: its hang-up only detaches the client from the session. The disconnect
+A resumable stream (a streaming request with an `X-Conversation-Id`, asgi.streams) is the
+exception: its hang-up only detaches the client from the session. The disconnect
 is then held back from Quart (which would cancel the handler that drives the generation)
 and the response's later bytes are dropped here instead of written to a closed socket;
 the generation runs on into the session's buffer, bounded by the session's own limits.
@@ -49,7 +49,10 @@ class Watch:
         self.session: StreamSession | None = None  # set once the response is a resumable stream
 
     def add(self, cancel: Callable[[], None]) -> None:
-        """Register a scheduler task's cancel; if the client is already gone, cancel it now."""
+        """Register a scheduler task's cancel; if the client is already gone, cancel it now.
+        A resumable stream's tasks are the session's to stop, not the connection's."""
+        if self.session is not None:
+            return
         self._cancels.append(cancel)
         task = asyncio.current_task()
         if task is not None:
@@ -116,5 +119,7 @@ def watch_disconnects(app: App) -> App:
             await app(scope, watched_receive, watched_send)
         finally:
             _current.reset(token)
+            if watch.session is not None and not watch.session.started:
+                watch.session.evict()  # the request ended (an error, a stop) before streaming
 
     return wrapped

@@ -94,12 +94,17 @@ async def stream_all(served: ServedModel, tasks: list[Any]) -> tuple[Tagged, Asy
     and an iterator over the rest, each tagged with its task index."""
     from pyllama.tasks import Final
 
-    session = open_session()  # X-Conversation-Id: a resumable stream (asgi.streams)
+    session = claim_stream({"stream": True})  # X-Conversation-Id: a resumable stream (asgi.streams)
+    if session is not None:
+        if session.cancelled:
+            session.evict()
+            raise BadRequest("request cancelled by a stop while the model was loading")
+        session.started = True
     try:
         streams = [submit(served, t) for t in tasks]
     except BaseException:
         if session is not None:
-            stream_sessions().evict(session)
+            session.evict()
         raise
     queue: asyncio.Queue[Tagged] = asyncio.Queue()
 
@@ -126,11 +131,10 @@ async def stream_all(served: ServedModel, tasks: list[Any]) -> tuple[Tagged, Asy
             raise_for_final(first.event)
     except BaseException:
         cleanup()
-        if session is not None:  # failed (or abandoned) before streaming: nothing to resume
-            stream_sessions().evict(session)
+        if session is not None:  # failed (or stopped) before streaming: nothing to resume
+            session.evict()
         raise
     if session is not None:
-        watch = current_watch()
 
         def stop() -> None:  # DELETE /v1/stream, a replacing request, or the detach timeout
             for s in streams:
@@ -138,8 +142,6 @@ async def stream_all(served: ServedModel, tasks: list[Any]) -> tuple[Tagged, Asy
             queue.put_nowait(Tagged(STOPPED, None))  # the response ends as if the generation had
 
         session.set_canceller(stop)
-        if watch is not None:
-            watch.make_resumable(session)
 
     async def rest() -> AsyncIterator[Tagged]:
         remaining = len(tasks) - (1 if isinstance(first.event, Final) else 0)
@@ -157,23 +159,26 @@ async def stream_all(served: ServedModel, tasks: list[Any]) -> tuple[Tagged, Asy
     return first, rest()
 
 
-def stream_sessions() -> Any:
-    from asgi.state import server_state
-
-    return server_state().streams
-
-
-def open_session() -> StreamSession | None:
-    """The session of a streaming request that names its conversation (llama-server's
-    X-Conversation-Id header); None when the request does not ask for one."""
+def claim_stream(body: dict[str, Any]) -> StreamSession | None:
+    """The resumable-stream session of a streaming request that names its conversation
+    (llama-server's X-Conversation-Id header), created on the first call; None when the
+    request does not ask for one. Generating routes call it as soon as the body is read,
+    so a hang-up while the model loads no longer cancels the request."""
     from quart import has_request_context, request
 
-    if not has_request_context():
+    from asgi.state import server_state
+
+    watch = current_watch()
+    if watch is not None and watch.session is not None:
+        return watch.session
+    if body.get("stream") is not True or not has_request_context():
         return None
     conv_id = request.headers.get("X-Conversation-Id", "")
     if not conv_id:
         return None
-    session: StreamSession = stream_sessions().create_or_replace(conv_id)
+    session = server_state().streams.create_or_replace(conv_id)
+    if watch is not None:
+        watch.make_resumable(session)
     return session
 
 

@@ -1,10 +1,14 @@
 """Resumable streams, as llama-server's server-stream: a stream survives its client.
 
 A streaming request that carries an `X-Conversation-Id` header gets a session keyed by
-that id (a new request on the same id replaces, and cancels, the previous one). Once its
-first event is out, every SSE byte of the response is also appended to the session's
-buffer, and a client disconnect no longer cancels the generation (asgi.disconnect holds
-the hang-up back): it runs on into the buffer. The client reattaches with
+that id as soon as its body is read (a new request on the same id replaces, and cancels,
+the previous one). From then on a client disconnect no longer cancels the request
+(asgi.disconnect holds the hang-up back) - as llama-server's router does for a request
+that waits for its model to load - and every SSE byte of the response is also appended to
+the session's buffer: the generation runs on into it. Until its tasks are submitted the
+session is pending: a reader is told to retry (503), a stop (DELETE) makes the request end
+with a 400 instead of generating, and a request that fails before streaming leaves no
+session behind. The client reattaches with
 `GET /v1/stream?conv_id=ID&from=N`, which replays the buffer from byte N and follows the
 live bytes until the end; `POST /v1/streams/lookup` tells it which of its ids have a
 session and how many bytes they hold; `DELETE /v1/stream?conv_id=ID` stops one.
@@ -45,7 +49,9 @@ class StreamSession:
         self.dropped = 0  # bytes cut from the front (the cap)
         self.done = False
         self.cancelled = False
+        self.started = False  # its tasks are submitted (before: the model may still be loading)
         self.readers = 0  # attached clients: the original response, and each GET /v1/stream
+        self.manager: StreamSessions | None = None
         self.detached_since: float | None = None  # monotonic time the last reader left
         self._cancel: Callable[[], None] | None = None
         self._changed = asyncio.Event()
@@ -116,6 +122,12 @@ class StreamSession:
                 return
             await self._changed.wait()
 
+    def evict(self) -> None:
+        """Forget this session (a request that ended before its stream started)."""
+        if self.manager is not None:
+            self.manager.evict(self)
+        self.finalize()
+
     def to_json(self) -> dict[str, object]:
         """One entry of POST /v1/streams/lookup's answer (llama-server's field names)."""
         return {"conversation_id": self.conversation_id, "is_done": self.done, "total_bytes": self.total_bytes,
@@ -131,6 +143,7 @@ class StreamSessions:
 
     def create_or_replace(self, conversation_id: str) -> StreamSession:
         fresh = StreamSession(conversation_id)
+        fresh.manager = self
         previous = self.sessions.get(conversation_id)
         self.sessions[conversation_id] = fresh
         if previous is not None:
@@ -145,7 +158,8 @@ class StreamSessions:
         found: list[StreamSession] = []
         for rid in ids:
             prefix = rid + "::"
-            found.extend(s for key, s in self.sessions.items() if key == rid or key.startswith(prefix))
+            found.extend(s for key, s in self.sessions.items()
+                         if s.started and (key == rid or key.startswith(prefix)))
         return found
 
     def evict(self, session: StreamSession) -> None:

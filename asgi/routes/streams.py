@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, current_app, request
 
-from asgi.errors import BadRequest, NotFound
+from asgi.errors import BadRequest, NotFound, Unavailable
 from asgi.http import SSE_HEADERS, json_response
 from asgi.state import server_state
 from asgi.streams import OffsetLost, StreamSession
@@ -48,6 +48,8 @@ async def stream_get() -> Response:
     session = server_state().streams.get(conv_id)
     if session is None:
         raise NotFound("Stream not found or expired")
+    if not session.started:  # its request still waits for the model (llama-server's router: 503)
+        raise Unavailable("Stream owner model is loading, retry later")
     offset = _offset()
     if offset < session.dropped:
         raise BadRequest("Stream offset lost, please restart")

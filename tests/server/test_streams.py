@@ -245,3 +245,75 @@ def test_errors_and_lookup_rules(srv: ServerProcess) -> None:
     r = httpx.post(base + "/v1/chat/completions", json=too_long, headers={"X-Conversation-Id": "bad"}, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["type"] == "exceed_context_size_error"
     assert lookup(srv, "bad") == []
+
+
+# -- a request that waits for its model (here: a sleeping server reloading it) -------------
+
+@pytest.fixture(scope="module")
+def sleepy(smollm2_path: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(["-m", str(smollm2_path), "-c", "1024", "-np", "1", "--sleep-idle-seconds", "1"],
+                           log_name="streams-sleepy", port=port_in_range(8930, 8939))
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_asleep(srv: ServerProcess, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not httpx.get(srv.base_url + "/props", timeout=10).json().get("is_sleeping"):
+        assert time.monotonic() < deadline, "the server never fell asleep"
+        time.sleep(0.2)
+
+
+def test_a_hang_up_while_the_model_loads_still_gets_a_resumable_stream(sleepy: ServerProcess) -> None:
+    """llama.cpp's test_stream_resumes_after_reload_during_model_load, on a reload from sleep."""
+    wait_asleep(sleepy)
+    body = json.dumps(chat_body(8))
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{sleepy.port}\r\n"
+            f"Content-Type: application/json\r\nX-Conversation-Id: conv-sleep\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}")
+    with socket.create_connection(("127.0.0.1", sleepy.port)) as sock:
+        sock.sendall(head.encode())
+        time.sleep(0.3)  # the body is read (the session exists), the model is loading
+    saw_503, replay = False, None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        r = httpx.get(sleepy.base_url + "/v1/stream", params={"conv_id": "conv-sleep", "from": 0}, timeout=60)
+        if r.status_code == 503:
+            saw_503 = True
+            assert r.json()["error"]["message"] == "Stream owner model is loading, retry later"
+        elif r.status_code == 200 and "data: " in r.text:
+            replay = r
+            break
+        time.sleep(0.1)
+    assert saw_503, "a resume during the load did not answer 503"
+    assert replay is not None, "the session never became resumable after the client disconnect"
+    events = parse_sse(replay.text)
+    assert events[-1] == "[DONE]" and final_timings(events)["predicted_n"] == 8
+
+
+def test_a_stop_while_the_model_loads_cancels_the_request(sleepy: ServerProcess) -> None:
+    """llama.cpp's test_stream_stop_during_model_load."""
+    import threading
+
+    wait_asleep(sleepy)
+    outcome: list[httpx.Response] = []
+
+    def post() -> None:
+        outcome.append(httpx.post(sleepy.base_url + "/v1/chat/completions", json=chat_body(200),
+                                  headers={"X-Conversation-Id": "conv-stop"}, timeout=120))
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while httpx.get(sleepy.base_url + "/v1/stream", params={"conv_id": "conv-stop"}, timeout=10).status_code != 503:
+        assert time.monotonic() < deadline and thread.is_alive(), "never saw the pending session"
+        time.sleep(0.05)
+    assert httpx.delete(sleepy.base_url + "/v1/stream", params={"conv_id": "conv-stop"}, timeout=10).status_code == 204
+    thread.join(120)
+    (r,) = outcome
+    assert r.status_code == 400 and "cancelled" in r.text
+    assert httpx.get(sleepy.base_url + "/v1/stream", params={"conv_id": "conv-stop"}, timeout=10).status_code == 404
+    assert lookup(sleepy, "conv-stop") == []
