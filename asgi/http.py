@@ -161,9 +161,10 @@ def sse_response(events: AsyncIterator[str], done: str | None = None) -> Respons
                 if not state.cancelling or task is None:
                     raise
                 task.uncancel()
-                yield sse_event(ShuttingDown(SHUTDOWN_MESSAGE).to_json()).encode("utf-8")
-                if done is not None:
-                    yield done.encode("utf-8")
+                ending = sse_event(ShuttingDown(SHUTDOWN_MESSAGE).to_json()) + (done or "")
+                if session is not None:
+                    session.append(ending.encode("utf-8"))
+                yield ending.encode("utf-8")
             finally:
                 if session is not None:
                     session.finalize()

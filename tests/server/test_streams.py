@@ -39,7 +39,7 @@ def port_in_range(low: int = 8950, high: int = 8999) -> int:
 
 @pytest.fixture(scope="module")
 def srv(smollm2_path: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(["-m", str(smollm2_path), "-c", "2048", "-np", "2", "--stream-detach-timeout",
+    server = ServerProcess(["-m", str(smollm2_path), "-c", "2048", "-np", "2", "--metrics", "--stream-detach-timeout",
                             str(DETACH_TIMEOUT)], log_name="streams", port=port_in_range())
     try:
         server.wait_ready()
@@ -95,6 +95,13 @@ def start_and_drop(srv: ServerProcess, conv: str, body: dict[str, Any], n_events
     return received  # leaving the block closes the socket mid-stream
 
 
+def tokens_predicted(srv: ServerProcess) -> float:
+    for line in httpx.get(srv.base_url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("llamacpp:tokens_predicted_total "):
+            return float(line.split()[1])
+    raise AssertionError("no llamacpp:tokens_predicted_total")
+
+
 def wait_idle(srv: ServerProcess, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -109,6 +116,7 @@ def test_reattach_gets_the_rest_of_the_same_generation(srv: ServerProcess) -> No
     whole = httpx.post(srv.base_url + "/v1/chat/completions", json=chat_body(40), timeout=120)
     uninterrupted = parse_sse(whole.text)
 
+    before = tokens_predicted(srv)
     first = start_and_drop(srv, "conv-a", chat_body(40), 3)
     time.sleep(0.3)
     sessions = lookup(srv, "conv-a")
@@ -124,6 +132,7 @@ def test_reattach_gets_the_rest_of_the_same_generation(srv: ServerProcess) -> No
     timings = final_timings(events)
     assert timings["predicted_n"] == final_timings(uninterrupted)["predicted_n"] == 40
     assert content_of(events) == content_of(uninterrupted)
+    assert tokens_predicted(srv) - before == 40, "the model generated the reply once, not again"
     # the session is finished and holds every byte; a replay from 0 is the whole stream
     (done,) = lookup(srv, "conv-a")
     assert done["is_done"] and done["total_bytes"] == len(first) + len(rest.content)
