@@ -16,8 +16,10 @@ from quart import request
 from asgi.chat_reply import Reply, reasoning_format
 from asgi.completion_request import make_tasks, read_params
 from asgi.errors import BadRequest
+from asgi.generate import claim_stream
 from asgi.params import schema_to_grammar
 from asgi.prompts import tokenize_off_loop
+from asgi.reasoning_budget import chat_budget_fields
 from asgi.registry import ServedModel
 from asgi.responses import chat_message
 from asgi.state import server_state
@@ -105,6 +107,8 @@ def chat_prompt(served: ServedModel, body: dict[str, Any]) -> tuple[ChatPrompt, 
             raise BadRequest("top_logprobs requires logprobs to be set to true")
     elif body.get("top_logprobs") is not None:
         raise BadRequest("top_logprobs requires logprobs to be set to true")
+    if thinking and prompt.thinking_tags is not None:  # the reasoning budget's fields (llama-server's)
+        fields.update(chat_budget_fields(body, settings.reasoning, prompt.thinking_tags, prompt.generation_prompt))
     if prompt.schema is not None:
         try:
             fields["grammar"] = schema_to_grammar(prompt.schema)
@@ -132,6 +136,7 @@ class ChatRun:
 async def prepare_chat(body: dict[str, Any]) -> ChatRun:
     """Everything a chat-shaped route does before generating (shared with /v1/messages
     and /v1/responses, which translate their bodies into this one first)."""
+    claim_stream(body)  # X-Conversation-Id: resumable from here on (asgi.streams)
     served = await server_state().registry.get(body.get("model"))
     size = request.content_length or 0  # a large chat is templated and read off the event loop
     prompt, fields = await tokenize_off_loop(size, chat_prompt, served, body)

@@ -13,6 +13,7 @@ from asgi.errors import BadRequest, ContextExceeded
 from asgi.lora_settings import lora_scales
 from asgi.params import CompletionParams, check_prompt_count, copy_params, parse_completion_params
 from asgi.prompts import check_token_ids, text_size, tokenize_off_loop, tokenize_prompts
+from asgi.reasoning_budget import budget_spec
 from asgi.registry import ServedModel
 from asgi.responses import completion_final
 from asgi.state import server_state
@@ -40,6 +41,7 @@ def read_params(served: ServedModel, body: dict[str, Any]) -> CompletionParams:
     if params.lora is not None:
         lora = served.model.lora
         lora_scales(params.lora, len(lora.adapters) if lora is not None else 0)  # unknown ids: 400 now
+    params.sampling.reasoning_budget = budget_spec(body, tok)  # asgi/reasoning_budget.py
     default = server_state().settings.speculative
     params.speculative = default.with_request(body) if default is not None else None  # speculative.* fields
     return params

@@ -148,23 +148,33 @@ async def guarded(awaitable: Awaitable[T]) -> T:
 def sse_response(events: AsyncIterator[str], done: str | None = None) -> Response:
     """Stream `events`; if a graceful shutdown cancels the stream, end it with an error
     event (and `done`, the OpenAI routes' [DONE]) so the client sees a well-formed end."""
+    from asgi.disconnect import current_watch
     from asgi.state import ShuttingDown
 
     state = current_app.extensions["pyllama"]
+    watch = current_watch()
+    session = watch.session if watch is not None else None  # a resumable stream (asgi.streams)
 
     async def body() -> AsyncIterator[bytes]:
         with state.tracked():
             try:
                 async for chunk in events:
-                    yield chunk.encode("utf-8")
+                    data = chunk.encode("utf-8")
+                    if session is not None:
+                        session.append(data)
+                    yield data
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if not state.cancelling or task is None:
                     raise
                 task.uncancel()
-                yield sse_event(ShuttingDown(SHUTDOWN_MESSAGE).to_json()).encode("utf-8")
-                if done is not None:
-                    yield done.encode("utf-8")
+                ending = sse_event(ShuttingDown(SHUTDOWN_MESSAGE).to_json()) + (done or "")
+                if session is not None:
+                    session.append(ending.encode("utf-8"))
+                yield ending.encode("utf-8")
+            finally:
+                if session is not None:
+                    session.finalize()
 
     response = current_app.response_class(body(), status=200, mimetype="text/event-stream")
     response.timeout = None  # a long generation is not a stuck response

@@ -109,6 +109,7 @@ class Settings:
     n_threads_batch: int | None = None  # -tb; None: same as -t
     speculative: Any = None  # pyllama.speculative.SpecParams: the requests' default (asgi/speed_flags.py)
     model_draft: Path | None = None  # -md: the draft model every served model speculates with
+    stream_detach_timeout: float = 300.0  # a resumable stream without a reader is cancelled after this
 
     @property
     def default_model(self) -> ModelSpec:
@@ -330,6 +331,11 @@ def _apply_limits(settings: Settings, values: dict[str, Any]) -> None:
         settings.shutdown_timeout = float(values["shutdown_timeout"])
         if not 0 <= settings.shutdown_timeout <= 3600:
             raise SettingsError(f"--shutdown-timeout must be between 0 and 3600 s (got {settings.shutdown_timeout})")
+    if "stream_detach_timeout" in values:  # resumable streams (asgi/streams.py)
+        settings.stream_detach_timeout = float(values["stream_detach_timeout"])
+        if not 0.5 <= settings.stream_detach_timeout <= 86400:
+            raise SettingsError("--stream-detach-timeout must be between 0.5 and 86400 s "
+                                f"(got {settings.stream_detach_timeout:g})")
     if settings.timeout < 1:
         raise SettingsError(f"--timeout must be at least 1 second (got {settings.timeout})")
 
