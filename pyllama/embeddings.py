@@ -53,11 +53,14 @@ class RankHead:
             model.config.arch in ("qwen3", "qwen3vl"),
             bool(model.net.causal),  # the attention the engine runs (BERTs are bidirectional)
         )
-        if head.cls is None and head.out is None:
-            raise InvalidRequestError(f"{model.path}: pooling 'rank' needs a reranker model (no cls / cls.output tensors)")
         return head
 
     def __call__(self, x: F32) -> F32:
+        if self.cls is None and self.out is None:
+            # No classifier head (a plain LM run with --reranking): llama.cpp's RANK pooling
+            # then yields the pooled hidden state and the server reads its first n_cls_out (1)
+            # floats as the score, so a client gets scores instead of an error.
+            return x[..., :1]
         if self.cls is not None:
             x = self.cls(x)
             if self.cls_b is not None:

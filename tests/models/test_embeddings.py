@@ -53,8 +53,11 @@ def test_nomic_mean_pooling(tmp_path: Path) -> None:
     model = load("nomic-bert", tmp_path)
     got = embed(model, synth.PROMPT, normalize_mode=-1)
     assert float(np.abs(got[0] - expected("nomic-bert")["mean"]).max()) < TOLERANCE
-    with pytest.raises(InvalidRequestError, match="reranker"):
-        embed(model, synth.PROMPT, pooling="rank")
+    # No classifier head: llama.cpp's RANK pooling reads the first float of the pooled row
+    # (the first token on a bidirectional model), unnormalised, instead of failing.
+    rank = embed(model, synth.PROMPT, pooling="rank")
+    cls = embed(model, synth.PROMPT, pooling="cls", normalize_mode=-1)
+    assert rank.shape == (1, 1) and float(abs(rank[0, 0] - cls[0, 0])) < TOLERANCE
 
 
 def test_normalisations() -> None:
@@ -95,5 +98,5 @@ def test_rank_reads_the_last_token_on_a_causal_model(bert: Model) -> None:
     """llama-graph's inp_cls for RANK: the first token, the last when attention is causal (Qwen3 rerankers)."""
     assert RankHead.from_model(bert).last_token is False  # BERT is bidirectional: its first token
     hidden = np.arange(12, dtype=np.float32).reshape(3, 4)
-    assert np.array_equal(pool(hidden, "rank", RankHead(None, None, None, None)), hidden[:1])
-    assert np.array_equal(pool(hidden, "rank", RankHead(None, None, None, None, last_token=True)), hidden[-1:])
+    assert np.array_equal(pool(hidden, "rank", RankHead(None, None, None, None)), hidden[:1, :1])
+    assert np.array_equal(pool(hidden, "rank", RankHead(None, None, None, None, last_token=True)), hidden[-1:, :1])

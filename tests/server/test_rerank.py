@@ -238,3 +238,26 @@ def test_scheduler_rank_pooling_through_embeddings(files: dict[str, Path], model
     got = res.json()[0]["embedding"]
     assert len(got) == 1 and len(got[0]) == 1
     assert abs(got[0][0] - score(model, tokens)) < 1e-4
+
+
+@pytest.mark.parametrize("top_n,want", [(None, 4), (2, 2), (99, 4)])
+def test_headless_model_ranks_like_llama_server(smollm2_path: Path, top_n: int | None, want: int) -> None:
+    """A model without a classifier head (SmolLM2) under --reranking: llama-server scores each
+    document with the first float of the pooled row (llama.cpp's test_rerank_top_n and
+    test_rerank_tei_top_n pass on it), so this is a 200 with top_n honoured, not an error."""
+    s = start(["-m", str(smollm2_path), "--reranking", "-c", "512", "-np", "1"])
+    try:
+        docs = ["A machine uses power.", "Learning is acquiring knowledge.",
+                "Machine learning is a field of AI.", "Paris est une ville."]
+        extra = {} if top_n is None else {"top_n": top_n}
+        res = httpx.post(s.base_url + "/rerank", json={"query": "Machine learning is", "documents": docs, **extra}, timeout=120)
+        assert res.status_code == 200, res.text
+        results = res.json()["results"]
+        assert len(results) == want
+        scores = [r["relevance_score"] for r in results]
+        assert all(isinstance(x, float) and np.isfinite(x) for x in scores) and scores == sorted(scores, reverse=True)
+        res = httpx.post(s.base_url + "/rerank", json={"query": "Machine learning is", "texts": docs, **extra}, timeout=120)
+        assert res.status_code == 200, res.text
+        assert len(res.json()) == want and all("score" in r for r in res.json())
+    finally:
+        s.stop()
