@@ -109,7 +109,7 @@ class AttentionPlan:
                 keys = keys.astype(f32)
             if vals.dtype != f32:
                 vals = vals.astype(f32)
-            qg = q.reshape(t, hkv, g, dh)
+            qg: F32 = q.reshape(t, hkv, g, dh)
             if scale != 1.0:  # 1.0: the block scaled the queries already (Gemma 3)
                 qg = np.multiply(qg, f32(scale))
             mask = self._mask(-1, self.pos_ids, self.n_kv, window, first)
