@@ -78,8 +78,8 @@ def _install_middleware(app: Quart) -> None:
             response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
             response.headers["Access-Control-Allow-Headers"] = "*"
             return response
-        if not settings.api_keys or request.path in PUBLIC_PATHS:
-            return None
+        if not settings.api_keys or (request.path in PUBLIC_PATHS and request.method in ("GET", "HEAD")):
+            return None  # reading the model list is public; POST/DELETE /models (router mode) are not
         if request.method in ("GET", "HEAD") and (request.endpoint or "").startswith("static."):
             return None  # the web UI must load before the user can type a key
         given = request.headers.get("Authorization", "") or request.headers.get("X-Api-Key", "")
@@ -179,6 +179,10 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["BODY_TIMEOUT"] = settings.timeout
     state = ServerState(settings=settings, registry=registry or ModelRegistry(settings))
+    if settings.multi_model:
+        from asgi.router import Router
+
+        state.registry.router = Router(state.registry)
     app.extensions["pyllama"] = state
     _install_middleware(app)
     _install_error_handlers(app)

@@ -14,6 +14,8 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from asgi.lora_settings import LORA_FLAGS
+from asgi.router_flags import ROUTER_FLAGS
 from asgi.speed_flags import SPEED_FLAGS
 
 # kinds: str int float flag (store_true) noflag (store_false) list (repeatable str) toggle (--x/--no-x)
@@ -50,7 +52,6 @@ FLAGS: list[Flag] = [
     _f("--weights", "weights", "str", "weight layout: auto, dense (float32, fastest) or packed (quantized, low memory)", "PYLLAMA_WEIGHTS"),
     _f("--numerics", "numerics", "str", "numerics: fast (default) or exact (bit-for-bit llama.cpp CPU arithmetic; several times slower generation, see docs/performance.md)", "PYLLAMA_NUMERICS"),
     _f("--config-file --config_file", "config_file", "str", "JSON/YAML file: host, port and a `models` list (multi-model)", "PYLLAMA_CONFIG_FILE"),
-    _f("--models-max", "models_max", "int", "most models kept loaded at once with --config-file (default: 4)", "LLAMA_ARG_MODELS_MAX"),
     _f("--models-memory-mb", "models_memory_mb", "int", "memory budget for loaded models in MiB (0 = no limit)", "PYLLAMA_MODELS_MEMORY_MB"),
     # context and batching
     _f("-c --ctx-size", "ctx_size", "int", "context size (default: 0 = from the model)", "LLAMA_ARG_CTX_SIZE"),
@@ -153,8 +154,12 @@ FLAGS: list[Flag] = [
     _f("-v --verbose --log-verbose", "verbose", "flag", "verbose logging (requests and responses)"),
     _f("-lv --verbosity --log-verbosity", "verbosity", "int", "log verbosity level", "LLAMA_ARG_LOG_VERBOSITY"),
     _f("--log-disable", "log_disable", "flag", "disable logging"),
+    # router mode (asgi/router_flags.py)
+    *[_f(*row) for row in ROUTER_FLAGS],
     # threads and speculative decoding (issue 18; asgi/speed_flags.py)
     *[_f(*row) for row in SPEED_FLAGS],
+    # LoRA adapters (issue 16; asgi/lora_settings.py)
+    *[_f(*row, metavar="FNAME" if row[2] == "list" else None) for row in LORA_FLAGS],
     _f("--sleep-idle-seconds", "sleep_idle_seconds", "int", "seconds of idleness after which the model is unloaded until the next request (default: -1 = never)", "LLAMA_ARG_SLEEP_IDLE_SECONDS"),
     _f("--ui-mcp-proxy --webui-mcp-proxy", "ui_mcp_proxy", "toggle", "serve the /cors-proxy route the web UI's MCP client uses (default: off; do not enable in untrusted environments)", "LLAMA_ARG_UI_MCP_PROXY"),
     _f("--media-path", "media_path", "str", "folder local file:// media may be read from (no multimodal models here: accepted, unused)", "LLAMA_ARG_MEDIA_PATH"),

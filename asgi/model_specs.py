@@ -37,11 +37,20 @@ class ModelSpec:
     context_shift: bool = True
     kv_unified: bool = False
     rope: dict[str, Any] = field(default_factory=dict)
+    lora: list[tuple[Path, float]] = field(default_factory=list)  # LoRA adapters (path, initial scale)
+    # router mode (asgi/presets.py): where the model was declared, why it cannot load (a
+    # preset naming a missing file or a hub repository: listed, and "failed" once asked
+    # for), its preset as INI text, the flags it is served with, preset-only options
+    source: str = ""
+    unavailable: str = ""
+    preset_ini: str = ""
+    args: list[str] = field(default_factory=list)
+    load_on_startup: bool = False
+    stop_timeout: int = 10  # seconds an unload waits for the requests using the model
 
     @property
     def name(self) -> str:
         return self.aliases[0]
-
 
 
 ROPE_FLAGS = (

@@ -179,7 +179,13 @@ def request_bodies(limits: RequestLimits) -> dict[str, dict[str, Any]]:
         "meta.post_props": _object({"system_prompt": {"type": "string"}}),
         "meta.slot_action": _object({"filename": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,200}$"},
                                      "model": {"type": "string"}}),
+        "lora.post_lora_adapters": {"type": "array", "items": _object({"id": {"type": "integer", "minimum": 0},
+                                                                       "scale": {"type": "number"}}, ["id"])},
         **compat_bodies(chat),
+        # router mode (asgi/routes/models.py): the model's name or alias
+        "models.load_model": _object({"model": {"type": "string"}}, ["model"]),
+        "models.unload_model": _object({"model": {"type": "string"}}, ["model"]),
+        "models.download_model": _object({"model": {"type": "string"}}, ["model"]),
         "streams.streams_lookup": _object({"conversation_ids": {
             "type": "array", "items": {"type": "string"},
             "description": "ids whose resumable-stream sessions to report (each also matches `ID::model`); "
@@ -194,6 +200,11 @@ QUERY: dict[str, list[dict[str, Any]]] = {
     "meta.slots": [{"name": "fail_on_no_slot", "in": "query", "schema": {"type": "string"}},
                    {"name": "model", "in": "query", "schema": {"type": "string"}}],
     "meta.get_props": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
+    "lora.get_lora_adapters": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
+    "lora.post_lora_adapters": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
+    "models.list_models": [{"name": "reload", "in": "query", "schema": {"type": "string"},
+                            "description": "router mode: read --models-dir and --models-preset again"}],
+    "models.delete_model": [{"name": "model", "in": "query", "required": True, "schema": {"type": "string"}}],
     "cors_proxy.cors_proxy": [{"name": "url", "in": "query", "required": True, "schema": {"type": "string"},
                                "description": "the http(s) URL to relay to (needs --ui-mcp-proxy, else 403)"}],
     "streams.stream_get": [{"name": "conv_id", "in": "query", "required": True, "schema": {"type": "string"},

@@ -13,9 +13,9 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from asgi.errors import ContextExceeded, NotFound, Unavailable
+from asgi.errors import BadRequest, ContextExceeded, Unavailable
 from asgi.metrics import MetricsBook
 from asgi.model_specs import ModelSpec
 from asgi.settings import Settings
@@ -52,6 +52,7 @@ class ServedModel:
     created: int = field(default_factory=lambda: int(time.time()))
     active_requests: int = 0
     meta_cache: dict[str, Any] | None = None  # /models "meta", kept while the model sleeps
+    holders: set[asyncio.Task[Any]] = field(default_factory=set)  # router mode: requests routed here (asgi/router.py)
     threads: Any = None  # pyllama.cli.blas_threads.BlasThreads, shared by every model of the server
     _max_piece_bytes: int = 0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -69,6 +70,8 @@ class ServedModel:
         from pyllama.engine import Model, RopeOverrides
 
         spec = self.spec
+        if spec.unavailable:
+            raise ModelLoadError(spec.unavailable)
         rope = RopeOverrides.from_flags(spec.rope)
         t0 = time.perf_counter()
         model = Model.load(
@@ -83,6 +86,10 @@ class ServedModel:
             cache_type_v=spec.cache_type_v,
             rope=rope,
         )
+        if spec.lora:
+            from pyllama.lora import LoraAdapter, attach_adapters
+
+            attach_adapters(model, [LoraAdapter.read(p) for p, _ in spec.lora], [s for _, s in spec.lora])
         warm_up(model, spec.path)
         draft = None
         if self.settings.model_draft is not None:  # -md: same context and slots as the target
@@ -154,18 +161,20 @@ class ServedModel:
             except Exception as exc:
                 self.state = "error"
                 # Answers name the file, not the folder it sits in (the log keeps the full path).
-                self.error = str(exc).replace(str(self.spec.path), self.spec.path.name)
+                self.error = str(exc)
+                if self.spec.path.name:
+                    self.error = self.error.replace(str(self.spec.path), self.spec.path.name)
                 log.error("failed to load %s: %s", self.spec.path, exc)
                 raise Unavailable(f"model '{self.name}' failed to load: {self.error}") from None
             self.state = "ready"
 
-    def unload(self, final_state: str = "unloaded") -> None:
+    def unload(self, final_state: str = "unloaded", fail_message: str | None = None) -> None:
         if final_state == "sleeping":
             # Sleep holds the model's lock, so nothing reloads it meanwhile; the state changes
             # first because this runs on a thread while routes that trust "ready" keep answering.
             self.state = final_state
         if self.worker is not None:
-            self.worker.stop()
+            self.worker.stop(fail_message=fail_message)
         self.worker = None
         self.scheduler = None
         self.model = None
@@ -234,6 +243,16 @@ def make_scheduler(model: Model, spec: ModelSpec, settings: Settings, threads: A
     )
 
 
+class RouterHooks(Protocol):
+    """What the registry asks of asgi.router.Router (which imports this module, not the reverse)."""
+
+    async def acquire(self, served: ServedModel, autoload: bool) -> ServedModel: ...
+
+    async def ensure_ready(self, served: ServedModel) -> None: ...
+
+    def in_background(self, work: Any) -> None: ...
+
+
 class ModelRegistry:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -246,6 +265,12 @@ class ModelRegistry:
         self.metrics_book = MetricsBook()
         # --sleep-idle-seconds: props kept from before the model was unloaded (GET /props while asleep)
         self.asleep_props: dict[str, Any] | None = None
+        self.router: RouterHooks | None = None  # set by create_app with several models
+
+    def set_models(self, models: list[ServedModel]) -> None:
+        """Router mode's ?reload=1: the new list (running models kept as they are)."""
+        self.models = models
+        self._by_name = {alias: m for m in models for alias in m.spec.aliases}
 
     @property
     def is_sleeping(self) -> bool:
@@ -256,26 +281,33 @@ class ModelRegistry:
         return self.models[0]
 
     def lookup(self, name: Any) -> ServedModel:
-        """The model a request's "model" field names (a single-model server ignores the field)."""
-        if not self.settings.multi_model or name is None or name == "":
+        """The model a request's "model" field names (a single-model server ignores the field).
+
+        Router mode answers as llama-server's router_validate_model: 400 for a missing or
+        unknown name; --config-file falls back to its first model when the field is absent."""
+        if not self.settings.multi_model:
+            return self.default
+        if name is None or name == "":
+            if self.settings.router:
+                raise BadRequest("model name is missing from the request")
             return self.default
         if isinstance(name, str) and name in self._by_name:
             return self._by_name[name]
-        names = ", ".join(a for m in self.models for a in m.spec.aliases)
-        raise NotFound(f"model '{name}' not found; available models: {names}")
+        names = ", ".join(m.name for m in self.models)
+        raise BadRequest(f"model '{name}' not found (available: {names})")
 
-    async def get(self, name: Any) -> ServedModel:
-        """The model for a request that needs it loaded: a sleeping model wakes up here."""
+    async def get(self, name: Any, autoload: bool | None = None) -> ServedModel:
+        """The model for a request that needs it loaded: a sleeping model wakes up here; in
+        router mode the request may wait for its turn to load it (asgi/router.py)."""
         served = self.lookup(name)
+        if self.router is not None:
+            return await self.router.acquire(served, self.settings.models_autoload if autoload is None else autoload)
         if served.state == "sleeping":
             await self.wake(served)
         if served.state != "ready":
-            if not self.settings.multi_model:
-                if served.state == "error":
-                    raise Unavailable(f"model failed to load: {served.error}")
-                raise Unavailable("Loading model")
-            await self._make_room(served)
-            await served.ensure_loaded()
+            if served.state == "error":
+                raise Unavailable(f"model failed to load: {served.error}")
+            raise Unavailable("Loading model")
         served.last_used = time.monotonic()
         return served
 
@@ -297,30 +329,14 @@ class ModelRegistry:
             await asyncio.to_thread(served.unload, "sleeping")
         log.info("idle for %d s: %s unloaded until the next request", self.settings.sleep_idle_seconds, served.name)
 
-    async def _make_room(self, incoming: ServedModel) -> None:
-        """Unload idle models (least recently used first) to respect --models-max / memory budget."""
-        budget = self.settings.models_memory_mb << 20
-        estimate = incoming.spec.path.stat().st_size
-
-        def over() -> bool:
-            loaded = [m for m in self.models if m.state == "ready"]
-            if len(loaded) + 1 > max(1, self.settings.models_max):
-                return True
-            return bool(budget) and sum(m.nbytes for m in loaded) + estimate > budget
-
-        while over():
-            idle = sorted((m for m in self.models if m.state == "ready" and m.active_requests == 0),
-                          key=lambda m: m.last_used)
-            if not idle:
-                return  # everything busy: load anyway rather than fail the request
-            log.info("unloading %s to make room for %s", idle[0].name, incoming.name)
-            if idle[0].scheduler is not None:
-                self.metrics_book.retire(idle[0].scheduler.metrics)
-            await asyncio.to_thread(idle[0].unload)  # joins the model thread: not on the event loop
-
     async def start(self) -> None:
-        """Single-model servers load at startup (in the background: /health says 503 meanwhile)."""
-        if not self.settings.multi_model:
+        """Single-model servers load at startup (in the background: /health says 503 meanwhile);
+        in router mode, the presets marked load-on-startup."""
+        if self.router is not None:
+            for served in self.models:
+                if served.spec.load_on_startup:
+                    self.router.in_background(self.router.ensure_ready(served))
+        elif not self.settings.multi_model:
             # A failure leaves its reason on the model, where /health reports it.
             with contextlib.suppress(Unavailable):
                 await self.default.ensure_loaded()

@@ -19,6 +19,7 @@ from typing import Any
 
 from asgi.errors import ApiError
 from asgi.flags import FLAGS, build_parser, env_values
+from asgi.lora_settings import check_lora_files, lora_files
 from asgi.model_specs import ModelSpec, config_models, load_config, model_spec
 from asgi.params import RequestLimits, check_grammar, schema_to_grammar
 from asgi.reasoning_settings import reasoning_flags
@@ -88,7 +89,10 @@ class Settings:
     slot_prompt_similarity: float = 0.5
     sampling: dict[str, Any] = field(default_factory=dict)  # request-field defaults
     system_prompt: str = ""
-    models_max: int = 4
+    models_max: int = 4  # 0: no limit
+    models_autoload: bool = True
+    router: bool = False  # --models-dir / --models-preset without -m: llama-server's router mode
+    router_values: dict[str, Any] = field(default_factory=dict)  # the flags router mode re-reads on ?reload=1
     models_memory_mb: int = 0
     multi_model: bool = False
     ignored_flags: list[str] = field(default_factory=list)
@@ -178,7 +182,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         values = env_values(dict(env))
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
-    known, unknown = parser.parse_known_args(normalize_argv([*extra, *argv]))
+    args = normalize_argv([*extra, *argv])
+    known, unknown = parser.parse_known_args(args)
     values.update(vars(known))
     if unknown:
         # llama-server refuses a flag it does not know; here it is a warning, so scripts
@@ -204,6 +209,14 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         values.setdefault("port", data.get("port", settings.port))
         if data.get("api_key"):
             values.setdefault("api_key", [str(data["api_key"])])
+    elif "model" not in values and (values.get("models_dir") or values.get("models_preset")):
+        from asgi.presets import router_specs
+
+        settings.models = router_specs(values, chat_template)
+        if not settings.models:
+            raise SettingsError("router mode: no models found in --models-dir / --models-preset")
+        settings.multi_model = settings.router = True
+        settings.router_values = dict(values)
     else:
         model = values.get("model")
         if model is None:
@@ -216,6 +229,11 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         settings.models = [model_spec(model_path, values, chat_template)]
         if model is not None and not str(values.get("alias", "")).strip():
             settings.models[0].aliases = [str(model)]  # llama-server names an alias-less model by its path, as given
+
+    adapters = lora_files(values, args)  # --lora / --lora-scaled: checked now, so a bad file exits 1
+    check_lora_files(adapters, [m.path for m in settings.models])
+    for spec in settings.models:
+        spec.lora = list(adapters)
 
     settings.host = str(values.get("host", settings.host))
     settings.hosts = [h.strip() for h in settings.host.split(",") if h.strip()] or ["127.0.0.1"]
@@ -240,9 +258,12 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     if (settings.ssl_key_file is None) != (settings.ssl_cert_file is None):
         raise SettingsError("HTTPS needs both --ssl-key-file and --ssl-cert-file")
     for key in ("timeout", "metrics", "slots", "props", "cors_origins", "log_format", "verbose", "cache_prompt",
-                "cont_batching", "slot_prompt_similarity", "models_max", "models_memory_mb", "ui_mcp_proxy"):
+                "cont_batching", "slot_prompt_similarity", "models_max", "models_memory_mb", "ui_mcp_proxy",
+                "models_autoload"):
         if key in values:
             setattr(settings, key, values[key])
+    if settings.models_max < 0:
+        raise SettingsError(f"--models-max must be 0 (no limit) or more (got {settings.models_max})")
     if settings.log_format not in ("text", "json"):
         raise SettingsError(f"--log-format must be text or json (got {settings.log_format!r})")
     if "slot_save_path" in values:

@@ -93,7 +93,17 @@ class Worker:
         self._running = True
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, fail_message: str | None = None) -> None:
+        """Stop the thread; with `fail_message`, first end every open stream with that error
+        (a model unloaded under a request: its client gets an ending, not a hang)."""
+        if fail_message is not None and self._thread.is_alive():
+
+            def fail_and_stop() -> None:
+                self._fail_live(fail_message)
+                self._running = False
+
+            self._post(fail_and_stop)
+            self._thread.join(timeout)
         with self._wake:
             self._running = False
             self._wake.notify()

@@ -1,4 +1,4 @@
-"""Server and model state: /health, /props, /v1/models, /slots, /metrics."""
+"""Server and model state: /health, /props, /slots, /metrics (the model list: asgi/routes/models.py)."""
 
 from __future__ import annotations
 
@@ -74,11 +74,23 @@ async def get_props() -> Response:
     state = server_state()
     if state.registry.is_sleeping and state.registry.asleep_props is not None:
         return json_response(state.registry.asleep_props)  # answering must not wake the model
+    if state.settings.router and not request.args.get("model"):
+        # router mode: the router's own props (--config-file keeps its first model's, which
+        # the web UI, sending no "model", talks to)
+        return json_response(router_props(state))
     served = state.registry.lookup(request.args.get("model"))
     if served.state != "ready":
         served = await state.registry.get(request.args.get("model"))
     # a ready model is read without marking it used: polling /props must not keep it awake
     return json_response(props_body(state, served))
+
+
+def router_props(state: ServerState) -> dict[str, Any]:
+    """GET /props of llama-server's router: its settings, and placeholders the web UI reads."""
+    return {"role": "router", "max_instances": state.settings.models_max,
+            "models_autoload": state.settings.models_autoload, "model_alias": "llama-server", "model_path": "none",
+            "default_generation_settings": {"params": {}, "n_ctx": 0}, "ui_settings": {}, "build_info": BUILD_INFO,
+            "cors_proxy_enabled": state.settings.ui_mcp_proxy}
 
 
 def props_body(state: ServerState, served: ServedModel) -> dict[str, Any]:
@@ -120,50 +132,6 @@ async def post_props() -> Response:
             raise BadRequest("Field 'system_prompt': type must be string")
         state.settings.system_prompt = body["system_prompt"]
     return json_response({"success": True})
-
-
-def model_entry(served: ServedModel) -> dict[str, Any]:
-    meta: dict[str, Any] = served.meta_cache or {"size": served.spec.path.stat().st_size}
-    if served.model is not None and served.meta_cache is None:
-        model = served.model
-        meta = {
-            "vocab_type": 2 if model.metadata.get("tokenizer.ggml.model") == "gpt2" else 1,
-            "n_vocab": model.n_vocab,
-            "n_ctx": model.n_ctx_seq,
-            "n_ctx_train": model.config.n_ctx_train,
-            "n_embd": model.config.n_embd,
-            "n_params": int(sum(t.n_elements for t in model.gguf.tensors.values())),
-            "size": meta["size"],
-            "ftype": str(model.metadata.get("general.file_type", "")),
-        }
-        served.meta_cache = meta  # kept for /models while the model sleeps
-    return {
-        "id": served.name,
-        "aliases": served.spec.aliases,
-        "tags": served.spec.tags,
-        "object": "model",
-        "created": served.created,
-        "owned_by": "llamacpp",
-        "status": {"value": "loaded" if served.state in ("ready", "sleeping") else served.state},
-        "meta": meta,
-    }
-
-
-@bp.get("/models")
-@bp.get("/v1/models")
-async def models() -> Response:
-    registry = server_state().registry
-    return json_response({
-        "models": [
-            {"name": m.name, "model": m.name, "modified_at": "", "size": "", "digest": "", "type": "model",
-             "description": "", "tags": [""], "capabilities": ["completion"], "parameters": "",
-             "details": {"parent_model": "", "format": "gguf", "family": "", "families": [""],
-                         "parameter_size": "", "quantization_level": ""}}
-            for m in registry.models
-        ],
-        "object": "list",
-        "data": [model_entry(m) for m in registry.models],
-    })
 
 
 @bp.get("/slots")

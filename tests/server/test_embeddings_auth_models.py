@@ -8,7 +8,7 @@ import math
 import httpx
 import numpy as np
 import pytest
-from openai import AuthenticationError, NotFoundError, OpenAI
+from openai import AuthenticationError, BadRequestError, OpenAI
 
 from tests.server.conftest import API_KEY, ServerProcess
 
@@ -98,8 +98,8 @@ def test_multi_model_routing(multi_server: ServerProcess) -> None:
     assert props["default_generation_settings"]["n_ctx"] == 512
 
 
-def test_unknown_model_is_404_with_the_aliases(multi_server: ServerProcess) -> None:
-    with pytest.raises(NotFoundError) as info:
+def test_unknown_model_is_400_with_the_names(multi_server: ServerProcess) -> None:
+    with pytest.raises(BadRequestError) as info:  # llama-server's router: 400 "model 'x' not found"
         OpenAI(api_key="x", base_url=multi_server.base_url + "/v1").chat.completions.create(
             model="gpt-4", messages=[{"role": "user", "content": "Hi"}], max_tokens=1)
     message = info.value.body["message"]  # type: ignore[index]

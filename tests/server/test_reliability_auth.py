@@ -35,7 +35,7 @@ def test_every_route_needs_a_key(keyed_server: ServerProcess, smollm2_path: Path
     assert {"completions.completion", "chat.chat_completions", "meta.slot_action", "openapi_json"} <= endpoints
     public, protected = [], []
     for method, path, endpoint in routes:
-        is_public = path in PUBLIC_PATHS or (endpoint.startswith("static.") and method in ("GET", "HEAD"))
+        is_public = (path in PUBLIC_PATHS or endpoint.startswith("static.")) and method in ("GET", "HEAD")
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-Api-Key": API_KEY[:-1]}):
             res = httpx.request(method, keyed_server.base_url + path, headers=headers, json={} if method == "POST" else None)
             if is_public:
