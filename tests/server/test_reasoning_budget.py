@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from tests.server.conftest import ServerProcess
-from tests.server.test_streams import port_in_range
 
 TEMPLATE = """{%- for m in messages -%}
 <|im_start|>{{ m.role }}
@@ -37,7 +36,7 @@ def srv(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     template = tmp_path_factory.mktemp("think") / "think.jinja"
     template.write_text(TEMPLATE)
     server = ServerProcess(["-m", str(smollm2_path), "-c", "1024", "-np", "1", "--chat-template-file", str(template),
-                            "--reasoning-budget", "5"], log_name="budget", port=port_in_range(8940, 8949))
+                            "--reasoning-budget", "5"], log_name="budget")
     try:
         server.wait_ready()
         yield server
@@ -150,7 +149,7 @@ def test_llama_cpp_thinking_templates(smollm2_path: Path, template: str) -> None
     the model writes `<think>` itself, which SmolLM2 does not."""
     path = Path(__file__).resolve().parents[1] / "chat" / "templates" / template
     server = ServerProcess(["-m", str(smollm2_path), "-c", "1024", "-np", "1", "--chat-template-file", str(path)],
-                           log_name="budget-family", port=port_in_range(8940, 8949))
+                           log_name="budget-family")
     try:
         server.wait_ready()
         prompt = httpx.post(server.base_url + "/apply-template",
