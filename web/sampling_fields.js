@@ -33,5 +33,5 @@ export const SAMPLING_FIELDS = Object.freeze([
   {"name": "post_sampling_probs", "kind": "bool", "default": false, "help": "report probabilities after the sampler chain, not before"},
   {"name": "penalize_nl", "kind": "bool", "default": true, "help": "older llama-server field; false exempts newline from the penalties"},
   {"name": "samplers", "kind": "samplers", "default": ["penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature"], "help": "sampler order, names separated by ';'"},
-  {"name": "logit_bias", "kind": "logit_bias", "default": [], "help": "TOKEN_ID(+/-)BIAS, e.g. 15043+1 or 15043-inf (repeatable)"},
+  {"name": "logit_bias", "kind": "logit_bias", "default": [], "help": "add to a token's logit, e.g. 15043+1, or ban it: 15043-inf (repeatable)"},
 ]);

@@ -117,7 +117,7 @@ FIELDS: tuple[Field, ...] = (
     Field("post_sampling_probs", "bool", False, "report probabilities after the sampler chain, not before"),
     Field("penalize_nl", "bool", True, "older llama-server field; false exempts newline from the penalties"),
     Field("samplers", "samplers", DEFAULT_SAMPLERS, "sampler order, names separated by ';'", ("--samplers",)),
-    Field("logit_bias", "logit_bias", (), "TOKEN_ID(+/-)BIAS, e.g. 15043+1 or 15043-inf (repeatable)",
+    Field("logit_bias", "logit_bias", (), "add to a token's logit, e.g. 15043+1, or ban it: 15043-inf (repeatable)",
           ("-l", "--logit-bias")),
 )  # fmt: skip
 
