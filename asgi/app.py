@@ -200,6 +200,10 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
 
         state.started = time.time()
         state.background.append(asyncio.create_task(state.registry.start()))
+        from asgi.streams import collect_forever
+
+        state.streams.detach_timeout = settings.stream_detach_timeout
+        state.background.append(asyncio.create_task(collect_forever(state.streams)))
         if settings.sleep_idle_seconds > 0 and not settings.multi_model:
             from asgi.routes.meta import props_body
             from asgi.sleep import sleep_when_idle
@@ -211,6 +215,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
     async def stop_models() -> None:
         for task in state.background:
             task.cancel()
+        state.streams.close()
         await asyncio.to_thread(state.registry.stop)
 
     return app

@@ -16,8 +16,11 @@ from quart import request
 from asgi.chat_reply import Reply, reasoning_format
 from asgi.completion_request import make_tasks, read_params
 from asgi.errors import BadRequest
+from asgi.generate import claim_stream
+from asgi.http import LARGE_BODY
 from asgi.params import schema_to_grammar
 from asgi.prompts import tokenize_off_loop
+from asgi.reasoning_budget import chat_budget_fields
 from asgi.registry import ServedModel
 from asgi.responses import chat_message
 from asgi.state import server_state
@@ -105,6 +108,8 @@ def chat_prompt(served: ServedModel, body: dict[str, Any]) -> tuple[ChatPrompt, 
             raise BadRequest("top_logprobs requires logprobs to be set to true")
     elif body.get("top_logprobs") is not None:
         raise BadRequest("top_logprobs requires logprobs to be set to true")
+    if thinking and prompt.thinking_tags is not None:  # the reasoning budget's fields (llama-server's)
+        fields.update(chat_budget_fields(body, settings.reasoning, prompt.thinking_tags, prompt.generation_prompt))
     if prompt.schema is not None:
         try:
             fields["grammar"] = schema_to_grammar(prompt.schema)
@@ -129,11 +134,29 @@ class ChatRun:
     tokens: list[int]  # the prompt's tokens (for `__verbose`)
 
 
+def _check_last_message_fits(served: ServedModel, messages: Any) -> None:
+    """A last message whose text alone cannot fit the context is refused before the
+    template runs: rendering tens of megabytes only to refuse them held the GIL for 0.5 s
+    (every template renders the message it is asked to answer; the full prompt is checked
+    again after rendering)."""
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return
+    content = messages[-1].get("content")
+    if isinstance(content, list):
+        texts = [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        content = "".join(texts) if sum(map(len, texts)) >= LARGE_BODY else None
+    if isinstance(content, str):
+        served.check_text_fits(content)
+
+
 async def prepare_chat(body: dict[str, Any]) -> ChatRun:
     """Everything a chat-shaped route does before generating (shared with /v1/messages
     and /v1/responses, which translate their bodies into this one first)."""
+    claim_stream(body)  # X-Conversation-Id: resumable from here on (asgi.streams)
     served = await server_state().registry.get(body.get("model"))
     size = request.content_length or 0  # a large chat is templated and read off the event loop
+    if size >= LARGE_BODY:
+        _check_last_message_fits(served, body.get("messages"))
     prompt, fields = await tokenize_off_loop(size, chat_prompt, served, body)
     fmt = reasoning_format(body, server_state().settings.reasoning.format)
     params = await tokenize_off_loop(size, read_params, served, fields)

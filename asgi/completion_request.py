@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from asgi.errors import BadRequest, ContextExceeded
+from asgi.lora_settings import lora_scales
 from asgi.params import CompletionParams, check_prompt_count, copy_params, parse_completion_params
 from asgi.prompts import check_token_ids, text_size, tokenize_off_loop, tokenize_prompts
+from asgi.reasoning_budget import budget_spec
 from asgi.registry import ServedModel
 from asgi.responses import completion_final
 from asgi.state import server_state
@@ -36,6 +38,10 @@ def read_params(served: ServedModel, body: dict[str, Any]) -> CompletionParams:
         # generation_settings.logit_bias (JSON null for -inf); the sampler bans them too
         params.sampling.logit_bias = [*params.sampling.logit_bias,
                                       *((t, float("-inf")) for t in sorted(tok.eog_ids))]
+    if params.lora is not None:
+        lora = served.model.lora
+        lora_scales(params.lora, len(lora.adapters) if lora is not None else 0)  # unknown ids: 400 now
+    params.sampling.reasoning_budget = budget_spec(body, tok)  # asgi/reasoning_budget.py
     default = server_state().settings.speculative
     params.speculative = default.with_request(body) if default is not None else None  # speculative.* fields
     return params
@@ -67,6 +73,7 @@ def make_tasks(served: ServedModel, prompts: list[list[int]], params: Completion
                 n_keep=p.n_keep, n_discard=p.n_discard, id_slot=p.id_slot, cache_prompt=p.cache_prompt,
                 return_progress=p.return_progress and p.stream,
                 speculative=p.speculative,
+                lora=lora_scales(p.lora, len(served.model.lora.adapters)) if p.lora and served.model.lora else None,
             ))
     return tasks
 

@@ -12,6 +12,12 @@ them) with the request's `Watch`, found through a context variable that Quart's 
 task inherits. When the client's `http.disconnect` arrives, every registered stream is
 cancelled in the scheduler (its slot is free after the next step), the waiting tasks are
 cancelled again, and any later attempt to start a task for that request is refused.
+
+A resumable stream (a streaming request with an `X-Conversation-Id`, asgi.streams) is the
+exception: its hang-up only detaches the client from the session. The disconnect
+is then held back from Quart (which would cancel the handler that drives the generation)
+and the response's later bytes are dropped here instead of written to a closed socket;
+the generation runs on into the session's buffer, bounded by the session's own limits.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from asgi.streams import StreamSession
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -38,9 +46,13 @@ class Watch:
         self.finished = False  # the response was sent completely: a later disconnect is normal
         self._cancels: list[Callable[[], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.session: StreamSession | None = None  # set once the response is a resumable stream
 
     def add(self, cancel: Callable[[], None]) -> None:
-        """Register a scheduler task's cancel; if the client is already gone, cancel it now."""
+        """Register a scheduler task's cancel; if the client is already gone, cancel it now.
+        A resumable stream's tasks are the session's to stop, not the connection's."""
+        if self.session is not None:
+            return
         self._cancels.append(cancel)
         task = asyncio.current_task()
         if task is not None:
@@ -49,10 +61,18 @@ class Watch:
             cancel()
             raise ClientGone("the client closed the connection")
 
+    def make_resumable(self, session: StreamSession) -> None:
+        """From now on a hang-up detaches the client instead of cancelling the generation."""
+        self.session = session
+        session.attach()
+
     def client_gone(self) -> None:
         if self.gone or self.finished:
             return
         self.gone = True
+        if self.session is not None:
+            self.session.detach()
+            return
         for cancel in self._cancels:
             cancel()
         for task in self._tasks:
@@ -82,9 +102,15 @@ def watch_disconnects(app: App) -> App:
             message = await receive()
             if message.get("type") == "http.disconnect":
                 watch.client_gone()
+                if watch.session is not None and not watch.finished:
+                    # Quart would cancel the handler that drives the generation: hold the
+                    # hang-up until the handler ends (Quart then cancels this wait).
+                    await asyncio.Event().wait()
             return message
 
         async def watched_send(message: dict[str, Any]) -> None:
+            if watch.gone and watch.session is not None:
+                return  # a detached resumable stream: its bytes go to the session only
             if message.get("type") == "http.response.body" and not message.get("more_body", False):
                 watch.finished = True
             await send(message)
@@ -93,5 +119,7 @@ def watch_disconnects(app: App) -> App:
             await app(scope, watched_receive, watched_send)
         finally:
             _current.reset(token)
+            if watch.session is not None and not watch.session.started:
+                watch.session.evict()  # the request ended (an error, a stop) before streaming
 
     return wrapped

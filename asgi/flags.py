@@ -14,6 +14,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from asgi.lora_settings import LORA_FLAGS
 from asgi.router_flags import ROUTER_FLAGS
 from asgi.speed_flags import SPEED_FLAGS
 
@@ -119,8 +120,8 @@ FLAGS: list[Flag] = [
     _f("--jinja", "jinja", "toggle", "use Jinja chat templates (always on here)", "LLAMA_ARG_JINJA", ignored=True),
     _f("-rea --reasoning", "reasoning", "str", "let the model think: on, off or auto (default: auto = when the template can)", "LLAMA_ARG_REASONING"),
     _f("--reasoning-format", "reasoning_format", "str", "where thoughts go: none (in content), deepseek (reasoning_content), deepseek-legacy (both), auto (default)", "LLAMA_ARG_THINK"),
-    _f("--reasoning-budget", "reasoning_budget", "int", "thinking budget: -1 unrestricted (default), 0 no thinking", "LLAMA_ARG_THINK_BUDGET"),
-    _f("--reasoning-budget-message", "reasoning_budget_message", "str", "message injected when the thinking budget is exhausted", "LLAMA_ARG_THINK_BUDGET_MESSAGE"),
+    _f("--reasoning-budget", "reasoning_budget", "int", "thinking budget: -1 unrestricted (default), 0 no thinking, N > 0 thinking tokens before the end tag is forced", "LLAMA_ARG_THINK_BUDGET"),
+    _f("--reasoning-budget-message", "reasoning_budget_message", "str", "message written before the end tag forced when the thinking budget is exhausted (default: none)", "LLAMA_ARG_THINK_BUDGET_MESSAGE"),
     _f("--chat-template-kwargs", "chat_template_kwargs", "str", "JSON object of extra chat template variables, e.g. '{\"enable_thinking\": false}'", "LLAMA_CHAT_TEMPLATE_KWARGS"),
     _f("-spf --system-prompt-file", "system_prompt_file", "str", "JSON file with a system prompt prepended to every prompt"),
     # server
@@ -157,9 +158,13 @@ FLAGS: list[Flag] = [
     *[_f(*row) for row in ROUTER_FLAGS],
     # threads and speculative decoding (issue 18; asgi/speed_flags.py)
     *[_f(*row) for row in SPEED_FLAGS],
+    # LoRA adapters (issue 16; asgi/lora_settings.py)
+    *[_f(*row, metavar="FNAME" if row[2] == "list" else None) for row in LORA_FLAGS],
     _f("--sleep-idle-seconds", "sleep_idle_seconds", "int", "seconds of idleness after which the model is unloaded until the next request (default: -1 = never)", "LLAMA_ARG_SLEEP_IDLE_SECONDS"),
     _f("--ui-mcp-proxy --webui-mcp-proxy", "ui_mcp_proxy", "toggle", "serve the /cors-proxy route the web UI's MCP client uses (default: off; do not enable in untrusted environments)", "LLAMA_ARG_UI_MCP_PROXY"),
     _f("--media-path", "media_path", "str", "folder local file:// media may be read from (no multimodal models here: accepted, unused)", "LLAMA_ARG_MEDIA_PATH"),
+    # resumable streams (issue 16; asgi/streams.py)
+    _f("--stream-detach-timeout", "stream_detach_timeout", "float", "seconds a resumable stream (X-Conversation-Id) may run with no client reading it before it is cancelled (default: 300)", "PYLLAMA_STREAM_DETACH_TIMEOUT"),
     # accepted and ignored: GPU and C-build knobs, and llama-server features that have no counterpart here
     _f("-cram --cache-ram", "cache_ram", "int", "host-memory prompt cache size in MiB (ignored: slots keep their own cache)", "LLAMA_ARG_CACHE_RAM", ignored=True),
     _f("--cache-idle-slots", "cache_idle_slots", "toggle", "save idle slots to the host prompt cache (ignored)", "LLAMA_ARG_CACHE_IDLE_SLOTS", ignored=True),

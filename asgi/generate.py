@@ -15,6 +15,7 @@ from typing import Any
 from asgi.disconnect import current_watch
 from asgi.errors import ApiError, BadRequest, ContextExceeded, NotSupported, Unavailable
 from asgi.registry import ServedModel
+from asgi.streams import StreamSession
 from asgi.worker import EventStream
 
 _ERROR_KIND: dict[str, type[ApiError]] = {"invalid_request": BadRequest, "context": ContextExceeded}
@@ -55,6 +56,9 @@ def crash_event(message: str) -> Any:
     return Final(-1, error=message, error_kind="server")
 
 
+STOPPED = -1  # the index of the event that ends a stopped stream session's response
+
+
 @dataclass
 class Tagged:
     index: int
@@ -90,7 +94,18 @@ async def stream_all(served: ServedModel, tasks: list[Any]) -> tuple[Tagged, Asy
     and an iterator over the rest, each tagged with its task index."""
     from pyllama.tasks import Final
 
-    streams = [submit(served, t) for t in tasks]
+    session = claim_stream({"stream": True})  # X-Conversation-Id: a resumable stream (asgi.streams)
+    if session is not None:
+        if session.cancelled:
+            session.evict()
+            raise BadRequest("request cancelled by a stop while the model was loading")
+        session.started = True
+    try:
+        streams = [submit(served, t) for t in tasks]
+    except BaseException:
+        if session is not None:
+            session.evict()
+        raise
     queue: asyncio.Queue[Tagged] = asyncio.Queue()
 
     async def pump(index: int, stream: EventStream) -> None:
@@ -116,13 +131,25 @@ async def stream_all(served: ServedModel, tasks: list[Any]) -> tuple[Tagged, Asy
             raise_for_final(first.event)
     except BaseException:
         cleanup()
+        if session is not None:  # failed (or stopped) before streaming: nothing to resume
+            session.evict()
         raise
+    if session is not None:
+
+        def stop() -> None:  # DELETE /v1/stream, a replacing request, or the detach timeout
+            for s in streams:
+                s.cancel()
+            queue.put_nowait(Tagged(STOPPED, None))  # the response ends as if the generation had
+
+        session.set_canceller(stop)
 
     async def rest() -> AsyncIterator[Tagged]:
         remaining = len(tasks) - (1 if isinstance(first.event, Final) else 0)
         try:
             while remaining:
                 item = await queue.get()
+                if item.index == STOPPED:
+                    return
                 if isinstance(item.event, Final):
                     remaining -= 1
                 yield item
@@ -130,6 +157,29 @@ async def stream_all(served: ServedModel, tasks: list[Any]) -> tuple[Tagged, Asy
             cleanup()
 
     return first, rest()
+
+
+def claim_stream(body: dict[str, Any]) -> StreamSession | None:
+    """The resumable-stream session of a streaming request that names its conversation
+    (llama-server's X-Conversation-Id header), created on the first call; None when the
+    request does not ask for one. Generating routes call it as soon as the body is read,
+    so a hang-up while the model loads no longer cancels the request."""
+    from quart import has_request_context, request
+
+    from asgi.state import server_state
+
+    watch = current_watch()
+    if watch is not None and watch.session is not None:
+        return watch.session
+    if body.get("stream") is not True or not has_request_context():
+        return None
+    conv_id = request.headers.get("X-Conversation-Id", "")
+    if not conv_id:
+        return None
+    session = server_state().streams.create_or_replace(conv_id)
+    if watch is not None:
+        watch.make_resumable(session)
+    return session
 
 
 async def sse_events(

@@ -8,6 +8,7 @@ reason, because the mistake is the client's. SSE framing is llama-server's exact
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import math
 from collections.abc import AsyncIterator, Awaitable
@@ -21,6 +22,8 @@ from pyllama.json_limits import MAX_JSON_DEPTH  # deeper bodies are refused (see
 T = TypeVar("T")
 
 LARGE_BODY = 1 << 20  # bytes of JSON parsed on a worker thread rather than the event loop
+DECODE_CHUNK = 1 << 22  # a large body is decoded from UTF-8 this many bytes at a time
+DUMP_CHUNK = 256  # list items per json.dumps call (see dumps)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -35,11 +38,27 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def dumps(value: Any) -> str:
+def _dumps_plain(value: Any) -> str:
     try:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except ValueError:
         return json.dumps(_clean(value), ensure_ascii=False, separators=(",", ":"))
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON; a list longer than DUMP_CHUNK items is encoded DUMP_CHUNK at a time.
+
+    json.dumps is one C call that holds the GIL from start to end: /tokenize's pieces for a
+    few megabytes of text took 1.5 s, and /health, the event loop and the model thread all
+    waited for it. Encoded in slices, other threads get their turn between two slices; the
+    text is the same."""
+    if isinstance(value, list) and len(value) > DUMP_CHUNK:
+        parts = (dumps(value[i:i + DUMP_CHUNK])[1:-1] for i in range(0, len(value), DUMP_CHUNK))
+        return "[" + ",".join(p for p in parts if p) + "]"
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value) and any(
+            isinstance(v, list | dict) and len(v) > DUMP_CHUNK for v in value.values()):
+        return "{" + ",".join(f"{_dumps_plain(k)}:{dumps(v)}" for k, v in value.items()) + "}"
+    return _dumps_plain(value)
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -62,33 +81,50 @@ def _no_constants(name: str) -> Any:
 
 async def read_json(*, allow_empty: bool = False) -> dict[str, Any]:
     """The request body as a JSON object; anything else is a 400 that says what is wrong."""
+    body = await read_json_value(allow_empty={} if allow_empty else None)
+    if not isinstance(body, dict):
+        raise BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+async def read_json_value(*, allow_empty: Any = None) -> Any:
+    """The request body as any JSON value (POST /lora-adapters takes an array); an empty
+    body is `allow_empty` when that is not None, else a 400."""
     raw = await request.get_data(as_text=False)
     assert isinstance(raw, bytes)
-    if not raw.strip():
-        if allow_empty:
-            return {}
+    if len(raw) < LARGE_BODY and not raw.strip():  # (a large blank body fails to parse below)
+        if allow_empty is not None:
+            return allow_empty
         raise BadRequest("request body is empty: expected a JSON object")
     try:
-        text = raw.decode("utf-8")
+        if len(raw) < LARGE_BODY:
+            body = json.loads(_decode(raw), parse_constant=_no_constants)
+        else:  # tens of megabytes take a while to decode and parse: not on the event loop
+            body = await asyncio.to_thread(lambda: json.loads(_decode(raw), parse_constant=_no_constants))
     except UnicodeDecodeError:
         raise BadRequest("request body is not valid UTF-8") from None
-    try:
-        if len(raw) < LARGE_BODY:
-            body = json.loads(text, parse_constant=_no_constants)
-        else:  # tens of megabytes take a while to parse: not on the event loop
-            body = await asyncio.to_thread(json.loads, text, parse_constant=_no_constants)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"Invalid JSON in request body: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
         raise BadRequest(f"Invalid JSON in request body: nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
         raise BadRequest(f"Invalid JSON in request body: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
     depth = json_depth(body) if len(raw) < LARGE_BODY else await asyncio.to_thread(json_depth, body)
     if depth > MAX_JSON_DEPTH:
         raise BadRequest(f"Invalid JSON in request body: nested deeper than {MAX_JSON_DEPTH} levels")
     return body
+
+
+def _decode(raw: bytes) -> str:
+    """UTF-8 text of a body, decoded DECODE_CHUNK bytes per call: one call over 60 MB holds
+    the GIL for 0.2 s, long enough to delay /health for the other threads."""
+    if len(raw) <= DECODE_CHUNK:
+        return raw.decode("utf-8")
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    view = memoryview(raw)
+    parts = [decoder.decode(view[i:i + DECODE_CHUNK]) for i in range(0, len(raw), DECODE_CHUNK)]
+    parts.append(decoder.decode(b"", final=True))
+    return "".join(parts)
 
 
 def json_depth(value: Any) -> int:
@@ -141,23 +177,33 @@ async def guarded(awaitable: Awaitable[T]) -> T:
 def sse_response(events: AsyncIterator[str], done: str | None = None) -> Response:
     """Stream `events`; if a graceful shutdown cancels the stream, end it with an error
     event (and `done`, the OpenAI routes' [DONE]) so the client sees a well-formed end."""
+    from asgi.disconnect import current_watch
     from asgi.state import ShuttingDown
 
     state = current_app.extensions["pyllama"]
+    watch = current_watch()
+    session = watch.session if watch is not None else None  # a resumable stream (asgi.streams)
 
     async def body() -> AsyncIterator[bytes]:
         with state.tracked():
             try:
                 async for chunk in events:
-                    yield chunk.encode("utf-8")
+                    data = chunk.encode("utf-8")
+                    if session is not None:
+                        session.append(data)
+                    yield data
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if not state.cancelling or task is None:
                     raise
                 task.uncancel()
-                yield sse_event(ShuttingDown(SHUTDOWN_MESSAGE).to_json()).encode("utf-8")
-                if done is not None:
-                    yield done.encode("utf-8")
+                ending = sse_event(ShuttingDown(SHUTDOWN_MESSAGE).to_json()) + (done or "")
+                if session is not None:
+                    session.append(ending.encode("utf-8"))
+                yield ending.encode("utf-8")
+            finally:
+                if session is not None:
+                    session.finalize()
 
     response = current_app.response_class(body(), status=200, mimetype="text/event-stream")
     response.timeout = None  # a long generation is not a stuck response

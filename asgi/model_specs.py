@@ -37,6 +37,7 @@ class ModelSpec:
     context_shift: bool = True
     kv_unified: bool = False
     rope: dict[str, Any] = field(default_factory=dict)
+    lora: list[tuple[Path, float]] = field(default_factory=list)  # LoRA adapters (path, initial scale)
     # router mode (asgi/presets.py): where the model was declared, why it cannot load (a
     # preset naming a missing file or a hub repository: listed, and "failed" once asked
     # for), its preset as INI text, the flags it is served with, preset-only options

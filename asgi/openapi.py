@@ -114,10 +114,26 @@ def chat_fields(limits: RequestLimits) -> dict[str, Any]:
     return props
 
 
+BUDGET = {"type": "integer", "minimum": -1, "maximum": INT_MAX,
+          "description": "thinking tokens before the end tag is forced (-1: the --reasoning-budget value)"}
+CHAT_BUDGET_FIELDS: dict[str, Any] = {  # asgi/reasoning_budget.py (read outside asgi/params.py)
+    "reasoning_budget_tokens": BUDGET, "thinking_budget_tokens": BUDGET,
+    "reasoning_budget_message": {"type": "string", "description": "written before the forced end tag"},
+}
+COMPLETION_BUDGET_FIELDS: dict[str, Any] = {
+    **CHAT_BUDGET_FIELDS,
+    "reasoning_budget_start_tag": {"type": "string"},
+    "reasoning_budget_end_tags": {"type": "array", "items": {"type": "string"}},
+    "reasoning_budget_end_tag": {"type": "string"},
+    "generation_prompt": {"type": "string", "description": "the prompt's tail the reasoning budget sees first"},
+}
+COMPLETION_BUDGET_FIELDS.pop("thinking_budget_tokens")
+
+
 def request_bodies(limits: RequestLimits) -> dict[str, dict[str, Any]]:
     """Request body schema per endpoint (Quart endpoint name)."""
-    completion = _object(completion_fields(limits), ["prompt"])
-    chat = _object(chat_fields(limits), ["messages"])
+    completion = _object({**completion_fields(limits), **COMPLETION_BUDGET_FIELDS}, ["prompt"])
+    chat = _object({**chat_fields(limits), **CHAT_BUDGET_FIELDS}, ["messages"])
     infill_props = completion_fields(limits)
     infill_props.update({
         "input_prefix": {"type": "string"},
@@ -163,11 +179,17 @@ def request_bodies(limits: RequestLimits) -> dict[str, dict[str, Any]]:
         "meta.post_props": _object({"system_prompt": {"type": "string"}}),
         "meta.slot_action": _object({"filename": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,200}$"},
                                      "model": {"type": "string"}}),
+        "lora.post_lora_adapters": {"type": "array", "items": _object({"id": {"type": "integer", "minimum": 0},
+                                                                       "scale": {"type": "number"}}, ["id"])},
         **compat_bodies(chat),
         # router mode (asgi/routes/models.py): the model's name or alias
         "models.load_model": _object({"model": {"type": "string"}}, ["model"]),
         "models.unload_model": _object({"model": {"type": "string"}}, ["model"]),
         "models.download_model": _object({"model": {"type": "string"}}, ["model"]),
+        "streams.streams_lookup": _object({"conversation_ids": {
+            "type": "array", "items": {"type": "string"},
+            "description": "ids whose resumable-stream sessions to report (each also matches `ID::model`); "
+                           "as in llama-server, a value that is not an array of strings is ignored"}}),
     }
 
 
@@ -178,11 +200,18 @@ QUERY: dict[str, list[dict[str, Any]]] = {
     "meta.slots": [{"name": "fail_on_no_slot", "in": "query", "schema": {"type": "string"}},
                    {"name": "model", "in": "query", "schema": {"type": "string"}}],
     "meta.get_props": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
+    "lora.get_lora_adapters": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
+    "lora.post_lora_adapters": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
     "models.list_models": [{"name": "reload", "in": "query", "schema": {"type": "string"},
                             "description": "router mode: read --models-dir and --models-preset again"}],
     "models.delete_model": [{"name": "model", "in": "query", "required": True, "schema": {"type": "string"}}],
     "cors_proxy.cors_proxy": [{"name": "url", "in": "query", "required": True, "schema": {"type": "string"},
                                "description": "the http(s) URL to relay to (needs --ui-mcp-proxy, else 403)"}],
+    "streams.stream_get": [{"name": "conv_id", "in": "query", "required": True, "schema": {"type": "string"},
+                            "description": "the X-Conversation-Id the stream was started with"},
+                           {"name": "from", "in": "query", "schema": {"type": "integer", "minimum": 0},
+                            "description": "byte offset to replay from (default 0)"}],
+    "streams.stream_delete": [{"name": "conv_id", "in": "query", "required": True, "schema": {"type": "string"}}],
     "meta.slot_action": [{"name": "action", "in": "query", "required": True,
                           "schema": {"type": "string", "enum": ["save", "restore", "erase"]}}],
 }

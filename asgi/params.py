@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asgi.errors import BadRequest
+from asgi.lora_settings import lora_entries
 from asgi.sampler_fields import check_sampler_lists, logit_bias_pairs
 from pyllama.errors import InvalidRequestError
 from pyllama.json_limits import loads_bounded
@@ -105,6 +106,7 @@ class CompletionParams:
     t_max_predict_ms: int = -1
     json_schema: Any = None  # kept for generation_settings
     speculative: Any = None  # pyllama.speculative.SpecParams (asgi.routes.completions.read_params sets it)
+    lora: list[tuple[int, float]] | None = None  # the request's `lora` field (asgi.lora_settings)
 
     def generation_settings(self, n_ctx: int, model: str) -> dict[str, Any]:
         """llama-server's `generation_settings` (task_params::to_json)."""
@@ -156,7 +158,7 @@ class CompletionParams:
             **(self.speculative.to_json() if self.speculative is not None else {"speculative.types": "none"}),
             "timings_per_token": self.timings_per_token,
             "post_sampling_probs": s.post_sampling_probs,
-            "lora": [],
+            "lora": [{"id": i, "scale": x} for i, x in self.lora or []],
         }
 
 
@@ -205,6 +207,9 @@ OTHER_FIELDS: dict[str, dict[str, Any]] = {
     "dry_sequence_breakers": {"type": "array", "items": {"type": "string"}, "minItems": 1},
     "response_fields": {"type": "array", "items": {"type": "string"}},
     "json_schema": {"anyOf": [{"type": "object"}, {"type": "boolean"}, {"type": "string"}]},
+    "lora": {"type": "array", "description": "LoRA scales for this request: [{\"id\": int, \"scale\": number}]; "
+             "adapters not listed get 0", "items": {"type": "object", "required": ["id"], "properties": {
+                 "id": {"type": "integer", "minimum": 0}, "scale": {"type": "number"}}}},
 }
 
 
@@ -330,6 +335,8 @@ def parse_completion_params(
     else:
         raise BadRequest("Field 'stop': must be a string or an array of strings")
 
+    if body.get("lora") is not None:  # per-request LoRA scales (ids checked against the model later)
+        params.lora = lora_entries(body["lora"], "Field 'lora'") or None
     _apply_grammar(body, defaults, sampling, params)
     if sampling.n_probs > limits.n_probs:
         raise BadRequest(f"Field 'n_probs': Value must be between 0 <= value <= {limits.n_probs}, "

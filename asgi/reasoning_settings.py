@@ -32,7 +32,8 @@ def reasoning_flags(values: dict[str, Any]) -> tuple[ReasoningConfig, dict[str, 
         budget = int(values["reasoning_budget"])
         if budget < -1:
             raise SettingsError(f"--reasoning-budget must be -1, 0 or a positive number of tokens (got {budget})")
-    config = ReasoningConfig(mode=mode, format=fmt, budget=budget)
+    message = str(values.get("reasoning_budget_message") or "")
+    config = ReasoningConfig(mode=mode, format=fmt, budget=budget, budget_message=message)
     kwargs: dict[str, Any] = {}
     if "chat_template_kwargs" in values:
         try:

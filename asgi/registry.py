@@ -86,6 +86,10 @@ class ServedModel:
             cache_type_v=spec.cache_type_v,
             rope=rope,
         )
+        if spec.lora:
+            from pyllama.lora import LoraAdapter, attach_adapters
+
+            attach_adapters(model, [LoraAdapter.read(p) for p, _ in spec.lora], [s for _, s in spec.lora])
         warm_up(model, spec.path)
         draft = None
         if self.settings.model_draft is not None:  # -md: same context and slots as the target

@@ -19,6 +19,7 @@ from typing import Any
 
 from asgi.errors import ApiError
 from asgi.flags import FLAGS, build_parser, env_values
+from asgi.lora_settings import check_lora_files, lora_files
 from asgi.model_specs import ModelSpec, config_models, load_config, model_spec
 from asgi.params import RequestLimits, check_grammar, schema_to_grammar
 from asgi.reasoning_settings import reasoning_flags
@@ -108,6 +109,7 @@ class Settings:
     n_threads_batch: int | None = None  # -tb; None: same as -t
     speculative: Any = None  # pyllama.speculative.SpecParams: the requests' default (asgi/speed_flags.py)
     model_draft: Path | None = None  # -md: the draft model every served model speculates with
+    stream_detach_timeout: float = 300.0  # a resumable stream without a reader is cancelled after this
 
     @property
     def default_model(self) -> ModelSpec:
@@ -180,7 +182,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         values = env_values(dict(env))
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
-    known, unknown = parser.parse_known_args(normalize_argv([*extra, *argv]))
+    args = normalize_argv([*extra, *argv])
+    known, unknown = parser.parse_known_args(args)
     values.update(vars(known))
     if unknown:
         # llama-server refuses a flag it does not know; here it is a warning, so scripts
@@ -226,6 +229,11 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         settings.models = [model_spec(model_path, values, chat_template)]
         if model is not None and not str(values.get("alias", "")).strip():
             settings.models[0].aliases = [str(model)]  # llama-server names an alias-less model by its path, as given
+
+    adapters = lora_files(values, args)  # --lora / --lora-scaled: checked now, so a bad file exits 1
+    check_lora_files(adapters, [m.path for m in settings.models])
+    for spec in settings.models:
+        spec.lora = list(adapters)
 
     settings.host = str(values.get("host", settings.host))
     settings.hosts = [h.strip() for h in settings.host.split(",") if h.strip()] or ["127.0.0.1"]
@@ -323,6 +331,11 @@ def _apply_limits(settings: Settings, values: dict[str, Any]) -> None:
         settings.shutdown_timeout = float(values["shutdown_timeout"])
         if not 0 <= settings.shutdown_timeout <= 3600:
             raise SettingsError(f"--shutdown-timeout must be between 0 and 3600 s (got {settings.shutdown_timeout})")
+    if "stream_detach_timeout" in values:  # resumable streams (asgi/streams.py)
+        settings.stream_detach_timeout = float(values["stream_detach_timeout"])
+        if not 0.5 <= settings.stream_detach_timeout <= 86400:
+            raise SettingsError("--stream-detach-timeout must be between 0.5 and 86400 s "
+                                f"(got {settings.stream_detach_timeout:g})")
     if settings.timeout < 1:
         raise SettingsError(f"--timeout must be at least 1 second (got {settings.timeout})")
 

@@ -18,6 +18,7 @@ from quart import current_app
 from asgi.errors import Unavailable
 from asgi.registry import ModelRegistry
 from asgi.settings import Settings
+from asgi.streams import StreamSessions
 
 log = logging.getLogger("asgi")
 
@@ -38,6 +39,7 @@ class ServerState:
     inflight: set[asyncio.Task[Any]] = field(default_factory=set)
     shutting_down: bool = False
     cancelling: bool = False
+    streams: StreamSessions = field(default_factory=StreamSessions)  # resumable streams
 
     @contextlib.contextmanager
     def tracked(self) -> Any:

@@ -26,8 +26,11 @@ from pyllama.kv_cache import KVCache
 from pyllama.models import ARCHITECTURES, Batch, LlamaModel, SeqChunk
 from pyllama.models.base import Weights
 from pyllama.ops import as_f32
+from pyllama.quant import DEFAULT_PACKING, PackLayout, checked_layout
+from pyllama.quant.matmul import DEFAULT_BACKEND, MatmulBackend, checked_backend
 
 if TYPE_CHECKING:
+    from pyllama.lora import LoraSet
     from pyllama.tokenizer import Tokenizer
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
@@ -129,6 +132,7 @@ class Model:
         self.n_seq = n_seq
         self.n_ubatch = n_ubatch
         self.load_seconds = load_seconds
+        self.lora: LoraSet | None = None  # LoRA adapters (pyllama.lora.attach_adapters)
 
     # -- loading ----------------------------------------------------------------------
     @classmethod
@@ -156,13 +160,21 @@ class Model:
         mem_budget: int | None = None,
         progress: Callable[[int, int], None] | None = None,
         numerics: NumericsChoice = "fast",
+        packing: PackLayout = DEFAULT_PACKING,
+        backend: MatmulBackend = DEFAULT_BACKEND,
     ) -> Model:
         """`numerics="exact"` replays ggml's CPU arithmetic bit for bit (greedy output equals
         llama.cpp's token for token; docs/performance.md has its cost); "fast" is plain
         float32 (docs/numerics.md). The model holds its kernel set (pyllama/kernels), so
-        models with different numerics run side by side in one process."""
+        models with different numerics run side by side in one process. `packing`: how
+        packed weights hold block types (pyllama.quant.PackLayout); `backend`: the float32
+        matmul kernel (BLAS, or einsum where there is none). Both are this model's own."""
         t0 = time.perf_counter()
-        kernels = kernels_for(numerics)
+        try:
+            kernels = kernels_for(numerics, checked_backend(backend))
+            packing = checked_layout(packing)
+        except ValueError as e:
+            raise InvalidRequestError(str(e)) from None
         arch = gguf.architecture
         if arch not in ARCHITECTURES:
             raise ModelLoadError(
@@ -184,7 +196,7 @@ class Model:
             config.n_layer, n_seq, n_ctx_seq, config.n_head_kv, config.head_dim, config.head_dim_v,
             cache_type_k, cache_type_v, widen_f16=numerics == "fast",
         )
-        w = Weights(gguf, mode, kernels)
+        w = Weights(gguf, mode, kernels, packing)
         if progress is not None:
             w.progress = progress
         net = ARCHITECTURES[arch](gguf, config, w, kv)

@@ -34,9 +34,10 @@ from pyllama.numerics import (
     quantize_q8,
     quantize_q8_k,
 )
-from pyllama.quant import legacy
+from pyllama.quant import DEFAULT_PACKING, PackLayout, legacy
 from pyllama.quant.bits import f16_field
 from pyllama.quant.layout import BlockArrays
+from pyllama.quant.matmul import DEFAULT_BACKEND, MatmulBackend
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
 F64 = np.ndarray[Any, np.dtype[np.float64]]
@@ -307,8 +308,11 @@ class GgmlLinear(Linear):
     order differences (~1e-7 relative).
     """
 
-    def __init__(self, info: TensorInfo, mode: WeightMode = "dense", scratch: ScratchPool | None = None) -> None:
-        super().__init__(info, mode, scratch)
+    def __init__(
+        self, info: TensorInfo, mode: WeightMode = "dense", scratch: ScratchPool | None = None, *,
+        layout: PackLayout = DEFAULT_PACKING, backend: MatmulBackend = DEFAULT_BACKEND,
+    ) -> None:
+        super().__init__(info, mode, scratch, layout=layout, backend=backend)
         # The output head's logits feed no later rounding, and the vocabulary is big (exact
         # kernels for Gemma's 262k x 640 head would cost 4x the rest of the model).
         self.exact: ExactKernel | None = None if info.name in HEAD_TENSORS else exact_kernel_for(info)

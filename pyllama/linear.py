@@ -4,14 +4,15 @@ Two modes (docs/performance.md has their speed and memory):
 - `dense` dequantizes once into a contiguous float32 (n_out, n_in) array: BLAS speed,
   4 bytes per parameter.
 - `packed` keeps the repacked quantized arrays (pyllama.quant.grouped: int8 codes,
-  1.06-1.25 bytes per parameter; pyllama.quant.set_packing_layout("nibbles") holds
-  4-bit types at 0.69-0.75 for ~15% more time per token, "compact" at the file's own
-  size for ~1.5x) and multiplies one cache-sized tile at a time through a scratch
+  1.06-1.25 bytes per parameter; the "nibbles" packing layout holds 4-bit types at
+  0.69-0.75 for ~15% more time per token, "compact" at the file's own size for ~1.5x)
+  and multiplies one cache-sized tile at a time through a scratch
   buffer that ALL packed Linear objects of a thread share, so a forward pass allocates
   no weight-sized memory.
 
-The matmul kernel (BLAS `@` on CPython, `np.einsum` under Pyodide) is chosen in
-pyllama.quant.matmul and re-exported here.
+The matmul kernel (BLAS `@` on CPython, `np.einsum` under Pyodide: pyllama.quant.matmul)
+and the packing layout are values each Linear is built with (a model's Weights pass its
+own), never process-wide switches.
 """
 
 from __future__ import annotations
@@ -25,19 +26,18 @@ import numpy as np
 
 from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.gguf_file import TensorInfo
-from pyllama.quant import PackedTensor, dequantize, repack
+from pyllama.quant import DEFAULT_PACKING, PackedTensor, PackLayout, dequantize, repack
 from pyllama.quant.layout import FloatValues
-from pyllama.quant.matmul import MatmulBackend, matmul_backend, matmul_t, set_matmul_backend
+from pyllama.quant.matmul import DEFAULT_BACKEND, MatmulBackend, checked_backend, matmul_t
 
 __all__ = [
+    "DEFAULT_BACKEND",
     "Linear",
     "MatmulBackend",
     "ScratchPool",
     "WeightMode",
     "default_scratch",
-    "matmul_backend",
     "matmul_t",
-    "set_matmul_backend",
 ]
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
@@ -105,7 +105,8 @@ class Linear:
     kernel set's weights; pyllama.exact_matmul.GgmlLinear rounds like ggml instead)."""
 
     def __init__(
-        self, info: TensorInfo, mode: WeightMode = "dense", scratch: ScratchPool | None = None
+        self, info: TensorInfo, mode: WeightMode = "dense", scratch: ScratchPool | None = None, *,
+        layout: PackLayout = DEFAULT_PACKING, backend: MatmulBackend = DEFAULT_BACKEND,
     ) -> None:
         if mode not in ("dense", "packed"):
             raise ModelLoadError(f"tensor {info.name}: unknown weight mode {mode!r} (expected dense or packed)")
@@ -115,13 +116,15 @@ class Linear:
         self.mode = mode
         self.n_out, self.n_in = info.shape
         self.scratch = scratch  # None: default_scratch() of the calling thread
+        self.layout = layout  # how packed mode holds block types (pyllama.quant.PackLayout)
+        self.backend = checked_backend(backend)
         self.weight: F32 | None = None
         self.packed: PackedTensor | None = None
         try:
             if mode == "dense":
                 self.weight = dequantize(info.data, info.ggml_type, info.shape)
             else:
-                packed = repack(info.data, info.ggml_type, info.shape)
+                packed = repack(info.data, info.ggml_type, info.shape, layout=layout)
                 if isinstance(packed, FloatValues) and packed.values.dtype == np.float32:
                     self.weight = packed.values  # F32 file data is already the compute layout
                 else:
@@ -152,11 +155,11 @@ class Linear:
             raise ValueError(f"{self.info.name}: out must be C-contiguous float32 {shape}, got {out.dtype} {out.shape}")
         y = np.empty((x2.shape[0], self.n_out), dtype=np.float32) if out is None else out.reshape(-1, self.n_out)
         if self.weight is not None:
-            matmul_t(x2, self.weight, out=y)
+            matmul_t(x2, self.weight, out=y, backend=self.backend)
         else:
             assert self.packed is not None
             pool = self.scratch if self.scratch is not None else default_scratch()
-            self.packed.matmul_t_into(x2, y, pool.get(self.packed.scratch_size()))
+            self.packed.matmul_t_into(x2, y, pool.get(self.packed.scratch_size()), self.backend)
         return y.reshape(shape)
 
     def rows(self, ids: np.ndarray[Any, np.dtype[np.integer[Any]]]) -> F32:

@@ -26,6 +26,7 @@ from pyllama.engine import Model
 from pyllama.errors import ContextFullError, InvalidRequestError, PyllamaError
 from pyllama.models import Batch, SeqChunk
 from pyllama.sampling import Sampler
+from pyllama.scheduler_lora import LoraBatching
 from pyllama.scheduler_metrics import Metrics
 from pyllama.scheduler_spec import SpeculativeSteps
 from pyllama.slot import Slot
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 # The answer for a task that failed on an unexpected error (the log has the traceback).
 _FAILED = "internal error while {} this request; other requests are not affected (the server log has the details)"
 
-class Scheduler(SlotFiles, SpeculativeSteps):
+class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching):
     """N slots over one model; `step()` advances every busy slot by one forward pass."""
 
     def __init__(
@@ -68,6 +69,7 @@ class Scheduler(SlotFiles, SpeculativeSteps):
         self.slot_prompt_similarity = slot_prompt_similarity
         self.n_predict_default = n_predict_default
         self.slots = [Slot(i, model.n_ctx_seq) for i in range(model.n_seq)]
+        self._slot_lora: dict[int, tuple[float, ...]] = {}  # the LoRA scales of each slot's cache
         # speculative decoding (pyllama.scheduler_spec): the server's default, tasks may override it
         self.spec_default = speculative or SpecParams()
         self.speculator = Speculator(DraftModel(draft_model, model) if draft_model is not None else None)
@@ -127,6 +129,7 @@ class Scheduler(SlotFiles, SpeculativeSteps):
         for slot in busy:
             if slot.task is not None and slot.task.kind == "embedding":
                 try:
+                    self._lora_use(slot)
                     self._run_embedding(slot)
                 except Exception:
                     self._fail_alone(slot, "embedding")
@@ -257,7 +260,7 @@ class Scheduler(SlotFiles, SpeculativeSteps):
         # Always evaluate at least the last prompt token so there are logits to sample from.
         # The last sampled token of the previous task is in cache_tokens but was never
         # decoded, so the KV cache may hold one token fewer than cache_tokens.
-        n_cached = min(n_cached, len(task.prompt) - 1, model.kv.length(slot.id))
+        n_cached = self._lora_begin(slot, task, min(n_cached, len(task.prompt) - 1, model.kv.length(slot.id)))
         model.kv.truncate(slot.id, n_cached)
         slot.begin(task, emit, sampler, n_cached, tok)
         slot.emit_progress()  # llama-server's 0% update, before any prompt token is read
@@ -273,8 +276,10 @@ class Scheduler(SlotFiles, SpeculativeSteps):
         batch = Batch()
         owners: list[Slot] = []
         budget = self.n_batch
+        group = self._lora_group()  # one set of LoRA scales per batch
         # Decode tokens first: one per generating slot keeps every stream moving.
-        decoding = [s for s in self.slots if s.busy and s.generating and s.next_token is not None]
+        decoding = [s for s in self.slots if s.busy and s.generating and s.next_token is not None
+                    and self._lora_ok(s, group)]
         room = self._draft_room(len(decoding))
         for slot in decoding:
             if slot.n_past + 1 > slot.n_ctx:
@@ -292,7 +297,8 @@ class Scheduler(SlotFiles, SpeculativeSteps):
         for slot in self.slots:
             if budget <= 0:
                 break
-            if slot.busy and not slot.generating and slot.task is not None and slot.task.kind == "completion":
+            if slot.busy and not slot.generating and slot.task is not None and slot.task.kind == "completion" \
+                    and self._lora_ok(slot, group):
                 prompt = slot.task.prompt
                 take = self._prompt_take(len(prompt), slot.n_past, budget)
                 last = slot.n_past + take == len(prompt)

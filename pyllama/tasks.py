@@ -70,6 +70,7 @@ class Task:
     # Optional per-task grammar/constraint objects live inside params (the sampler builds them).
     id: int = -1
     speculative: SpecParams | None = None  # None: the scheduler's default (the server's flags)
+    lora: tuple[float, ...] | None = None  # one scale per LoRA adapter; None: the model's current scales
 
 
 def timings_json(n_prompt: int, n_cached: int, n_decoded: int, prompt_ms: float, predicted_ms: float,

@@ -14,16 +14,19 @@ def register_routes(app: Quart, settings: Settings) -> None:
         completions,
         cors_proxy,
         embeddings,
+        lora,
         meta,
         rerank,
         responses,
         static,
+        streams,
         tokens,
         vertex,
     )
     from asgi.routes import models as model_list
 
-    for module in (meta, model_list, tokens, completions, chat, embeddings, cors_proxy, anthropic, responses, rerank):
+    for module in (meta, model_list, tokens, completions, chat, embeddings, cors_proxy, anthropic, responses, rerank,
+                   lora, streams):
         app.register_blueprint(module.bp)
     vertex.register(app)  # only when AIP_MODE=PREDICTION (Vertex AI custom container)
     if settings.static_path is not None and settings.static_path.is_dir():

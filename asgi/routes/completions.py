@@ -8,7 +8,7 @@ from quart import Blueprint, Response, request
 
 from asgi.completion_request import detok, make_tasks, prompt_tokens, read_params, verbose_body, wants_verbose
 from asgi.errors import BadRequest, NotSupported
-from asgi.generate import Tagged, run_all, sse_events, stream_all
+from asgi.generate import Tagged, claim_stream, run_all, sse_events, stream_all
 from asgi.http import SSE_DONE, guarded, json_response, read_json, sse_event, sse_response
 from asgi.params import CompletionParams
 from asgi.prompts import (
@@ -72,6 +72,7 @@ async def native_completion(served: ServedModel, params: CompletionParams, promp
 @bp.post("/completions")
 async def completion() -> Response:
     body = await read_json()
+    claim_stream(body)  # X-Conversation-Id: resumable from here on (asgi.streams)
     served = await server_state().registry.get(body.get("model"))
     params = await tokenize_off_loop(request.content_length or 0, read_params, served, body)
     if "prompt" not in body:
@@ -82,6 +83,7 @@ async def completion() -> Response:
 @bp.post("/v1/completions")
 async def oai_completions() -> Response:
     body = await read_json()
+    claim_stream(body)  # X-Conversation-Id: resumable from here on (asgi.streams)
     if "prompt" not in body:
         raise BadRequest('"prompt" is required')
     if body.get("echo"):
@@ -143,6 +145,7 @@ def _infill_extra(body: dict[str, Any]) -> list[dict[str, str]]:
 @bp.post("/infill")
 async def infill() -> Response:
     body = await read_json()
+    claim_stream(body)  # X-Conversation-Id: resumable from here on (asgi.streams)
     served = await server_state().registry.get(body.get("model"))
     assert served.model is not None
     tok = served.tokenizer

@@ -44,6 +44,7 @@ class ReasoningConfig:
     mode: str = "auto"
     format: str = "auto"
     budget: int = -1
+    budget_message: str = ""  # --reasoning-budget-message: written before the forced end tag
 
 
 def parse_mode(value: str) -> str:

@@ -138,9 +138,6 @@ def load_model(args: argparse.Namespace, *, n_seq: int = 1, **extra: Any) -> Mod
             if budget is not None:
                 check_dense_budget(gguf, fp, budget)
             log(f"memory: {fp.describe()}" + (f" (budget {budget / 2**20:.0f} MiB)" if budget is not None else ""))
-    from pyllama.quant import set_packing_layout
-
-    set_packing_layout(getattr(args, "packing", "int8"))
     progress = _Progress(f"loading {path.name}")
     try:
         return Model.from_gguf(
@@ -155,6 +152,7 @@ def load_model(args: argparse.Namespace, *, n_seq: int = 1, **extra: Any) -> Mod
             rope=rope_overrides(args),
             progress=progress,
             numerics=args.numerics,
+            packing=getattr(args, "packing", "int8"),
             **extra,
         )
     finally:

@@ -15,6 +15,7 @@ from pyllama.cli.common import (
     load_model,
     log,
 )
+from pyllama.cli.lora_args import add_lora_args, apply_lora_args
 from pyllama.cli.sampling_args import add_sampling_args, params_from_args
 from pyllama.cli.spec_args import add_spec_args, speculative_settings
 from pyllama.scheduler import Scheduler
@@ -26,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_model_args(p)
     add_thread_args(p)
     add_spec_args(p)
+    add_lora_args(p)
     p.add_argument("-p", "--prompt", default="", help="prompt text")
     p.add_argument("-f", "--file", default=None, help="read the prompt from a file")
     p.add_argument("-n", "--n-predict", type=int, default=-1, help="tokens to generate (-1 = until end/ctx)")
@@ -42,6 +44,7 @@ def main(args: argparse.Namespace) -> int:
         log(f"note: --spec-type {name} is not implemented in pyllama: ignored")
     threads = blas_threads(args)
     model = load_model(args)
+    apply_lora_args(model, args.lora)
     draft = None
     if args.model_draft:  # -md: same context as the target, one sequence
         from pyllama.engine import Model

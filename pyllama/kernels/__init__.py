@@ -10,14 +10,16 @@ from pyllama.errors import InvalidRequestError
 from pyllama.kernels.base import AttentionPass, Kernels, NumericsName, Projection, Rope
 from pyllama.kernels.exact import ExactKernels
 from pyllama.kernels.fast import FastKernels
+from pyllama.quant.matmul import DEFAULT_BACKEND, MatmulBackend
 
 
-def kernels_for(name: str) -> Kernels:
-    """A fresh kernel set for `numerics` name (each model holds its own)."""
+def kernels_for(name: str, backend: MatmulBackend = DEFAULT_BACKEND) -> Kernels:
+    """A fresh kernel set for `numerics` name (each model holds its own), multiplying with
+    `backend` (BLAS, or einsum without one)."""
     if name == "fast":
-        return FastKernels()
+        return FastKernels(backend)
     if name == "exact":
-        return ExactKernels()
+        return ExactKernels(backend)
     raise InvalidRequestError(f"numerics must be fast or exact, not {name!r}")
 
 

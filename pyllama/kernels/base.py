@@ -19,6 +19,7 @@ from pyllama.batch import Batch
 from pyllama.kv_cache import KVCache
 from pyllama.linear import Linear
 from pyllama.ops import RopeTable
+from pyllama.quant.matmul import DEFAULT_BACKEND, MatmulBackend, checked_backend
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
 I64 = np.ndarray[Any, np.dtype[np.int64]]
@@ -56,6 +57,11 @@ class Kernels(ABC):
     name: NumericsName
     # Weights.linear builds this Linear class (exact: GgmlLinear, which rounds like ggml).
     linear_class: type[Linear] = Linear
+
+    def __init__(self, backend: MatmulBackend = DEFAULT_BACKEND) -> None:
+        # The float32 matmul kernel of this model's weights and attention: BLAS, or einsum
+        # where there is no BLAS (Pyodide); a value of this kernel set, not a global.
+        self.backend = checked_backend(backend)
 
     @abstractmethod
     def project(self, parts: Sequence[Linear], biases: Sequence[F32 | None] | None = None) -> Projection: ...

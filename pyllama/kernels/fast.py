@@ -29,6 +29,7 @@ from gguf.constants import GGMLQuantizationType
 
 from pyllama import numerics
 from pyllama.batch import Batch
+from pyllama.kernels.arena import WeightArena
 from pyllama.kernels.base import AttentionPass, Kernels
 from pyllama.kernels.fast_attention import AttentionPlan
 from pyllama.kv_cache import KVCache
@@ -36,7 +37,7 @@ from pyllama.linear import Linear, default_scratch
 from pyllama.ops import RopeTable
 from pyllama.quant import PackedTensor, dequantize, repack
 from pyllama.quant.layout import RowRange
-from pyllama.quant.matmul import matmul_backend, matmul_t
+from pyllama.quant.matmul import DEFAULT_BACKEND, MatmulBackend, matmul_t
 from pyllama.quant.pages import release_file_pages
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
@@ -56,10 +57,12 @@ class FusedLinear:
     share one copy of the weights. Biases (may be None per part) are concatenated.
     """
 
-    def __init__(self, parts: Sequence[Linear], biases: Sequence[F32 | None] | None = None) -> None:
+    def __init__(self, parts: Sequence[Linear], biases: Sequence[F32 | None] | None = None,
+                 arena: WeightArena | None = None, backend: MatmulBackend = DEFAULT_BACKEND) -> None:
         if not parts or any(p.n_in != parts[0].n_in for p in parts):
             raise ValueError("FusedLinear needs parts of one input width")
         self.parts = list(parts)
+        self.backend = backend
         self.n_in = parts[0].n_in
         self.n_out = sum(p.n_out for p in parts)
         self.bounds: list[tuple[int, int]] = []
@@ -71,8 +74,8 @@ class FusedLinear:
         self.wt: F32 | None = None  # transposed fused weight (BLAS backend)
         self.packed: PackedTensor | None = None
         if all(p.weight is not None for p in parts):
-            if matmul_backend() == "blas":
-                self.wt = self._transposed(parts)
+            if backend == "blas":
+                self.wt = self._transposed(parts, arena)
             elif len(parts) == 1:
                 self.weight = parts[0].weight
             else:
@@ -84,7 +87,7 @@ class FusedLinear:
                 len({p.info.ggml_type for p in parts}) == 1:
             # Rows are independent blocks: the parts' bytes side by side are one valid tensor.
             raw = np.concatenate([np.asarray(p.info.data).reshape(-1) for p in parts])
-            packed = repack(raw, parts[0].info.ggml_type, (self.n_out, self.n_in))
+            packed = repack(raw, parts[0].info.ggml_type, (self.n_out, self.n_in), layout=parts[0].layout)
             for p, (a, b) in zip(parts, self.bounds, strict=True):
                 p.packed = RowRange(packed, a, b)
                 release_file_pages(p.info.data)
@@ -97,14 +100,15 @@ class FusedLinear:
                 [b if b is not None else np.zeros(p.n_out, f32) for p, b in zip(parts, biases, strict=True)]
             ).astype(f32)
 
-    def _transposed(self, parts: Sequence[Linear]) -> F32:
+    def _transposed(self, parts: Sequence[Linear], arena: WeightArena | None) -> F32:
         """The parts as one (n_in, n_out) C-contiguous matrix, for x @ wt.
 
         A big quantized part (a head or tied embedding: Gemma's is 671 MB) is dropped first
         and dequantized again from the file straight into the transposed matrix, so load
         never holds two float32 copies of it.
         """
-        wt = np.empty((self.n_in, self.n_out), dtype=f32)
+        shape = (self.n_in, self.n_out)
+        wt = arena.empty(shape) if arena is not None else np.empty(shape, dtype=f32)
         for p, (a, b) in zip(parts, self.bounds, strict=True):
             assert p.weight is not None
             if p.weight.nbytes >= REDEQUANT_BYTES and p.info.ggml_type not in FLOAT_FILE_TYPES:
@@ -129,12 +133,12 @@ class FusedLinear:
         else:
             x = np.ascontiguousarray(x, dtype=f32)
             if self.weight is not None:
-                y = matmul_t(x, self.weight)
+                y = matmul_t(x, self.weight, backend=self.backend)
             else:
                 y = np.empty((x.shape[0], self.n_out), dtype=f32)
                 if self.packed is not None:
                     pool = self.parts[0].scratch or default_scratch()
-                    self.packed.matmul_t_into(x, y, pool.get(self.packed.scratch_size()))
+                    self.packed.matmul_t_into(x, y, pool.get(self.packed.scratch_size()), self.backend)
                 else:  # packed parts of different types: one after the other
                     for p, (a, b) in zip(self.parts, self.bounds, strict=True):
                         y[:, a:b] = p(x)
@@ -227,8 +231,12 @@ def gelu(x: F32) -> F32:
 class FastKernels(Kernels):
     name = "fast"
 
+    def __init__(self, backend: MatmulBackend = DEFAULT_BACKEND) -> None:
+        super().__init__(backend)
+        self.arena = WeightArena()  # this model's dense weights, in the order they are built
+
     def project(self, parts: Sequence[Linear], biases: Sequence[F32 | None] | None = None) -> FusedLinear:
-        return FusedLinear(parts, biases)
+        return FusedLinear(parts, biases, self.arena, self.backend)
 
     def rms_norm(self, x: F32, weight: F32 | None, eps: float) -> F32:
         return rms_norm(x, weight, eps)
@@ -253,4 +261,4 @@ class FastKernels(Kernels):
         return FastRope(table)
 
     def attention(self, kv: KVCache, batch: Batch, causal: bool) -> AttentionPass:
-        return AttentionPlan(kv, batch, causal)
+        return AttentionPlan(kv, batch, causal, self.backend)

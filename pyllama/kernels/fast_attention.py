@@ -14,7 +14,7 @@ import numpy as np
 
 from pyllama.batch import Batch
 from pyllama.kv_cache import KVCache
-from pyllama.quant.matmul import matmul_backend
+from pyllama.quant.matmul import DEFAULT_BACKEND, MatmulBackend
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
 I64 = np.ndarray[Any, np.dtype[np.int64]]
@@ -23,9 +23,9 @@ f16, f32 = np.float16, np.float32
 MAX_SCORES = 1 << 23
 
 
-def _bmm(a: F32, b: F32) -> F32:
+def _bmm(a: F32, b: F32, backend: MatmulBackend) -> F32:
     """Batched a @ b (the backend's fastest form: einsum without BLAS)."""
-    if matmul_backend() == "einsum":
+    if backend == "einsum":
         out: F32 = np.einsum("...ik,...kj->...ij", a, b)
         return out
     prod: F32 = np.matmul(a, b)
@@ -35,8 +35,9 @@ def _bmm(a: F32, b: F32) -> F32:
 class AttentionPlan:
     """What every layer's attention needs to know about one batch, computed once."""
 
-    def __init__(self, kv: KVCache, batch: Batch, causal: bool = True) -> None:
+    def __init__(self, kv: KVCache, batch: Batch, causal: bool = True, backend: MatmulBackend = DEFAULT_BACKEND) -> None:
         self.kv = kv
+        self.backend = backend
         self.causal = causal
         self.chunks = [(c.seq, c.pos, len(c.tokens)) for c in batch.chunks]
         self.positions: I64 = np.fromiter(
@@ -110,7 +111,8 @@ class AttentionPlan:
                 vals = vals.astype(f32)
             qg = np.multiply(q.reshape(t, hkv, g, dh), f32(scale))
             mask = self._mask(-1, self.pos_ids, self.n_kv, window, first)
-            out = _softmax_av(_bmm(qg, keys.transpose(0, 1, 3, 2)), vals, None if mask is None else mask[:, None, None, :], softcap)
+            out = _softmax_av(_bmm(qg, keys.transpose(0, 1, 3, 2), self.backend), vals,
+                              None if mask is None else mask[:, None, None, :], softcap, self.backend)
             return out.reshape(t, h * dv)
         result = np.empty((t, h * dv), dtype=f32)
         start = 0
@@ -128,14 +130,16 @@ class AttentionPlan:
                 m = r1 - r0
                 # (m, Hkv, g, Dh) -> (Hkv, g*m, Dh): one matmul per KV head, not per query head.
                 qg = qs[r0:r1].reshape(m, hkv, g, dh).transpose(1, 2, 0, 3).reshape(hkv, g * m, dh)
-                scores = _bmm(qg, keys).reshape(hkv, g, m, end)
-                o = _softmax_av(scores, vals, None if mask is None else mask[r0:r1], softcap, (hkv, g * m, end))
+                scores = _bmm(qg, keys, self.backend).reshape(hkv, g, m, end)
+                o = _softmax_av(scores, vals, None if mask is None else mask[r0:r1], softcap, self.backend,
+                                (hkv, g * m, end))
                 result[start + r0 : start + r1] = o.reshape(hkv, g, m, dv).transpose(2, 0, 1, 3).reshape(m, h * dv)
             start += n
         return result
 
 
-def _softmax_av(scores: F32, vals: F32, mask: F32 | None, softcap: float, flat: tuple[int, ...] | None = None) -> F32:
+def _softmax_av(scores: F32, vals: F32, mask: F32 | None, softcap: float, backend: MatmulBackend,
+                flat: tuple[int, ...] | None = None) -> F32:
     """softmax(scores + mask) @ vals, normalising after the product (a smaller array).
 
     `flat`: the shape to multiply in (scores reshaped so that each batch item is one
@@ -152,6 +156,6 @@ def _softmax_av(scores: F32, vals: F32, mask: F32 | None, softcap: float, flat: 
     if flat is not None:
         scores = scores.reshape(flat)
     total = scores.sum(axis=-1, keepdims=True)
-    out = _bmm(scores, vals)
+    out = _bmm(scores, vals, backend)
     out /= total
     return out

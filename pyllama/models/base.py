@@ -18,7 +18,7 @@ from pyllama.exact_matmul import GgmlLinear
 from pyllama.gguf_file import GGUFFile
 from pyllama.kernels import Kernels, kernels_for
 from pyllama.linear import Linear, WeightMode
-from pyllama.quant import SUPPORTED_TYPES, dequantize
+from pyllama.quant import DEFAULT_PACKING, SUPPORTED_TYPES, PackLayout, dequantize
 from pyllama.quant.grouped import _GroupedCodes as GroupedCodes
 from pyllama.quant.pages import release_file_pages
 
@@ -30,9 +30,11 @@ __all__ = ["Batch", "OutputRows", "SeqChunk", "Weights", "holds_copy"]
 class Weights:
     """Named access to a GGUF's tensors in compute layout, with errors naming file and tensor."""
 
-    def __init__(self, gguf: GGUFFile, mode: WeightMode, kernels: Kernels | None = None) -> None:
+    def __init__(self, gguf: GGUFFile, mode: WeightMode, kernels: Kernels | None = None,
+                 packing: PackLayout = DEFAULT_PACKING) -> None:
         self.gguf = gguf
         self.mode = mode
+        self.packing = packing
         self.kernels = kernels if kernels is not None else kernels_for("fast")
         # Bytes held by the compute layouts built so far, and a load-progress hook
         # called as (bytes of file processed, total bytes).
@@ -55,7 +57,7 @@ class Weights:
         if name not in self.gguf.tensors:
             raise ModelLoadError(f"{self.gguf.path}: required tensor {name} is missing")
         info = self.gguf.tensors[name]
-        lin = self.kernels.linear_class(info, mode or self.mode)
+        lin = self.kernels.linear_class(info, mode or self.mode, layout=self.packing, backend=self.kernels.backend)
         exact = lin.exact_nbytes if isinstance(lin, GgmlLinear) else 0  # the exact kernel's own codes
         self._account(info.n_bytes, lin.nbytes + exact)
         if holds_copy(lin):

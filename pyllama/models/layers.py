@@ -72,7 +72,7 @@ def expert_linears(w: Weights, name: str) -> list[Linear]:
         part = TensorInfo(
             f"{name}[{e}]", info.ggml_type, (n_out, n_in), info.offset + e * per, per, info.data[e * per : (e + 1) * per]
         )
-        lin = Linear(part, w.mode)
+        lin = Linear(part, w.mode, layout=w.packing, backend=w.kernels.backend)
         w.nbytes += lin.nbytes
         out.append(lin)
     return out

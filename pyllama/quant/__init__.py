@@ -3,7 +3,7 @@
 `dequantize` turns a tensor's raw bytes into a float32 array (bit-identical to
 `gguf.quants.dequantize`). `repack` turns them into a `PackedTensor` that keeps the
 weights small and multiplies by them tile by tile (layout.py, grouped.py say why the
-layouts look the way they do; matmul.py holds the BLAS/einsum kernel switch).
+layouts look the way they do; matmul.py holds the BLAS and einsum kernels).
 
 One module per ggml type family turns raw blocks into codes and scales with whole-array
 NumPy expressions (bits.py reads the packed bit fields): float.py (F32, F16, BF16),
@@ -14,7 +14,7 @@ legacy.py (Q4_0..Q8_0), kquants.py (Q2_K..Q6_K), iquants.py (IQ4_NL, IQ4_XS).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -27,17 +27,15 @@ from pyllama.quant.layout import BlockArrays, PackedTensor
 from pyllama.quant.pages import release_file_pages
 
 __all__ = [
+    "DEFAULT_PACKING",
     "NIBBLE_TYPES",
     "PACK_LAYOUTS",
     "SUPPORTED_TYPES",
     "PackLayout",
     "PackedTensor",
-    "compact_packing",
+    "checked_layout",
     "dequantize",
-    "packing_layout",
     "repack",
-    "set_compact_packing",
-    "set_packing_layout",
 ]
 
 T = GGMLQuantizationType
@@ -91,32 +89,13 @@ SMALL_SCALE_TYPES: dict[str, frozenset[GGMLQuantizationType]] = {
 }
 PackLayout = Literal["int8", "nibbles", "compact"]
 PACK_LAYOUTS: tuple[str, ...] = get_args(PackLayout)
-_layout: PackLayout = "int8"
+DEFAULT_PACKING: PackLayout = "int8"
 
 
-def _checked(layout: PackLayout) -> PackLayout:
-    if layout not in PACK_LAYOUTS:
-        raise ValueError(f"unknown packing layout {layout!r} (expected one of {', '.join(PACK_LAYOUTS)})")
-    return layout
-
-
-def set_packing_layout(layout: PackLayout) -> None:
-    """Choose the layout repack() builds when not told (see PackLayout above)."""
-    global _layout
-    _layout = _checked(layout)
-
-
-def packing_layout() -> PackLayout:
-    return _layout
-
-
-def set_compact_packing(on: bool) -> None:
-    """Shorthand: "compact" when on, else the default "int8"."""
-    set_packing_layout("compact" if on else "int8")
-
-
-def compact_packing() -> bool:
-    return _layout == "compact"
+def checked_layout(layout: str) -> PackLayout:
+    if layout in PACK_LAYOUTS:
+        return cast(PackLayout, layout)
+    raise ValueError(f"unknown packing layout {layout!r} (expected one of {', '.join(PACK_LAYOUTS)})")
 
 
 # dequantize() converts big tensors this many weights at a time, so the int8 codes and
@@ -147,18 +126,18 @@ def _check(data: U8, qtype: GGMLQuantizationType, shape: tuple[int, ...]) -> tup
 
 
 def repack(
-    data: U8, qtype: GGMLQuantizationType, shape: tuple[int, ...], *, layout: PackLayout | None = None
+    data: U8, qtype: GGMLQuantizationType, shape: tuple[int, ...], *, layout: PackLayout = DEFAULT_PACKING
 ) -> PackedTensor:
     """Raw bytes of a tensor -> its packed compute layout, viewed as (rows, shape[-1]).
 
-    `layout` (default: set_packing_layout) trades memory for speed, see PackLayout.
+    `layout` trades memory for speed, see PackLayout (a model's is chosen at load).
     Block types are decoded one tile of rows at a time straight into the final arrays.
     """
     n_rows, n_cols = _check(data, qtype, shape)
     data = np.asarray(data)
     if qtype in _FLOAT_TYPES:
         return _FLOAT_TYPES[qtype](data.reshape(-1), n_rows, n_cols)
-    layout = _layout if layout is None else _checked(layout)
+    layout = checked_layout(layout)
     decode = _BLOCK_TYPES[qtype]
     type_size = GGML_QUANT_SIZES[qtype][1]
     rows = data.reshape(n_rows, -1)

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from pyllama.quant import SUPPORTED_TYPES, dequantize, repack, set_compact_packing
+from pyllama.quant import SUPPORTED_TYPES, PackLayout, dequantize, repack
 from pyllama.quant.layout import PackedTensor
-from pyllama.quant.matmul import MatmulBackend, matmul_backend, matmul_t, set_matmul_backend
+from pyllama.quant.matmul import DEFAULT_BACKEND, MatmulBackend, matmul_t
 from pyllama.quant.synthetic import random_tensor_bytes
 
 # SmolLM2-135M: hidden 576, FFN 1536, vocab 49152 (the tied lm-head), Q4_1 + Q8_0 embedding.
@@ -43,12 +43,12 @@ def best_ms(fn: Callable[[], object], min_time: float = 0.2, max_reps: int = 50)
     return min(times) * 1e3
 
 
-def bench_dequantize(shape: tuple[int, int], min_time: float) -> list[dict[str, Any]]:
+def bench_dequantize(shape: tuple[int, int], min_time: float, layout: PackLayout = "int8") -> list[dict[str, Any]]:
     rng = np.random.default_rng(0)
     rows = []
     for qtype in sorted(SUPPORTED_TYPES, key=lambda t: t.value):
         raw = random_tensor_bytes(rng, qtype, shape)
-        packed = repack(raw, qtype, shape)
+        packed = repack(raw, qtype, shape, layout=layout)
         out = np.empty(shape, dtype=np.float32)
         out_t = np.empty(shape[::-1], dtype=np.float32)
         with np.errstate(all="ignore"):
@@ -68,32 +68,30 @@ def bench_dequantize(shape: tuple[int, int], min_time: float) -> list[dict[str, 
     return rows
 
 
-def _packed_matmul(p: PackedTensor, x: np.ndarray[Any, np.dtype[np.float32]]) -> None:
+def _packed_matmul(p: PackedTensor, x: np.ndarray[Any, np.dtype[np.float32]], backend: MatmulBackend) -> None:
     y = np.empty((x.shape[0], p.shape[0]), dtype=np.float32)
     scratch = np.empty(p.scratch_size(), dtype=np.float32)
-    p.matmul_t_into(x, y, scratch)
+    p.matmul_t_into(x, y, scratch, backend)
 
 
 def bench_matmul(
-    qtypes: list[GGMLQuantizationType], n_tokens: list[int], min_time: float
+    qtypes: list[GGMLQuantizationType], n_tokens: list[int], min_time: float, layout: PackLayout = "int8"
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(1)
     rows = []
     backends: list[MatmulBackend] = ["blas", "einsum"]
-    before = matmul_backend()
     for qtype in qtypes:
         for shape in SMOLLM2_MATRICES:
             if shape[1] % GGML_QUANT_SIZES[qtype][0]:
                 continue  # e.g. K-quants need rows of 256: SmolLM2 itself cannot use them
             raw = random_tensor_bytes(rng, qtype, shape)
             dense = dequantize(raw, qtype, shape)
-            packed = repack(raw, qtype, shape)
+            packed = repack(raw, qtype, shape, layout=layout)
             for n in n_tokens:
                 x = rng.standard_normal((n, shape[1])).astype(np.float32)
                 for backend in backends:
-                    set_matmul_backend(backend)
-                    t_dense = best_ms(partial(matmul_t, x, dense), min_time)
-                    t_packed = best_ms(partial(_packed_matmul, packed, x), min_time)
+                    t_dense = best_ms(partial(matmul_t, x, dense, backend=backend), min_time)
+                    t_packed = best_ms(partial(_packed_matmul, packed, x, backend), min_time)
                     rows.append(
                         {
                             "type": qtype.name,
@@ -104,7 +102,6 @@ def bench_matmul(
                             "packed_ms": round(t_packed, 3),
                         }
                     )
-    set_matmul_backend(before)
     return rows
 
 
@@ -119,10 +116,11 @@ def bench_model(path: str, n_tokens: list[int], reps: int = 3) -> list[dict[str,
 
     infos = [t for t in read_gguf(path).tensors.values() if len(t.shape) == 2]
     rows: list[dict[str, Any]] = []
-    for label, mode, compact in (("dense", "dense", False), ("packed", "packed", False), ("compact", "packed", True)):
-        set_compact_packing(compact)
+    layouts: list[tuple[str, str, PackLayout]] = [("dense", "dense", "int8"), ("packed", "packed", "int8"),
+                                                  ("compact", "packed", "compact")]
+    for label, mode, layout in layouts:
         start = time.perf_counter()
-        lins = [Linear(info, mode) for info in infos]  # type: ignore[arg-type]
+        lins = [Linear(info, mode, layout=layout) for info in infos]  # type: ignore[arg-type]
         load_s = time.perf_counter() - start
         rng = np.random.default_rng(0)
         for n in n_tokens:
@@ -143,7 +141,6 @@ def bench_model(path: str, n_tokens: list[int], reps: int = 3) -> list[dict[str,
                 }
             )
         del lins
-    set_compact_packing(False)
     return rows
 
 
@@ -162,18 +159,18 @@ def main(argv: list[str] | None = None) -> None:
         if args.json:
             print(json.dumps({"platform": sys.platform, "numpy": np.__version__, "model": res}))
             return
-        print(f"platform {sys.platform}, numpy {np.__version__}, kernel {matmul_backend()}: {args.model}")
+        print(f"platform {sys.platform}, numpy {np.__version__}, kernel {DEFAULT_BACKEND}: {args.model}")
         print(f"{'layout':8} {'L':>3} {'ms/step':>9} {'weights MB':>11} {'load s':>7}")
         for r in res:
             print(f"{r['layout']:8} {r['tokens']:3d} {r['ms_per_step']:9.1f} {r['weights_MB']:11.1f} {r['load_s']:7.2f}")
         return
-    set_compact_packing(args.compact)
+    layout: PackLayout = "compact" if args.compact else "int8"
     min_time = 0.05 if args.quick else 0.3
     shape = (256, 2048) if args.quick else (2048, 2048)
     qtypes = [GGMLQuantizationType[name] for name in args.types.split(",") if name]
     n_tokens = [int(n) for n in args.tokens.split(",") if n]
-    deq = bench_dequantize(shape, min_time)
-    mm = bench_matmul(qtypes, n_tokens, min_time)
+    deq = bench_dequantize(shape, min_time, layout)
+    mm = bench_matmul(qtypes, n_tokens, min_time, layout)
     if args.json:
         print(json.dumps({"platform": sys.platform, "numpy": np.__version__, "dequantize": deq, "matmul": mm}))
         return

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from pyllama.quant.layout import F32, I8, Ids, PackedTensor
-from pyllama.quant.matmul import matmul, matmul_backend, tile_rows
+from pyllama.quant.matmul import DEFAULT_BACKEND, MatmulBackend, matmul, tile_rows
 
 U8 = np.ndarray[Any, np.dtype[np.uint8]]
 Cols = slice | np.ndarray[Any, np.dtype[np.integer[Any]]]
@@ -53,8 +53,8 @@ Cols = slice | np.ndarray[Any, np.dtype[np.integer[Any]]]
 GROUPED_MATMUL_MAX_ROWS = 16
 
 
-def tile_strategy(n_tokens: int) -> str:
-    if matmul_backend() == "blas":
+def tile_strategy(n_tokens: int, backend: MatmulBackend = DEFAULT_BACKEND) -> str:
+    if backend == "blas":
         return "grouped-matmul" if n_tokens <= GROUPED_MATMUL_MAX_ROWS else "dequant"
     return "grouped-einsum" if n_tokens == 1 else "dequant"
 
@@ -251,11 +251,11 @@ class _GroupedCodes(PackedTensor):
         tile = self.rows_per_tile * self.shape[1]
         return tile + self.n_groups * self.rows_per_tile + (tile // 8 + 1 if self.unpacks else 0)
 
-    def matmul_t_into(self, x: F32, y: F32, scratch: F32) -> None:
+    def matmul_t_into(self, x: F32, y: F32, scratch: F32, backend: MatmulBackend = DEFAULT_BACKEND) -> None:
         n_rows, n_cols = self.shape
         n_groups, group, rows = self.n_groups, self.group, self.rows_per_tile
         xg = x.reshape(x.shape[0], n_groups, group)
-        strategy = tile_strategy(x.shape[0])
+        strategy = tile_strategy(x.shape[0], backend)
         x_by_group = np.ascontiguousarray(xg.transpose(1, 0, 2))  # (groups, L, group)
         bias = self._matmul_bias()
         x_sums = None if bias is None else np.ascontiguousarray(xg.sum(axis=2))  # (L, groups)
@@ -275,7 +275,7 @@ class _GroupedCodes(PackedTensor):
             scale = _as_float32(self.scale[t, :, 0, :], factors, self.scale_nonnegative)
             if strategy == "dequant":
                 np.multiply(w, scale[:, None, :], out=w)
-                matmul(x, w.reshape(n_cols, rows)[:, :n], out=y[:, r0:r1])
+                matmul(x, w.reshape(n_cols, rows)[:, :n], out=y[:, r0:r1], backend=backend)
             else:
                 if strategy == "grouped-matmul":
                     partial = np.matmul(x_by_group, w)  # (groups, L, rows)
@@ -283,7 +283,7 @@ class _GroupedCodes(PackedTensor):
                     partial = np.einsum("gkr,glk->glr", w, x_by_group)
                 np.einsum("glr,gr->lr", partial[:, :, :n], scale[:, :n], out=y[:, r0:r1])
             if bias is not None and x_sums is not None:
-                y[:, r0:r1] += matmul(x_sums, _as_float32(bias[t], factors)[:, :n])
+                y[:, r0:r1] += matmul(x_sums, _as_float32(bias[t], factors)[:, :n], backend=backend)
 
 
 class ScaledCodes(_GroupedCodes):

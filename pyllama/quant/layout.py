@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pyllama.quant.matmul import matmul_t, tile_rows
+from pyllama.quant.matmul import DEFAULT_BACKEND, MatmulBackend, matmul_t, tile_rows
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
 I8 = np.ndarray[Any, np.dtype[np.int8]]
@@ -69,7 +69,7 @@ class PackedTensor(ABC):
         """float32 elements of scratch that matmul_t_into needs (one tile)."""
         return min(self.shape[0], tile_rows(self.shape[1])) * self.shape[1]
 
-    def matmul_t_into(self, x: F32, y: F32, scratch: F32) -> None:
+    def matmul_t_into(self, x: F32, y: F32, scratch: F32, backend: MatmulBackend = DEFAULT_BACKEND) -> None:
         """y (L, n_rows) = x (L, n_cols) @ W.T, dequantizing W one cache-sized tile at a time.
 
         `scratch` is a flat float32 buffer of at least scratch_size() elements.
@@ -80,7 +80,7 @@ class PackedTensor(ABC):
             r1 = min(n_rows, r0 + step)
             w = scratch[: (r1 - r0) * n_cols].reshape(r1 - r0, n_cols)
             self.dequantize_into(w, r0)
-            matmul_t(x, w, out=y[:, r0:r1])
+            matmul_t(x, w, out=y[:, r0:r1], backend=backend)
 
 
 class FloatValues(PackedTensor):

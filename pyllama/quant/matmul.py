@@ -1,15 +1,16 @@
 """The matmul kernel behind every weight, and the tile size packed weights dequantize in.
 
 The best float32 kernel differs by platform: CPython's NumPy has BLAS (`x @ W.T`),
-Pyodide's has none, and there `np.einsum` is 2-6x faster than `@` (measured in
-shared/pyodide/README.md). Everything that multiplies by a weight goes through
-`matmul_t`, so the switch is one global.
+Pyodide's has none, and there `np.einsum` is 2-6x faster than `@` (docs/performance.md).
+Everything that multiplies by a weight goes through `matmul_t`/`matmul` with the backend
+its owner was built with (a model's kernel set passes its own down to its weights), so
+two models in one process, or a benchmark comparing both kernels, never share a switch.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any, Literal
+from typing import Any, Final, Literal, cast
 
 import numpy as np
 
@@ -22,30 +23,25 @@ MatmulBackend = Literal["blas", "einsum"]
 # the scratch buffer small even for Gemma's 262144x640 embedding.
 TILE_WEIGHTS = 1 << 20
 
-_backend: MatmulBackend = "einsum" if sys.platform == "emscripten" else "blas"
+# The platform's fastest kernel: what every weight and kernel set uses unless told otherwise.
+DEFAULT_BACKEND: Final[MatmulBackend] = "einsum" if sys.platform == "emscripten" else "blas"
 
 
-def set_matmul_backend(name: MatmulBackend) -> None:
-    """Choose the kernel behind every Linear call (benchmarks and tests switch it)."""
-    global _backend
-    if name not in ("blas", "einsum"):
-        raise ValueError(f"unknown matmul backend {name!r} (expected 'blas' or 'einsum')")
-    _backend = name
+def checked_backend(name: str) -> MatmulBackend:
+    if name in ("blas", "einsum"):
+        return cast(MatmulBackend, name)
+    raise ValueError(f"unknown matmul backend {name!r} (expected 'blas' or 'einsum')")
 
 
-def matmul_backend() -> MatmulBackend:
-    return _backend
-
-
-def matmul_t(x: F32, w: F32, out: F32 | None = None) -> F32:
+def matmul_t(x: F32, w: F32, out: F32 | None = None, backend: MatmulBackend = DEFAULT_BACKEND) -> F32:
     """x (L, n_in) times w (n_out, n_in) transposed -> (L, n_out) float32 (into `out` if given)."""
-    y: F32 = np.einsum("ij,kj->ik", x, w, out=out) if _backend == "einsum" else np.matmul(x, w.T, out=out)
+    y: F32 = np.einsum("ij,kj->ik", x, w, out=out) if backend == "einsum" else np.matmul(x, w.T, out=out)
     return y
 
 
-def matmul(x: F32, wt: F32, out: F32 | None = None) -> F32:
+def matmul(x: F32, wt: F32, out: F32 | None = None, backend: MatmulBackend = DEFAULT_BACKEND) -> F32:
     """x (L, n_in) times wt (n_in, n_out) -> (L, n_out) float32 (into `out` if given)."""
-    y: F32 = np.einsum("ij,jk->ik", x, wt, out=out) if _backend == "einsum" else np.matmul(x, wt, out=out)
+    y: F32 = np.einsum("ij,jk->ik", x, wt, out=out) if backend == "einsum" else np.matmul(x, wt, out=out)
     return y
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pyllama.errors import InvalidRequestError
+from pyllama.sampling.reasoning_budget import BudgetSpec
 
 # llama.cpp common.h: the default sampler order (`--sampling-seq edskypmxt`).
 DEFAULT_SAMPLERS: tuple[str, ...] = (
@@ -156,6 +157,8 @@ class SamplingParams:
     # regexes (llama.cpp "pattern" triggers); constrained output starts at the first group
     grammar_trigger_patterns: list[str] = field(default_factory=list)
     penalize_nl: bool = True  # older llama-server field; False exempts "\n" from penalties
+    # the reasoning budget (--reasoning-budget N, reasoning_budget_tokens): None = no budget
+    reasoning_budget: BudgetSpec | None = None
 
     def validate(self) -> None:
         """Reject values llama.cpp refuses (common_sampler_init) with one clear line."""

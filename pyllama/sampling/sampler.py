@@ -23,6 +23,7 @@ from pyllama.sampling.dry import Dry, Tokenize, process_breakers
 from pyllama.sampling.infill import infill
 from pyllama.sampling.params import SamplingParams
 from pyllama.sampling.penalties import LogitBias, Penalties
+from pyllama.sampling.reasoning_budget import ReasoningBudget
 from pyllama.sampling.rng import MT19937, resolve_seed
 from pyllama.sampling.temperature import temp, temp_ext
 
@@ -116,6 +117,8 @@ class Sampler:
         if grammar is None and params.grammar:
             grammar = self.grammar = _build_grammar(params, token_pieces, eog_ids)
         self._stages = self._build_chain(params, n_vocab, eog_ids, token_pieces, n_ctx, tokenize)
+        # the reasoning budget runs before everything else, as llama.cpp's rbudget sampler
+        self.budget = ReasoningBudget(params.reasoning_budget, token_pieces) if params.reasoning_budget else None
 
     @property
     def chain_names(self) -> list[str]:
@@ -222,9 +225,13 @@ class Sampler:
     def sample(self, logits: np.ndarray) -> int:
         """Pick the next token from one row of logits (does not advance any state but RNGs)."""
         row = self._check_logits(logits)
+        forcing = False
+        if self.budget is not None:
+            forcing = self.budget.forced_token() is not None
+            row = self.budget.apply(row)  # the end of thinking, forced: one finite logit
         c = self._run_chain(Candidates(self._ids, row.copy()))
         token = c.selected_id()
-        if self.grammar is not None and not self.grammar.allows(token):
+        if not forcing and self.grammar is not None and not self.grammar.allows(token):
             c = self._run_chain(self._grammar_candidates(row, self.grammar.allowed_mask()))
             token = c.selected_id()
         self.last_candidates = c
@@ -264,6 +271,8 @@ class Sampler:
         """
         if apply_grammar and self.grammar is not None:
             self.grammar.accept(token)
+        if apply_grammar and self.budget is not None:  # generated tokens only (prefill is its own)
+            self.budget.accept(token)
         for stage in self._stages:
             stage.accept(token)
 
@@ -277,6 +286,8 @@ class Sampler:
             stage.reset()
         if self.grammar is not None:
             self.grammar.reset()
+        if self.budget is not None:  # back to its state after the generation prompt
+            self.budget = ReasoningBudget(self.budget.spec, self.budget.pieces)
         self.last_candidates = None
 
     def probs(self, logits: np.ndarray, n: int) -> list[tuple[int, float]]:

@@ -12,6 +12,7 @@ gaps between matches become pieces too.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable
 from functools import cache
@@ -147,12 +148,46 @@ def _ecmascript_to_python(expr: str) -> str:
 Stage = Callable[[str, int, int, list[int]], None]
 
 
+# A hand-written splitter's regex runs over at most WINDOW characters per call: one
+# findall over megabytes is one C call that holds the GIL throughout (0.4 s for 4 MB), and
+# a server's other threads (its event loop, its model thread) wait that long.
+WINDOW = 1 << 18
+# Pieces that end this far before a window's end are final: these regexes are runs of
+# character classes with one-character lookaheads, so a piece depends on the text past its
+# end only by one character, unless it runs up to the window's end (then it is cut there
+# and redone in the next window).
+MARGIN = 256
+_SPACES = "\t\n\x0b\x0c\r \ue000"  # whitespace, and the signature view's other-whitespace class
+
+
+def findall_windowed(findall: Callable[[str, int, int], list[str]], view: str, start: int, end: int) -> list[str]:
+    """findall(view, start, end) for a regex whose matches tile the text, WINDOW characters
+    at a time; the same pieces."""
+    out: list[str] = []
+    pos = start
+    while end - pos > WINDOW:
+        stop = pos + WINDOW
+        pieces = findall(view, pos, stop)
+        ends = list(accumulate(map(len, pieces), initial=pos))
+        # whitespace before the margin may belong to a run that goes on past the window,
+        # and the splitters' whitespace alternatives (`\s*[\r\n]+`, `\s+(?!\S)`) decide
+        # where such a run's pieces end only at its end: keep what ends before that run
+        limit = pos + len(view[pos:stop - MARGIN].rstrip(_SPACES))
+        keep = bisect.bisect_right(ends, limit) - 1
+        if keep <= 0:  # one piece spans (nearly) the whole window: read the rest in one call
+            break
+        out.extend(pieces[:keep])
+        pos = ends[keep]
+    out.extend(findall(view, pos, end))
+    return out
+
+
 def _cover_stage(pattern: re.Pattern[str]) -> Stage:
     """A hand-written splitter: its regex matches everything, piece after piece."""
     findall = pattern.findall
 
     def run(view: str, start: int, end: int, out: list[int]) -> None:
-        ends = accumulate(map(len, findall(view, start, end)), initial=start)
+        ends = accumulate(map(len, findall_windowed(findall, view, start, end)), initial=start)
         next(ends)
         out.extend(ends)
 
@@ -233,7 +268,7 @@ class PreTokenizer:
 
     def split(self, text: str) -> list[str]:
         if self._single is not None and text.isascii():
-            return self._single(text)  # the signature view of ASCII text is the text
+            return findall_windowed(self._single, text, 0, len(text))  # the signature view of ASCII text is the text
         views: dict[str, str] = {}
         if "sig" in self._views:
             views["sig"] = uni.signature(text)

@@ -12,8 +12,8 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from pyllama.gguf_file import TensorInfo
 from pyllama.kernels.fast import FusedLinear
-from pyllama.linear import Linear, matmul_backend
-from pyllama.quant import PACK_LAYOUTS, SUPPORTED_TYPES, dequantize, set_packing_layout
+from pyllama.linear import DEFAULT_BACKEND, Linear
+from pyllama.quant import PACK_LAYOUTS, SUPPORTED_TYPES, dequantize
 from pyllama.quant import matmul as mm
 from pyllama.quant.synthetic import random_tensor_bytes
 
@@ -37,9 +37,7 @@ for qt in sorted(SUPPORTED_TYPES, key=lambda t: t.value):
     for layout in PACK_LAYOUTS:
         for tile in (mm.TILE_WEIGHTS, 3000):
             saved, mm.TILE_WEIGHTS = mm.TILE_WEIGHTS, tile
-            set_packing_layout(layout)  # type: ignore[arg-type]
-            packed = Linear(info, "packed")
-            set_packing_layout("int8")
+            packed = Linear(info, "packed", layout=layout)  # type: ignore[arg-type]
             ids = np.array([3, 0, 39, 17], dtype=np.int64)  # wasm32: not the default intp
             if not np.array_equal(packed.rows(ids), dense.rows(ids)):
                 failures.append(f"rows {qt.name} {layout} tile={tile}")
@@ -64,4 +62,4 @@ if not np.allclose(fused(x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max
 ids = np.array([7, 0, 3], dtype=np.int64)
 if not all(np.array_equal(p.rows(ids), p.dense_weight()[ids]) for p in parts):
     failures.append("fused rows")
-print(json.dumps({"platform": sys.platform, "numpy": np.__version__, "backend": matmul_backend(), "failures": failures}))
+print(json.dumps({"platform": sys.platform, "numpy": np.__version__, "backend": DEFAULT_BACKEND, "failures": failures}))

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 from gguf import quants as gguf_quants
 from gguf.constants import GGMLQuantizationType
 
-import pyllama.quant as quant_mod
-from pyllama import linear as linear_mod
 from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.gguf_file import TensorInfo
 from pyllama.kernels.fast import FusedLinear
-from pyllama.linear import Linear, ScratchPool, set_matmul_backend
+from pyllama.linear import Linear, ScratchPool
 from pyllama.quant import NIBBLE_TYPES
 from pyllama.quant import matmul as matmul_mod
 from pyllama.quant.grouped import tile_strategy
@@ -36,11 +32,9 @@ def make_info(name: str, qtype: GGMLQuantizationType, n_out: int, n_in: int, see
 
 
 @pytest.fixture(params=["blas", "einsum"])
-def backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    before = linear_mod.matmul_backend()
-    set_matmul_backend(request.param)
-    yield request.param
-    set_matmul_backend(before)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The matmul kernel the Linear objects of a test are built with."""
+    return str(request.param)
 
 
 @pytest.fixture(params=[False, True], ids=["one-tile", "many-tiles"])
@@ -54,12 +48,7 @@ TOKEN_COUNTS = [1, 4, 17]
 
 
 def test_token_counts_exercise_every_tile_strategy() -> None:
-    seen = set()
-    before = linear_mod.matmul_backend()
-    for backend in ("blas", "einsum"):
-        set_matmul_backend(backend)
-        seen |= {tile_strategy(n) for n in TOKEN_COUNTS}
-    set_matmul_backend(before)
+    seen = {tile_strategy(n, backend) for n in TOKEN_COUNTS for backend in ("blas", "einsum")}
     assert seen == {"grouped-matmul", "grouped-einsum", "dequant"}
 
 
@@ -69,7 +58,7 @@ def test_dense_and_packed_agree(
     qtype: GGMLQuantizationType, n_tokens: int, backend: str, tiles: bool
 ) -> None:
     info = make_info("w", qtype, 48, 512, qtype.value)
-    dense, packed = Linear(info, "dense"), Linear(info, "packed")
+    dense, packed = Linear(info, "dense", backend=backend), Linear(info, "packed", backend=backend)  # type: ignore[arg-type]
     assert np.array_equal(dense.dense_weight(), packed.dense_weight())
     x = np.random.default_rng(0).standard_normal((n_tokens, 512)).astype(np.float32)
     y_dense, y_packed = dense(x), packed(x)
@@ -93,12 +82,11 @@ def test_dense_and_packed_agree(
 @pytest.mark.parametrize("n_tokens", TOKEN_COUNTS)
 @pytest.mark.parametrize("qtype", list(NIBBLE_TYPES), ids=lambda t: t.name)
 def test_nibble_layout_agrees_with_dense(
-    qtype: GGMLQuantizationType, n_tokens: int, layout: str, backend: str, tiles: bool, monkeypatch: pytest.MonkeyPatch
+    qtype: GGMLQuantizationType, n_tokens: int, layout: str, backend: str, tiles: bool
 ) -> None:
     info = make_info("w", qtype, 48, 512, qtype.value)
-    dense = Linear(info, "dense")
-    monkeypatch.setattr(quant_mod, "_layout", layout)
-    packed = Linear(info, "packed")
+    dense = Linear(info, "dense", backend=backend)  # type: ignore[arg-type]
+    packed = Linear(info, "packed", layout=layout, backend=backend)  # type: ignore[arg-type]
     assert type(packed.packed).__name__ == "NibbleCodes"
     # Half a byte per code + a float32 scale (+ min, or Q4_0's folded -8 * scale) per 32;
     # compact keeps the legacy types' float16 scales (and Q4_1's mins).
@@ -128,13 +116,13 @@ def test_rows_are_exact(qtype: GGMLQuantizationType, mode: str) -> None:
 @pytest.mark.parametrize("mode", ["dense", "packed"])
 def test_fused_mixed_types_equals_separate_calls(mode: str, n_tokens: int, backend: str, tiles: bool) -> None:
     # Q4_K_M files mix Q4_K and Q6_K inside one layer; F32 shows the zero-copy path.
-    q = Linear(make_info("q", T.Q4_K, 64, 256, 1), mode)  # type: ignore[arg-type]
-    k = Linear(make_info("k", T.Q6_K, 16, 256, 2), mode)  # type: ignore[arg-type]
-    v = Linear(make_info("v", T.F32, 32, 256, 3), mode)  # type: ignore[arg-type]
+    q = Linear(make_info("q", T.Q4_K, 64, 256, 1), mode, backend=backend)  # type: ignore[arg-type]
+    k = Linear(make_info("k", T.Q6_K, 16, 256, 2), mode, backend=backend)  # type: ignore[arg-type]
+    v = Linear(make_info("v", T.F32, 32, 256, 3), mode, backend=backend)  # type: ignore[arg-type]
     x = np.random.default_rng(1).standard_normal((n_tokens, 256)).astype(np.float32)
     wants = [lin(x) for lin in (q, k, v)]
     full = np.concatenate([q.dense_weight(), k.dense_weight(), v.dense_weight()])
-    qkv = FusedLinear([q, k, v])
+    qkv = FusedLinear([q, k, v], backend=backend)  # type: ignore[arg-type]
     assert (qkv.n_out, qkv.n_in) == (112, 256)
     for got, want in zip(np.split(qkv(x), [64, 80], axis=-1), wants, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
@@ -173,7 +161,9 @@ def test_bad_inputs_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="input width 32 != 64"):
         Linear(info)(np.zeros((1, 32), np.float32))
     with pytest.raises(ValueError, match="unknown matmul backend"):
-        set_matmul_backend("gpu")  # type: ignore[arg-type]
+        Linear(info, backend="gpu")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown packing layout"):
+        Linear(info, "packed", layout="nibble")  # type: ignore[arg-type]
 
 
 def test_default_scratch_is_shared_within_a_thread_only() -> None:

@@ -8,16 +8,14 @@ fused row counts of a model, Gemma's Q4_K)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from gguf.constants import GGMLQuantizationType
 
-import pyllama.quant as quant_mod
 from pyllama.gguf_file import GGUFFile, read_gguf
-from pyllama.linear import Linear, matmul_backend, set_matmul_backend
+from pyllama.linear import Linear
 from pyllama.quant import dequantize, repack
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -34,11 +32,8 @@ def gemma(gemma_path: Path) -> GGUFFile:
 
 
 @pytest.fixture(params=["blas", "einsum"])
-def backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    before = matmul_backend()
-    set_matmul_backend(request.param)
-    yield str(request.param)
-    set_matmul_backend(before)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def _fused(gguf: GGUFFile, names: list[str]) -> tuple[np.ndarray, object, tuple[int, int]]:
@@ -68,7 +63,7 @@ def test_nibbles_match_dense_on_real_tensors(
     x = np.random.default_rng(n_tokens).standard_normal((n_tokens, shape[1])).astype(np.float32)
     want = x.astype(np.float64) @ w.T.astype(np.float64)
     got = np.empty((n_tokens, shape[0]), dtype=np.float32)
-    nib.matmul_t_into(x, got, np.empty(nib.scratch_size(), dtype=np.float32))
+    nib.matmul_t_into(x, got, np.empty(nib.scratch_size(), dtype=np.float32), backend)  # type: ignore[arg-type]
     # float32 summation-order differences only: relative to the size of the terms summed.
     scale = np.abs(x).astype(np.float64) @ np.abs(w.T).astype(np.float64)
     assert np.all(np.abs(got - want) <= 2e-6 * scale + 1e-30)
@@ -77,11 +72,11 @@ def test_nibbles_match_dense_on_real_tensors(
     if str(qtype.name) == "Q4_1":  # type: ignore[attr-defined]
         int8 = repack(raw, qtype, shape, layout="int8")  # type: ignore[arg-type]
         same = np.empty_like(got)
-        int8.matmul_t_into(x, same, np.empty(int8.scratch_size(), dtype=np.float32))
+        int8.matmul_t_into(x, same, np.empty(int8.scratch_size(), dtype=np.float32), backend)  # type: ignore[arg-type]
         assert np.array_equal(got, same)  # identical float32 codes into the same kernel
 
 
-def test_packed_smollm2_weights_fit_the_nibble_budget(smollm2: GGUFFile, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_packed_smollm2_weights_fit_the_nibble_budget(smollm2: GGUFFile) -> None:
     """Every 2-D weight of SmolLM2 as packed Linear. Lean layout: Q4_1 at 0.6875 bytes per
     weight (nibbles, float16 d, float32 m), the Q8_0 embedding/head at 1.0625 (float16 d):
     98.3 MiB. The int8 default: 157 MiB. A fallback to int8 codes or to float32 scales
@@ -89,9 +84,7 @@ def test_packed_smollm2_weights_fit_the_nibble_budget(smollm2: GGUFFile, monkeyp
     infos = [t for t in smollm2.tensors.values() if len(t.shape) == 2]
     n_q4 = sum(int(np.prod(t.shape)) for t in infos if t.ggml_type.name == "Q4_1")
     assert n_q4 > 100_000_000  # the budgets below are really about the 4-bit weights
-    monkeypatch.setattr(quant_mod, "_layout", "nibbles")
-    assert 95 * 2**20 < sum(Linear(info, "packed").nbytes for info in infos) <= 99 * 2**20
-    monkeypatch.setattr(quant_mod, "_layout", "int8")
+    assert 95 * 2**20 < sum(Linear(info, "packed", layout="nibbles").nbytes for info in infos) <= 99 * 2**20
     assert 150 * 2**20 < sum(Linear(info, "packed").nbytes for info in infos) <= 158 * 2**20
 
 

@@ -23,7 +23,26 @@ REPO = Path(__file__).resolve().parents[2]
 API_KEY = "sk-test-key-1234"
 
 
+_next_port = 0
+
+
 def free_port() -> int:
+    """A free port: the OS's choice, or the next free one in PYLLAMA_TEST_PORTS ("9020-9099")
+    when several people share a machine and each keeps to a range."""
+    global _next_port
+    ports = os.environ.get("PYLLAMA_TEST_PORTS", "")
+    if "-" in ports:
+        lo, hi = (int(x) for x in ports.split("-", 1))
+        for _ in range(hi - lo + 1):
+            port = lo + _next_port % (hi - lo + 1)
+            _next_port += 1
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+        raise RuntimeError(f"no free port in PYLLAMA_TEST_PORTS={ports}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -32,8 +51,8 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(self, args: list[str], env: dict[str, str] | None = None, log_name: str = "server",
-                 command: list[str] | None = None, scheme: str = "http") -> None:
-        self.port = free_port()
+                 command: list[str] | None = None, scheme: str = "http", port: int | None = None) -> None:
+        self.port = port if port is not None else free_port()
         self.base_url = f"{scheme}://127.0.0.1:{self.port}"
         self.log_path = Path(os.environ.get("PYTEST_SERVER_LOG_DIR", "/tmp")) / f"pyllama-{log_name}-{self.port}.log"
         self._log = self.log_path.open("w")

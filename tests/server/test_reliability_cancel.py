@@ -106,39 +106,12 @@ def test_http1_requests_closed_right_after_sending_generate_almost_nothing(cance
 
 def test_http2_streams_reset_in_the_same_write_generate_almost_nothing(cancel_server: ServerProcess) -> None:
     """Many HTTP/2 streams whose RST_STREAM is in the same write as their request."""
-    import h2.config
-    import h2.connection
+    from asgi.stress import send_http2_reset
 
     wait_idle(cancel_server, SLOW)
     before = tokens_predicted(cancel_server)
-    sock = socket.create_connection(("127.0.0.1", cancel_server.port))
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    conn.initiate_connection()
-    sock.sendall(conn.data_to_send())
-    n_streams = 300
-    sent = 0
-    while sent < n_streams:
-        for _ in range(50):  # 50 request+reset pairs per write, within the server's stream limit
-            stream_id = conn.get_next_available_stream_id()
-            path, body = ROUTES[sent % len(ROUTES)]
-            data = json.dumps(body).encode()
-            conn.send_headers(stream_id, [(":method", "POST"), (":path", path), (":scheme", "http"),
-                                          (":authority", "x"), ("content-type", "application/json"),
-                                          ("content-length", str(len(data)))])
-            conn.send_data(stream_id, data, end_stream=True)
-            conn.reset_stream(stream_id)
-            sent += 1
-        sock.sendall(conn.data_to_send())
-        sock.settimeout(0.2)
-        try:
-            incoming = sock.recv(1 << 16)  # acknowledge SETTINGS / window updates
-            if incoming:
-                conn.receive_data(incoming)
-                sock.sendall(conn.data_to_send())
-        except TimeoutError:
-            pass
-        except Exception:  # the server may send frames for streams we reset; ignore them
-            pass
+    # 300 here (50 request+reset pairs per write); `python -m asgi.stress reset` sends 1,000
+    sock = send_http2_reset(cancel_server.base_url, 300)
     time.sleep(0.3)
     try:
         idle_within_steps(cancel_server)
@@ -312,18 +285,24 @@ def test_health_stays_live_while_the_costliest_legal_sampling_runs(cancel_server
 BIG = "word " * (4 << 20)  # 20 MB of text
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/apply-template", {"messages": [{"role": "user", "content": BIG}]}),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": BIG}], "max_tokens": 1}),
-    ("/tokenize", {"content": BIG[: 1 << 20]}),
-    ("/completion", {"prompt": "x", "n_predict": 1, "logit_bias": {f"{i} {'long key ' * 200}": -1 for i in range(4096)}}),
-    ("/completion", {"prompt": "x", "n_predict": 1, "logit_bias": {f"{i} {'long key ' * 2}": -1 for i in range(4096)}}),
+@pytest.mark.parametrize("path, body, bound", [
+    ("/apply-template", {"messages": [{"role": "user", "content": BIG}]}, 0.5),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": BIG}], "max_tokens": 1}, 0.5),
+    ("/tokenize", {"content": BIG[: 1 << 20]}, 0.5),
+    # 4 MB with pieces: one json.dumps of 800,000 pieces held the GIL 1.5-2.6 s, one regex
+    # call over the text 0.4 s (bar: 0.5 s; the margin is for the shared test machine)
+    ("/tokenize", {"content": BIG[: 4 << 20], "with_pieces": True}, 1.0),
+    ("/completion", {"prompt": "x", "n_predict": 1, "logit_bias": {f"{i} {'long key ' * 200}": -1 for i in range(4096)}},
+     0.5),
+    ("/completion", {"prompt": "x", "n_predict": 1, "logit_bias": {f"{i} {'long key ' * 2}": -1 for i in range(4096)}},
+     0.5),
 ])
 def test_health_answers_within_half_a_second_during_a_large_request(cancel_server: ServerProcess, path: str,
-                                                                     body: dict[str, Any]) -> None:
+                                                                     body: dict[str, Any], bound: float) -> None:
     """A 20 MB chat was templated on the event loop (a character-by-character common-prefix
     loop: 5 s per 10 M characters); /tokenize and logit_bias string keys were tokenized
-    there too. Now that work runs on a worker thread and /health stays quick."""
+    there too. Now that work runs on a worker thread, in pieces short enough that the GIL
+    changes hands often, and /health stays quick."""
     data = json.dumps(body).encode()
 
     def work() -> int:
@@ -332,4 +311,18 @@ def test_health_answers_within_half_a_second_during_a_large_request(cancel_serve
 
     worst, status = _health_latency_while(cancel_server, work)
     assert status in (200, 400), status  # the chat is refused as too long for the context: a 400
-    assert worst < 0.5, worst
+    assert worst < bound, worst
+
+
+def test_large_replies_are_encoded_in_slices_with_the_same_text() -> None:
+    """asgi.http.dumps encodes long lists a slice at a time (json.dumps holds the GIL for
+    the whole call); the text is json.dumps's exactly, NaN written as null as before."""
+    from asgi.http import DUMP_CHUNK, dumps
+
+    values: list[Any] = [
+        [], list(range(3 * DUMP_CHUNK + 1)), {"tokens": [{"id": i, "piece": "é\n"} for i in range(1000)]},
+        {"a": [float("nan")] * 600, "b": {"c": [[1.5] * 3] * 700}}, [[]] * 600, {"x": {}},
+    ]
+    for value in values:
+        expected = json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("NaN", "null")
+        assert dumps(value) == expected

@@ -121,6 +121,7 @@ BASE_BODIES: dict[str, dict[str, Any]] = {
     "/v1/responses/input_tokens": {"input": "Hi"},
     "/responses/input_tokens": {"input": "Hi"},
     "/v1/chat/completions/input_tokens": {"messages": [{"role": "user", "content": "Hi"}]},
+    "/v1/streams/lookup": {"conversation_ids": ["fuzz"]},
     "/chat/completions/input_tokens": {"messages": [{"role": "user", "content": "Hi"}]},
     **{p: {"query": "Hi", "documents": ["Hello", "Bye"]} for p in ("/rerank", "/v1/rerank", "/reranking", "/v1/reranking")},
 }
@@ -136,7 +137,7 @@ CONTENT_TYPES = st.sampled_from([None, "application/json", "text/plain", "applic
                                  "\x7f"])
 ODD_HEADERS = st.dictionaries(
     st.sampled_from(["Authorization", "X-Api-Key", "Accept", "Origin", "Accept-Encoding", "X-Forwarded-For",
-                     "Cookie", "Range", "Expect", "If-None-Match"]),
+                     "Cookie", "Range", "Expect", "If-None-Match", "X-Conversation-Id"]),
     st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60), max_size=3)
 METHODS = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
 
