@@ -248,6 +248,8 @@ class Router:
         values = self.settings.router_values
         specs = await asyncio.to_thread(router_specs, values, values.get("chat_template"))
         old = {m.name: m for m in self.registry.models}
+        for spec in specs:  # --lora adapters apply to every model (asgi/settings.py)
+            spec.lora = list(self.registry.models[0].spec.lora) if self.registry.models else []
         fresh = {s.name: s for s in specs}
         for served in old.values():
             if served.state in RUNNING and fresh.get(served.name) != served.spec:
