@@ -173,8 +173,12 @@ class Router:
         """Run a load or unload that a /models request asked for, without making it wait."""
 
         async def run() -> None:
-            with contextlib.suppress(Unavailable, BadRequest):
+            try:
                 await work
+            except (Unavailable, BadRequest):
+                pass  # the model's status and the event feed already say why
+            except Exception:
+                log.exception("a model load or unload asked for by /models failed")
 
         task = asyncio.create_task(run())
         self.tasks.add(task)
