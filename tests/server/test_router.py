@@ -241,3 +241,24 @@ def test_unloading_under_a_stream_ends_it_with_an_error_event(router: ServerProc
     assert "error" in last and "unloaded" in last["error"]["message"], last
     assert len(lines) < 200
     wait_status(router, "smol-a", "unloaded")
+
+
+def test_concurrent_requests_for_two_models_with_one_slot_all_succeed(router: ServerProcess) -> None:
+    """Six clients at once, three per model, --models-max 1: the queue serves one model's
+    requests together (one load each), then the other's; nobody gets an error or hangs."""
+    base = router.base_url
+    results: list[tuple[str, int]] = []
+
+    def ask(model: str) -> None:
+        res = httpx.post(base + "/completion", timeout=300,
+                         json={"model": model, "prompt": "Hello", "n_predict": 4})
+        results.append((model, res.status_code))
+
+    threads = [threading.Thread(target=ask, args=(m,)) for m in ("smol-a", "smol-b") * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert sorted(results) == [("smol-a", 200)] * 3 + [("smol-b", 200)] * 3
+    loaded = [name for name, m in models(router).items() if m["status"]["value"] == "loaded"]
+    assert len(loaded) == 1
