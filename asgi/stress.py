@@ -31,19 +31,18 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-SLOW = 600.0
+from asgi.stress_probes import SLOW, load_average, seconds_until_idle, tokens_predicted
+
 # Requests that would generate without end (n_predict -1 + ignore_eos, context shift on).
 ENDLESS: dict[str, Any] = {"prompt": "x", "n_predict": -1, "ignore_eos": True}
 ROUTES: list[tuple[str, dict[str, Any]]] = [
@@ -53,42 +52,6 @@ ROUTES: list[tuple[str, dict[str, Any]]] = [
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": -1, "ignore_eos": True}),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "ignore_eos": True, "stream": True}),
 ]
-
-
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def tokens_predicted(base: str) -> float:
-    text = httpx.get(base + "/metrics", timeout=SLOW).text
-    match = re.search(r"^llamacpp:tokens_predicted_total (\S+)$", text, re.M)
-    if not match:
-        raise RuntimeError("no llamacpp:tokens_predicted_total in /metrics: start the server with --metrics")
-    return float(match.group(1))
-
-
-def busy_slots(base: str) -> int:
-    return sum(bool(s["is_processing"]) for s in httpx.get(base + "/slots", timeout=SLOW).json())
-
-
-def seconds_until_idle(base: str, within: float) -> float:
-    """Seconds until no slot is processing; inf if still busy after `within` seconds."""
-    t0 = time.monotonic()
-    while busy_slots(base):
-        if time.monotonic() - t0 > within:
-            return float("inf")
-        time.sleep(0.02)
-    return time.monotonic() - t0
 
 
 def http1_request(path: str, body: dict[str, Any]) -> bytes:

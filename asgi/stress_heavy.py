@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from asgi.stress import SLOW, load_average
+from asgi.stress_probes import SLOW, load_average
 
 # 32 distinct breakers of 40 bytes: the most dry_sequence_breakers the server keeps
 # (longer ones are cut to 40 bytes and duplicates dropped, as llama.cpp does).

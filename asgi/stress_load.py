@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from asgi.stress import load_average, rss_kb, seconds_until_idle
+from asgi.stress_probes import load_average, rss_kb, seconds_until_idle
 
 PROMPTS = ["Tell me a joke.", "What is 2+2?", "Name a color.", "Say hello in French.", "Write one word.",
            "List three fruits.", "What is the capital of Italy?", "Describe the sky."]
