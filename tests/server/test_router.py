@@ -147,6 +147,7 @@ def test_a_failed_load_is_reported_to_the_requester_and_in_the_list(router: Serv
     events = Events(router)
     res = httpx.post(router.base_url + "/completion", json={"model": "broken", "prompt": "x"}, timeout=120)
     assert res.status_code == 503 and "failed to load" in res.json()["error"]["message"]
+    assert httpx.get(router.base_url + "/health").json() == {"status": "ok"}  # as llama-server's router
     status = models(router)["broken"]["status"]
     assert status["value"] == "unloaded" and status["failed"] is True and status["exit_code"] == 1
     events.wait_for("status_change", "broken", status="unloaded", exit_code=1)
