@@ -169,6 +169,36 @@ class Router:
             await asyncio.to_thread(served.unload, "unloaded", f"model '{served.name}' was unloaded")
         self.notify("status_change", served.name, {"status": "unloaded", "exit_code": 0})
 
+    async def sleep_when_idle(self, idle_seconds: int) -> None:
+        """--sleep-idle-seconds in router mode: each model sleeps on its own after that long
+        without work (as each llama-server child does), status `sleeping`, still counted
+        against --models-max; the next request for it wakes it (`acquire`)."""
+        from asgi.sleep import TICK_SECONDS, is_idle
+
+        busy_at: dict[str, float] = {}
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            now = time.monotonic()
+            for served in list(self.registry.models):
+                if not is_idle(served) or self.busy(served):
+                    busy_at[served.name] = now
+                elif now - max(busy_at.get(served.name, 0.0), served.last_used) >= idle_seconds:
+                    try:
+                        await self._fall_asleep(served)
+                    except Exception:  # never let the sleeper die: the model just stays awake
+                        log.exception("could not put %s to sleep", served.name)
+                        busy_at[served.name] = now
+
+    async def _fall_asleep(self, served: ServedModel) -> None:
+        async with served._lock:
+            if served.state != "ready":
+                return
+            if served.scheduler is not None:
+                self.registry.metrics_book.retire(served.scheduler.metrics)
+            await asyncio.to_thread(served.unload, "sleeping")
+        log.info("%s is asleep until its next request", served.name)
+        self.notify("status_change", served.name, {"status": "sleeping"})
+
     def in_background(self, work: Any) -> None:
         """Run a load or unload that a /models request asked for, without making it wait."""
 
@@ -194,6 +224,9 @@ class Router:
         if not autoload and served.state not in RUNNING:
             raise BadRequest("model is not loaded")
         await self.ensure_ready(served)
+        if served.state == "sleeping":
+            await served.ensure_loaded()  # waking up: no load event, no "info" (as llama-server)
+            self.notify("status_change", served.name, {"status": "loaded"})
         served.last_used = time.monotonic()
         task = asyncio.current_task()
         served.holders = {t for t in served.holders if not t.done()}

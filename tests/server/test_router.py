@@ -263,3 +263,22 @@ def test_concurrent_requests_for_two_models_with_one_slot_all_succeed(router: Se
     assert sorted(results) == [("smol-a", 200)] * 3 + [("smol-b", 200)] * 3
     loaded = [name for name, m in models(router).items() if m["status"]["value"] == "loaded"]
     assert len(loaded) == 1
+
+
+def test_each_model_sleeps_on_its_own_and_wakes_on_a_request(smollm2_path: Path, tmp_path: Path) -> None:
+    preset = tmp_path / "models.ini"
+    preset.write_text(f"[one]\nmodel = {smollm2_path}\nc = 256\n")
+    running = start(["--models-preset", str(preset), "--sleep-idle-seconds", "1"], "router-sleep")
+    server = next(running)
+    try:
+        events = Events(server)
+        body = {"model": "one", "prompt": "Hi", "n_predict": 2}
+        assert httpx.post(server.base_url + "/completion", json=body, timeout=120).status_code == 200
+        assert wait_status(server, "one", "sleeping", timeout=30)["status"]["value"] == "sleeping"
+        events.wait_for("status_change", "one", status="sleeping")
+        assert httpx.post(server.base_url + "/completion", json=body, timeout=120).status_code == 200
+        kinds = [(e["event"], e.get("data", {}).get("status")) for e in events.items if e["model"] == "one"]
+        asleep = kinds.index(("status_change", "sleeping"))
+        assert ("status_change", "loaded") in kinds[asleep:], kinds  # woken up by the request
+    finally:
+        running.close()
