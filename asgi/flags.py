@@ -159,7 +159,7 @@ FLAGS: list[Flag] = [
     # threads and speculative decoding (issue 18; asgi/speed_flags.py)
     *[_f(*row) for row in SPEED_FLAGS],
     # LoRA adapters (issue 16; asgi/lora_settings.py)
-    *[_f(*row, metavar="FNAME" if row[2] == "list" else None) for row in LORA_FLAGS],
+    *[_f(*row, metavar={"lora": "FNAME", "lora_scaled": "FNAME:SCALE"}.get(row[1])) for row in LORA_FLAGS],
     _f("--sleep-idle-seconds", "sleep_idle_seconds", "int", "seconds of idleness after which the model is unloaded until the next request (default: -1 = never)", "LLAMA_ARG_SLEEP_IDLE_SECONDS"),
     _f("--ui-mcp-proxy --webui-mcp-proxy", "ui_mcp_proxy", "toggle", "serve the /cors-proxy route the web UI's MCP client uses (default: off; do not enable in untrusted environments)", "LLAMA_ARG_UI_MCP_PROXY"),
     _f("--media-path", "media_path", "str", "folder local file:// media may be read from (no multimodal models here: accepted, unused)", "LLAMA_ARG_MEDIA_PATH"),
