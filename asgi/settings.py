@@ -200,7 +200,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
             settings.models[0].aliases = [str(model)]  # llama-server names an alias-less model by its path, as given
 
     adapters = lora_files(values, args)  # --lora / --lora-scaled: checked now, so a bad file exits 1
-    check_lora_files(adapters, [m.path for m in settings.models])
+    check_lora_files(adapters, [m.path for m in settings.models if not m.unavailable])
     for spec in settings.models:
         spec.lora = list(adapters)
 
