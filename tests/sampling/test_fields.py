@@ -31,10 +31,12 @@ from pyllama.sampling.fields import FIELDS, SEQ_FLAGS, Field, defaults
 REPO = Path(__file__).resolve().parents[2]
 NAMES = {f.name for f in FIELDS}
 FLAGGED = {f.name for f in FIELDS if f.flags}
-# SamplingParams attributes that constrain the output rather than sample it (grammar flags
-# and fields have their own readers, in asgi.params and pyllama.grammar).
+# SamplingParams attributes that are not sampling parameters: the grammar constrains the
+# output (its flags and fields have their own readers, asgi.params and pyllama.grammar), and
+# the reasoning budget is built from the chat template's thinking tags (asgi/reasoning_budget.py).
+# Any other attribute must be in the table.
 GRAMMAR_ATTRS = {"grammar", "grammar_lazy", "grammar_trigger_words", "grammar_trigger_tokens",
-                 "grammar_trigger_patterns"}
+                 "grammar_trigger_patterns", "reasoning_budget"}
 
 # llama.cpp common/common.h, struct common_params_sampling, at the commit the project
 # follows (0c1e57098, llama-cpp-python 0.3.36), by llama-server's request name. seed is
