@@ -22,7 +22,7 @@ from asgi.errors import BadRequest
 from asgi.flags import build_parser
 from asgi.openapi import completion_fields
 from asgi.params import RequestLimits, parse_completion_params
-from asgi.settings import parse_settings
+from asgi.settings import SettingsError, parse_settings
 from pyllama.cli.sampling_args import add_sampling_args, params_from_args
 from pyllama.errors import InvalidRequestError
 from pyllama.sampling import SamplingParams
@@ -202,3 +202,17 @@ def test_web_module_is_up_to_date() -> None:
         sys.path.remove(str(REPO / "tools"))
     assert (REPO / "web" / "sampling_fields.js").read_text() == web_sampling_fields.render(), \
         "run python tools/web_sampling_fields.py"
+
+
+@pytest.mark.parametrize("argv", [["--adaptive-decay", "2"], ["--repeat-last-n", "-5"], ["--min-keep", "-1"]])
+def test_bad_flag_values_fail_at_startup(smollm2_path: Path, argv: list[str]) -> None:
+    """A default out of its hard range is refused once, naming the flag, not by every request."""
+    with pytest.raises(SettingsError, match=f"^{argv[0]}: Value must be between"):
+        parse_settings(["-m", str(smollm2_path), *argv], {})
+    with pytest.raises(ValueError, match=f"^{argv[0]}: Value must be between"):
+        params_from_args(_cli_parser().parse_args(argv))
+
+
+def test_flag_values_are_clamped_like_requests(smollm2_path: Path) -> None:
+    settings = parse_settings(["-m", str(smollm2_path), "--temp", "-1", "--mirostat", "7", "--dry-base", "0.5"], {})
+    assert settings.sampling == {"temperature": 0.0, "mirostat": 2}  # --dry-base below 1 keeps the default
