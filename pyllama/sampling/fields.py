@@ -247,7 +247,8 @@ def flag_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """Parsed flag values (keyed by field name, plus `sampling_seq`) -> request-shaped values.
 
     Only flags that were given appear in the result; lists come out canonical (sampler
-    names, (token, bias) pairs as [token, bias]). ValueError/InvalidRequestError on a bad value.
+    names, (token, bias) pairs as [token, bias]), numbers checked and clamped as in a request.
+    ValueError naming the flag on a bad value (InvalidRequestError for an unknown sampler).
     """
     out: dict[str, Any] = {}
     for f in FIELDS:
@@ -260,8 +261,13 @@ def flag_values(values: Mapping[str, Any]) -> dict[str, Any]:
             out[f.name] = breakers_from_flag(list(raw))
         elif f.kind == "logit_bias":
             out[f.name] = [list(logit_bias_from_flag(item)) for item in raw]
-        elif f.at_least is None or raw >= f.at_least:  # --dry-base below 1.0 keeps the default
-            out[f.name] = raw
+        else:  # checked as a request's value would be, so a bad default fails at startup, not per request
+            try:
+                value = read_value(f, f.name, raw)
+            except InvalidRequestError as exc:
+                raise ValueError(f"{f.flags[-1]}: {str(exc).split(': ', 1)[-1]}") from None
+            if value is not None:  # None: --dry-base below 1.0 keeps the default
+                out[f.name] = value
     if values.get("sampling_seq") is not None and "samplers" not in out:
         out["samplers"] = parse_samplers(str(values["sampling_seq"]))
     return out

@@ -22,7 +22,7 @@ from asgi.errors import BadRequest
 from asgi.flags import build_parser
 from asgi.openapi import completion_fields
 from asgi.params import RequestLimits, parse_completion_params
-from asgi.settings import parse_settings
+from asgi.settings import SettingsError, parse_settings
 from pyllama.cli.sampling_args import add_sampling_args, params_from_args
 from pyllama.errors import InvalidRequestError
 from pyllama.sampling import SamplingParams
@@ -31,10 +31,12 @@ from pyllama.sampling.fields import FIELDS, SEQ_FLAGS, Field, defaults
 REPO = Path(__file__).resolve().parents[2]
 NAMES = {f.name for f in FIELDS}
 FLAGGED = {f.name for f in FIELDS if f.flags}
-# SamplingParams attributes that constrain the output rather than sample it (grammar flags
-# and fields have their own readers, in asgi.params and pyllama.grammar).
+# SamplingParams attributes that are not sampling parameters: the grammar constrains the
+# output (its flags and fields have their own readers, asgi.params and pyllama.grammar), and
+# the reasoning budget is built from the chat template's thinking tags (asgi/reasoning_budget.py).
+# Any other attribute must be in the table.
 GRAMMAR_ATTRS = {"grammar", "grammar_lazy", "grammar_trigger_words", "grammar_trigger_tokens",
-                 "grammar_trigger_patterns"}
+                 "grammar_trigger_patterns", "reasoning_budget"}
 
 # llama.cpp common/common.h, struct common_params_sampling, at the commit the project
 # follows (0c1e57098, llama-cpp-python 0.3.36), by llama-server's request name. seed is
@@ -200,3 +202,17 @@ def test_web_module_is_up_to_date() -> None:
         sys.path.remove(str(REPO / "tools"))
     assert (REPO / "web" / "sampling_fields.js").read_text() == web_sampling_fields.render(), \
         "run python tools/web_sampling_fields.py"
+
+
+@pytest.mark.parametrize("argv", [["--adaptive-decay", "2"], ["--repeat-last-n", "-5"], ["--min-keep", "-1"]])
+def test_bad_flag_values_fail_at_startup(smollm2_path: Path, argv: list[str]) -> None:
+    """A default out of its hard range is refused once, naming the flag, not by every request."""
+    with pytest.raises(SettingsError, match=f"^{argv[0]}: Value must be between"):
+        parse_settings(["-m", str(smollm2_path), *argv], {})
+    with pytest.raises(ValueError, match=f"^{argv[0]}: Value must be between"):
+        params_from_args(_cli_parser().parse_args(argv))
+
+
+def test_flag_values_are_clamped_like_requests(smollm2_path: Path) -> None:
+    settings = parse_settings(["-m", str(smollm2_path), "--temp", "-1", "--mirostat", "7", "--dry-base", "0.5"], {})
+    assert settings.sampling == {"temperature": 0.0, "mirostat": 2}  # --dry-base below 1 keeps the default
