@@ -39,6 +39,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from tests.models.lora_synth import write_adapter_for
 from tests.server.conftest import ServerProcess, start
 
 N_FUZZ = int(os.environ.get("PYLLAMA_FUZZ_REQUESTS", "2000"))
@@ -49,11 +50,12 @@ SLOW = 180.0  # generous bounds for a loaded 2-core machine: the checks are abou
 
 @pytest.fixture(scope="module")
 def fuzz_server(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """Every optional route on; generations capped at one token (-n 1) to keep the run fast."""
+    """Every optional route on (a LoRA adapter too); generations capped at one token (-n 1) to keep the run fast."""
     slots = tmp_path_factory.mktemp("fuzz-slots")
+    adapter = write_adapter_for(smollm2_path, tmp_path_factory.mktemp("fuzz-lora") / "lora.gguf")
     yield from start(
         ["-m", str(smollm2_path), "-c", "2048", "-np", "2", "-n", "1", "--embeddings", "--metrics", "--props",
-         "--slot-save-path", str(slots), "--max-prompts", "2", "--max-queue", "512", "--max-body-size", "262144"],
+         "--slot-save-path", str(slots), "--lora", str(adapter), "--max-prompts", "2", "--max-queue", "512", "--max-body-size", "262144"],
         "fuzz",
     )
 
