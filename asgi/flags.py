@@ -229,15 +229,21 @@ def env_values(env: dict[str, str]) -> dict[str, Any]:
                 values[flag.dest] = env_bool(raw, flag.env)
             elif flag.kind == "list":
                 values[flag.dest] = [raw]
-            elif flag.kind == "int":
-                values[flag.dest] = int(raw)
-            elif flag.kind == "float":
-                values[flag.dest] = float(raw)
             else:
-                values[flag.dest] = raw
+                values[flag.dest] = scalar_value(flag.kind, raw)
         except ValueError as exc:
             raise ValueError(f"{flag.env}={raw!r}: {exc}") from None
     return values
+
+
+def scalar_value(kind: str, raw: str) -> int | float | str:
+    """A flag's value from text (a variable or a preset line) by its kind: int, float or
+    text; ValueError when the text is not that kind."""
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    return raw
 
 
 def flag_for(dest: str) -> Flag:

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from asgi.stress import ENDLESS, ROUTES, http1_request
 from tests.server.conftest import ServerProcess, start
 
 SLOW = 120.0
@@ -31,7 +32,6 @@ SLOW = 120.0
 # (before the fix, slots stayed busy for the whole --max-predict 24 tokens).
 IDLE_POLLS = 4
 # Requests that would generate without end (n_predict -1 + ignore_eos, context shift on).
-ENDLESS = {"prompt": "x", "n_predict": -1, "ignore_eos": True}
 
 
 @pytest.fixture(scope="module")
@@ -68,21 +68,6 @@ def wait_idle(server: ServerProcess, within: float) -> float:
         assert time.monotonic() - t0 < within, f"slots still busy after {within} s"
         time.sleep(0.05)
     return time.monotonic() - t0
-
-
-def http1_request(path: str, body: dict[str, Any]) -> bytes:
-    data = json.dumps(body).encode()
-    return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-            % (path.encode(), len(data), data))
-
-
-ROUTES: list[tuple[str, dict[str, Any]]] = [
-    ("/completion", {**ENDLESS, "stream": True}),
-    ("/completion", ENDLESS),
-    ("/v1/completions", {**ENDLESS, "stream": True}),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": -1, "ignore_eos": True}),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "ignore_eos": True, "stream": True}),
-]
 
 
 # -- finding 1: abandoned requests ------------------------------------------------------------
