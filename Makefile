@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 ARGS ?=
 
-.PHONY: install serve test lint typecheck pytest bench bench-vs bench-wasm wasm web-vendor web-static clean
+.PHONY: install serve test lint typecheck pytest bench bench-vs bench-ab bench-wasm wasm web-vendor web-static clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench-vs: $(STAMP)
 	             "gemma-3-270m-q4_k_m.gguf dense"; do set -- $$spec; \
 	  $(VENV)/bin/pyllama bench -m $(MODELS_DIR)/$$1 --weights $$2 -p 256 -n 32 -r 3 -t $(THREADS) \
 	    --vs $(LLAMA_BENCH) $(ARGS) || exit 1; done
+
+# this checkout against another commit or checkout, alternating, medians (docs/performance.md)
+BASE ?= main
+bench-ab: $(STAMP)
+	$(PY) scripts/bench_ab.py --base $(BASE) -t $(THREADS) $(ARGS)
 
 # tg of the engine under Pyodide in Node (dense and packed, median of 3); see docs/performance.md
 bench-wasm: $(STAMP)

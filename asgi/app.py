@@ -179,10 +179,11 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["BODY_TIMEOUT"] = settings.timeout
     state = ServerState(settings=settings, registry=registry or ModelRegistry(settings))
+    router = None
     if settings.multi_model:
         from asgi.router import Router
 
-        state.registry.router = Router(state.registry)
+        state.registry.router = router = Router(state.registry)
     app.extensions["pyllama"] = state
     _install_middleware(app)
     _install_error_handlers(app)
@@ -204,7 +205,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
 
         state.streams.detach_timeout = settings.stream_detach_timeout
         state.background.append(asyncio.create_task(collect_forever(state.streams)))
-        if settings.sleep_idle_seconds > 0 and not settings.multi_model:
+        if settings.sleep_idle_seconds > 0 and router is not None:
+            state.background.append(asyncio.create_task(router.sleep_when_idle(settings.sleep_idle_seconds)))
+        elif settings.sleep_idle_seconds > 0:
             from asgi.routes.meta import props_body
             from asgi.sleep import sleep_when_idle
 

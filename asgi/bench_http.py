@@ -10,6 +10,10 @@ Aggregate tokens/second = all generated tokens / wall time from the first reques
 to the last one finished (prompt processing included, as a client sees it). Rounds of 1
 and of N requests alternate, so a change in machine load hits both; medians are printed.
 
+To start pyllama-server and llama-server side by side and alternate them in one run
+(-np 4, speculative decoding, threads under load), see scripts/bench_servers.py, which
+uses this module's client.
+
 It lives in asgi/ because it is a client of the server (async httpx, no threads) and the
 engine package must stay free of networking.
 """

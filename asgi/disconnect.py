@@ -96,10 +96,34 @@ def watch_disconnects(app: App) -> App:
             await app(scope, receive, send)
             return
         watch = Watch()
+        # What the client has already sent, read before the app starts: a request whose
+        # whole body came with its hang-up (an HTTP/2 stream reset in the same write, an
+        # HTTP/1.1 FIN right after the body) is dropped here, before Quart builds a request
+        # and a handler runs for it. A burst of 1,000 such streams otherwise kept the event
+        # loop busy for seconds, and some of their tasks reached the slots meanwhile. A
+        # resumable stream's request (X-Conversation-Id) is not: it outlives its client.
+        early: list[dict[str, Any]] = [await receive()]
+        pending: asyncio.Future[dict[str, Any]] | None = None
+        resumable = any(name.lower() == b"x-conversation-id" for name, _ in scope.get("headers", ()))
+        if early[0].get("type") == "http.disconnect" and not resumable:
+            return
+        if not resumable and early[0].get("type") == "http.request" and not early[0].get("more_body", False):
+            pending = asyncio.ensure_future(receive())
+            await asyncio.sleep(0)  # one loop turn: a message already queued is taken now
+            if pending.done() and not pending.cancelled() and pending.exception() is None \
+                    and pending.result().get("type") == "http.disconnect":
+                return  # the stream is closed: nothing to answer, nothing to run
         token = _current.set(watch)
 
         async def watched_receive() -> dict[str, Any]:
-            message = await receive()
+            nonlocal pending
+            if early:
+                message = early.pop(0)
+            elif pending is not None:
+                next_message, pending = pending, None
+                message = await next_message
+            else:
+                message = await receive()
             if message.get("type") == "http.disconnect":
                 watch.client_gone()
                 if watch.session is not None and not watch.finished:
@@ -119,6 +143,8 @@ def watch_disconnects(app: App) -> App:
             await app(scope, watched_receive, watched_send)
         finally:
             _current.reset(token)
+            if pending is not None and not pending.done():  # never handed to the app
+                pending.cancel()
             if watch.session is not None and not watch.session.started:
                 watch.session.evict()  # the request ended (an error, a stop) before streaming
 

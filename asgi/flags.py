@@ -17,6 +17,7 @@ from typing import Any
 from asgi.lora_settings import LORA_FLAGS
 from asgi.router_flags import ROUTER_FLAGS
 from asgi.speed_flags import SPEED_FLAGS
+from pyllama.sampling.fields import FIELDS, SEQ_FLAGS, SEQ_HELP
 
 # kinds: str int float flag (store_true) noflag (store_false) list (repeatable str) toggle (--x/--no-x)
 KINDS = ("str", "int", "float", "flag", "noflag", "list", "toggle")
@@ -37,6 +38,16 @@ class Flag:
 def _f(names: str, dest: str, kind: str, help: str, env: str | None = None, **kw: Any) -> Flag:
     return Flag(tuple(names.split()), dest, kind, help, env, **kw)
 
+
+# pyllama.sampling.fields' table as server flags: each sets the default of the request
+# field of the same name (asgi.settings reads them back by that name).
+_SAMPLING_KIND = {"int": "int", "seed": "int", "float": "float", "bool": "flag", "samplers": "str",
+                  "strings": "list", "logit_bias": "list"}
+SAMPLING_FLAGS: list[Flag] = [
+    *[Flag(f.flags, f.name, _SAMPLING_KIND[f.kind], f.flag_help, f.env,
+           metavar="TOKEN_ID(+/-)BIAS" if f.kind == "logit_bias" else None) for f in FIELDS if f.flags],
+    Flag(SEQ_FLAGS, "sampling_seq", "str", SEQ_HELP, metavar="SEQUENCE"),
+]
 
 NO_HUB = "pyllama never downloads models from a hub; download the GGUF yourself and pass -m FILE"
 
@@ -69,33 +80,7 @@ FLAGS: list[Flag] = [
     _f("-ctk --cache-type-k", "cache_type_k", "str", "KV cache type for K (default: f16)", "LLAMA_ARG_CACHE_TYPE_K"),
     _f("-ctv --cache-type-v", "cache_type_v", "str", "KV cache type for V (default: f16)", "LLAMA_ARG_CACHE_TYPE_V"),
     # sampling defaults (requests override them)
-    _f("-s --seed", "seed", "int", "RNG seed (default: -1 = random)"),
-    _f("--temp --temperature", "temperature", "float", "temperature (default: 0.8)", "LLAMA_ARG_TEMPERATURE"),
-    _f("--top-k", "top_k", "int", "top-k sampling (default: 40, 0 = disabled)", "LLAMA_ARG_TOP_K"),
-    _f("--top-p", "top_p", "float", "top-p sampling (default: 0.95, 1.0 = disabled)", "LLAMA_ARG_TOP_P"),
-    _f("--min-p", "min_p", "float", "min-p sampling (default: 0.05, 0.0 = disabled)", "LLAMA_ARG_MIN_P"),
-    _f("--top-nsigma --top-n-sigma", "top_n_sigma", "float", "top-n-sigma sampling (default: -1 = disabled)"),
-    _f("--xtc-probability", "xtc_probability", "float", "XTC probability (default: 0.0)"),
-    _f("--xtc-threshold", "xtc_threshold", "float", "XTC threshold (default: 0.1)"),
-    _f("--typical", "typical_p", "float", "locally typical sampling p (default: 1.0 = disabled)"),
-    _f("--repeat-last-n", "repeat_last_n", "int", "last n tokens penalized (default: 64)"),
-    _f("--repeat-penalty", "repeat_penalty", "float", "repeat penalty (default: 1.0 = disabled)", "LLAMA_ARG_REPEAT_PENALTY"),
-    _f("--presence-penalty", "presence_penalty", "float", "presence penalty (default: 0.0)", "LLAMA_ARG_PRESENCE_PENALTY"),
-    _f("--frequency-penalty", "frequency_penalty", "float", "frequency penalty (default: 0.0)", "LLAMA_ARG_FREQUENCY_PENALTY"),
-    _f("--dry-multiplier", "dry_multiplier", "float", "DRY multiplier (default: 0.0 = disabled)"),
-    _f("--dry-base", "dry_base", "float", "DRY base (default: 1.75)"),
-    _f("--dry-allowed-length", "dry_allowed_length", "int", "DRY allowed length (default: 2)"),
-    _f("--dry-penalty-last-n", "dry_penalty_last_n", "int", "DRY penalty window (default: -1 = context)"),
-    _f("--dynatemp-range", "dynatemp_range", "float", "dynamic temperature range (default: 0.0)"),
-    _f("--dynatemp-exp", "dynatemp_exponent", "float", "dynamic temperature exponent (default: 1.0)"),
-    _f("--mirostat", "mirostat", "int", "Mirostat version (0 = off, 1, 2)"),
-    _f("--mirostat-lr", "mirostat_eta", "float", "Mirostat learning rate eta (default: 0.1)"),
-    _f("--mirostat-ent", "mirostat_tau", "float", "Mirostat target entropy tau (default: 5.0)"),
-    _f("--samplers", "samplers", "str", "sampler order separated by ';' (default: penalties;dry;top_n_sigma;top_k;typ_p;top_p;min_p;xtc;temperature)"),
-    _f("--sampling-seq --sampler-seq", "sampling_seq", "str", "sampler order as letters (e.g. edskypmxt)"),
-    _f("--ignore-eos", "ignore_eos", "flag", "ignore end-of-sequence tokens"),
-    _f("--min-keep", "min_keep", "int", "samplers keep at least this many tokens (default: 0)"),
-    _f("-l --logit-bias", "logit_bias", "list", "TOKEN_ID(+/-)BIAS, e.g. 15043+1 (repeatable)"),
+    *SAMPLING_FLAGS,
     _f("--grammar", "grammar", "str", "GBNF grammar constraining every generation"),
     _f("--grammar-file", "grammar_file", "str", "file to read the grammar from"),
     _f("-j --json-schema", "json_schema", "str", "JSON schema constraining every generation"),
@@ -159,7 +144,7 @@ FLAGS: list[Flag] = [
     # threads and speculative decoding (issue 18; asgi/speed_flags.py)
     *[_f(*row) for row in SPEED_FLAGS],
     # LoRA adapters (issue 16; asgi/lora_settings.py)
-    *[_f(*row, metavar="FNAME" if row[2] == "list" else None) for row in LORA_FLAGS],
+    *[_f(*row, metavar={"lora": "FNAME", "lora_scaled": "FNAME:SCALE"}.get(row[1])) for row in LORA_FLAGS],
     _f("--sleep-idle-seconds", "sleep_idle_seconds", "int", "seconds of idleness after which the model is unloaded until the next request (default: -1 = never)", "LLAMA_ARG_SLEEP_IDLE_SECONDS"),
     _f("--ui-mcp-proxy --webui-mcp-proxy", "ui_mcp_proxy", "toggle", "serve the /cors-proxy route the web UI's MCP client uses (default: off; do not enable in untrusted environments)", "LLAMA_ARG_UI_MCP_PROXY"),
     _f("--media-path", "media_path", "str", "folder local file:// media may be read from (no multimodal models here: accepted, unused)", "LLAMA_ARG_MEDIA_PATH"),
@@ -244,15 +229,21 @@ def env_values(env: dict[str, str]) -> dict[str, Any]:
                 values[flag.dest] = env_bool(raw, flag.env)
             elif flag.kind == "list":
                 values[flag.dest] = [raw]
-            elif flag.kind == "int":
-                values[flag.dest] = int(raw)
-            elif flag.kind == "float":
-                values[flag.dest] = float(raw)
             else:
-                values[flag.dest] = raw
+                values[flag.dest] = scalar_value(flag.kind, raw)
         except ValueError as exc:
             raise ValueError(f"{flag.env}={raw!r}: {exc}") from None
     return values
+
+
+def scalar_value(kind: str, raw: str) -> int | float | str:
+    """A flag's value from text (a variable or a preset line) by its kind: int, float or
+    text; ValueError when the text is not that kind."""
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    return raw
 
 
 def flag_for(dest: str) -> Flag:

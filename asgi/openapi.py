@@ -1,7 +1,8 @@
 """GET /openapi.json: the routes, built from the app's own url_map, and their request bodies.
 
-The completion fields come from the tables asgi.params validates with (`_SAMPLING_NUMBERS`,
-`_BOOLS`, `OTHER_FIELDS`), so a field added there is documented here. The other bodies are
+The completion fields come from the tables the request is validated with (the sampling
+table pyllama.sampling.fields.FIELDS and asgi.params.OTHER_FIELDS), so a field added there
+is documented here. The other bodies are
 written out below; tests/server/test_reliability_openapi.py feeds every documented field a
 value of the wrong type and checks the validators refuse it, and checks that every route
 the app serves appears here, so the document and the code cannot drift apart unnoticed.
@@ -16,8 +17,9 @@ from typing import Any
 from quart import Quart, Response
 
 from asgi.openapi_compat import compat_bodies
-from asgi.params import _BOOLS, _SAMPLING_NUMBERS, INT_MAX, OTHER_FIELDS, RequestLimits
+from asgi.params import OTHER_FIELDS, RequestLimits
 from pyllama import __version__
+from pyllama.sampling.fields import FIELDS, INT_MAX, Field
 
 ERROR = {
     "type": "object",
@@ -55,23 +57,37 @@ def _number_schema(kind: str, limits: tuple[float, float] | None, hard: bool) ->
     return schema
 
 
+def sampling_schema(f: Field, limits: RequestLimits) -> dict[str, Any]:
+    """One sampling table field as a JSON schema property."""
+    if f.kind == "bool":
+        schema: dict[str, Any] = {"type": "boolean"}
+    elif f.kind == "samplers":
+        schema = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    elif f.kind == "strings":
+        schema = {"type": "array", "items": {"type": "string"}, "minItems": 1}
+    elif f.kind == "logit_bias":
+        schema = {"anyOf": [{"type": "array", "maxItems": limits.logit_bias},
+                            {"type": "object", "maxProperties": limits.logit_bias}]}
+    elif f.limits is not None:
+        schema = _number_schema("int" if f.kind == "seed" else f.kind, f.limits, True)
+    else:
+        schema = _number_schema("int" if f.kind == "seed" else f.kind, f.clamp, False)
+    return {**schema, "description": f.help}
+
+
 def completion_fields(limits: RequestLimits) -> dict[str, Any]:
     """Every field /completion reads (chat and /v1/completions read the same ones)."""
     props: dict[str, Any] = {"prompt": PROMPT, "model": {"type": "string"}}
-    for names, _attr, kind, bounds, hard in _SAMPLING_NUMBERS:
-        for name in names:
-            props[name] = _number_schema(kind, bounds, hard)
+    for f in FIELDS:
+        for name in (f.name, *f.aliases):
+            props[name] = sampling_schema(f, limits)
     props["n_probs"]["maximum"] = limits.n_probs
-    for name, _ in _BOOLS:
-        props[name] = {"type": "boolean"}
     for name, schema in OTHER_FIELDS.items():
         props[name] = dict(schema)
     props["stop"] = {"anyOf": [{"type": "string", "maxLength": limits.stop_length},
                                {"type": "array", "maxItems": limits.stop_count,
                                 "items": {"type": "string", "maxLength": limits.stop_length}}]}
     props["grammar"] = {"type": "string", "description": f"GBNF, at most {limits.grammar_bytes} bytes"}
-    props["logit_bias"] = {"anyOf": [{"type": "array", "maxItems": limits.logit_bias},
-                                     {"type": "object", "maxProperties": limits.logit_bias}]}
     return props
 
 

@@ -5,13 +5,14 @@ and aliases (`max_tokens` for `n_predict`, `n` for `n_cmpl`, `logprobs` for `n_p
 hard limits that reject (`n_predict` below -1) and soft limits that clamp (`top_p` into
 [0, 1]), `null` meaning "use the default". A wrong type or value is a 400 that names the
 field: "Field 'n_predict': Value must be between -1 <= value <= 2147483647, but got -5".
+The sampling fields are read by pyllama.sampling.fields from its table (the browser
+session reads them the same way); this module reads the rest: lengths, stops, grammar.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +21,8 @@ from asgi.lora_settings import lora_entries
 from asgi.sampler_fields import check_sampler_lists, logit_bias_pairs
 from pyllama.errors import InvalidRequestError
 from pyllama.json_limits import loads_bounded
-from pyllama.sampling import SamplingParams, parse_samplers
-
-INT_MAX = 2**31 - 1
+from pyllama.sampling import SamplingParams, fields
+from pyllama.sampling.fields import INT_MAX
 
 
 @dataclass(frozen=True)
@@ -38,50 +38,31 @@ class RequestLimits:
     logit_bias: int = 4096  # entries in logit_bias
     prompts: int = 1024  # prompts (or embedding inputs) per request
     predict: int = 16384  # tokens one task may generate (bounds n_predict -1 with ignore_eos or context shift)
-_JSON_KIND = {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}
 
 
-def _kind(value: Any) -> str:
-    return "null" if value is None else _JSON_KIND.get(type(value), type(value).__name__)
+def _checked(read: Any, *args: Any) -> Any:
+    """A pyllama.sampling.fields reader, its InvalidRequestError as this module's BadRequest."""
+    try:
+        return read(*args)
+    except InvalidRequestError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequest(f"Field '{name}': type must be number, but is {_kind(value)}")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise BadRequest(f"Field '{name}': must be a finite number")
-        value = int(value)
-    return int(value)
-
-
-def _float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequest(f"Field '{name}': type must be number, but is {_kind(value)}")
-    result = float(value)
-    if not math.isfinite(result):
-        raise BadRequest(f"Field '{name}': must be a finite number")
-    return result
+    return int(_checked(fields.read_int, name, value))
 
 
 def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise BadRequest(f"Field '{name}': type must be boolean, but is {_kind(value)}")
-    return value
+    return bool(_checked(fields.read_bool, name, value))
 
 
 def _hard(name: str, value: int, lo: int, hi: int = INT_MAX) -> int:
-    if value < lo or value > hi:
-        raise BadRequest(f"Field '{name}': Value must be between {lo} <= value <= {hi}, but got {value}")
+    _checked(fields.check_range, name, value, lo, hi)
     return value
 
 
-def _pick(body: dict[str, Any], *names: str) -> tuple[str, Any] | None:
-    """The first of `names` present with a non-null value (aliases in priority order)."""
-    for name in names:
-        if body.get(name) is not None:
-            return name, body[name]
-    return None
+_pick = fields.pick
+_kind = fields.json_kind
 
 
 @dataclass
@@ -162,88 +143,21 @@ class CompletionParams:
         }
 
 
-# (request field and aliases, SamplingParams attribute, kind, lower hard limit or soft clamp)
-_SAMPLING_NUMBERS: list[tuple[tuple[str, ...], str, str, tuple[float, float] | None, bool]] = [
-    (("temperature",), "temperature", "float", (0.0, math.inf), False),
-    (("dynatemp_range",), "dynatemp_range", "float", None, False),
-    (("dynatemp_exponent",), "dynatemp_exponent", "float", None, False),
-    (("top_k",), "top_k", "int", (0, INT_MAX), False),
-    (("top_p",), "top_p", "float", (0.0, 1.0), False),
-    (("min_p",), "min_p", "float", (0.0, 1.0), False),
-    (("top_n_sigma",), "top_n_sigma", "float", None, False),
-    (("xtc_probability",), "xtc_probability", "float", (0.0, 1.0), False),
-    (("xtc_threshold",), "xtc_threshold", "float", (0.0, 1.0), False),
-    (("typical_p",), "typical_p", "float", None, False),
-    (("repeat_last_n",), "repeat_last_n", "int", (-1, INT_MAX), True),
-    (("repeat_penalty",), "repeat_penalty", "float", None, False),
-    (("presence_penalty",), "presence_penalty", "float", None, False),
-    (("frequency_penalty",), "frequency_penalty", "float", None, False),
-    (("dry_multiplier",), "dry_multiplier", "float", None, False),
-    (("dry_allowed_length",), "dry_allowed_length", "int", (0, INT_MAX), True),
-    (("dry_penalty_last_n",), "dry_penalty_last_n", "int", (-1, INT_MAX), True),
-    (("mirostat",), "mirostat", "int", (0, 2), False),
-    (("mirostat_tau",), "mirostat_tau", "float", None, False),
-    (("mirostat_eta",), "mirostat_eta", "float", None, False),
-    (("adaptive_target",), "adaptive_target", "float", (-math.inf, 1.0), False),
-    (("min_keep",), "min_keep", "int", (0, INT_MAX), True),
-    (("n_probs", "logprobs"), "n_probs", "int", (0, INT_MAX), False),
-]
-
-_BOOLS = [("ignore_eos", "ignore_eos"), ("post_sampling_probs", "post_sampling_probs"), ("penalize_nl", "penalize_nl")]
-
-# The fields parse_completion_params reads by hand below, as JSON schema (for /openapi.json;
-# the openapi test checks each one is validated as declared). Hard limits only.
+# The fields parse_completion_params reads besides the sampling table (pyllama.sampling.fields),
+# as JSON schema for /openapi.json (the openapi test checks each one is validated as declared).
 _INT_MIN = {"n_predict": -1, "max_tokens": -1, "max_completion_tokens": -1, "n_keep": -1, "n_discard": 0,
             "n_indent": 0, "id_slot": -1, "t_max_predict_ms": -1, "n_cmpl": 1, "n": 1}
 OTHER_FIELDS: dict[str, dict[str, Any]] = {
     **{name: {"type": "integer", "minimum": lo} for name, lo in _INT_MIN.items()},
-    "seed": {"type": "integer"},
-    "dry_base": {"type": "number"},
-    "adaptive_decay": {"type": "number", "minimum": 0.0, "maximum": 0.99},
     **{name: {"type": "boolean"} for name in ("stream", "cache_prompt", "return_tokens", "timings_per_token",
                                               "grammar_lazy", "return_progress")},
     "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
-    "samplers": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-    "dry_sequence_breakers": {"type": "array", "items": {"type": "string"}, "minItems": 1},
     "response_fields": {"type": "array", "items": {"type": "string"}},
     "json_schema": {"anyOf": [{"type": "object"}, {"type": "boolean"}, {"type": "string"}]},
     "lora": {"type": "array", "description": "LoRA scales for this request: [{\"id\": int, \"scale\": number}]; "
              "adapters not listed get 0", "items": {"type": "object", "required": ["id"], "properties": {
                  "id": {"type": "integer", "minimum": 0}, "scale": {"type": "number"}}}},
 }
-
-
-def _apply_numbers(body: dict[str, Any], s: SamplingParams) -> None:
-    for names, attr, kind, limits, hard in _SAMPLING_NUMBERS:
-        found = _pick(body, *names)
-        if found is None:
-            continue
-        name, raw = found
-        if kind == "int":
-            ival = _int(name, raw)
-            if limits is not None:
-                ival = _hard(name, ival, int(limits[0]), int(limits[1])) if hard else int(min(max(ival, limits[0]), limits[1]))
-            setattr(s, attr, ival)
-        else:
-            fval = _float(name, raw)
-            if limits is not None:
-                fval = min(max(fval, limits[0]), limits[1])
-            setattr(s, attr, fval)
-    if body.get("dry_base") is not None:
-        base = _float("dry_base", body["dry_base"])
-        if base >= 1.0:
-            s.dry_base = base
-    if body.get("adaptive_decay") is not None:
-        decay = _float("adaptive_decay", body["adaptive_decay"])
-        if not 0.0 <= decay <= 0.99:
-            raise BadRequest(f"Field 'adaptive_decay': Value must be between 0 <= value <= 0.99, but got {decay}")
-        s.adaptive_decay = decay
-    if body.get("seed") is not None:
-        seed = _int("seed", body["seed"])
-        s.seed = -1 if seed in (-1, 0xFFFFFFFF) else seed & 0xFFFFFFFF
-    for name, attr in _BOOLS:
-        if body.get(name) is not None:
-            setattr(s, attr, _bool(name, body[name]))
 
 
 def check_grammar(text: str) -> None:
@@ -280,12 +194,12 @@ def parse_completion_params(
     _check_limits(body, limits)
     merged = {k: v for k, v in defaults.items() if k not in ("n_predict", "n_keep", "grammar", "json_schema")}
     sampling = SamplingParams()
-    _apply_numbers(merged, sampling)
-    if "samplers" in merged:
-        sampling.samplers = parse_samplers(merged["samplers"])
+    if "dry_sequence_breakers" in merged:  # the flag may empty the list ('none'); a request may not
+        sampling.dry_sequence_breakers = list(merged.pop("dry_sequence_breakers"))
+    _checked(fields.apply_request, merged, sampling)
     if "logit_bias" in merged:
         sampling.logit_bias = logit_bias_pairs(merged["logit_bias"], n_vocab, tokenize)
-    _apply_numbers(body, sampling)
+    _checked(fields.apply_request, body, sampling)  # every table field but logit_bias
     params = CompletionParams(sampling=sampling)
     params.n_predict = int(defaults.get("n_predict", -1))
     params.n_keep = int(defaults.get("n_keep", 0))
@@ -310,20 +224,13 @@ def parse_completion_params(
     if isinstance(options, dict) and options.get("include_usage") is not None:
         params.include_usage = _bool("include_usage", options["include_usage"])
 
-    if body.get("samplers") is not None:
-        sampling.samplers = parse_samplers(body["samplers"])
     if body.get("logit_bias") is not None:
         sampling.logit_bias = logit_bias_pairs(body["logit_bias"], n_vocab, tokenize)
-    if body.get("dry_sequence_breakers") is not None:
-        breakers = body["dry_sequence_breakers"]
-        if not isinstance(breakers, list) or not breakers or not all(isinstance(b, str) for b in breakers):
-            raise BadRequest("Field 'dry_sequence_breakers': must be a non-empty array of strings")
-        sampling.dry_sequence_breakers = list(breakers)
     if body.get("response_fields") is not None:
-        fields = body["response_fields"]
-        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        names = body["response_fields"]
+        if not isinstance(names, list) or not all(isinstance(f, str) for f in names):
             raise BadRequest("Field 'response_fields': must be an array of strings")
-        params.response_fields = list(fields)
+        params.response_fields = list(names)
 
     stop = body.get("stop")
     if stop is None:

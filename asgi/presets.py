@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from asgi.flags import FLAGS, Flag
+from asgi.flags import FLAGS, Flag, scalar_value
 from asgi.model_specs import ROPE_FLAGS, ModelSpec, model_spec
 from asgi.startup_checks import SettingsError, read_text
 
@@ -135,12 +135,8 @@ def convert(section: str, options: Mapping[str, str]) -> tuple[dict[str, Any], d
             if flag.kind in ("flag", "toggle", "noflag"):
                 on = raw.strip().lower() in TRUE_WORDS
                 values[flag.dest] = (not on) if (negated or flag.kind == "noflag") else on
-            elif flag.kind == "int":
-                values[flag.dest] = int(raw)
-            elif flag.kind == "float":
-                values[flag.dest] = float(raw)
             else:
-                values[flag.dest] = raw
+                values[flag.dest] = scalar_value(flag.kind, raw)
         except ValueError:
             raise SettingsError(f"--models-preset: [{section}] {key} = {raw!r}: expected a {flag.kind}") from None
     return values, extra

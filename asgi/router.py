@@ -169,12 +169,46 @@ class Router:
             await asyncio.to_thread(served.unload, "unloaded", f"model '{served.name}' was unloaded")
         self.notify("status_change", served.name, {"status": "unloaded", "exit_code": 0})
 
+    async def sleep_when_idle(self, idle_seconds: int) -> None:
+        """--sleep-idle-seconds in router mode: each model sleeps on its own after that long
+        without work (as each llama-server child does), status `sleeping`, still counted
+        against --models-max; the next request for it wakes it (`acquire`)."""
+        from asgi.sleep import TICK_SECONDS, is_idle
+
+        busy_at: dict[str, float] = {}
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            now = time.monotonic()
+            for served in list(self.registry.models):
+                if not is_idle(served) or self.busy(served):
+                    busy_at[served.name] = now
+                elif now - max(busy_at.get(served.name, 0.0), served.last_used) >= idle_seconds:
+                    try:
+                        await self._fall_asleep(served)
+                    except Exception:  # never let the sleeper die: the model just stays awake
+                        log.exception("could not put %s to sleep", served.name)
+                        busy_at[served.name] = now
+
+    async def _fall_asleep(self, served: ServedModel) -> None:
+        async with served._lock:
+            if served.state != "ready":
+                return
+            if served.scheduler is not None:
+                self.registry.metrics_book.retire(served.scheduler.metrics)
+            await asyncio.to_thread(served.unload, "sleeping")
+        log.info("%s is asleep until its next request", served.name)
+        self.notify("status_change", served.name, {"status": "sleeping"})
+
     def in_background(self, work: Any) -> None:
         """Run a load or unload that a /models request asked for, without making it wait."""
 
         async def run() -> None:
-            with contextlib.suppress(Unavailable, BadRequest):
+            try:
                 await work
+            except (Unavailable, BadRequest):
+                pass  # the model's status and the event feed already say why
+            except Exception:
+                log.exception("a model load or unload asked for by /models failed")
 
         task = asyncio.create_task(run())
         self.tasks.add(task)
@@ -190,6 +224,9 @@ class Router:
         if not autoload and served.state not in RUNNING:
             raise BadRequest("model is not loaded")
         await self.ensure_ready(served)
+        if served.state == "sleeping":
+            await served.ensure_loaded()  # waking up: no load event, no "info" (as llama-server)
+            self.notify("status_change", served.name, {"status": "loaded"})
         served.last_used = time.monotonic()
         task = asyncio.current_task()
         served.holders = {t for t in served.holders if not t.done()}
@@ -248,6 +285,8 @@ class Router:
         values = self.settings.router_values
         specs = await asyncio.to_thread(router_specs, values, values.get("chat_template"))
         old = {m.name: m for m in self.registry.models}
+        for spec in specs:  # --lora adapters apply to every model (asgi/settings.py)
+            spec.lora = list(self.registry.models[0].spec.lora) if self.registry.models else []
         fresh = {s.name: s for s in specs}
         for served in old.values():
             if served.state in RUNNING and fresh.get(served.name) != served.spec:

@@ -29,6 +29,7 @@ from pyllama import model_files
 from pyllama.chat.reasoning import ReasoningConfig
 from pyllama.errors import InvalidRequestError
 from pyllama.json_limits import loads_bounded
+from pyllama.sampling.fields import flag_values
 
 __all__ = ["ModelSpec", "Settings", "SettingsError", "parse_settings"]
 
@@ -36,35 +37,9 @@ log = logging.getLogger(__name__)
 
 REPO_WEB = Path(__file__).resolve().parent.parent / "web"
 
-# Flags whose value is a server-wide default for a request field of the same meaning.
-SAMPLING_FLAGS = {
-    "seed": "seed",
-    "temperature": "temperature",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "min_p": "min_p",
-    "top_n_sigma": "top_n_sigma",
-    "xtc_probability": "xtc_probability",
-    "xtc_threshold": "xtc_threshold",
-    "typical_p": "typical_p",
-    "repeat_last_n": "repeat_last_n",
-    "repeat_penalty": "repeat_penalty",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-    "dry_multiplier": "dry_multiplier",
-    "dry_base": "dry_base",
-    "dry_allowed_length": "dry_allowed_length",
-    "dry_penalty_last_n": "dry_penalty_last_n",
-    "dynatemp_range": "dynatemp_range",
-    "dynatemp_exponent": "dynatemp_exponent",
-    "mirostat": "mirostat",
-    "mirostat_eta": "mirostat_eta",
-    "mirostat_tau": "mirostat_tau",
-    "ignore_eos": "ignore_eos",
-    "min_keep": "min_keep",
-    "n_predict": "n_predict",
-    "keep": "n_keep",
-}
+# Flags (besides pyllama.sampling.fields' table) whose value is a server-wide default for a
+# request field: flag dest -> request field.
+DEFAULT_FLAGS = {"n_predict": "n_predict", "keep": "n_keep"}
 
 
 @dataclass
@@ -123,20 +98,14 @@ class Settings:
 
 
 def _sampling(values: dict[str, Any]) -> dict[str, Any]:
-    sampling = {SAMPLING_FLAGS[k]: v for k, v in values.items() if k in SAMPLING_FLAGS}
-    if "samplers" in values:
-        sampling["samplers"] = [s for s in values["samplers"].split(";") if s]
-    elif "sampling_seq" in values:
-        sampling["samplers"] = values["sampling_seq"]
-    if "logit_bias" in values:
-        biases = []
-        for item in values["logit_bias"]:
-            sign = max(item.rfind("+"), item.rfind("-"))
-            try:
-                biases.append([int(item[:sign]), float(item[sign:])])
-            except ValueError:
-                raise SettingsError(f"--logit-bias {item!r}: expected TOKEN_ID+BIAS or TOKEN_ID-BIAS") from None
-        sampling["logit_bias"] = biases
+    """The request-field defaults the flags set (only those given: a request's own value wins)."""
+    try:
+        sampling = flag_values(values)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    except InvalidRequestError as exc:
+        raise SettingsError(f"--samplers: {exc}") from None
+    sampling.update({field: values[dest] for dest, field in DEFAULT_FLAGS.items() if dest in values})
     if "cache_prompt" in values:
         sampling["cache_prompt"] = bool(values["cache_prompt"])
     if "grammar" in values:
@@ -231,7 +200,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
             settings.models[0].aliases = [str(model)]  # llama-server names an alias-less model by its path, as given
 
     adapters = lora_files(values, args)  # --lora / --lora-scaled: checked now, so a bad file exits 1
-    check_lora_files(adapters, [m.path for m in settings.models])
+    check_lora_files(adapters, [m.path for m in settings.models if not m.unavailable])
     for spec in settings.models:
         spec.lora = list(adapters)
 

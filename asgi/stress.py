@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from asgi.stress_probes import SLOW, load_average, seconds_until_idle, tokens_predicted
+from asgi.stress_probes import SLOW, busy_slots, load_average, seconds_until_idle, tokens_predicted
 
 # Requests that would generate without end (n_predict -1 + ignore_eos, context shift on).
 ENDLESS: dict[str, Any] = {"prompt": "x", "n_predict": -1, "ignore_eos": True}
@@ -128,19 +128,25 @@ def run_reset(base: str, streams: int, http1: int, idle_within: float = 2.0) -> 
     if seconds_until_idle(base, SLOW) == float("inf"):
         raise RuntimeError("slots busy before the run")
     before = tokens_predicted(base)
+    prompt_before = tokens_predicted(base, "prompt_tokens_total")
     t0 = time.monotonic()
     sock = send_http2_reset(base, streams) if streams else None
     try:
         send_http1_closed(base, http1)
         sent = time.monotonic()
-        idle = seconds_until_idle(base, max(idle_within, 30.0))
+        busy_at_first = busy_slots(base)
+        first_answer = time.monotonic() - sent  # how long the server takes to answer at all meanwhile
+        idle = seconds_until_idle(base, max(idle_within, 30.0)) + first_answer
     finally:
         if sock is not None:
             sock.close()
     time.sleep(0.5)  # let the last cancelled step's tokens reach the counter
     tokens = tokens_predicted(base) - before
+    prompt_tokens = tokens_predicted(base, "prompt_tokens_total") - prompt_before
     return {"streams": streams, "http1": http1, "send_seconds": sent - t0, "idle_seconds": idle,
-            "tokens": tokens, "ok": tokens < 100 and idle <= idle_within, "load": load_average()}
+            "first_slots_answer_seconds": first_answer, "busy_slots_in_first_answer": busy_at_first,
+            "prompt_tokens": prompt_tokens, "tokens": tokens, "ok": tokens < 100 and idle <= idle_within,
+            "load": load_average()}
 
 
 @contextmanager

@@ -219,8 +219,9 @@ def main() -> int:
     print("| case | test | base t/s | new t/s | new/base | base t/CPU s | new t/CPU s | new/base (CPU) | load avg |")
     print("| ---- | ---- | -------: | ------: | -------: | -----------: | ----------: | -------------: | -------- |")
     for r in rows:
-        print(f"| {r['case']} | {r['test']} | {r['base_ts']:.1f} | {r['new_ts']:.1f} | {r['ratio']:.2f}x "
-              f"| {r['base_cpu_ts']:.1f} | {r['new_cpu_ts']:.1f} | {r['cpu_ratio']:.2f}x "
+        cpu = ("- | - | -" if math.isnan(r["cpu_ratio"])  # --mode process: the CLI reports no CPU time
+               else f"{r['base_cpu_ts']:.1f} | {r['new_cpu_ts']:.1f} | {r['cpu_ratio']:.2f}x")
+        print(f"| {r['case']} | {r['test']} | {r['base_ts']:.1f} | {r['new_ts']:.1f} | {r['ratio']:.2f}x | {cpu} "
               f"| {r['load_min']:.1f}-{r['load_max']:.1f} |")
     return 0
 

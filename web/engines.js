@@ -9,6 +9,7 @@
 // done: true. ServerEngine turns llama-server's SSE streams into these events;
 // BrowserEngine gets llama-server-shaped /completion chunks from a Web Worker that runs
 // the pyllama wheel under Pyodide, and uses the same converter.
+import { SAMPLING_FIELDS } from "./sampling_fields.js";
 import { sseRecords } from "./sse.js";
 
 export class EngineError extends Error {
@@ -58,11 +59,9 @@ function chatChunkToEvent(d) {
   return ev;
 }
 
-// Every llama-server sampling field the UI knows, plus `extra` (the raw JSON setting).
-export const SAMPLING_KEYS = ["temperature", "dynatemp_range", "dynatemp_exponent", "top_k", "top_p", "min_p",
-  "typical_p", "xtc_probability", "xtc_threshold", "repeat_last_n", "repeat_penalty", "presence_penalty",
-  "frequency_penalty", "dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n", "mirostat",
-  "mirostat_tau", "mirostat_eta", "samplers", "seed", "n_probs", "grammar", "json_schema"];
+// Every llama-server sampling field (the generated table), plus the grammar fields; `extra`
+// (the raw JSON setting) is merged over them.
+export const SAMPLING_KEYS = [...SAMPLING_FIELDS.map((f) => f.name), "grammar", "json_schema"];
 
 function samplingFields(p) {
   const out = {};

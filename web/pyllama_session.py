@@ -29,19 +29,11 @@ from pyllama.engine import Model
 from pyllama.errors import InvalidRequestError
 from pyllama.grammar import json_schema_to_grammar
 from pyllama.grammar.parser import check_left_recursion, parse_grammar
-from pyllama.sampling import SamplingParams, parse_samplers
+from pyllama.sampling import SamplingParams
+from pyllama.sampling.fields import apply_request
 from pyllama.scheduler import Scheduler
 from pyllama.speculative import SpecParams
 from pyllama.tasks import Event, Final, Partial, Task
-
-# Request fields copied into SamplingParams when present (llama-server names).
-_SAMPLING_FIELDS = (
-    "temperature", "dynatemp_range", "dynatemp_exponent", "top_k", "top_p", "min_p", "typical_p",
-    "xtc_probability", "xtc_threshold", "top_n_sigma", "repeat_last_n", "repeat_penalty",
-    "presence_penalty", "frequency_penalty", "dry_multiplier", "dry_base", "dry_allowed_length",
-    "dry_penalty_last_n", "mirostat", "mirostat_tau", "mirostat_eta", "min_keep", "n_probs", "seed",
-    "ignore_eos",
-)  # fmt: skip
 
 
 def _plain(value: Any) -> Any:
@@ -54,14 +46,10 @@ def _plain(value: Any) -> Any:
 
 
 def sampling_params(req: dict[str, Any]) -> SamplingParams:
+    """The request's sampling fields, read and checked as pyllama-server reads them
+    (pyllama.sampling.fields): the same names, clamps and 400-style messages."""
     params = SamplingParams()
-    for name in _SAMPLING_FIELDS:
-        if req.get(name) is not None:
-            default = getattr(params, name)
-            value = req[name]
-            setattr(params, name, type(default)(value) if isinstance(default, (int, float, bool)) else value)
-    if req.get("samplers"):
-        params.samplers = parse_samplers(req["samplers"])
+    apply_request(req, params)
     schema, grammar = req.get("json_schema"), req.get("grammar")
     if schema not in (None, "") and grammar not in (None, ""):
         raise InvalidRequestError("Cannot use both json_schema and grammar")

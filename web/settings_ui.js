@@ -4,13 +4,16 @@
 // custom ones for what HTML cannot check: a Pyodide URL may be a path on this server
 // (`/wasm/`, which is why it is not type=url), and the JSON fields must parse to objects.
 import { DEFAULT_SETTINGS } from "./store.js";
-import { SAMPLING_KEYS } from "./engines.js";
+import { SAMPLING_FIELDS } from "./sampling_fields.js";
 
 const $ = (id) => document.getElementById(id);
 
 // Always sent (the first UI sent these); the rest only when changed from the default, so a
 // server that lacks an exotic field is never sent it unless the user asked for it.
 const ALWAYS = new Set(["temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "n_probs"]);
+
+// The numeric sampling fields (the generated table); the lists and flags go through Raw JSON.
+const NUMERIC = SAMPLING_FIELDS.filter((f) => ["int", "float", "seed"].includes(f.kind)).map((f) => f.name);
 
 function parseObject(text, what) {
   if (!String(text ?? "").trim()) return null;
@@ -30,8 +33,7 @@ export function parseSamplers(text) {
 // Settings -> request fields for the engines (n_predict included; `extra` = raw JSON).
 export function params(s) {
   const p = {};
-  for (const k of [...SAMPLING_KEYS, "n_predict"]) {
-    if (["samplers", "grammar", "json_schema"].includes(k)) continue;
+  for (const k of [...NUMERIC, "n_predict"]) {
     const v = Number(s[k]);
     if (!Number.isFinite(v) || s[k] === "" || s[k] === null) continue;
     if (ALWAYS.has(k) || k === "n_predict" || v !== DEFAULT_SETTINGS[k]) p[k] = v;

@@ -11,6 +11,7 @@
 // `leaf` is the last message of the branch on screen; `messages` (the path from the root
 // to the leaf) is derived in memory by syncPath() and never stored.
 import { DEFAULT_PYODIDE_URL } from "./engines.js";
+import { SAMPLING_FIELDS } from "./sampling_fields.js";
 
 const OLD_CONV_KEY = "pyllama.conversations.v1"; // localStorage list of the first UI (migrated once)
 export const SETTINGS_KEY = "pyllama.settings.v1";
@@ -19,30 +20,11 @@ const STORE = "conversations";
 
 export const DEFAULT_SETTINGS = Object.freeze({
   system_prompt: "",
-  temperature: 0.8,
-  dynatemp_range: 0,
-  dynatemp_exponent: 1,
-  top_k: 40,
-  top_p: 0.95,
-  min_p: 0.05,
-  typical_p: 1,
-  xtc_probability: 0,
-  xtc_threshold: 0.1,
-  repeat_last_n: 64,
-  repeat_penalty: 1.0,
-  presence_penalty: 0,
-  frequency_penalty: 0,
-  dry_multiplier: 0,
-  dry_base: 1.75,
-  dry_allowed_length: 2,
-  dry_penalty_last_n: -1,
-  mirostat: 0,
-  mirostat_tau: 5,
-  mirostat_eta: 0.1,
+  // llama.cpp's defaults for every numeric sampling field (the generated table)
+  ...Object.fromEntries(SAMPLING_FIELDS.filter((f) => ["int", "float", "seed"].includes(f.kind))
+    .map((f) => [f.name, f.default])),
   samplers: "",
   n_predict: 512,
-  seed: -1,
-  n_probs: 0,
   grammar: "",
   json_schema: "",
   custom_json: "",

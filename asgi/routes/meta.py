@@ -35,6 +35,8 @@ async def health() -> Response:
         if served.state not in ("ready", "sleeping"):
             return json_response({"status": "loading model", "error": {"code": 503, "message": "Loading model",
                                                                         "type": "unavailable_error"}}, status=503)
+    elif state.settings.router:
+        return json_response({"status": "ok"})  # as llama-server's router: each model's state is in /models
     else:
         # --config-file: models load on first use; one that failed answers 500 here until a
         # later request loads it, so a load balancer stops sending work to this server.

@@ -109,7 +109,9 @@ class AttentionPlan:
                 keys = keys.astype(f32)
             if vals.dtype != f32:
                 vals = vals.astype(f32)
-            qg = np.multiply(q.reshape(t, hkv, g, dh), f32(scale))
+            qg: F32 = q.reshape(t, hkv, g, dh)
+            if scale != 1.0:  # 1.0: the block scaled the queries already (Gemma 3)
+                qg = np.multiply(qg, f32(scale))
             mask = self._mask(-1, self.pos_ids, self.n_kv, window, first)
             out = _softmax_av(_bmm(qg, keys.transpose(0, 1, 3, 2), self.backend), vals,
                               None if mask is None else mask[:, None, None, :], softcap, self.backend)
@@ -123,7 +125,7 @@ class AttentionPlan:
             keys = self.kv.keys(layer, seq, end).transpose(0, 2, 1)  # (Hkv, Dh, S)
             vals = self.kv.values(layer, seq, end)  # (Hkv, S, Dv)
             mask = self._mask(ci, self.positions[rows], end, window)
-            qs = q[rows] * f32(scale)
+            qs = q[rows] * f32(scale) if scale != 1.0 else q[rows]
             step = max(1, MAX_SCORES // max(1, h * end))
             for r0 in range(0, n, step):
                 r1 = min(n, r0 + step)
@@ -151,11 +153,11 @@ def _softmax_av(scores: F32, vals: F32, mask: F32 | None, softcap: float, backen
         scores *= f32(softcap)
     if mask is not None:
         scores += mask
-    scores -= scores.max(axis=-1, keepdims=True)
+    scores -= np.maximum.reduce(scores, axis=-1, keepdims=True)  # the ufunc itself: no wrapper call
     np.exp(scores, out=scores)
     if flat is not None:
         scores = scores.reshape(flat)
-    total = scores.sum(axis=-1, keepdims=True)
+    total = np.add.reduce(scores, axis=-1, keepdims=True)
     out = _bmm(scores, vals, backend)
     out /= total
     return out

@@ -115,7 +115,11 @@ def samplers_to_letters(names: list[str]) -> str:
 
 @dataclass
 class SamplingParams:
-    """One request's sampling settings (llama-server field names and defaults)."""
+    """One request's sampling settings (llama-server field names and defaults).
+
+    The defaults are pyllama.sampling.fields' table (tests/sampling/test_fields.py checks
+    they agree); they are repeated here so this class reads on its own.
+    """
 
     temperature: float = 0.8
     dynatemp_range: float = 0.0
@@ -134,7 +138,7 @@ class SamplingParams:
     dry_multiplier: float = 0.0
     dry_base: float = 1.75
     dry_allowed_length: int = 2
-    dry_penalty_last_n: int = -1  # -1 = context size
+    dry_penalty_last_n: int = 64  # -1 = context size
     dry_sequence_breakers: list[str] = field(default_factory=lambda: ["\n", ":", '"', "*"])
     mirostat: int = 0
     mirostat_tau: float = 5.0

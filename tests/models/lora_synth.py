@@ -105,3 +105,27 @@ def write_lora(name: str, folder: Path, *, kind: str = "f32", user_scale: float 
     w.write_tensors_to_file()
     w.close()
     return paths
+
+
+def write_adapter_for(model: Path, out: Path, suffixes: tuple[str, ...] = ("attn_q.weight", "attn_v.weight"),
+                      rank: int = 4) -> Path:
+    """A small random LoRA adapter for a real model (its `suffixes` tensors), F16 as
+    convert_lora_to_gguf writes them."""
+    from pyllama.gguf_file import read_gguf
+
+    base = read_gguf(model)
+    rng = np.random.default_rng(11)
+    w = gguf.GGUFWriter(str(out), base.architecture)
+    w.add_type("adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", 2.0 * rank)
+    for name, t in base.tensors.items():
+        if name.endswith(suffixes) and len(t.shape) == 2:
+            n_out, n_in = t.shape
+            w.add_tensor(f"{name}.lora_a", (0.02 * rng.standard_normal((rank, n_in))).astype(np.float16))
+            w.add_tensor(f"{name}.lora_b", (0.02 * rng.standard_normal((n_out, rank))).astype(np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out

@@ -203,3 +203,61 @@ def test_two_models_with_different_numerics_do_not_leak_into_each_other(tmp_path
         for a, b in zip(alone[name], mixed[name], strict=True):
             np.testing.assert_array_equal(a, b)
     assert not np.array_equal(alone["fast"][-1], alone["exact"][-1])
+
+
+def test_weight_arena_places_matrices_side_by_side() -> None:
+    """Small matrices share one block, each on a 64-byte boundary, in allocation order; a
+    matrix of half a block or more gets its own array."""
+    from pyllama.kernels.arena import WeightArena
+
+    arena = WeightArena(block_floats=1 << 12)
+    a, b = arena.empty((3, 5)), arena.empty((7, 11))
+    assert a.base is not None and a.base is b.base and a.flags.c_contiguous and b.flags.c_contiguous
+    assert a.ctypes.data % 64 == 0 and b.ctypes.data % 64 == 0 and a.ctypes.data < b.ctypes.data
+    a[...], b[...] = 1.0, 2.0  # no overlap
+    assert (a == 1.0).all() and (b == 2.0).all()
+    big = arena.empty((64, 32))
+    assert not np.shares_memory(big, a.base)
+    rest = [arena.empty((30, 30)) for _ in range(6)]  # more than the block holds: a new block
+    assert rest[0].base is a.base and rest[-1].base is not a.base
+
+
+def test_a_models_dense_weights_share_its_arena(tmp_path: Path) -> None:
+    """Fast dense: every layer's fused projections are views of the kernel set's blocks
+    (huge pages, docs/performance.md), and decode gives the rows of separate arrays."""
+    path = synth.write_model("llama", tmp_path / "llama.gguf")
+    model = Model.load(path, weights="dense", n_ctx=synth.N_CTX)
+    bases = {id(p.wt.base) for layer in model.net.layers for p in (layer.qkv, layer.wo, layer.gate_up, layer.down)
+             if isinstance(p, fp.FusedLinear) and p.wt is not None and p.wt.base is not None}
+    assert len(bases) == 1
+    rows = model.decode(Batch([SeqChunk(0, list(synth.PROMPT), 0, "all")]))
+    plain = Model.load(path, weights="dense", n_ctx=synth.N_CTX)
+    for layer in plain.net.layers:
+        for p in (layer.qkv, layer.wo, layer.gate_up, layer.down):
+            assert isinstance(p, fp.FusedLinear) and p.wt is not None
+            p.wt = p.wt.copy()  # an array of its own
+    np.testing.assert_array_equal(rows, plain.decode(Batch([SeqChunk(0, list(synth.PROMPT), 0, "all")])))
+
+
+def test_packing_and_backend_are_each_models_own(smollm2_path: Path) -> None:
+    """Two models loaded in one process with different packing layouts and matmul kernels
+    keep their own (no process-wide switch): the nibbles model is smaller, the einsum one
+    multiplies with einsum, and the int8 one decodes as it does alone."""
+    batch = Batch([SeqChunk(0, [1, 504, 3156, 28], 0, "last")])
+    int8 = Model.load(smollm2_path, weights="packed", n_ctx=64)
+    alone = int8.decode(batch)
+    nibbles = Model.load(smollm2_path, weights="packed", n_ctx=64, packing="nibbles", backend="einsum")
+    assert nibbles.weights_nbytes < 0.7 * int8.weights_nbytes
+    assert nibbles.net.k.backend == "einsum" and int8.net.k.backend == "blas"
+    assert {lin.backend for layer in nibbles.net.layers for lin in layer.qkv.parts} == {"einsum"}  # type: ignore[attr-defined]
+    assert {lin.layout for layer in int8.net.layers for lin in layer.qkv.parts} == {"int8"}  # type: ignore[attr-defined]
+    got = nibbles.decode(batch)
+    int8.kv.clear()
+    np.testing.assert_array_equal(int8.decode(batch), alone)
+    np.testing.assert_allclose(got, alone, rtol=1e-3, atol=1e-3)
+    from pyllama.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match="unknown packing layout"):
+        Model.load(smollm2_path, weights="packed", packing="int4")  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequestError, match="unknown matmul backend"):
+        Model.load(smollm2_path, backend="gpu")  # type: ignore[arg-type]

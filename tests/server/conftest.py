@@ -51,8 +51,8 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(self, args: list[str], env: dict[str, str] | None = None, log_name: str = "server",
-                 command: list[str] | None = None, scheme: str = "http", port: int | None = None) -> None:
-        self.port = port if port is not None else free_port()
+                 command: list[str] | None = None, scheme: str = "http") -> None:
+        self.port = free_port()
         self.base_url = f"{scheme}://127.0.0.1:{self.port}"
         self.log_path = Path(os.environ.get("PYTEST_SERVER_LOG_DIR", "/tmp")) / f"pyllama-{log_name}-{self.port}.log"
         self._log = self.log_path.open("w")

@@ -28,7 +28,7 @@ from pyllama.tasks import Task
 from tests.models import synth
 from tests.models.lora_synth import LoraFiles, write_lora
 from tests.models.test_lora import run
-from tests.server.conftest import REPO, ServerProcess
+from tests.server.conftest import REPO, ServerProcess, free_port
 
 PROMPT = list(synth.PROMPT[:8])
 N_PREDICT = 6
@@ -53,8 +53,8 @@ def expected(files: LoraFiles) -> dict[str, list[int]]:
     return out
 
 
-def serve(args: list[str], name: str, port: int) -> Iterator[ServerProcess]:
-    server = ServerProcess(args, log_name=name, port=port)
+def serve(args: list[str], name: str) -> Iterator[ServerProcess]:
+    server = ServerProcess(args, log_name=name)
     try:
         server.wait_ready()
         yield server
@@ -64,7 +64,7 @@ def serve(args: list[str], name: str, port: int) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def server(files: LoraFiles) -> Iterator[ServerProcess]:
-    yield from serve(["-m", str(files.base), "--lora", str(files.adapter), *SPEC], "lora", 8711)
+    yield from serve(["-m", str(files.base), "--lora", str(files.adapter), *SPEC], "lora")
 
 
 def complete(server: ServerProcess, **fields: Any) -> httpx.Response:
@@ -157,7 +157,7 @@ def test_curl_lists_the_adapters(server: ServerProcess) -> None:
 
 def test_init_without_apply_and_scaled(files: LoraFiles, expected: dict[str, list[int]]) -> None:
     for server in serve(["-m", str(files.base), "--lora-scaled", f"{files.adapter}:1.0", "--lora-init-without-apply",
-                         *SPEC], "lora-init", 8712):
+                         *SPEC], "lora-init"):
         assert httpx.get(server.base_url + "/lora-adapters").json()[0]["scale"] == 0.0
         assert tokens(server) == expected["base"]
         assert tokens(server, lora=[{"id": 0, "scale": 1.0}]) == expected["merged"]
@@ -177,7 +177,7 @@ def test_a_bad_adapter_at_start_exits_1_with_one_line(case: str, files: LoraFile
     other = write_lora("mixtral", tmp_path)
     flag = {"missing": ["--lora", str(tmp_path / "nope.gguf")], "not-an-adapter": ["--lora", str(files.base)],
             "other-model": ["--lora", str(other.adapter)], "bad-scale": ["--lora-scaled", f"{files.adapter}:x"]}[case]
-    out = subprocess.run([sys.executable, "-m", "asgi.main", "--port", "8713", "-m", str(files.base), *flag],
+    out = subprocess.run([sys.executable, "-m", "asgi.main", "--port", str(free_port()), "-m", str(files.base), *flag],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1, out.stderr
     lines = out.stderr.strip().splitlines()

@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from tests.server.conftest import ServerProcess
-from tests.server.test_streams import port_in_range
 
 TEMPLATE = """{%- for m in messages -%}
 <|im_start|>{{ m.role }}
@@ -37,7 +36,7 @@ def srv(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     template = tmp_path_factory.mktemp("think") / "think.jinja"
     template.write_text(TEMPLATE)
     server = ServerProcess(["-m", str(smollm2_path), "-c", "1024", "-np", "1", "--chat-template-file", str(template),
-                            "--reasoning-budget", "5"], log_name="budget", port=port_in_range(8940, 8949))
+                            "--reasoning-budget", "5"], log_name="budget")
     try:
         server.wait_ready()
         yield server
@@ -137,3 +136,30 @@ def test_bad_budget_fields_are_400(srv: ServerProcess, field: str, value: Any) -
         r = httpx.post(srv.base_url + "/completion", json={"prompt": "hi", "n_predict": 2, field: value}, timeout=60)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("template", ["Qwen-QwQ-32B.jinja"])
+def test_llama_cpp_thinking_templates(smollm2_path: Path, template: str) -> None:
+    """A llama.cpp template whose generation prompt opens the block: the budget ends it.
+
+    As in llama.cpp the tags are matched as token sequences. DeepSeek R1's prompt ends
+    `<｜Assistant｜><think>`, which SmolLM2's BPE splits as `><` `think` `>`: the tag's own
+    tokens (`<` `think` `>`) never appear, so the budget cannot start there with this model
+    (with R1's own vocabulary `<think>` is one token). Qwen 3 opens no block when thinking:
+    the model writes `<think>` itself, which SmolLM2 does not."""
+    path = Path(__file__).resolve().parents[1] / "chat" / "templates" / template
+    server = ServerProcess(["-m", str(smollm2_path), "-c", "1024", "-np", "1", "--chat-template-file", str(path)],
+                           log_name="budget-family")
+    try:
+        server.wait_ready()
+        prompt = httpx.post(server.base_url + "/apply-template",
+                            json={"messages": [{"role": "user", "content": "hi"}]}, timeout=60).json()["prompt"]
+        assert prompt.rstrip().endswith("<think>")
+        tokens = tokens_of(chat(server, reasoning_budget_tokens=4))
+        opened_with_newline = prompt.endswith("<think>\n")
+        assert thinking_tokens(tokens) == (3 if opened_with_newline else 4)
+        answer = chat(server, reasoning_budget_tokens=4, reasoning_format="deepseek", logprobs=False)
+        assert answer["choices"][0]["message"]["reasoning_content"]
+        assert "</think>" not in answer["choices"][0]["message"]["content"]
+    finally:
+        server.stop()

@@ -1,7 +1,7 @@
 """Bad, odd, abandoned and heavy traffic against one real server (-np 4, SmolLM2).
 
 * A Hypothesis fuzz run: >= 2,000 generated requests across every route the server
-  documents in /openapi.json (wrong types, out-of-range values, unknown enum values,
+  documents in /openapi.json (each one sent, checked) (wrong types, out-of-range values, unknown enum values,
   huge/empty/unicode/nested JSON, non-JSON bodies, wrong methods, odd headers). No 5xx
   (except the 501 llama-server also gives for /infill on a model without FIM tokens), no
   request over its timeout, and the server still answers /health and a normal completion,
@@ -32,12 +32,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from tests.models.lora_synth import write_adapter_for
 from tests.server.conftest import ServerProcess, start
 
 N_FUZZ = int(os.environ.get("PYLLAMA_FUZZ_REQUESTS", "2000"))
@@ -48,11 +50,12 @@ SLOW = 180.0  # generous bounds for a loaded 2-core machine: the checks are abou
 
 @pytest.fixture(scope="module")
 def fuzz_server(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """Every optional route on; generations capped at one token (-n 1) to keep the run fast."""
+    """Every optional route on (a LoRA adapter too); generations capped at one token (-n 1) to keep the run fast."""
     slots = tmp_path_factory.mktemp("fuzz-slots")
+    adapter = write_adapter_for(smollm2_path, tmp_path_factory.mktemp("fuzz-lora") / "lora.gguf")
     yield from start(
         ["-m", str(smollm2_path), "-c", "2048", "-np", "2", "-n", "1", "--embeddings", "--metrics", "--props",
-         "--slot-save-path", str(slots), "--max-prompts", "2", "--max-queue", "512", "--max-body-size", "262144"],
+         "--slot-save-path", str(slots), "--lora", str(adapter), "--max-prompts", "2", "--max-queue", "512", "--max-body-size", "262144"],
         "fuzz",
     )
 
@@ -99,7 +102,11 @@ SCALARS = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), ma
 JSON_VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
     st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=12), inner, max_size=6)), max_leaves=12)
 
-BASE_BODIES: dict[str, dict[str, Any]] = {
+BASE_BODIES: dict[str, Any] = {
+    "/lora-adapters": [{"id": 0, "scale": 0.5}],
+    "/models/load": {"model": "fuzz"},
+    "/models/unload": {"model": "fuzz"},
+    "/models": {"model": "fuzz"},
     "/completion": {"prompt": "Hello", "n_predict": 2},
     "/completions": {"prompt": "Hello", "n_predict": 2},
     "/v1/completions": {"prompt": "Hello", "max_tokens": 2},
@@ -140,12 +147,24 @@ ODD_HEADERS = st.dictionaries(
                      "Cookie", "Range", "Expect", "If-None-Match", "X-Conversation-Id"]),
     st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60), max_size=3)
 METHODS = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
+QUERY_VALUES = st.sampled_from(["", "fuzz", "0", "-1", " 12", "99999999999999999999", "conv::org/model", "a" * 300,
+                                "\x00", "..", "x y&z=1"]) | st.text(st.characters(blacklist_categories=("Cs",)),
+                                                                       max_size=20)
+# (method, path, body properties, query parameter names, whether the body is a JSON array)
+Route = tuple[str, str, dict[str, Any], list[str], bool]
 
 
 @st.composite
-def fuzz_requests(draw: st.DrawFn, routes: list[tuple[str, str, dict[str, Any]]]) -> dict[str, Any]:
-    method, path, props = draw(st.sampled_from(routes))
+def fuzz_requests(draw: st.DrawFn, routes: list[Route]) -> dict[str, Any]:
+    method, path, props, query_names, array = draw(st.sampled_from(routes))
+    route = (method, path)  # what the OpenAPI document lists, before any mutation
     query = ""
+    if query_names and draw(st.integers(0, 3)):  # the document's query parameters, odd values
+        params = draw(st.dictionaries(st.sampled_from(query_names), QUERY_VALUES, max_size=len(query_names)))
+        query = "?" + urlencode(params) if params else ""
+    if "{filename}" in path:  # static, wasm and model files: odd names only (never a whole model download)
+        path = path.replace("{filename}", draw(st.sampled_from(["index.html", "x.gguf", "missing.js", "a" * 300,
+                                                                  "..%2f..%2fetc%2fpasswd", "%00", "%ED%A0%80", "."])))
     if "{id_slot}" in path:
         path = path.replace("{id_slot}", draw(st.sampled_from(["0", "1", "2", "-1", "x", "99999999999999999999",
                                                                 "%00", "0x1", "１"])))
@@ -170,14 +189,16 @@ def fuzz_requests(draw: st.DrawFn, routes: list[tuple[str, str, dict[str, Any]]]
         elif kind == "random_json":
             content = json.dumps(draw(JSON_VALUES)).encode()
         else:
-            body = dict(BASE_BODIES.get(path, {}))
+            base = BASE_BODIES.get(path, {})
+            body = dict(base[0] if isinstance(base, list) else base)
             names = [*props, "bogus_field", "stream", "model"]
             for name in draw(st.lists(st.sampled_from(names), min_size=1, max_size=4)):
                 body[name] = draw(JSON_VALUES | ODD_NUMBERS | ODD_TEXT)
             if draw(st.integers(0, 3)) == 0:
                 body["stream"] = True
-            content = json.dumps(body, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
-    return {"method": method, "url": path + query, "headers": headers, "content": content}
+            value: Any = [body] * draw(st.integers(0, 3)) if array else body  # an array body: its items mutated
+            content = json.dumps(value, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+    return {"method": method, "url": path + query, "headers": headers, "content": content, "route": route}
 
 
 def send_all(base: str, requests: list[dict[str, Any]], workers: int = 6) -> list[tuple[dict[str, Any], Any]]:
@@ -201,13 +222,14 @@ def send_all(base: str, requests: list[dict[str, Any]], workers: int = 6) -> lis
 def test_fuzz_requests_never_5xx_or_hang(fuzz_server: ServerProcess) -> None:
     base = fuzz_server.base_url
     doc = httpx.get(base + "/openapi.json").json()
-    routes: list[tuple[str, str, dict[str, Any]]] = []
+    routes: list[Route] = []
     for path, ops in doc["paths"].items():
-        if path.startswith("/wasm") or "{filename}" in path:
-            continue
         for method, op in ops.items():
             body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
-            routes.append((method.upper(), path, body.get("properties", {})))
+            array = body.get("type") == "array"
+            props = (body.get("items", {}) if array else body).get("properties", {})
+            query_names = [p["name"] for p in op.get("parameters", []) if p.get("in") == "query"]
+            routes.append((method.upper(), path, props, query_names, array))
     assert len(routes) >= 20
 
     generated: list[dict[str, Any]] = []
@@ -220,6 +242,10 @@ def test_fuzz_requests_never_5xx_or_hang(fuzz_server: ServerProcess) -> None:
 
     collect()
     assert len(generated) >= N_FUZZ
+    # every route of the OpenAPI document is exercised (new routes join the run by themselves)
+    sent = {r["route"] for r in generated}
+    missing = [(m, p) for m, p, *_ in routes if (m, p) not in sent]
+    assert not missing or N_FUZZ < 1000, f"routes the fuzz run never sent: {missing}"
     # RSS baseline after a warm-up tenth of the run: the first grammars, embeddings, slot
     # files and prompt caches allocate once; the check is that the rest does not keep growing.
     warm = max(1, len(generated) // 10)

@@ -147,6 +147,7 @@ def test_a_failed_load_is_reported_to_the_requester_and_in_the_list(router: Serv
     events = Events(router)
     res = httpx.post(router.base_url + "/completion", json={"model": "broken", "prompt": "x"}, timeout=120)
     assert res.status_code == 503 and "failed to load" in res.json()["error"]["message"]
+    assert httpx.get(router.base_url + "/health").json() == {"status": "ok"}  # as llama-server's router
     status = models(router)["broken"]["status"]
     assert status["value"] == "unloaded" and status["failed"] is True and status["exit_code"] == 1
     events.wait_for("status_change", "broken", status="unloaded", exit_code=1)
@@ -241,3 +242,43 @@ def test_unloading_under_a_stream_ends_it_with_an_error_event(router: ServerProc
     assert "error" in last and "unloaded" in last["error"]["message"], last
     assert len(lines) < 200
     wait_status(router, "smol-a", "unloaded")
+
+
+def test_concurrent_requests_for_two_models_with_one_slot_all_succeed(router: ServerProcess) -> None:
+    """Six clients at once, three per model, --models-max 1: the queue serves one model's
+    requests together (one load each), then the other's; nobody gets an error or hangs."""
+    base = router.base_url
+    results: list[tuple[str, int]] = []
+
+    def ask(model: str) -> None:
+        res = httpx.post(base + "/completion", timeout=300,
+                         json={"model": model, "prompt": "Hello", "n_predict": 4})
+        results.append((model, res.status_code))
+
+    threads = [threading.Thread(target=ask, args=(m,)) for m in ("smol-a", "smol-b") * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert sorted(results) == [("smol-a", 200)] * 3 + [("smol-b", 200)] * 3
+    loaded = [name for name, m in models(router).items() if m["status"]["value"] == "loaded"]
+    assert len(loaded) == 1
+
+
+def test_each_model_sleeps_on_its_own_and_wakes_on_a_request(smollm2_path: Path, tmp_path: Path) -> None:
+    preset = tmp_path / "models.ini"
+    preset.write_text(f"[one]\nmodel = {smollm2_path}\nc = 256\n")
+    running = start(["--models-preset", str(preset), "--sleep-idle-seconds", "1"], "router-sleep")
+    server = next(running)
+    try:
+        events = Events(server)
+        body = {"model": "one", "prompt": "Hi", "n_predict": 2}
+        assert httpx.post(server.base_url + "/completion", json=body, timeout=120).status_code == 200
+        assert wait_status(server, "one", "sleeping", timeout=30)["status"]["value"] == "sleeping"
+        events.wait_for("status_change", "one", status="sleeping")
+        assert httpx.post(server.base_url + "/completion", json=body, timeout=120).status_code == 200
+        kinds = [(e["event"], e.get("data", {}).get("status")) for e in events.items if e["model"] == "one"]
+        asleep = kinds.index(("status_change", "sleeping"))
+        assert ("status_change", "loaded") in kinds[asleep:], kinds  # woken up by the request
+    finally:
+        running.close()

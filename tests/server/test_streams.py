@@ -25,22 +25,10 @@ from tests.server.conftest import ServerProcess
 DETACH_TIMEOUT = 6.0
 
 
-def port_in_range(low: int = 8950, high: int = 8999) -> int:
-    """A free port from this test's own range (the machine is shared)."""
-    for port in range(low, high + 1):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in range")
-
-
 @pytest.fixture(scope="module")
 def srv(smollm2_path: Path) -> Iterator[ServerProcess]:
     server = ServerProcess(["-m", str(smollm2_path), "-c", "2048", "-np", "2", "--metrics", "--stream-detach-timeout",
-                            str(DETACH_TIMEOUT)], log_name="streams", port=port_in_range())
+                            str(DETACH_TIMEOUT)], log_name="streams")
     try:
         server.wait_ready()
         yield server
@@ -261,7 +249,7 @@ def test_errors_and_lookup_rules(srv: ServerProcess) -> None:
 @pytest.fixture(scope="module")
 def sleepy(smollm2_path: Path) -> Iterator[ServerProcess]:
     server = ServerProcess(["-m", str(smollm2_path), "-c", "1024", "-np", "1", "--sleep-idle-seconds", "1"],
-                           log_name="streams-sleepy", port=port_in_range(8930, 8939))
+                           log_name="streams-sleepy")
     try:
         server.wait_ready()
         yield server
