@@ -28,7 +28,7 @@ from pyllama.tasks import Task
 from tests.models import synth
 from tests.models.lora_synth import LoraFiles, write_lora
 from tests.models.test_lora import run
-from tests.server.conftest import REPO, ServerProcess, free_port
+from tests.server.conftest import REPO, ServerProcess, free_port, start
 
 PROMPT = list(synth.PROMPT[:8])
 N_PREDICT = 6
@@ -53,18 +53,9 @@ def expected(files: LoraFiles) -> dict[str, list[int]]:
     return out
 
 
-def serve(args: list[str], name: str) -> Iterator[ServerProcess]:
-    server = ServerProcess(args, log_name=name)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
 def server(files: LoraFiles) -> Iterator[ServerProcess]:
-    yield from serve(["-m", str(files.base), "--lora", str(files.adapter), *SPEC], "lora")
+    yield from start(["-m", str(files.base), "--lora", str(files.adapter), *SPEC], "lora")
 
 
 def complete(server: ServerProcess, **fields: Any) -> httpx.Response:
@@ -156,7 +147,7 @@ def test_curl_lists_the_adapters(server: ServerProcess) -> None:
 
 
 def test_init_without_apply_and_scaled(files: LoraFiles, expected: dict[str, list[int]]) -> None:
-    for server in serve(["-m", str(files.base), "--lora-scaled", f"{files.adapter}:1.0", "--lora-init-without-apply",
+    for server in start(["-m", str(files.base), "--lora-scaled", f"{files.adapter}:1.0", "--lora-init-without-apply",
                          *SPEC], "lora-init"):
         assert httpx.get(server.base_url + "/lora-adapters").json()[0]["scale"] == 0.0
         assert tokens(server) == expected["base"]

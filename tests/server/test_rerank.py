@@ -10,11 +10,9 @@ llama-server's format_prompt_rerank builds, computed here independently.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import gguf
 import httpx
@@ -69,21 +67,8 @@ def write_reranker(path: Path, template: str | None) -> Path:
     return path
 
 
-def port_in_range() -> int:
-    """A free port in this suite's range (8900-8949)."""
-    for port in range(8900, 8950):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 8900-8949")
-
-
 def start(args: list[str], env: dict[str, str] | None = None) -> ServerProcess:
-    with mock.patch("tests.server.conftest.free_port", port_in_range):
-        server = ServerProcess(args, env=env, log_name="rerank")
+    server = ServerProcess(args, env=env, log_name="rerank")  # port: conftest.free_port (PYLLAMA_TEST_PORTS)
     try:
         server.wait_ready()
     except Exception:
