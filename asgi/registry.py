@@ -241,8 +241,7 @@ def make_scheduler(model: Model, spec: ModelSpec, settings: Settings, threads: A
         speculative=settings.speculative,
         draft_model=draft,
     )
-    if not spec.embeddings:  # llama-server caches prompts of completion tasks only
-        scheduler.enable_prompt_cache(settings.cache_ram, settings.cache_idle_slots, spec.kv_unified)
+    scheduler.enable_prompt_cache(settings.cache_ram, settings.cache_idle_slots, spec.kv_unified)
     return scheduler
 
 

@@ -160,8 +160,3 @@ class PromptCache:
                   len(self.states), _mib(self.size()), _mib(self.limit_size), self.limit_tokens, limit_tokens_cur)
         for i, s in enumerate(self.states):
             log.debug("   - prompt %d: %7d tokens, %9.3f MiB", i, len(s.tokens), _mib(s.nbytes))
-
-    def info(self) -> dict[str, Any]:
-        """A summary for /slots and tests: entries, tokens, bytes and the limits."""
-        return {"n_prompts": len(self.states), "n_tokens": self.n_tokens(), "size_bytes": self.size(),
-                "limit_bytes": self.limit_size, "limit_tokens": self.limit_tokens}
