@@ -85,6 +85,8 @@ class Settings:
     speculative: Any = None  # pyllama.speculative.SpecParams: the requests' default (asgi/speed_flags.py)
     model_draft: Path | None = None  # -md: the draft model every served model speculates with
     stream_detach_timeout: float = 300.0  # a resumable stream without a reader is cancelled after this
+    cache_ram: int = 8192  # MiB of host-memory prompt cache (-1: no limit, 0: off); pyllama.prompt_cache
+    cache_idle_slots: bool = True  # save idle slots to that cache when another slot starts a task
 
     @property
     def default_model(self) -> ModelSpec:
@@ -228,7 +230,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise SettingsError("HTTPS needs both --ssl-key-file and --ssl-cert-file")
     for key in ("timeout", "metrics", "slots", "props", "cors_origins", "log_format", "verbose", "cache_prompt",
                 "cont_batching", "slot_prompt_similarity", "models_max", "models_memory_mb", "ui_mcp_proxy",
-                "models_autoload"):
+                "models_autoload", "cache_ram", "cache_idle_slots"):
         if key in values:
             setattr(settings, key, values[key])
     if settings.models_max < 0:

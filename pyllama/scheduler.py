@@ -26,6 +26,7 @@ from pyllama.engine import Model
 from pyllama.errors import ContextFullError, InvalidRequestError, PyllamaError
 from pyllama.models import Batch, SeqChunk
 from pyllama.sampling import Sampler
+from pyllama.scheduler_cache import PromptCaching
 from pyllama.scheduler_lora import LoraBatching
 from pyllama.scheduler_metrics import Metrics
 from pyllama.scheduler_spec import SpeculativeSteps
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 # The answer for a task that failed on an unexpected error (the log has the traceback).
 _FAILED = "internal error while {} this request; other requests are not affected (the server log has the details)"
 
-class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching):
+class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching, PromptCaching):
     """N slots over one model; `step()` advances every busy slot by one forward pass."""
 
     def __init__(
@@ -219,7 +220,7 @@ class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching):
                 waiting.append((task, emit))
                 continue
             try:
-                self._start(slot, task, emit)
+                self._start_cached(slot, task, emit)  # pyllama.scheduler_cache: --cache-ram
             except PyllamaError as exc:
                 kind: Literal["invalid_request", "context"] = (
                     "context" if isinstance(exc, ContextFullError) else "invalid_request"
