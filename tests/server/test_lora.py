@@ -82,6 +82,17 @@ def test_list_and_per_request_scales(server: ServerProcess, files: LoraFiles, ex
     assert res.json()["generation_settings"]["lora"] == [{"id": 0, "scale": 0.5}]
 
 
+def test_slots_show_each_tasks_lora(server: ServerProcess) -> None:
+    """/slots `params.lora` (task_params::to_json): the request's own list, by id, the last
+    scale given for an id winning; [] without the field; an idle slot shows its last task's."""
+    assert complete(server, id_slot=1, lora=[{"id": 0, "scale": 0.25}, {"id": 0, "scale": 0.5}]).status_code == 200
+    assert complete(server, id_slot=2).status_code == 200
+    slots = httpx.get(server.base_url + "/slots").json()
+    assert slots[1]["params"]["lora"] == [{"id": 0, "scale": 0.5}]
+    assert slots[2]["params"]["lora"] == []
+    assert slots[1]["params"]["n_predict"] == N_PREDICT and "n_ctx" not in slots[1]["params"]
+
+
 def test_parallel_requests_with_different_scales(server: ServerProcess, expected: dict[str, list[int]]) -> None:
     scales = [0.0, 1.0, 0.0, 1.0, 1.0, 0.0]
     with ThreadPoolExecutor(6) as pool:
