@@ -134,3 +134,23 @@ def test_a_wrong_type_reasoning_control_is_400(srv: ServerProcess) -> None:
     res = httpx.post(srv.base_url + "/completion", timeout=60, json={"prompt": "hi", "n_predict": 1,
                                                                       "reasoning_control": 1})
     assert res.status_code == 400
+
+
+def test_a_text_completion_with_the_raw_tags(srv: ServerProcess) -> None:
+    """As in llama-server every completion has an id the control route finds: /v1/completions
+    with llama-server's raw budget fields and reasoning_control, ended by its streamed id."""
+    body = {"prompt": "<|im_start|>user\nWrite a long story about a dragon.<|im_end|>\n<|im_start|>assistant\n<think>\n",
+            "max_tokens": 40, "temperature": 0, "stream": True, "reasoning_control": True,
+            "reasoning_budget_start_tag": "<think>", "reasoning_budget_end_tag": "</think>",
+            "generation_prompt": "<think>\n"}
+    text, answer = "", None
+    with httpx.stream("POST", srv.base_url + "/v1/completions", json=body, timeout=120) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                chunk = json.loads(line[6:])
+                text += "".join(c.get("text") or "" for c in chunk["choices"])
+                if text.strip() and answer is None:
+                    answer = httpx.post(srv.base_url + CONTROL, json={"id": chunk["id"], "action": "reasoning_end"},
+                                        timeout=60).json()
+    assert answer == {"success": True}
+    assert "</think>" in text
