@@ -80,12 +80,18 @@ def make_tasks(served: ServedModel, prompts: list[list[int]], params: Completion
     return tasks
 
 
+_DEBUG_ONLY = ("dry_sequence_breakers", "stop", "logit_bias", "grammar", "grammar_lazy", "grammar_triggers",
+               "preserved_tokens")
+
+
 def slot_params(served: ServedModel, params: CompletionParams) -> dict[str, Any]:
-    """The task's `params` in /slots (task_params::to_json): its generation settings, with
+    """The task's `params` in /slots: task_params::to_json(only_metrics), the form /slots
+    shows unless LLAMA_SERVER_SLOTS_DEBUG is set (no stop words, biases nor grammar), with
     `lora` as llama-server keeps the request's list (a map: by id, the last scale given wins)."""
     assert served.model is not None
     settings = params.generation_settings(served.model.n_ctx_seq, served.name)
-    del settings["n_ctx"], settings["model"]  # the slot's own fields, not the task's
+    for key in ("n_ctx", "model", *_DEBUG_ONLY):  # n_ctx and model are the slot's own fields
+        settings.pop(key, None)
     settings["lora"] = [{"id": i, "scale": x} for i, x in sorted(dict(params.lora or []).items())]
     return settings
 

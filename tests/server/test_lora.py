@@ -91,6 +91,7 @@ def test_slots_show_each_tasks_lora(server: ServerProcess) -> None:
     assert slots[1]["params"]["lora"] == [{"id": 0, "scale": 0.5}]
     assert slots[2]["params"]["lora"] == []
     assert slots[1]["params"]["n_predict"] == N_PREDICT and "n_ctx" not in slots[1]["params"]
+    assert "grammar" not in slots[1]["params"]  # llama-server's only_metrics form
 
 
 def test_parallel_requests_with_different_scales(server: ServerProcess, expected: dict[str, list[int]]) -> None:
