@@ -20,7 +20,7 @@ from asgi.generate import claim_stream
 from asgi.http import LARGE_BODY
 from asgi.params import schema_to_grammar
 from asgi.prompts import tokenize_off_loop
-from asgi.reasoning_budget import chat_budget_fields
+from asgi.reasoning_budget import chat_budget_fields, reasoning_control
 from asgi.registry import ServedModel
 from asgi.responses import chat_message
 from asgi.state import server_state
@@ -108,6 +108,8 @@ def chat_prompt(served: ServedModel, body: dict[str, Any]) -> tuple[ChatPrompt, 
             raise BadRequest("top_logprobs requires logprobs to be set to true")
     elif body.get("top_logprobs") is not None:
         raise BadRequest("top_logprobs requires logprobs to be set to true")
+    reasoning_control(body)  # a 400 when not a boolean; armed below only where the template has thinking tags
+    fields.pop("reasoning_control", None)
     if thinking and prompt.thinking_tags is not None:  # the reasoning budget's fields (llama-server's)
         fields.update(chat_budget_fields(body, settings.reasoning, prompt.thinking_tags, prompt.generation_prompt))
     if prompt.schema is not None:

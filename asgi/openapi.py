@@ -135,6 +135,8 @@ BUDGET = {"type": "integer", "minimum": -1, "maximum": INT_MAX,
 CHAT_BUDGET_FIELDS: dict[str, Any] = {  # asgi/reasoning_budget.py (read outside asgi/params.py)
     "reasoning_budget_tokens": BUDGET, "thinking_budget_tokens": BUDGET,
     "reasoning_budget_message": {"type": "string", "description": "written before the forced end tag"},
+    "reasoning_control": {"type": "boolean",
+                          "description": "arm POST /v1/chat/completions/control (reasoning_end) for this completion"},
 }
 COMPLETION_BUDGET_FIELDS: dict[str, Any] = {
     **CHAT_BUDGET_FIELDS,
@@ -180,6 +182,10 @@ def request_bodies(limits: RequestLimits) -> dict[str, dict[str, Any]]:
         "completions.oai_completions": completion,
         "completions.infill": _object(infill_props, ["input_prefix", "input_suffix"]),
         "chat.chat_completions": chat,
+        "chat.chat_control": _object({
+            "id": {"type": "string", "minLength": 1, "description": "the running chat completion's id"},
+            "action": {"type": "string", "enum": ["reasoning_end"]},
+            "model": {"type": "string"}}, ["id", "action"]),
         "embeddings.embeddings_native": embeddings,
         "embeddings.embeddings_oai": embeddings,
         "tokens.tokenize": _object({

@@ -71,6 +71,7 @@ class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching, PromptCaching):
         self.n_predict_default = n_predict_default
         self.slots = [Slot(i, model.n_ctx_seq) for i in range(model.n_seq)]
         self._slot_lora: dict[int, tuple[float, ...]] = {}  # the LoRA scales of each slot's cache
+        self._alora_switch = {}
         # speculative decoding (pyllama.scheduler_spec): the server's default, tasks may override it
         self.spec_default = speculative or SpecParams()
         self.speculator = Speculator(DraftModel(draft_model, model) if draft_model is not None else None)
@@ -301,7 +302,7 @@ class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching, PromptCaching):
             if slot.busy and not slot.generating and slot.task is not None and slot.task.kind == "completion" \
                     and self._lora_ok(slot, group):
                 prompt = slot.task.prompt
-                take = self._prompt_take(len(prompt), slot.n_past, budget)
+                take = self._prompt_take(len(prompt), slot.n_past, self._lora_cap(slot, budget))
                 last = slot.n_past + take == len(prompt)
                 batch.chunks.append(SeqChunk(slot.id, prompt[slot.n_past : slot.n_past + take], slot.n_past,
                                              "last" if last else "none"))

@@ -95,6 +95,8 @@ async def oai_completions() -> Response:
     params = await tokenize_off_loop(request.content_length or 0, read_params, served, body)
     tasks = make_tasks(served, await prompt_tokens(served, body["prompt"]), params)
     cmpl_id = random_id("cmpl-")
+    for task in tasks:
+        task.cmpl_id = cmpl_id  # as llama-server, any completion's id is one POST /v1/chat/completions/control finds
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
     if not params.stream:
         served.admit(len(tasks))
