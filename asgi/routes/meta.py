@@ -12,6 +12,7 @@ from asgi.http import json_response, read_json
 from asgi.params import parse_completion_params
 from asgi.registry import ServedModel
 from asgi.responses import BUILD_INFO
+from asgi.router import Router
 from asgi.state import ServerState, server_state
 
 bp = Blueprint("meta", __name__)
@@ -81,6 +82,12 @@ async def get_props() -> Response:
         # the web UI, sending no "model", talks to)
         return json_response(router_props(state))
     served = state.registry.lookup(request.args.get("model"))
+    router = state.registry.router
+    if state.settings.router and isinstance(router, Router):
+        # llama-server's proxy_get: load it if autoload allows, never wake it
+        await router.ready_or_asleep(served, state.settings.models_autoload)
+        if served.state == "sleeping" and served.name in router.asleep_props:
+            return json_response(router.asleep_props[served.name])
     if served.state != "ready":
         served = await state.registry.get(request.args.get("model"))
     # a ready model is read without marking it used: polling /props must not keep it awake
@@ -167,8 +174,17 @@ async def metrics() -> Response:
     state = server_state()
     if not state.settings.metrics:
         raise NotSupported("This server does not support metrics endpoint. Start it with `--metrics`")
-    loaded = [m for m in state.registry.models if m.scheduler is not None and m.model is not None]
-    text = state.registry.metrics_book.scrape(loaded)  # never wakes a sleeping model
+    router = state.registry.router
+    if state.settings.router and isinstance(router, Router):
+        # llama-server's router proxies /metrics to the ?model= child: that model's counters,
+        # kept while it sleeps (answering does not wake it), gone once it is unloaded
+        served = state.registry.lookup(request.args.get("model"))
+        await router.ready_or_asleep(served, state.settings.models_autoload)
+        ready = served.scheduler is not None and served.model is not None
+        text = router.book(served).scrape([served] if ready else [])
+    else:
+        loaded = [m for m in state.registry.models if m.scheduler is not None and m.model is not None]
+        text = state.registry.metrics_book.scrape(loaded)  # never wakes a sleeping model
     response = Response(text, status=200, content_type="text/plain; version=0.0.4")
     response.headers["Process-Start-Time-Unix"] = str(int(state.started or time.time()))
     return response
