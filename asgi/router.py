@@ -324,6 +324,7 @@ class Router:
                 served.spec, served.meta_cache = spec, None
                 if served.state == "error":
                     served.state, served.error = "unloaded", ""
+            served.spec.hidden = spec.hidden  # dedup-cache-models turned on or off
             models.append(served)
         self.registry.set_models(models)
         self.notify("models_reload", "*")

@@ -19,6 +19,7 @@ from typing import Any
 
 from asgi.errors import ApiError
 from asgi.flags import FLAGS, build_parser, env_values
+from asgi.hf_cache import list_cached_models as cached_models
 from asgi.lora_settings import check_lora_files, lora_files
 from asgi.model_specs import ModelSpec, config_models, load_config, model_spec
 from asgi.params import RequestLimits, check_grammar, schema_to_grammar
@@ -178,7 +179,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         values.setdefault("port", data.get("port", settings.port))
         if data.get("api_key"):
             values.setdefault("api_key", [str(data["api_key"])])
-    elif "model" not in values and (values.get("models_dir") or values.get("models_preset")):
+    elif "model" not in values and (values.get("models_dir") or values.get("models_preset") or cached_models()):
         from asgi.presets import router_specs
 
         settings.models = router_specs(values, chat_template)

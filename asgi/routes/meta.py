@@ -133,9 +133,12 @@ def props_body(state: ServerState, served: ServedModel) -> dict[str, Any]:
 @bp.post("/props")
 async def post_props() -> Response:
     state = server_state()
+    body = await read_json(allow_empty=True) if state.settings.router else {}
+    if state.settings.router:  # llama-server's router routes it by "model" before the model sees it
+        await state.registry.get(body.get("model"))
     if not state.settings.props:
         raise NotSupported("This server does not support changing global properties. Start it with `--props`")
-    body = await read_json(allow_empty=True)
+    body = body or await read_json(allow_empty=True)
     if "system_prompt" in body:
         if not isinstance(body["system_prompt"], str):
             raise BadRequest("Field 'system_prompt': type must be string")
@@ -146,9 +149,10 @@ async def post_props() -> Response:
 @bp.get("/slots")
 async def slots() -> Response:
     state = server_state()
+    served = await state.registry.get(request.args.get("model")) if state.settings.router else None
     if not state.settings.slots:
         raise NotSupported("This server does not support slots endpoint. Start it with `--slots`")
-    served = await state.registry.get(request.args.get("model"))
+    served = served or await state.registry.get(request.args.get("model"))
     if served.worker is None or served.scheduler is None:
         raise NotSupported("slots are not available: this build has no scheduler")
     scheduler = served.scheduler
@@ -194,6 +198,8 @@ async def metrics() -> Response:
 async def slot_action(id_slot: str) -> Response:
     """Save, restore or erase a slot's KV cache (files confined to --slot-save-path)."""
     state = server_state()
+    if state.settings.router:  # llama-server's router routes it by the body's "model" first
+        await state.registry.get((await read_json(allow_empty=True)).get("model"))
     folder = state.settings.slot_save_path
     if folder is None:
         raise NotSupported("This server does not support slots action. Start it with `--slot-save-path`")
