@@ -215,3 +215,22 @@ def remove(hf_repo: str) -> bool:
             except OSError as exc:
                 log.warning("could not remove %s: %s", blob, exc)
     return True
+
+
+def for_hf_flag(hf_repo: str, hf_file: str = "") -> tuple[str, Path]:
+    """What `-hf REPO[:TAG]` (`-hff FILE`) starts, from the cache alone, as llama-server does
+    offline (common_download_get_hf_plan): a repository holding a `preset.ini` is a router on
+    that preset ("preset", path); otherwise the model file `resolve` picks ("model", path).
+    ValueError says why nothing fits."""
+    repo, _tag = split_repo_tag(hf_repo)
+    files = cached_files(repo)
+    preset = next((f.local_path for f in files if f.path == "preset.ini"), None)
+    if preset is not None:
+        return "preset", preset
+    path = resolve(hf_repo, hf_file)
+    if path is None:
+        what = f"'{hf_file}' of '{repo}'" if hf_file else f"'{hf_repo}'"
+        raise ValueError(f"{what} is not in llama-server's download cache ({cache_directory()}), and pyllama "
+                         "never downloads models from a hub: fetch it with llama-server (or `hf download`), "
+                         "or pass -m FILE")
+    return "model", path

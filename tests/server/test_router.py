@@ -10,6 +10,7 @@ load fails; a preset entry names a Hugging Face repository, which pyllama never 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -487,3 +488,34 @@ def test_cache_is_read_as_llama_cpp_reads_it(tmp_path: Path, monkeypatch: pytest
     assert len(list(blobs.iterdir())) == 4 and target.exists()
     assert hf_cache.remove("org/other") is True and hf_cache.list_cached_models() == ["org/big-GGUF:Q4_K_M"]
     assert hf_cache.valid_repo_id("a.b/c-d_e") and not hf_cache.valid_repo_id("a//b") and not hf_cache.valid_repo_id("a/b/c")
+
+
+def test_hf_flag_serves_a_cached_model_or_a_cached_preset(smollm2_path: Path, tmp_path: Path) -> None:
+    """-hf REPO[:TAG] offline, as llama-server: the cached file, named by the flag's value; a
+    repository holding a preset.ini starts a router on that preset; anything else exits 1."""
+    cache = tmp_path / "hub"
+    hub_entry(cache, "org/smol-GGUF", "smol-Q4_1.gguf", smollm2_path)
+    preset = tmp_path / "preset.ini"
+    preset.write_text("[smol-preset]\nhf-repo = org/smol-GGUF:Q4_1\n")
+    hub_entry(cache, "org/preset-ci", "preset.ini", preset)
+    env = {"LLAMA_CACHE": str(cache)}
+    single = start(["-hf", "org/smol-GGUF:q4_1", "-c", "256"], "router-hf", env)
+    server = next(single)
+    try:
+        assert list(models(server)) == ["org/smol-GGUF:q4_1"]
+        assert httpx.post(server.base_url + "/tokenize", json={"content": "hi"}).json()["tokens"]
+    finally:
+        single.close()
+    routed = start(["-hf", "org/preset-ci"], "router-hf-preset", env)
+    server = next(routed)
+    try:
+        listed = models(server)
+        assert list(listed) == ["org/smol-GGUF:Q4_1", "smol-preset"] and listed["smol-preset"]["source"] == "preset"
+    finally:
+        routed.close()
+    import subprocess
+    import sys
+
+    missing = subprocess.run([sys.executable, "-m", "asgi.main", "-hf", "org/absent-GGUF"], capture_output=True,
+                             text=True, timeout=120, env={**os.environ, **env})
+    assert missing.returncode == 1 and "not in llama-server's download cache" in missing.stderr
