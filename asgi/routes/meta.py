@@ -176,14 +176,17 @@ async def slots() -> Response:
 @bp.get("/metrics")
 async def metrics() -> Response:
     state = server_state()
-    if not state.settings.metrics:
-        raise NotSupported("This server does not support metrics endpoint. Start it with `--metrics`")
     router = state.registry.router
+    served: ServedModel | None = None
     if state.settings.router and isinstance(router, Router):
-        # llama-server's router proxies /metrics to the ?model= child: that model's counters,
-        # kept while it sleeps (answering does not wake it), gone once it is unloaded
+        # llama-server's router proxies /metrics to the ?model= child (loaded first, as any
+        # routed request, even to answer 501): that model's counters, kept while it sleeps
+        # (answering does not wake it), gone once it is unloaded
         served = state.registry.lookup(request.args.get("model"))
         await router.ready_or_asleep(served, state.settings.models_autoload)
+    if not state.settings.metrics:
+        raise NotSupported("This server does not support metrics endpoint. Start it with `--metrics`")
+    if served is not None and isinstance(router, Router):
         ready = served.scheduler is not None and served.model is not None
         text = router.book(served).scrape([served] if ready else [])
     else:

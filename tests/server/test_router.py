@@ -188,6 +188,10 @@ def test_request_errors_match_llama_server(router: ServerProcess) -> None:
             assert 400 <= res.status_code < 500, (path, body[:40], res.status_code, res.text[:200])
     for query in ("?reload=1&x=%ff", "?autoload=maybe"):
         assert httpx.get(base + "/models" + query).status_code == 200
+    # /metrics is routed first (400s), then the model's own answer: 501 without --metrics
+    assert httpx.get(base + "/metrics").json()["error"]["message"] == "model name is missing from the request"
+    assert httpx.get(base + "/metrics?model=nope").status_code == 400
+    assert httpx.get(base + "/metrics?model=smol-a", timeout=120).status_code == 501
 
 
 def test_a_busy_model_is_not_evicted_and_the_waiting_request_is_served(router: ServerProcess) -> None:
