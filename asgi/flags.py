@@ -57,8 +57,11 @@ FLAGS: list[Flag] = [
     _f("-a --alias", "alias", "str", "model name in API responses (comma-separated aliases allowed)", "LLAMA_ARG_ALIAS"),
     _f("--tags", "tags", "str", "comma-separated model tags shown in /v1/models", "LLAMA_ARG_TAGS"),
     _f("-mu --model-url", "model_url", "str", "model download url (refused)", "LLAMA_ARG_MODEL_URL", refused=NO_HUB),
-    _f("-hf -hfr --hf-repo", "hf_repo", "str", "Hugging Face repository (refused)", "LLAMA_ARG_HF_REPO", refused=NO_HUB),
-    _f("-hff --hf-file", "hf_file", "str", "Hugging Face file (refused)", "LLAMA_ARG_HF_FILE", refused=NO_HUB),
+    _f("-hf -hfr --hf-repo", "hf_repo", "str", "<user>/<model>[:quant] already in llama-server's download cache "
+       "(LLAMA_CACHE or the Hugging Face cache; pyllama never downloads); a repository with a preset.ini starts "
+       "router mode on it", "LLAMA_ARG_HF_REPO"),
+    _f("-hff --hf-file", "hf_file", "str", "the file of the -hf repository to serve (overrides its quant)",
+       "LLAMA_ARG_HF_FILE"),
     _f("-hft --hf-token", "hf_token", "str", "Hugging Face token (refused)", "HF_TOKEN", refused=NO_HUB),
     _f("--weights", "weights", "str", "weight layout: auto, dense (float32, fastest) or packed (quantized, low memory)", "PYLLAMA_WEIGHTS"),
     _f("--numerics", "numerics", "str", "numerics: fast (default) or exact (bit-for-bit llama.cpp CPU arithmetic; several times slower generation, see docs/performance.md)", "PYLLAMA_NUMERICS"),
