@@ -8,7 +8,8 @@ child is started with the server (spawn: a fresh interpreter, no copy of the mod
 every served model by its GGUF path and --chat-template (router mode: one vocabulary per
 model, loaded on first use), and is bounded:
 - one job at a time, at most MAX_WAITING jobs waiting (more: 503 with Retry-After);
-- a job that runs longer than PREP_TIMEOUT seconds kills the child (503 for that request);
+- a job that runs longer than PREP_TIMEOUT seconds (or --timeout, if shorter) kills the
+  child (503 for that request);
 - a child that dies (killed, out of memory) fails only the job it was running, with a
   503 that says so, and is started again for the next one;
 - the server's shutdown stops it (SIGTERM, then SIGKILL after a second).
@@ -55,10 +56,10 @@ def model_key(served: ServedModel) -> ModelKey:
 
 
 class PrepProcess:
-    def __init__(self, config: ChildConfig, min_bytes: int) -> None:
+    def __init__(self, config: ChildConfig, min_bytes: int, timeout: float = PREP_TIMEOUT) -> None:
         self.config = config
         self.min_bytes = min_bytes
-        self.timeout = PREP_TIMEOUT
+        self.timeout = timeout
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: Any = None
         self._conn: Connection | None = None
@@ -161,7 +162,7 @@ def make_prep_process(settings: Any) -> PrepProcess | None:
     if settings.prep_process_bytes <= 0:
         return None
     config = ChildConfig(reasoning=settings.reasoning, chat_template_kwargs=dict(settings.chat_template_kwargs))
-    return PrepProcess(config, settings.prep_process_bytes)
+    return PrepProcess(config, settings.prep_process_bytes, min(PREP_TIMEOUT, float(settings.timeout)))
 
 
 async def prepare_in_child(kind: str) -> tuple[Reply, ServedModel] | None:
