@@ -28,7 +28,7 @@ from typing import Any
 from asgi.chat_render import check_last_message_fits, render_chat, template_for
 from asgi.errors import ApiError, BadRequest
 from asgi.json_text import check_depth, dumps, parse_json
-from asgi.prompts import check_text_fits, tokenize_job
+from asgi.prompts import check_text_fits, completion_prompts, tokenize_job
 from pyllama.chat import ChatTemplate
 from pyllama.chat.reasoning import ReasoningConfig
 from pyllama.errors import ContextFullError, InvalidRequestError, PyllamaError
@@ -55,11 +55,13 @@ class ChildConfig:
 
     reasoning: ReasoningConfig
     chat_template_kwargs: dict[str, Any]
+    limits: Any  # asgi.params.RequestLimits
+    system_prompt: str = ""
 
 
 @dataclass
 class Job:
-    kind: str  # "tokenize" | "apply-template" | "chat" | "load" (read a vocabulary ahead of use)
+    kind: str  # "tokenize" | "apply-template" | "chat" | "completion" | "load" (read a vocabulary ahead of use)
     default: ModelKey  # the model a body without (or with an unknown) "model" field means
     keys: dict[str, ModelKey] = field(default_factory=dict)  # model names and aliases (several models)
     fits: dict[ModelKey, tuple[int, int]] = field(default_factory=dict)  # loaded models: n_ctx, longest piece
@@ -77,6 +79,8 @@ class Reply:
     fields: dict[str, Any] = field(default_factory=dict)  # chat: completion fields (render_chat)
     prompt: Any = None  # chat: the ChatPrompt without its text (never needed after tokenizing)
     tokens: bytes = b""  # chat: the prompt's token ids, array("i") bytes
+    prompts: list[bytes] | None = None  # completion: each prompt's token ids (None: no "prompt" field)
+    prompt_error: tuple[int, str, str, dict[str, Any]] | None = None  # completion: raised after the params' checks
 
 
 class Vocabularies:
@@ -135,6 +139,14 @@ def run_job(job: Job, raw: bytes, vocabs: Vocabularies, config: ChildConfig) -> 
         reply.prompt = dataclasses.replace(prompt, prompt="")
         reply.fields = {k: v for k, v in fields.items() if k not in CHAT_ONLY_FIELDS}
         reply.body = {k: v for k, v in body.items() if k not in CHAT_ONLY_FIELDS}
+    elif job.kind == "completion":  # the server reads the parameters first, so a prompt's error waits
+        reply.body = {k: v for k, v in body.items() if k != "prompt"}
+        if "prompt" in body:
+            try:
+                run = completion_prompts(tok, body["prompt"], config.limits, config.system_prompt, fits)
+                reply.prompts = [array.array("i", p).tobytes() for p in run()]
+            except Exception as exc:
+                reply.prompts, reply.prompt_error = [], _failure(exc)
     else:
         raise ValueError(f"unknown preparation job {job.kind!r}")
     return reply

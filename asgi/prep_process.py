@@ -30,6 +30,7 @@ from quart import request
 
 from asgi.errors import ApiError, Unavailable
 from asgi.prep_child import ChildConfig, Job, ModelKey, Reply, serve
+from asgi.prompts import check_token_ids
 from asgi.registry import Overloaded, ServedModel
 from asgi.state import server_state
 
@@ -161,7 +162,8 @@ class PrepProcess:
 def make_prep_process(settings: Any) -> PrepProcess | None:
     if settings.prep_process_bytes <= 0:
         return None
-    config = ChildConfig(reasoning=settings.reasoning, chat_template_kwargs=dict(settings.chat_template_kwargs))
+    config = ChildConfig(reasoning=settings.reasoning, chat_template_kwargs=dict(settings.chat_template_kwargs),
+                         limits=settings.limits, system_prompt=settings.system_prompt or "")
     return PrepProcess(config, settings.prep_process_bytes, min(PREP_TIMEOUT, float(settings.timeout)))
 
 
@@ -189,3 +191,15 @@ async def prepare_in_child(kind: str) -> tuple[Reply, ServedModel] | None:
 
 def reply_tokens(reply: Reply) -> list[int]:
     return array.array("i", reply.tokens).tolist()
+
+
+def reply_prompts(reply: Reply, n_vocab: int) -> list[list[int]] | None:
+    """A completion job's prompts (None: the body had no "prompt"), or the error they raised."""
+    if reply.prompt_error is not None:
+        raise ChildError(*reply.prompt_error)
+    if reply.prompts is None:
+        return None
+    prompts = [array.array("i", p).tolist() for p in reply.prompts]
+    for p in prompts:
+        check_token_ids(p, n_vocab)
+    return prompts

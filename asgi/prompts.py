@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from asgi.errors import BadRequest, ContextExceeded
 from asgi.json_text import dumps
+from asgi.params import check_prompt_count
 
 T = TypeVar("T")
 # The tokenizer runs at ~6 MB/s here (`pyllama bench --tokenizer`): a prompt of more than
@@ -169,6 +170,24 @@ def tokenize_prompts(tok: TokenizerLike, prompt: Any, add_special: bool = True, 
             raise BadRequest('"prompt" must not be empty')
         return [_subprompt(tok, p, add_special, parse_special) for p in prompt]
     return [_subprompt(tok, prompt, add_special, parse_special)]
+
+
+def completion_prompts(tok: Any, prompt: Any, limits: Any, system: str,
+                       fits: Callable[[str], None]) -> Callable[[], list[list[int]]]:
+    """/completion's prompts: the cheap checks now (how many prompts, each text against the
+    context), the tokenization (with the --system-prompt-file text in front) as a function."""
+    check_prompt_count(prompt, limits)
+    for text in [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) else []:
+        if isinstance(text, str):
+            fits(text)
+
+    def run() -> list[list[int]]:
+        if system:
+            head = tok.tokenize(system, True, True)
+            return [head + p for p in tokenize_prompts(tok, prompt, add_special=False)]
+        return tokenize_prompts(tok, prompt)
+
+    return run
 
 
 def check_token_ids(tokens: list[int], n_vocab: int) -> None:

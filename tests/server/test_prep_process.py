@@ -63,9 +63,10 @@ def post(client: httpx.Client, path: str, body: dict[str, Any], pad: int = 0) ->
 def comparable(response: httpx.Response) -> Any:
     """The answer without what differs between two identical requests (ids, times, cache use)."""
     value = response.json()
-    if isinstance(value, dict):
-        for key in ("id", "created", "timings", "usage", "system_fingerprint"):
-            value.pop(key, None)
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, dict):
+            for key in ("id", "created", "timings", "usage", "system_fingerprint", "tokens_cached", "id_slot"):
+                item.pop(key, None)
     return response.status_code, value
 
 
@@ -93,6 +94,14 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "model": "any-name", "max_tokens": 3,
                               "temperature": 0, "tools": [{"type": "function", "function": {
                                   "name": "get_time", "parameters": {"type": "object", "properties": {}}}}]}),
+    ("/completion", {"prompt": TEXT[:2000], "n_predict": 4, "temperature": 0, "cache_prompt": False}),
+    ("/completion", {"prompt": ["a b", "c d"], "n_predict": 2, "temperature": 0, "cache_prompt": False}),
+    ("/completion", {"prompt": [1, 2, 3, 999999], "n_predict": 2}),  # token id out of range: 400
+    ("/completion", {"prompt": "x " * 20000, "n_predict": 2}),  # too long: 400
+    ("/completion", {"n_predict": 2}),  # no prompt: 400
+    ("/completion", {"prompt": 5, "temperature": "hot"}),  # the parameter's error comes first: 400
+    ("/v1/completions", {"prompt": "Once upon", "max_tokens": 4, "temperature": 0, "cache_prompt": False}),
+    ("/v1/completions", {"prompt": "Once", "echo": True}),  # 400
 ]
 
 
