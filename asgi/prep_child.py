@@ -16,8 +16,10 @@ the raw body; the process answers with a pickled `Reply`. A `None` job means "ex
 from __future__ import annotations
 
 import array
+import contextlib
 import dataclasses
 import logging
+import os
 import pickle
 import signal
 from collections import OrderedDict
@@ -57,6 +59,7 @@ class ChildConfig:
     chat_template_kwargs: dict[str, Any]
     limits: Any  # asgi.params.RequestLimits
     system_prompt: str = ""
+    nice: int = 10  # added to the process's nice value (see serve)
 
 
 @dataclass
@@ -169,6 +172,11 @@ def serve(conn: Connection, config: ChildConfig) -> None:
     """The process's main loop (multiprocessing target): one job after another until told
     to stop or until the server's end of the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which stops this process
+    # A lower CPU priority than the model thread's: on a busy machine a large body's
+    # preparation takes the cores the generation leaves, not the generation's. (Unlike a
+    # worker thread, this process holds no lock the server waits for, so it is safe.)
+    with contextlib.suppress(OSError):
+        os.nice(config.nice)
     logging.basicConfig(level=logging.WARNING, format="prep: %(levelname)s %(message)s")
     vocabs = Vocabularies()
     while True:

@@ -22,6 +22,7 @@ import asyncio
 import concurrent.futures
 import logging
 import multiprocessing
+import os
 import pickle
 from multiprocessing.connection import Connection
 from typing import Any
@@ -163,7 +164,8 @@ def make_prep_process(settings: Any) -> PrepProcess | None:
     if settings.prep_process_bytes <= 0:
         return None
     config = ChildConfig(reasoning=settings.reasoning, chat_template_kwargs=dict(settings.chat_template_kwargs),
-                         limits=settings.limits, system_prompt=settings.system_prompt or "")
+                         limits=settings.limits, system_prompt=settings.system_prompt or "",
+                         nice=int(os.environ.get("PYLLAMA_PREP_NICE", "10")))
     return PrepProcess(config, settings.prep_process_bytes, min(PREP_TIMEOUT, float(settings.timeout)))
 
 

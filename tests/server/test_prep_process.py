@@ -136,6 +136,16 @@ def test_streamed_chat_through_the_child(prep_server: ServerProcess) -> None:
     assert content(THRESHOLD + 1) == content(0) != ""
 
 
+def test_a_large_answer_arrives_whole(prep_server: ServerProcess) -> None:
+    """A 2 MB answer goes out in slices (asgi.http.SlicedBody): same bytes, right length."""
+    body = {"content": "word " * 60000}
+    with prep_server.client() as client:
+        ids = post(client, "/tokenize", body).json()["tokens"]
+        res = post(client, "/tokenize", {**body, "with_pieces": True})
+    assert len(res.content) > 1 << 20 and int(res.headers["Content-Length"]) == len(res.content)
+    assert [t["id"] for t in res.json()["tokens"]] == ids and len(ids) == 60000
+
+
 def _in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
     out: list[Any] = []
     thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
