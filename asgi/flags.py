@@ -123,6 +123,7 @@ FLAGS: list[Flag] = [
     _f("--ssl-cert-file", "ssl_cert_file", "str", "PEM certificate for HTTPS", "LLAMA_ARG_SSL_CERT_FILE"),
     _f("-to --timeout", "timeout", "int", "read/write timeout in seconds (default: 600)", "LLAMA_ARG_TIMEOUT"),
     _f("--max-body-size", "max_body_size", "int", "largest request body in bytes; larger ones get 413 (default: 67108864)", "PYLLAMA_MAX_BODY_SIZE"),
+    _f("--prep-process-bytes", "prep_process_bytes", "int", "request bodies of at least this many bytes are parsed, templated and tokenized in a separate process, off the model's GIL (default: 1048576; 0 = never)", "PYLLAMA_PREP_PROCESS_BYTES"),
     _f("--max-queue", "max_queue", "int", "tasks that may wait for a free slot before requests get 503 + Retry-After (default: max(64, 4 x --parallel); -1 = no limit)", "PYLLAMA_MAX_QUEUE"),
     _f("--max-prompts", "max_prompts", "int", "prompts or embedding inputs per request (default: 1024)", "PYLLAMA_MAX_PROMPTS"),
     _f("--max-predict", "max_predict", "int", "tokens one completion may generate, whatever its n_predict (bounds n_predict -1 with ignore_eos or context shift; default: 16384)", "PYLLAMA_MAX_PREDICT"),

@@ -74,6 +74,7 @@ class Settings:
     multi_model: bool = False
     ignored_flags: list[str] = field(default_factory=list)
     max_body_size: int = 64 << 20
+    prep_process_bytes: int = 1 << 20  # bodies this large are prepared in a child process (0: never)
     max_queue: int | None = None  # None: max(64, 4 x the model's slots); -1: no limit
     shutdown_timeout: float = 10.0
     limits: RequestLimits = field(default_factory=RequestLimits)
@@ -317,6 +318,10 @@ def _apply_limits(settings: Settings, values: dict[str, Any]) -> None:
         settings.max_body_size = int(values["max_body_size"])
         if settings.max_body_size < 1024:
             raise SettingsError(f"--max-body-size must be at least 1024 bytes (got {settings.max_body_size})")
+    if "prep_process_bytes" in values:
+        settings.prep_process_bytes = int(values["prep_process_bytes"])
+        if settings.prep_process_bytes < 0:
+            raise SettingsError(f"--prep-process-bytes must be 0 (off) or more (got {settings.prep_process_bytes})")
     if "max_queue" in values:
         settings.max_queue = int(values["max_queue"])
         if settings.max_queue < -1:
