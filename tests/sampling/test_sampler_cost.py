@@ -267,3 +267,27 @@ def test_infill_over_the_whole_vocabulary_is_cheap_per_token(smol_pieces: list[b
         infill(Candidates(ids, logits), frozenset({2}), smol_pieces, 2)
         times.append(time.thread_time() - t0)
     assert sorted(times)[2] < 0.060, times  # generous for a loaded machine
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_logit_bias_on_cut_candidates_sums_each_tokens_biases_once(seed: int) -> None:
+    """Reordered or cut candidates (logit_bias after another sampler, or a grammar's
+    allowed set): each biased token gets its biases' sum, as the per-token loop gave."""
+    from pyllama.sampling.penalties import LogitBias
+
+    rng = np.random.default_rng(seed)
+    n_vocab = 500
+    biases = [(int(t), float(b)) for t, b in zip(rng.integers(0, n_vocab, 300), rng.normal(0, 3, 300), strict=True)]
+    biases += [(7, -np.inf), (7, 1.0), (n_vocab + 3, 2.0)]
+    ids = rng.permutation(n_vocab)[: rng.integers(1, n_vocab)].astype(np.int32)
+    logits = rng.normal(0, 2, ids.size).astype(np.float32)
+    got = LogitBias(n_vocab, biases).apply(Candidates(ids, logits.copy())).logits
+    total: dict[int, float] = {}
+    for t, b in biases:
+        if 0 <= t < n_vocab:
+            total[t] = total.get(t, 0.0) + float(np.float32(b))  # kept as float32, summed as double
+    want = logits.copy()
+    for i, t in enumerate(ids.tolist()):
+        if t in total:
+            want[i] += np.float32(total[t])
+    np.testing.assert_array_equal(got, want)
