@@ -371,8 +371,9 @@ class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching, PromptCaching):
         slot.truncated = True
 
     # -- after the forward pass ---------------------------------------------------------------
-    def _after_logits(self, slot: Slot, logits: np.ndarray[Any, np.dtype[np.float32]]) -> bool:
-        """Sample the slot's next token; False when the task ended here."""
+    def _after_logits(self, slot: Slot, logits: np.ndarray[Any, np.dtype[np.float32]], forced: int | None = None) -> bool:
+        """Sample the slot's next token (`forced`: keep this synthetically accepted guess instead,
+        scheduler_spec); False when the task ended here."""
         task, sampler = slot.task, slot.sampler
         assert task is not None and sampler is not None
         if not slot.generating:
@@ -386,7 +387,8 @@ class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching, PromptCaching):
         except PyllamaError as exc:
             self._fail(slot, str(exc), "invalid_request")
             return False
-        sampler.accept(token)
+        token = token if forced is None else forced
+        sampler.accept(token, apply_grammar=forced is None)  # llama-server: a synthetic guess skips the grammar
         prob = slot.token_prob(sampler, logits, token)
         is_eog = token in self.model.tokenizer.eog_ids and not task.params.ignore_eos
         if is_eog:
