@@ -117,7 +117,7 @@ def status(entry: HelpFlag) -> tuple[str, str]:
             return "refused", f"exit 1: {flag.refused}"
     if all(f.ignored for f in flags):
         return "ignored", flags[0].help
-    return "supported", ""
+    return "supported", next(f.help for f in flags if not f.ignored)
 
 
 def _cell(text: str) -> str:
@@ -128,7 +128,7 @@ def render() -> str:
     rows = ["| llama-server flag | variable | here | note |", "|---|---|---|---|"]
     for entry in load_help():
         state, note = status(entry)
-        names = ", ".join(f"`{n}`" for n in entry.names) + (f" {_cell(entry.metavar)}" if entry.metavar else "")
+        names = ", ".join(f"`{n}`" for n in entry.names) + (f" `{_cell(entry.metavar)}`" if entry.metavar else "")
         env = f"`{entry.env}`" if entry.env else ""
         rows.append(f"| {names} | {env} | {state} | {_cell(note)} |")
     return "\n".join([BEGIN, *rows, END])
