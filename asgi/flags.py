@@ -57,8 +57,11 @@ FLAGS: list[Flag] = [
     _f("-a --alias", "alias", "str", "model name in API responses (comma-separated aliases allowed)", "LLAMA_ARG_ALIAS"),
     _f("--tags", "tags", "str", "comma-separated model tags shown in /v1/models", "LLAMA_ARG_TAGS"),
     _f("-mu --model-url", "model_url", "str", "model download url (refused)", "LLAMA_ARG_MODEL_URL", refused=NO_HUB),
-    _f("-hf -hfr --hf-repo", "hf_repo", "str", "Hugging Face repository (refused)", "LLAMA_ARG_HF_REPO", refused=NO_HUB),
-    _f("-hff --hf-file", "hf_file", "str", "Hugging Face file (refused)", "LLAMA_ARG_HF_FILE", refused=NO_HUB),
+    _f("-hf -hfr --hf-repo", "hf_repo", "str", "<user>/<model>[:quant] already in llama-server's download cache "
+       "(LLAMA_CACHE or the Hugging Face cache; pyllama never downloads); a repository with a preset.ini starts "
+       "router mode on it", "LLAMA_ARG_HF_REPO"),
+    _f("-hff --hf-file", "hf_file", "str", "the file of the -hf repository to serve (overrides its quant)",
+       "LLAMA_ARG_HF_FILE"),
     _f("-hft --hf-token", "hf_token", "str", "Hugging Face token (refused)", "HF_TOKEN", refused=NO_HUB),
     _f("--weights", "weights", "str", "weight layout: auto, dense (float32, fastest) or packed (quantized, low memory)", "PYLLAMA_WEIGHTS"),
     _f("--numerics", "numerics", "str", "numerics: fast (default) or exact (bit-for-bit llama.cpp CPU arithmetic; several times slower generation, see docs/performance.md)", "PYLLAMA_NUMERICS"),
@@ -120,6 +123,7 @@ FLAGS: list[Flag] = [
     _f("--ssl-cert-file", "ssl_cert_file", "str", "PEM certificate for HTTPS", "LLAMA_ARG_SSL_CERT_FILE"),
     _f("-to --timeout", "timeout", "int", "read/write timeout in seconds (default: 600)", "LLAMA_ARG_TIMEOUT"),
     _f("--max-body-size", "max_body_size", "int", "largest request body in bytes; larger ones get 413 (default: 67108864)", "PYLLAMA_MAX_BODY_SIZE"),
+    _f("--prep-process-bytes", "prep_process_bytes", "int", "request bodies of at least this many bytes are parsed, templated and tokenized in a separate process, off the model's GIL (default: 1048576; 0 = never)", "PYLLAMA_PREP_PROCESS_BYTES"),
     _f("--max-queue", "max_queue", "int", "tasks that may wait for a free slot before requests get 503 + Retry-After (default: max(64, 4 x --parallel); -1 = no limit)", "PYLLAMA_MAX_QUEUE"),
     _f("--max-prompts", "max_prompts", "int", "prompts or embedding inputs per request (default: 1024)", "PYLLAMA_MAX_PROMPTS"),
     _f("--max-predict", "max_predict", "int", "tokens one completion may generate, whatever its n_predict (bounds n_predict -1 with ignore_eos or context shift; default: 16384)", "PYLLAMA_MAX_PREDICT"),
