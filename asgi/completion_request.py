@@ -11,8 +11,8 @@ from typing import Any
 
 from asgi.errors import BadRequest, ContextExceeded
 from asgi.lora_settings import lora_scales
-from asgi.params import CompletionParams, check_prompt_count, copy_params, parse_completion_params
-from asgi.prompts import check_token_ids, text_size, tokenize_off_loop, tokenize_prompts
+from asgi.params import CompletionParams, copy_params, parse_completion_params
+from asgi.prompts import check_token_ids, completion_prompts, text_size, tokenize_off_loop
 from asgi.reasoning_budget import budget_spec, reasoning_control
 from asgi.registry import ServedModel
 from asgi.responses import completion_final
@@ -99,20 +99,10 @@ def slot_params(served: ServedModel, params: CompletionParams) -> dict[str, Any]
 async def prompt_tokens(served: ServedModel, prompt: Any) -> list[list[int]]:
     """Tokenized prompts, with the --system-prompt-file text in front of each."""
     assert served.model is not None
-    tok = served.tokenizer
-    check_prompt_count(prompt, server_state().settings.limits)
-    for text in [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) else []:
-        if isinstance(text, str):
-            served.check_text_fits(text)
-    system = server_state().settings.system_prompt
-
-    def tokenize() -> list[list[int]]:
-        if system:
-            head = tok.tokenize(system, True, True)
-            return [head + p for p in tokenize_prompts(tok, prompt, add_special=False)]
-        return tokenize_prompts(tok, prompt)
-
-    prompts = await tokenize_off_loop(text_size(prompt) + len(system or ""), tokenize)
+    settings = server_state().settings
+    system = settings.system_prompt
+    run = completion_prompts(served.tokenizer, prompt, settings.limits, system, served.check_text_fits)
+    prompts = await tokenize_off_loop(text_size(prompt) + len(system or ""), run)
     for p in prompts:
         check_token_ids(p, served.model.n_vocab)
     return prompts

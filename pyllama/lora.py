@@ -325,6 +325,14 @@ def attach_adapters(model: Adaptable, adapters: Sequence[LoraAdapter], scales: S
         if proj is None or parts is None:
             return proj
         deltas = deltas_for(parts)
+        # Factors the kernel set folded into the base weights (an RMSNorm weight before the
+        # projection, the attention scale after it) apply to the deltas too.
+        in_scale, out_scale = getattr(proj, "in_scale", None), getattr(proj, "out_scale", None)
+        for d in deltas:
+            if in_scale is not None:
+                d.a_t = np.ascontiguousarray(d.a_t * in_scale[:, None], dtype=np.float32)
+            if out_scale is not None:
+                d.b = np.ascontiguousarray(d.b * out_scale[None, :], dtype=np.float32)
         return LoraProjection(proj, deltas, lora) if deltas else proj
 
     net = model.net

@@ -15,7 +15,7 @@ from typing import Any
 from quart import Blueprint, Response
 
 from asgi.chat_reply import Delta, ReplyStream, whole_reply
-from asgi.chat_request import prepare_chat, reply_message
+from asgi.chat_request import read_chat, reply_message
 from asgi.completion_request import verbose_body, wants_verbose
 from asgi.errors import BadRequest
 from asgi.generate import Tagged, run_all, sse_events, stream_all
@@ -39,8 +39,7 @@ log = logging.getLogger(__name__)
 @bp.post("/v1/chat/completions")
 @bp.post("/chat/completions")
 async def chat_completions() -> Response:
-    body = await read_json()
-    run = await prepare_chat(body)
+    body, run = await read_chat()
     served, prompt, params, tasks, model_name = run.served, run.prompt, run.params, run.tasks, run.model_name
     cmpl_id = random_id("chatcmpl-")
     for task in tasks:
