@@ -226,8 +226,8 @@ def build_parser(prog: str = "pyllama-server") -> OneLineParser:
         elif flag.kind == "noflag":
             parser.add_argument(*flag.names, action="store_false", **common)
         elif flag.kind == "toggle":
-            negated = [n.replace("--", "--no-", 1) for n in flag.names if n.startswith("--")]
-            parser.add_argument(*flag.names, *negated, action=argparse.BooleanOptionalAction, **common)
+            # BooleanOptionalAction adds the --no-X spelling of every --X name itself
+            parser.add_argument(*flag.names, action=argparse.BooleanOptionalAction, **common)
         elif flag.kind == "str2":
             parser.add_argument(*flag.names, nargs=2, metavar=("START", "END"), **common)
         elif flag.kind == "list":
