@@ -149,6 +149,8 @@ FLAGS: list[Flag] = [
     _f("--slot-save-path", "slot_save_path", "str", "folder for slot save/restore files (enables POST /slots)"),
     _f("--cors-origins", "cors_origins", "str", "allowed CORS origins (default: *; 'localhost' reflects local origins)", "LLAMA_ARG_CORS_ORIGINS"),
     _f("--log-format", "log_format", "str", "log format: text or json (default: text)"),
+    _f("--log-jsonl", "log_jsonl", "toggle", "log JSON lines (llama-server's spelling of --log-format json)",
+       "LLAMA_ARG_LOG_JSONL"),
     _f("-v --verbose --log-verbose", "verbose", "flag", "verbose logging (requests and responses)"),
     _f("-lv --verbosity --log-verbosity", "verbosity", "int", "log verbosity level", "LLAMA_ARG_LOG_VERBOSITY"),
     _f("--log-disable", "log_disable", "flag", "disable logging"),

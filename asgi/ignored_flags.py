@@ -59,7 +59,6 @@ IGNORED_FLAGS: list[tuple[str, ...]] = [
     ("--control-vector-layer-range", "control_vector_layer_range", "str2",
      "no effect: control vectors are refused (--control-vector), so there is no range to apply"),
     ("--log-file", "log_file", "str", "no effect: logs go to stderr (redirect it)", "LLAMA_ARG_LOG_FILE"),
-    ("--log-jsonl --no-log-jsonl", "log_jsonl", "flag", "no effect: use --log-format json", "LLAMA_ARG_LOG_JSONL"),
     ("--log-colors", "log_colors", "str", LOGS, "LLAMA_ARG_LOG_COLORS"),
     ("--log-prefix --no-log-prefix", "log_prefix", "flag", LOGS, "LLAMA_ARG_LOG_PREFIX"),
     ("--log-timestamps --no-log-timestamps", "log_timestamps", "flag", LOGS, "LLAMA_ARG_LOG_TIMESTAMPS"),

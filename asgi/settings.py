@@ -243,6 +243,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
             setattr(settings, key, values[key])
     if settings.models_max < 0:
         raise SettingsError(f"--models-max must be 0 (no limit) or more (got {settings.models_max})")
+    if values.get("log_jsonl") and "log_format" not in values:
+        settings.log_format = "json"
     if settings.log_format not in ("text", "json"):
         raise SettingsError(f"--log-format must be text or json (got {settings.log_format!r})")
     if "slot_save_path" in values:

@@ -147,6 +147,12 @@ def test_refused_flags_exit_1_with_one_line(entry: audit.HelpFlag, files: dict[s
     assert len(err) == 1 and err[0].startswith("pyllama-server: error: ")
 
 
+def test_log_jsonl_is_log_format_json(smollm2_path: Path) -> None:
+    assert parse_settings(["-m", str(smollm2_path), "--log-jsonl"], {}).log_format == "json"
+    assert parse_settings(["-m", str(smollm2_path)], {"LLAMA_ARG_LOG_JSONL": "1"}).log_format == "json"
+    assert parse_settings(["-m", str(smollm2_path), "--no-log-jsonl"], {}).log_format == "text"
+
+
 def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     for flag in ("-h", "--help", "--usage", "--version"):
         with pytest.raises(SystemExit) as exc:
