@@ -214,6 +214,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
         state.streams.detach_timeout = settings.stream_detach_timeout
         state.background.append(asyncio.create_task(collect_forever(state.streams)))
         if settings.sleep_idle_seconds > 0 and router is not None:
+            from asgi.routes.meta import props_body
+
+            router.props_of = lambda served: props_body(state, served)
             state.background.append(asyncio.create_task(router.sleep_when_idle(settings.sleep_idle_seconds)))
         elif settings.sleep_idle_seconds > 0:
             from asgi.routes.meta import props_body

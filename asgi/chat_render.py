@@ -14,7 +14,7 @@ from typing import Any
 from asgi.errors import BadRequest
 from asgi.json_text import LARGE_BODY
 from asgi.params import schema_to_grammar
-from asgi.reasoning_budget import chat_budget_fields
+from asgi.reasoning_budget import chat_budget_fields, reasoning_control
 from pyllama.chat import ChatInputs, ChatPrompt, ChatTemplate, parse_messages, parse_tools, reasoning
 from pyllama.chat.reasoning import ReasoningConfig
 
@@ -100,6 +100,8 @@ def render_chat(template: ChatTemplate, config: ReasoningConfig, default_kwargs:
             raise BadRequest("top_logprobs requires logprobs to be set to true")
     elif body.get("top_logprobs") is not None:
         raise BadRequest("top_logprobs requires logprobs to be set to true")
+    reasoning_control(body)  # a 400 when not a boolean; armed below only where the template has thinking tags
+    fields.pop("reasoning_control", None)
     if thinking and prompt.thinking_tags is not None:  # the reasoning budget's fields (llama-server's)
         fields.update(chat_budget_fields(body, config, prompt.thinking_tags, prompt.generation_prompt))
     if prompt.schema is not None:

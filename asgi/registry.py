@@ -212,7 +212,7 @@ def make_scheduler(model: Model, spec: ModelSpec, settings: Settings, threads: A
     except ImportError:
         log.warning("pyllama.scheduler is not available: generation routes will answer 501")
         return None
-    return Scheduler(
+    scheduler = Scheduler(
         model,
         n_batch=spec.n_batch,
         context_shift=spec.context_shift,
@@ -221,6 +221,8 @@ def make_scheduler(model: Model, spec: ModelSpec, settings: Settings, threads: A
         speculative=settings.speculative,
         draft_model=draft,
     )
+    scheduler.enable_prompt_cache(settings.cache_ram, settings.cache_idle_slots, spec.kv_unified)
+    return scheduler
 
 
 class RouterHooks(Protocol):

@@ -121,6 +121,8 @@ async def oai_completions() -> Response:
         prompts = await prompt_tokens(served, body["prompt"])
     tasks = make_tasks(served, prompts, params)
     cmpl_id = random_id("cmpl-")
+    for task in tasks:
+        task.cmpl_id = cmpl_id  # as llama-server, any completion's id is one POST /v1/chat/completions/control finds
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
     if not params.stream:
         served.admit(len(tasks))
