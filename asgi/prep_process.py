@@ -111,7 +111,11 @@ class PrepProcess:
 
     def _exchange(self, job: bytes, raw: bytes) -> Reply:
         """One job, on the I/O thread: send it, wait for the answer (or the child's end)."""
-        self._ensure_started()
+        try:
+            self._ensure_started()
+        except OSError as exc:  # no process could be started (out of memory, process limit)
+            log.error("cannot start the request preparation process: %s", exc)
+            raise PrepFailed("the request preparation process could not be started: retry later") from None
         conn, proc = self._conn, self._proc
         assert conn is not None
         try:

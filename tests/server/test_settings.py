@@ -211,6 +211,17 @@ def test_system_prompt_file(smollm2_path: Path, tmp_path: Path) -> None:
     assert s.system_prompt == "Transcript:"
 
 
+def test_prep_process_bytes(smollm2_path: Path) -> None:
+    """--prep-process-bytes: 1 MiB by default, from the flag or PYLLAMA_PREP_PROCESS_BYTES,
+    0 turns the preparation process off, a negative value is a start-up error."""
+    m = ["-m", str(smollm2_path)]
+    assert parse_settings(m, {}).prep_process_bytes == 1 << 20
+    assert parse_settings([*m, "--prep-process-bytes", "0"], {}).prep_process_bytes == 0
+    assert parse_settings(m, {"PYLLAMA_PREP_PROCESS_BYTES": "4096"}).prep_process_bytes == 4096
+    with pytest.raises(SettingsError, match="--prep-process-bytes"):
+        parse_settings([*m, "--prep-process-bytes", "-1"], {})
+
+
 def test_cache_ram_flags_and_variables(smollm2_path: Path) -> None:
     model = ["-m", str(smollm2_path)]
     s = parse_settings(model, {})
