@@ -131,7 +131,11 @@ def process_breakers(pieces: Sequence[bytes], breakers: Sequence[str], tokenize:
     for text in encoded:
         whole = index.containing(text)
         for t in sorted(whole):
-            add(t, ())
+            seqs = result.get(t)
+            if seqs is None:
+                result[t] = [()]
+            elif () not in seqs:
+                seqs.append(())
         # pieces that end with a proper prefix of the breaker: head token + tokenized rest
         for j in range(len(text) - 1, 0, -1):
             heads = [t for t in index.ending_with(text[:j]) if t not in whole]
@@ -167,14 +171,13 @@ class Dry:
         self.last_n = max(last_n, 0)
         self.breakers = breakers
         self.enabled = multiplier != 0.0 and base >= 1.0 and self.last_n != 0
-        # head token -> tail length -> the tails of that length (set lookups, not a scan)
+        # head token -> tail length -> the tails of that length (set lookups, not a scan);
+        # built for a head the first time it is accepted, since a breaker list of common
+        # strings makes tens of thousands of heads and a text meets few of them
         self._tails: dict[int, dict[int, set[tuple[int, ...]]]] = {}
-        for head, tails in breakers.items():
-            for tail in tails:
-                self._tails.setdefault(head, {}).setdefault(len(tail), set()).add(tail)
         self._max_tail = max((len(t) for tails in breakers.values() for t in tails), default=0)
         # single-token breakers are never penalized themselves
-        self._unpenalized = np.asarray(sorted(h for h, tails in breakers.items() if () in tails), dtype=np.int64)
+        self._unpenalized = np.fromiter((h for h, tails in breakers.items() if () in tails), dtype=np.int64)
         self.reset()
 
     def reset(self) -> None:
@@ -200,7 +203,7 @@ class Dry:
 
     def _track_restart(self, q: int, token: int) -> None:
         """Record a restart sequence that the token at position q completes (or is)."""
-        if not self._tails:
+        if not self.breakers:
             return
         recent = self._recent
         recent.append(token)
@@ -209,8 +212,13 @@ class Dry:
         heads = self._heads
         while heads and heads[0] < q - self._max_tail:
             heads.popleft()
-        if token in self._tails:
+        if token in self.breakers:
             heads.append(q)
+            if token not in self._tails:
+                by_length: dict[int, set[tuple[int, ...]]] = {}
+                for tail in self.breakers[token]:
+                    by_length.setdefault(len(tail), set()).add(tail)
+                self._tails[token] = by_length
         for p in reversed(heads):
             length = q - p
             tails = self._tails[recent[-1 - length]].get(length)
