@@ -57,8 +57,11 @@ FLAGS: list[Flag] = [
     _f("-a --alias", "alias", "str", "model name in API responses (comma-separated aliases allowed)", "LLAMA_ARG_ALIAS"),
     _f("--tags", "tags", "str", "comma-separated model tags shown in /v1/models", "LLAMA_ARG_TAGS"),
     _f("-mu --model-url", "model_url", "str", "model download url (refused)", "LLAMA_ARG_MODEL_URL", refused=NO_HUB),
-    _f("-hf -hfr --hf-repo", "hf_repo", "str", "Hugging Face repository (refused)", "LLAMA_ARG_HF_REPO", refused=NO_HUB),
-    _f("-hff --hf-file", "hf_file", "str", "Hugging Face file (refused)", "LLAMA_ARG_HF_FILE", refused=NO_HUB),
+    _f("-hf -hfr --hf-repo", "hf_repo", "str", "<user>/<model>[:quant] already in llama-server's download cache "
+       "(LLAMA_CACHE or the Hugging Face cache; pyllama never downloads); a repository with a preset.ini starts "
+       "router mode on it", "LLAMA_ARG_HF_REPO"),
+    _f("-hff --hf-file", "hf_file", "str", "the file of the -hf repository to serve (overrides its quant)",
+       "LLAMA_ARG_HF_FILE"),
     _f("-hft --hf-token", "hf_token", "str", "Hugging Face token (refused)", "HF_TOKEN", refused=NO_HUB),
     _f("--weights", "weights", "str", "weight layout: auto, dense (float32, fastest) or packed (quantized, low memory)", "PYLLAMA_WEIGHTS"),
     _f("--numerics", "numerics", "str", "numerics: fast (default) or exact (bit-for-bit llama.cpp CPU arithmetic; several times slower generation, see docs/performance.md)", "PYLLAMA_NUMERICS"),
@@ -120,6 +123,7 @@ FLAGS: list[Flag] = [
     _f("--ssl-cert-file", "ssl_cert_file", "str", "PEM certificate for HTTPS", "LLAMA_ARG_SSL_CERT_FILE"),
     _f("-to --timeout", "timeout", "int", "read/write timeout in seconds (default: 600)", "LLAMA_ARG_TIMEOUT"),
     _f("--max-body-size", "max_body_size", "int", "largest request body in bytes; larger ones get 413 (default: 67108864)", "PYLLAMA_MAX_BODY_SIZE"),
+    _f("--prep-process-bytes", "prep_process_bytes", "int", "request bodies of at least this many bytes are parsed, templated and tokenized in a separate process, off the model's GIL (default: 1048576; 0 = never)", "PYLLAMA_PREP_PROCESS_BYTES"),
     _f("--max-queue", "max_queue", "int", "tasks that may wait for a free slot before requests get 503 + Retry-After (default: max(64, 4 x --parallel); -1 = no limit)", "PYLLAMA_MAX_QUEUE"),
     _f("--max-prompts", "max_prompts", "int", "prompts or embedding inputs per request (default: 1024)", "PYLLAMA_MAX_PROMPTS"),
     _f("--max-predict", "max_predict", "int", "tokens one completion may generate, whatever its n_predict (bounds n_predict -1 with ignore_eos or context shift; default: 16384)", "PYLLAMA_MAX_PREDICT"),
@@ -148,11 +152,12 @@ FLAGS: list[Flag] = [
     _f("--sleep-idle-seconds", "sleep_idle_seconds", "int", "seconds of idleness after which the model is unloaded until the next request (default: -1 = never)", "LLAMA_ARG_SLEEP_IDLE_SECONDS"),
     _f("--ui-mcp-proxy --webui-mcp-proxy", "ui_mcp_proxy", "toggle", "serve the /cors-proxy route the web UI's MCP client uses (default: off; do not enable in untrusted environments)", "LLAMA_ARG_UI_MCP_PROXY"),
     _f("--media-path", "media_path", "str", "folder local file:// media may be read from (no multimodal models here: accepted, unused)", "LLAMA_ARG_MEDIA_PATH"),
+    # the host-memory prompt cache (pyllama.prompt_cache)
+    _f("-cram --cache-ram", "cache_ram", "int", "set the maximum cache size in MiB (default: 8192, -1 - no limit, 0 - disable)", "LLAMA_ARG_CACHE_RAM"),
+    _f("--cache-idle-slots", "cache_idle_slots", "toggle", "save idle slots to the prompt cache on new task, and clear them when using unified KV (default: enabled, requires cache-ram)", "LLAMA_ARG_CACHE_IDLE_SLOTS"),
     # resumable streams (issue 16; asgi/streams.py)
     _f("--stream-detach-timeout", "stream_detach_timeout", "float", "seconds a resumable stream (X-Conversation-Id) may run with no client reading it before it is cancelled (default: 300)", "PYLLAMA_STREAM_DETACH_TIMEOUT"),
     # accepted and ignored: GPU and C-build knobs, and llama-server features that have no counterpart here
-    _f("-cram --cache-ram", "cache_ram", "int", "host-memory prompt cache size in MiB (ignored: slots keep their own cache)", "LLAMA_ARG_CACHE_RAM", ignored=True),
-    _f("--cache-idle-slots", "cache_idle_slots", "toggle", "save idle slots to the host prompt cache (ignored)", "LLAMA_ARG_CACHE_IDLE_SLOTS", ignored=True),
     _f("--swa-full", "swa_full", "flag", "full-size SWA cache (ignored: the KV cache is always full size)", "LLAMA_ARG_SWA_FULL", ignored=True),
     _f("--offline", "offline", "flag", "offline mode (ignored: pyllama never downloads)", "LLAMA_ARG_OFFLINE", ignored=True),
     _f("-bs --backend-sampling", "backend_sampling", "flag", "sample on the backend (ignored: NumPy samples on the CPU)", ignored=True),

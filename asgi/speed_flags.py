@@ -47,6 +47,8 @@ def speed_settings(values: dict[str, Any]) -> SpeedSettings:
         out.speculative, unsupported = speculative_settings(values)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+    if out.speculative.synth_probs:
+        log.warning("synthetic speculative acceptance is enabled for benchmarking; generated output is not valid")
     for name in unsupported:
         log.warning("--spec-type %s is not implemented in pyllama: ignored", name)
     if values.get("model_draft"):

@@ -37,7 +37,7 @@ class SpeculativeSteps:
     n_draft_steps_total: int
     _threads: Callable[[int], AbstractContextManager[None]]
 
-    def _after_logits(self, slot: Slot, logits: np.ndarray[Any, np.dtype[np.float32]]) -> bool:
+    def _after_logits(self, slot: Slot, logits: np.ndarray[Any, np.dtype[np.float32]], forced: int | None = None) -> bool:
         raise NotImplementedError
 
     def _spec_params(self, slot: Slot) -> SpecParams:
@@ -78,12 +78,14 @@ class SpeculativeSteps:
         slot.cache_tokens = slot.cache_tokens[: pos + 1]  # the sampled token; guesses re-enter as accepted
         slot.n_draft += len(draft)
         self.n_draft_total += len(draft)
+        synth = self._spec_params(slot).synth_probs
         n_accepted = 0
         for i in range(len(chunk.tokens)):
             slot.n_past = pos + 1 + i
-            if not self._after_logits(slot, rows[i]):
+            forced = self._synth_accept(slot, synth[i], draft[i]) if synth and i < len(draft) else None
+            if not self._after_logits(slot, rows[i], forced):
                 break
-            if i < len(draft) and slot.next_token == draft[i]:
+            if i < len(draft) and slot.next_token == draft[i] and (forced is not None or not synth):
                 n_accepted += 1
                 slot.n_draft_accepted += 1
                 continue
@@ -92,3 +94,11 @@ class SpeculativeSteps:
         self.n_draft_steps_total += 1
         self.model.kv.truncate(slot.id, pos + 1 + n_accepted)
         self.speculator.accepted(slot.id, n_accepted)
+
+    def _synth_accept(self, slot: Slot, p: float, guess: int) -> int | None:
+        """Synthetic acceptance (--spec-synth-rates, llama-server's server_sample_and_accept_synth):
+        keep `guess` with chance `p`, whatever the model says; a guessed end-of-generation
+        token is never kept (it would end the generation early)."""
+        assert slot.sampler is not None
+        keep = self.speculator.synth_accept(slot.id, slot.sampler.seed, p)
+        return guess if keep and guess not in self.model.tokenizer.eog_ids else None

@@ -25,6 +25,7 @@ class Slot:
         self.cache_tokens: list[int] = []
         self.t_last_used = 0.0
         self.speculative = False  # the scheduler speculates by default (the /slots field)
+        self.params_json: dict[str, Any] | None = None  # the current or last task's settings (/slots `params`)
         self._clear()
 
     def _clear(self) -> None:
@@ -64,6 +65,7 @@ class Slot:
 
         self._clear()
         self.task, self.emit, self.sampler, self.tokenizer = task, emit, sampler, tokenizer
+        self.params_json = task.settings
         self.n_past = n_cached
         self.n_cached = n_cached
         self.cache_tokens = self.cache_tokens[:n_cached]
@@ -160,6 +162,8 @@ class Slot:
     def info(self) -> dict[str, Any]:
         """The /slots entry."""
         task = self.task
+        # llama-server shows the running task's params, or the last one's on an idle slot
+        params = {"params": self.params_json} if self.params_json is not None else {}
         return {
             "id": self.id,
             "id_task": task.id if task else -1,
@@ -176,6 +180,7 @@ class Slot:
                 "n_decoded": self.n_decoded if self.busy else 0,
                 "stopping_word": self.stop.stopped_word or "",
             }],
+            **params,
         }
 
 

@@ -22,11 +22,13 @@ names and defaults:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pyllama.errors import InvalidRequestError, PyllamaError
+from pyllama.sampling.rng import MT19937
 
 if TYPE_CHECKING:
     from pyllama.engine import Model
@@ -55,6 +57,9 @@ class SpecParams:
     p_min: float = 0.0  # draft model: stop drafting below this probability
     ngram_simple: NgramParams = field(default_factory=NgramParams)
     ngram_map_k: NgramParams = field(default_factory=NgramParams)
+    # --spec-synth-len/--spec-synth-rates (benchmarking): per draft position, the chance a
+    # guess is accepted given the previous one was, instead of checking it (synth_probs)
+    synth_probs: tuple[float, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -112,6 +117,44 @@ def parse_types(text: str) -> tuple[tuple[str, ...], list[str]]:
     if bad:
         raise ValueError(f"unknown speculative type {bad[0]!r} (known: {', '.join(ALL_TYPES)})")
     return tuple(n for n in names if n in IMPLEMENTED), [n for n in names if n not in IMPLEMENTED and n != "none"]
+
+
+def synth_probs(synth_len: float | None, synth_rates: list[float] | None, n_max: int) -> tuple[float, ...]:
+    """llama.cpp's synthetic acceptance (common_speculative_synth_rates_resolve): the
+    unconditional per-position rates, given or derived from a mean acceptance length
+    (geometric rates p, p^2, ... with p found by bisection), turned into the conditional
+    chance of accepting guess i once guess i-1 was accepted. ValueError as llama.cpp's."""
+    if synth_len is None and not synth_rates:
+        return ()
+    if synth_len is not None and synth_rates:
+        raise ValueError("synthetic acceptance length and rates are mutually exclusive")
+    if n_max <= 0:
+        raise ValueError("synthetic acceptance requires at least one speculative token")
+    if synth_rates:
+        rates = list(synth_rates)
+        if len(rates) != n_max:
+            raise ValueError(f"synthetic acceptance rates must contain {n_max} values, got {len(rates)}")
+        if any(not 0.0 <= r <= 1.0 for r in rates):  # NaN fails too
+            raise ValueError("synthetic acceptance rates must be finite and within [0, 1]")
+        if any(b > a for a, b in pairwise(rates)):
+            raise ValueError("synthetic acceptance rates must be monotonically non-increasing")
+    else:
+        assert synth_len is not None
+        if not 1.0 <= synth_len <= n_max + 1.0:
+            raise ValueError(f"synthetic acceptance length must be finite and within [1, {n_max + 1}]")
+        p = 1.0 if synth_len == n_max + 1.0 else 0.0
+        if 1.0 < synth_len < n_max + 1.0:
+            lo, hi = 0.0, 1.0
+            for _ in range(32):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if sum(mid ** (j + 1) for j in range(n_max)) < synth_len - 1.0 else (lo, mid)
+            p = 0.5 * (lo + hi)
+        rates = [p ** (i + 1) for i in range(n_max)]
+    out, prev = [], 1.0
+    for rate in rates:
+        out.append(rate / prev if prev > 0.0 else 0.0)
+        prev = rate
+    return tuple(out)
 
 
 def _find_back(tokens: np.ndarray[Any, Any], pattern: list[int], last_start: int) -> int:
@@ -221,9 +264,19 @@ class Speculator:
     def __init__(self, draft_model: DraftModel | None = None) -> None:
         self.draft_model = draft_model
         self._map_k: dict[int, MapKState] = {}
+        self._synth: dict[int, MT19937] = {}
 
     def begin(self, seq: int) -> None:
         self._map_k[seq] = MapKState()
+        self._synth.pop(seq, None)
+
+    def synth_accept(self, seq: int, seed: int, p: float) -> bool:
+        """One synthetic acceptance draw (llama-server: a std::mt19937 per slot, seeded with
+        the request's seed when its task starts, drawn through uniform_real_distribution)."""
+        rng = self._synth.get(seq)
+        if rng is None:
+            rng = self._synth[seq] = MT19937(seed)
+        return rng.uniform_double() < p
 
     def draft(self, seq: int, tokens: list[int], sampled: int, p: SpecParams, n_limit: int) -> list[int]:
         """Up to `n_limit` guesses for what follows `tokens + [sampled]`."""

@@ -28,6 +28,12 @@ SPEC_FLAGS: list[tuple[str, ...]] = [
      "(default: 0)", "LLAMA_ARG_SPEC_DRAFT_N_MIN"),
     ("--spec-draft-p-min --draft-p-min", "spec_draft_p_min", "float",
      "minimum speculative decoding probability (greedy) (default: 0.00)", "LLAMA_ARG_SPEC_DRAFT_P_MIN"),
+    ("--spec-synth-len", "spec_synth_len", "float",
+     "target mean synthetic acceptance length, including the target token (benchmarking only)",
+     "LLAMA_ARG_SPEC_SYNTH_LEN"),
+    ("--spec-synth-rates", "spec_synth_rates", "str",
+     "comma-separated unconditional per-position synthetic acceptance probabilities (benchmarking only)",
+     "LLAMA_ARG_SPEC_SYNTH_RATES"),
     ("--spec-ngram-simple-size-n", "spec_ngram_simple_size_n", "int", _NGRAM.format("N", "ngram-simple", "lookup n-gram", 12)),
     ("--spec-ngram-simple-size-m", "spec_ngram_simple_size_m", "int", _NGRAM.format("M", "ngram-simple", "draft m-gram", 48)),
     ("--spec-ngram-simple-min-hits", "spec_ngram_simple_min_hits", "int", "minimum hits for ngram-simple speculative decoding (default: 1)"),
@@ -50,7 +56,7 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
 def speculative_settings(values: dict[str, Any]) -> tuple[SpecParams, list[str]]:
     """The server's default SpecParams from the flags, and the --spec-type names it cannot run.
     ValueError (one line) for a value llama.cpp would refuse."""
-    from pyllama.speculative import NgramParams, parse_types
+    from pyllama.speculative import NgramParams, parse_types, synth_probs
 
     values = {k: v for k, v in values.items() if v is not None}  # argparse leaves None for a flag not given
     given = values.get("spec_type", [])
@@ -75,4 +81,14 @@ def speculative_settings(values: dict[str, Any]) -> tuple[SpecParams, list[str]]
         raise ValueError(f"--spec-draft-p-min must be between 0 and 1 (got {p_min:g})")
     spec = SpecParams(types=types, n_max=number("spec_draft_n_max", 3, 0), n_min=number("spec_draft_n_min", 0, 0),
                       p_min=p_min, ngram_simple=ngram("simple"), ngram_map_k=ngram("map_k"))
+    synth_len = float(str(values["spec_synth_len"])) if "spec_synth_len" in values else None
+    rates_text = str(values.get("spec_synth_rates", ""))
+    try:
+        rates = [float(r) for r in rates_text.split(",")] if rates_text.strip() else None
+    except ValueError:
+        raise ValueError(f"--spec-synth-rates: invalid value {rates_text!r}") from None
+    if (synth_len is not None or rates) and not spec.enabled:
+        raise ValueError("synthetic acceptance requires an initialized speculative decoding context (--spec-type or -md)")
+    sizes = {"draft-simple": spec.n_max, "ngram-simple": spec.ngram_simple.size_m, "ngram-map-k": spec.ngram_map_k.size_m}
+    spec.synth_probs = synth_probs(synth_len, rates, max((sizes[t] for t in spec.types), default=0))
     return spec, unsupported

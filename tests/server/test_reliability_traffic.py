@@ -128,6 +128,7 @@ BASE_BODIES: dict[str, Any] = {
     "/v1/responses/input_tokens": {"input": "Hi"},
     "/responses/input_tokens": {"input": "Hi"},
     "/v1/chat/completions/input_tokens": {"messages": [{"role": "user", "content": "Hi"}]},
+    "/v1/chat/completions/control": {"id": "chatcmpl-fuzz", "action": "reasoning_end"},
     "/v1/streams/lookup": {"conversation_ids": ["fuzz"]},
     "/chat/completions/input_tokens": {"messages": [{"role": "user", "content": "Hi"}]},
     **{p: {"query": "Hi", "documents": ["Hello", "Bye"]} for p in ("/rerank", "/v1/rerank", "/reranking", "/v1/reranking")},

@@ -102,7 +102,8 @@ def test_llama_server_flags_the_suite_passes(smollm2_path: Path) -> None:
                         "--backend_sampling", "--swa-full", "--media-path", "/tmp", "--no-jinja"], {})
     assert s.hosts == ["127.0.0.1", "::1"] and s.host == "127.0.0.1"
     assert (s.reasoning.mode, s.sleep_idle_seconds, s.ui_mcp_proxy) == ("off", 5, True)
-    assert {"--cache-ram", "--cache-idle-slots", "--offline", "--backend-sampling", "--swa-full"} <= set(s.ignored_flags)
+    assert {"--offline", "--backend-sampling", "--swa-full"} <= set(s.ignored_flags)
+    assert (s.cache_ram, s.cache_idle_slots) == (0, False) and "--cache-ram" not in s.ignored_flags
     assert parse_settings(["-m", str(smollm2_path), "--tools", "all"], {}).cors_origins == "localhost"
     with pytest.raises(SettingsError, match="sleep-idle-seconds"):
         parse_settings(["-m", str(smollm2_path), "--sleep-idle-seconds", "0"], {})

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from asgi.settings import SettingsError, parse_settings
 from tests.server.conftest import ServerProcess, start
 
 pytestmark = pytest.mark.server
@@ -93,3 +95,47 @@ def test_bad_speculative_fields_are_400(spec_server: ServerProcess, field: str, 
         r = c.post("/completion", json={"prompt": "hi", "n_predict": 1, field: value})
     assert r.status_code == 400, r.text
     assert field in r.json()["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def synth_server(smollm2_path: Path) -> Iterator[ServerProcess]:
+    # Synthetic acceptance (llama-server's --spec-synth-rates, benchmarking only): the first two
+    # guesses of every 4-token draft are kept, the last two never, whatever the model says.
+    yield from start(
+        ["-m", str(smollm2_path), "-c", "1024", "-md", str(smollm2_path), "--spec-draft-n-max", "4",
+         "--spec-draft-n-min", "4", "--spec-synth-rates", "1,1,0,0"],
+        "speculative-synth",
+    )
+
+
+def test_synthetic_acceptance_follows_the_rates(synth_server: ServerProcess) -> None:
+    """Self-drafting greedy keeps all 4 guesses when checked (test_draft_model_same_text);
+    with rates 1,1,0,0 exactly half of every draft is kept, the same on every run of a seed."""
+    runs = [complete(synth_server, temperature=0.2, top_k=5, seed=4242) for _ in range(2)]
+    t = runs[0]["timings"]
+    assert t["draft_n"] > 0 and t["draft_n"] % 4 == 0 and 2 * t["draft_n_accepted"] == t["draft_n"], t
+    assert (runs[1]["timings"]["draft_n"], runs[1]["timings"]["draft_n_accepted"]) == (t["draft_n"], t["draft_n_accepted"])
+    assert runs[0]["content"] == runs[1]["content"]
+
+
+def test_synthetic_acceptance_keeps_limits(synth_server: ServerProcess) -> None:
+    """Kept guesses count against n_predict and skip the grammar (llama-server's
+    server_sample_and_accept_synth): the request still ends where it should, with a 200."""
+    full = complete(synth_server, prompt="Respond with only: OK", n_predict=64, ignore_eos=True)
+    assert full["tokens_predicted"] == 64 and full["stop_type"] == "limit"
+    grammar = complete(synth_server, n_predict=6, grammar='root ::= "a"{5,5}')
+    assert grammar["tokens_predicted"] <= 6
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--spec-synth-rates", "1,1"], "must contain 4 values, got 2"),
+    (["--spec-synth-rates", "0.5,1,0,0"], "monotonically non-increasing"),
+    (["--spec-synth-rates", "1,1,x,0"], "--spec-synth-rates"),
+    (["--spec-synth-len", "6"], "within [1, 5]"),
+    (["--spec-synth-len", "2", "--spec-synth-rates", "1,1,0,0"], "mutually exclusive"),
+])
+def test_bad_synthetic_rates_refused(smollm2_path: Path, argv: list[str], message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        parse_settings(["-m", str(smollm2_path), "-md", str(smollm2_path), "--spec-draft-n-max", "4", *argv], {})
+    with pytest.raises(SettingsError, match="requires an initialized speculative decoding context"):
+        parse_settings(["-m", str(smollm2_path), "--spec-synth-len", "2"], {})
