@@ -277,16 +277,22 @@ class Dry:
         if hit.size == 0:
             return c
         follow, length_at = tokens[hit + 1], repeat[hit]
-        size = max(int(follow.max()), int(c.ids.max()) if c.size else 0) + 1
-        longest = np.full(size, -1, dtype=np.int64)
-        np.maximum.at(longest, follow, length_at)
+        # the longest repeat each distinct token would extend (small arrays: no pass over
+        # the vocabulary, which would also hand the interpreter lock to other threads)
+        toks, inverse_t = np.unique(follow, return_inverse=True)
+        best = np.full(toks.size, -1, dtype=np.int64)
+        np.maximum.at(best, inverse_t.reshape(-1), length_at)
         if self._unpenalized.size:
-            longest[self._unpenalized[self._unpenalized < size]] = -1
-        found = longest[c.ids]
-        where = np.flatnonzero(found >= 0)
+            best[np.isin(toks, self._unpenalized)] = -1
+        toks, best = toks[best >= 0], best[best >= 0]
+        if toks.size and int(toks[-1]) < c.size and np.array_equal(c.ids[toks], toks):
+            where, found = toks, best  # candidates still in vocabulary order: position = id
+        else:
+            at = np.flatnonzero(np.isin(c.ids, toks))
+            where, found = at, best[np.searchsorted(toks, c.ids[at])]
         if where.size == 0:
             return Candidates(c.ids, c.logits.copy(), c.probs, False)
-        exp = found[where] - self.allowed_length
+        exp = found - self.allowed_length
         max_exponent = int(88.7228391 / math.log(self.base)) if self.base > 1.000001 else 0
         if max_exponent > 0:
             exp = np.minimum(exp, max_exponent)
