@@ -256,7 +256,7 @@ def _spec(name: str, source: str, options: dict[str, str], cli: Mapping[str, Any
         spec.unavailable = reason
     spec.aliases, spec.tags, spec.source = aliases, tags, source
     spec.args = render_args({**model_values, **({"model": str(path)} if str(path) != "." else {})})
-    spec.preset_ini = _to_ini(name, {**own, **cli}, extra) if source == "preset" else ""
+    spec.preset_ini = _to_ini(name, {**own, **cli}, extra)  # every source has one in llama-server
     spec.load_on_startup = extra.get("load-on-startup", "").strip().lower() in TRUE_WORDS
     try:
         spec.stop_timeout = int(extra.get("stop-timeout", "10"))

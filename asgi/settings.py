@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from asgi.errors import ApiError
-from asgi.flags import FLAGS, build_parser, env_values
+from asgi.flags import FLAGS, build_parser, display_name, env_values
 from asgi.hf_cache import for_hf_flag
 from asgi.hf_cache import list_cached_models as cached_models
 from asgi.lora_settings import check_lora_files, lora_files
@@ -166,8 +166,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
 
     for flag in FLAGS:
         if flag.refused and values.get(flag.dest):
-            raise SettingsError(f"{flag.names[-1]}: {flag.refused}")
-    ignored = [f.names[-1] for f in FLAGS if f.ignored and f.dest in values]
+            raise SettingsError(f"{display_name(flag)}: {flag.refused}")
+    ignored = [display_name(f) for f in FLAGS if f.ignored and f.dest in values]
 
     chat_template = values.get("chat_template")
     if "chat_template_file" in values:
@@ -243,6 +243,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
             setattr(settings, key, values[key])
     if settings.models_max < 0:
         raise SettingsError(f"--models-max must be 0 (no limit) or more (got {settings.models_max})")
+    if values.get("log_jsonl") and "log_format" not in values:
+        settings.log_format = "json"
     if settings.log_format not in ("text", "json"):
         raise SettingsError(f"--log-format must be text or json (got {settings.log_format!r})")
     if "slot_save_path" in values:

@@ -69,8 +69,7 @@ class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching, PromptCaching):
         self.slot_prompt_similarity = slot_prompt_similarity
         self.n_predict_default = n_predict_default
         self.slots = [Slot(i, model.n_ctx_seq) for i in range(model.n_seq)]
-        self._slot_lora: dict[int, tuple[float, ...]] = {}  # the LoRA scales of each slot's cache
-        self._alora_switch = {}  # pyllama.scheduler_lora: where each slot's aLoRA switches on
+        self._lora_init()  # pyllama.scheduler_lora: each slot's LoRA scales and aLoRA switch
         # speculative decoding (pyllama.scheduler_spec): the server's default, tasks may override it
         self.spec_default = speculative or SpecParams()
         self.speculator = Speculator(DraftModel(draft_model, model) if draft_model is not None else None)

@@ -32,6 +32,10 @@ class LoraBatching:
     # slot id -> (position where its aLoRA starts applying, the scales before it)
     _alora_switch: dict[int, tuple[int, Scales]]
 
+    def _lora_init(self) -> None:
+        self._slot_lora = {}  # the LoRA scales of each slot's cache
+        self._alora_switch = {}
+
     def _task_lora(self, task: Task) -> Scales:
         """The scales a task runs with: its own (`lora` field) or the server-wide ones."""
         lora = self.model.lora

@@ -117,7 +117,6 @@ async def chat_completions() -> Response:
     return sse_response(sse_events(first, rest, render, SSE_DONE), SSE_DONE)
 
 
-
 @bp.post("/v1/chat/completions/control")
 async def chat_control() -> Response:
     """Act on a running chat completion by its `id` (llama-server's post_control): the only

@@ -92,6 +92,9 @@ def test_slots_show_each_tasks_lora(server: ServerProcess) -> None:
     assert slots[2]["params"]["lora"] == []
     assert slots[1]["params"]["n_predict"] == N_PREDICT and "n_ctx" not in slots[1]["params"]
     assert "grammar" not in slots[1]["params"]  # llama-server's only_metrics form
+    s1 = slots[1]
+    assert s1["n_prompt_tokens_processed"] + s1["n_prompt_tokens_cache"] == len(PROMPT)
+    assert s1["n_prompt_tokens"] >= len(PROMPT)
 
 
 def test_parallel_requests_with_different_scales(server: ServerProcess, expected: dict[str, list[int]]) -> None:

@@ -118,6 +118,7 @@ def test_lists_every_model_unloaded_with_llama_server_fields(router: ServerProce
     assert a["source"] == "preset" and listed["smol-b"]["source"] == "models_dir" and a["can_remove"] is False
     assert a["status"]["args"][:2] == ["pyllama-server", "--model"] and "--ctx-size" in a["status"]["args"]
     assert "[smol-a]" in a["status"]["preset"] and "ctx-size = 512" in a["status"]["preset"]
+    assert listed["smol-b"]["status"]["preset"].startswith("[smol-b]\nctx-size = 512\nmodel = ")  # every source
     assert a["object"] == "model" and a["owned_by"] == "llamacpp"
     assert a["architecture"] == {"input_modalities": ["text"], "output_modalities": ["text"]}
     props = httpx.get(router.base_url + "/props").json()
@@ -349,6 +350,7 @@ def test_llama_servers_download_cache_is_a_model_source(cached: ServerProcess) -
     for name in (GEMMA_ID, SMOL_ID):
         assert listed[name]["source"] == "cache" and listed[name]["can_remove"] is True
         assert listed[name]["aliases"] == [] and listed[name]["status"]["value"] == "unloaded"
+        assert listed[name]["status"]["preset"] == f"[{name}]\nctx-size = 512\nparallel = 1\nhf-repo = {name}\n\n"
     assert listed["served-dup"]["source"] == "preset" and listed["served-dup"]["can_remove"] is False
     base = cached.base_url
     # the hidden cache entry is still served by name, and is the file the preset loads

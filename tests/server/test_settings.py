@@ -209,3 +209,13 @@ def test_system_prompt_file(smollm2_path: Path, tmp_path: Path) -> None:
     spf.write_text(json.dumps({"system_prompt": {"prompt": "Transcript:", "anti_prompt": "User:"}}))
     s = parse_settings(["-m", str(smollm2_path), "-spf", str(spf)], {})
     assert s.system_prompt == "Transcript:"
+
+
+def test_cache_ram_flags_and_variables(smollm2_path: Path) -> None:
+    model = ["-m", str(smollm2_path)]
+    s = parse_settings(model, {})
+    assert (s.cache_ram, s.cache_idle_slots) == (8192, True)  # llama-server's defaults
+    s = parse_settings(model, {"LLAMA_ARG_CACHE_RAM": "-1", "LLAMA_ARG_CACHE_IDLE_SLOTS": "false"})
+    assert (s.cache_ram, s.cache_idle_slots) == (-1, False)
+    s = parse_settings([*model, "-cram", "64", "--cache-idle-slots"], {"LLAMA_ARG_CACHE_IDLE_SLOTS": "0"})
+    assert (s.cache_ram, s.cache_idle_slots) == (64, True)  # the command line wins
