@@ -46,7 +46,8 @@ def cases(n_ctx: int) -> dict[str, tuple[SamplingParams, int]]:
         "dry-new-breakers": (_params(**{**dry, "dry_sequence_breakers": [b[::-1] for b in BREAKERS]},
                                      samplers=["dry", "top_k", "temperature"]), n_ctx),
         "dry-x32": (_params(**dry, samplers=["dry"] * 32), n_ctx),
-        "infill": (_params(seed=1, samplers=["infill", "top_k", "temperature"]), 64),
+        # ignore_eos: EOG tokens at -inf, so infill always merges (else it often keeps only EOG)
+        "infill": (_params(seed=1, ignore_eos=True, samplers=["infill", "top_k", "temperature"]), 64),
         "penalties": (_params(seed=1, repeat_last_n=-1, repeat_penalty=1.1, frequency_penalty=0.5,
                               presence_penalty=0.5, samplers=["penalties"] * 32), n_ctx),
         "logit-bias": (_params(seed=1, logit_bias=[(t, 0.5) for t in range(0, 49152, 3)],

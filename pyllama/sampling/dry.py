@@ -131,7 +131,11 @@ def process_breakers(pieces: Sequence[bytes], breakers: Sequence[str], tokenize:
     for text in encoded:
         whole = index.containing(text)
         for t in sorted(whole):
-            add(t, ())
+            seqs = result.get(t)
+            if seqs is None:
+                result[t] = [()]
+            elif () not in seqs:
+                seqs.append(())
         # pieces that end with a proper prefix of the breaker: head token + tokenized rest
         for j in range(len(text) - 1, 0, -1):
             heads = [t for t in index.ending_with(text[:j]) if t not in whole]
@@ -167,14 +171,13 @@ class Dry:
         self.last_n = max(last_n, 0)
         self.breakers = breakers
         self.enabled = multiplier != 0.0 and base >= 1.0 and self.last_n != 0
-        # head token -> tail length -> the tails of that length (set lookups, not a scan)
+        # head token -> tail length -> the tails of that length (set lookups, not a scan);
+        # built for a head the first time it is accepted, since a breaker list of common
+        # strings makes tens of thousands of heads and a text meets few of them
         self._tails: dict[int, dict[int, set[tuple[int, ...]]]] = {}
-        for head, tails in breakers.items():
-            for tail in tails:
-                self._tails.setdefault(head, {}).setdefault(len(tail), set()).add(tail)
         self._max_tail = max((len(t) for tails in breakers.values() for t in tails), default=0)
         # single-token breakers are never penalized themselves
-        self._unpenalized = np.asarray(sorted(h for h, tails in breakers.items() if () in tails), dtype=np.int64)
+        self._unpenalized = np.fromiter((h for h, tails in breakers.items() if () in tails), dtype=np.int64)
         self.reset()
 
     def reset(self) -> None:
@@ -200,7 +203,7 @@ class Dry:
 
     def _track_restart(self, q: int, token: int) -> None:
         """Record a restart sequence that the token at position q completes (or is)."""
-        if not self._tails:
+        if not self.breakers:
             return
         recent = self._recent
         recent.append(token)
@@ -209,8 +212,13 @@ class Dry:
         heads = self._heads
         while heads and heads[0] < q - self._max_tail:
             heads.popleft()
-        if token in self._tails:
+        if token in self.breakers:
             heads.append(q)
+            if token not in self._tails:
+                by_length: dict[int, set[tuple[int, ...]]] = {}
+                for tail in self.breakers[token]:
+                    by_length.setdefault(len(tail), set()).add(tail)
+                self._tails[token] = by_length
         for p in reversed(heads):
             length = q - p
             tails = self._tails[recent[-1 - length]].get(length)
@@ -269,16 +277,22 @@ class Dry:
         if hit.size == 0:
             return c
         follow, length_at = tokens[hit + 1], repeat[hit]
-        size = max(int(follow.max()), int(c.ids.max()) if c.size else 0) + 1
-        longest = np.full(size, -1, dtype=np.int64)
-        np.maximum.at(longest, follow, length_at)
+        # the longest repeat each distinct token would extend (small arrays: no pass over
+        # the vocabulary, which would also hand the interpreter lock to other threads)
+        toks, inverse_t = np.unique(follow, return_inverse=True)
+        best = np.full(toks.size, -1, dtype=np.int64)
+        np.maximum.at(best, inverse_t.reshape(-1), length_at)
         if self._unpenalized.size:
-            longest[self._unpenalized[self._unpenalized < size]] = -1
-        found = longest[c.ids]
-        where = np.flatnonzero(found >= 0)
+            best[np.isin(toks, self._unpenalized)] = -1
+        toks, best = toks[best >= 0], best[best >= 0]
+        if toks.size and int(toks[-1]) < c.size and np.array_equal(c.ids[toks], toks):
+            where, found = toks, best  # candidates still in vocabulary order: position = id
+        else:
+            at = np.flatnonzero(np.isin(c.ids, toks))
+            where, found = at, best[np.searchsorted(toks, c.ids[at])]
         if where.size == 0:
             return Candidates(c.ids, c.logits.copy(), c.probs, False)
-        exp = found[where] - self.allowed_length
+        exp = found - self.allowed_length
         max_exponent = int(88.7228391 / math.log(self.base)) if self.base > 1.000001 else 0
         if max_exponent > 0:
             exp = np.minimum(exp, max_exponent)

@@ -147,7 +147,7 @@ def _range_min(values: npt.NDArray[np.int64], lo: npt.NDArray[np.int64], hi: npt
     span = hi - lo
     k = np.frexp(span.astype(np.float64))[1].astype(np.int64) - 1  # floor(log2(span)), exact
     out = np.empty(span.size, dtype=np.int64)
-    for level in np.unique(k).tolist():
+    for level in np.flatnonzero(np.bincount(k)).tolist():
         sel = np.flatnonzero(k == level)
         table = levels[level]
         out[sel] = np.minimum(table[lo[sel]], table[hi[sel] - (1 << level)])
