@@ -46,6 +46,9 @@ f16, f32 = np.float16, np.float32
 # Dense parts at least this big are dequantized again from the file into the fused layout
 # instead of copied (no transient second copy); float files are copied (nothing to redo).
 REDEQUANT_BYTES = 32 << 20
+# Constants as 0-d float32 arrays: an array operand costs a ufunc call half the time of a
+# NumPy scalar one (docs/performance.md). Never written to.
+ONE, CAP_80, TEN = np.ones((), f32), np.full((), 80.0, f32), np.full((), 10.0, f32)
 FLOAT_FILE_TYPES = frozenset({GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16})
 
 
@@ -201,8 +204,11 @@ class FastRope:
         """Rotate x (T, H, Dh), last axis contiguous, in place by each row's position."""
         n = self.n_rot
         if self.rot is not None:
-            if self._last is None or self._last[0] is not positions:
-                self._last = (positions, self.rot[positions][:, None, :])
+            if self._last is None or self._last[0] is not positions or self._last[1].shape[1] != x.shape[1]:
+                rot = self.rot[positions][:, None, :]
+                if x.shape[0] == 1:  # a decode step: every head's row side by side, a plain multiply
+                    rot = np.repeat(rot, x.shape[1], axis=1)  # (half the time of a broadcast one)
+                self._last = (positions, rot)
             xc = (x if x.shape[-1] == n else x[..., :n]).view(np.complex64)
             xc *= self._last[1]
             return
@@ -227,8 +233,8 @@ def rms_norm(x: F32, weight: F32 | None, eps: float) -> F32:
     projection (FusedLinear.fold).
     """
     if x.ndim == 2 and x.shape[0] == 1:
-        inv = f32(1.0 / math.sqrt(float(np.vdot(x, x)) / x.shape[1] + eps))
-        y1: F32 = np.multiply(x, inv)
+        inv = 1.0 / math.sqrt(float(np.vdot(x, x)) / x.shape[1] + eps)
+        y1: F32 = np.multiply(x, inv)  # a Python float: float32 arithmetic (NEP 50), faster than f32()
         if weight is not None:
             y1 *= weight
         return y1
@@ -246,9 +252,9 @@ def silu(x: F32) -> F32:
     """x / (1 + exp(-x)), exp's argument capped at 80 (silu is then -0.0 to float32 precision)
     so it never overflows; float32 exp is SIMD in NumPy, tanh is not."""
     t = np.negative(x)
-    np.minimum(t, f32(80.0), out=t)
+    np.minimum(t, CAP_80, out=t)
     np.exp(t, out=t)
-    t += f32(1.0)
+    t += ONE
     np.divide(x, t, out=t)
     return t
 
@@ -257,7 +263,7 @@ def gelu(x: F32) -> F32:
     """GELU as ggml's CPU backend computes it: a lookup of x rounded to float16 in
     numerics' 65536-entry table (below -10 the table holds -0.0; from 10 on gelu(x) = x)."""
     t: F32 = numerics.gelu_table()[x.astype(f16).view(np.uint16)]
-    np.copyto(t, x, where=x >= f32(10.0))
+    np.copyto(t, x, where=x >= TEN)
     return t
 
 
