@@ -137,14 +137,23 @@ class FusedLinear:
         return True
 
     def _transposed(self, parts: Sequence[Linear], arena: WeightArena | None) -> F32:
-        """The parts as one (n_in, n_out) C-contiguous matrix, for x @ wt.
+        """The parts as one (n_in, n_out) matrix, for x @ wt.
+
+        C-contiguous (OpenBLAS's gemv_n for one row: long contiguous columns of the output)
+        when the projection widens or keeps the width; when it narrows (n_in > n_out: the
+        FFN's down, Gemma's output projection) the file's own row-major (n_out, n_in) seen
+        transposed, so one row is a gemv_t over long rows, each thread reading one
+        contiguous half. Measured on SmolLM2's down (1536 -> 576), one row: 215 -> 207 us
+        at 1 thread, 169-192 -> 106-130 us at 2 (docs/performance.md, "Decode step").
 
         A big quantized part (a head or tied embedding: Gemma's is 671 MB) is dropped first
         and dequantized again from the file straight into the transposed matrix, so load
         never holds two float32 copies of it.
         """
-        shape = (self.n_in, self.n_out)
-        wt = arena.empty(shape) if arena is not None else np.empty(shape, dtype=f32)
+        narrows = self.n_in > self.n_out
+        shape = (self.n_out, self.n_in) if narrows else (self.n_in, self.n_out)
+        buf = arena.empty(shape) if arena is not None else np.empty(shape, dtype=f32)
+        wt = buf.T if narrows else buf
         for p, (a, b) in zip(parts, self.bounds, strict=True):
             assert p.weight is not None
             if p.weight.nbytes >= REDEQUANT_BYTES and p.info.ggml_type not in FLOAT_FILE_TYPES:

@@ -235,7 +235,7 @@ def test_a_models_dense_weights_share_its_arena(tmp_path: Path) -> None:
     for layer in plain.net.layers:
         for p in (layer.qkv, layer.wo, layer.gate_up, layer.down):
             assert isinstance(p, fp.FusedLinear) and p.wt is not None
-            p.wt = p.wt.copy()  # an array of its own
+            p.wt = p.wt.copy(order="K")  # an array of its own, same layout
     np.testing.assert_array_equal(rows, plain.decode(Batch([SeqChunk(0, list(synth.PROMPT), 0, "all")])))
 
 
