@@ -139,7 +139,6 @@ class AttentionPlan:
             start += n
         return result
 
-
     def _attend_one(self, kc: F32, vc: F32, q: F32, k: F32, v: F32, scale: float, window: int,
                     softcap: float) -> F32:
         """One sequence's next token (a decode step): the cache rows it sees are exactly
@@ -173,6 +172,7 @@ class AttentionPlan:
         out = _bmm(scores, vals, self.backend)  # (Hkv, g, Dv)
         out /= total
         return out.reshape(1, -1)
+
 
 def _softmax_av(scores: F32, vals: F32, mask: F32 | None, softcap: float, backend: MatmulBackend,
                 flat: tuple[int, ...] | None = None) -> F32:
