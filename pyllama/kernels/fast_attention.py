@@ -21,6 +21,9 @@ I64 = np.ndarray[Any, np.dtype[np.int64]]
 f16, f32 = np.float16, np.float32
 # Scores of one attention call are kept under this many float32 values (query blocking).
 MAX_SCORES = 1 << 23
+# NumPy >= 2.2's matvec gufunc: a decode step's scores (Hkv, g, L) in a third of the time of
+# matmul over transposed keys (docs/performance.md). Pyodide's NumPy 2.0 has none.
+MATVEC: Any = getattr(np, "matvec", None)
 
 
 def _bmm(a: F32, b: F32, backend: MatmulBackend) -> F32:
@@ -136,7 +139,6 @@ class AttentionPlan:
             start += n
         return result
 
-
     def _attend_one(self, kc: F32, vc: F32, q: F32, k: F32, v: F32, scale: float, window: int,
                     softcap: float) -> F32:
         """One sequence's next token (a decode step): the cache rows it sees are exactly
@@ -153,19 +155,24 @@ class AttentionPlan:
         if vals.dtype != f32:
             vals = vals.astype(f32)
         hkv, dh = keys.shape[0], keys.shape[2]
-        scores = _bmm(q.reshape(hkv, -1, dh), keys.transpose(0, 2, 1), self.backend)  # (Hkv, g, L)
+        qg = q.reshape(hkv, -1, dh)
+        if MATVEC is not None and self.backend == "blas":  # each key row . each query of its group
+            scores: F32 = MATVEC(keys[:, None], qg)  # (Hkv, g, L)
+        else:
+            scores = _bmm(qg, keys.transpose(0, 2, 1), self.backend)
         if scale != 1.0:  # 1.0: the scale is in the queries already (folded into Wq, or Gemma 3)
-            scores *= f32(scale)
+            scores *= scale
         if softcap > 0.0:
-            scores *= f32(1.0 / softcap)
+            scores *= 1.0 / softcap
             np.tanh(scores, out=scores)
-            scores *= f32(softcap)
+            scores *= softcap
         scores -= np.maximum.reduce(scores, axis=-1, keepdims=True)
         np.exp(scores, out=scores)
         total = np.add.reduce(scores, axis=-1, keepdims=True)
         out = _bmm(scores, vals, self.backend)  # (Hkv, g, Dv)
         out /= total
         return out.reshape(1, -1)
+
 
 def _softmax_av(scores: F32, vals: F32, mask: F32 | None, softcap: float, backend: MatmulBackend,
                 flat: tuple[int, ...] | None = None) -> F32:

@@ -196,7 +196,7 @@ class LlamaModel:
             self.rope_ops[layer].apply(qk, att.positions)
         scale = 1.0 if lw.q_scaled else self.kq_scale
         if self.scale_queries and scale != 1.0:
-            qk[:, :h] *= f32(scale)
+            qk[:, :h] *= scale  # a Python float: rounded to float32 as f32() would, faster
             scale = 1.0
         v = y[:, (h + hkv) * cfg.head_dim :].reshape(t, hkv, cfg.head_dim_v)
         window = cfg.sliding_window if cfg.is_swa(layer) else 0
@@ -230,7 +230,7 @@ class LlamaModel:
         """x + post_norm(a) (times the residual scale), in place."""
         a = self.norm(post, a)
         if self.residual_scale != 1.0:
-            a *= f32(self.residual_scale)
+            a *= self.residual_scale
         x += a
         return x
 
