@@ -184,6 +184,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
         from asgi.router import Router
 
         state.registry.router = router = Router(state.registry)
+    from asgi.prep_process import make_prep_process
+
+    state.prep = make_prep_process(settings)
     app.extensions["pyllama"] = state
     _install_middleware(app)
     _install_error_handlers(app)
@@ -200,12 +203,20 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
         import time
 
         state.started = time.time()
+        if state.prep is not None:  # the child starts now, and reads the first model's vocabulary
+            from asgi.prep_process import model_key
+
+            state.prep.start()
+            state.prep.warm(model_key(state.registry.default))
         state.background.append(asyncio.create_task(state.registry.start()))
         from asgi.streams import collect_forever
 
         state.streams.detach_timeout = settings.stream_detach_timeout
         state.background.append(asyncio.create_task(collect_forever(state.streams)))
         if settings.sleep_idle_seconds > 0 and router is not None:
+            from asgi.routes.meta import props_body
+
+            router.props_of = lambda served: props_body(state, served)
             state.background.append(asyncio.create_task(router.sleep_when_idle(settings.sleep_idle_seconds)))
         elif settings.sleep_idle_seconds > 0:
             from asgi.routes.meta import props_body
@@ -219,6 +230,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
         for task in state.background:
             task.cancel()
         state.streams.close()
+        if state.prep is not None:
+            await asyncio.to_thread(state.prep.stop)
         await asyncio.to_thread(state.registry.stop)
 
     return app

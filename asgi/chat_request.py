@@ -13,112 +13,26 @@ from typing import Any
 
 from quart import request
 
+from asgi.chat_render import check_last_message_fits, render_chat
 from asgi.chat_reply import Reply, reasoning_format
 from asgi.completion_request import make_tasks, read_params
-from asgi.errors import BadRequest
 from asgi.generate import claim_stream
-from asgi.http import LARGE_BODY
-from asgi.params import schema_to_grammar
+from asgi.http import LARGE_BODY, read_json
+from asgi.prep_process import prepare_in_child, reply_tokens
 from asgi.prompts import tokenize_off_loop
-from asgi.reasoning_budget import chat_budget_fields
 from asgi.registry import ServedModel
 from asgi.responses import chat_message
 from asgi.state import server_state
-from pyllama.chat import ChatInputs, ChatPrompt, parse_messages, parse_tools, reasoning
+from pyllama.chat import ChatPrompt
 
 log = logging.getLogger(__name__)
-
-
-def _response_schema(body: dict[str, Any]) -> dict[str, Any] | None:
-    schema = body.get("json_schema")
-    fmt = body.get("response_format")
-    if fmt is None:
-        return schema if isinstance(schema, dict) else None
-    if not isinstance(fmt, dict):
-        raise BadRequest('"response_format" must be an object')
-    kind = fmt.get("type", "")
-    if kind == "json_object":
-        schema = fmt.get("schema", schema if schema is not None else {})
-    elif kind == "json_schema":
-        wrapper = fmt.get("json_schema", {})
-        schema = wrapper.get("schema", {}) if isinstance(wrapper, dict) else {}
-    elif kind not in ("", "text"):
-        raise BadRequest(f'response_format type must be one of "text" or "json_object", but got: {kind}')
-    if isinstance(schema, dict) and not schema:
-        schema = {"type": "object"}
-    if schema is not None and not isinstance(schema, dict):
-        raise BadRequest('"json_schema" must be a JSON schema object')
-    return schema
 
 
 def chat_prompt(served: ServedModel, body: dict[str, Any]) -> tuple[ChatPrompt, dict[str, Any]]:
     """Render the request's messages; return the prompt and the body for the completion fields."""
     assert served.template is not None
-    messages = parse_messages(body.get("messages"))
-    tools = parse_tools(body.get("tools"))
-    tool_choice = body.get("tool_choice")
-    if tool_choice is None:  # absent or null: llama-server's default
-        tool_choice = "auto"
-    if isinstance(tool_choice, dict):  # {"type": "function", "function": {"name": ...}}: call that one
-        function = tool_choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        tools = [t for t in tools if t["function"]["name"] == name]
-        if not tools:
-            raise BadRequest(f'"tool_choice" names a function that is not in "tools": {name!r}')
-        tool_choice = "required"
-    if tool_choice not in ("auto", "none", "required"):
-        raise BadRequest('"tool_choice" must be "auto", "none", "required" or a function object')
-    schema = _response_schema(body)
-    if schema is not None and body.get("grammar"):
-        raise BadRequest("Cannot use both json_schema and grammar")
-    if tools and tool_choice != "none" and body.get("grammar"):
-        raise BadRequest("Cannot use custom grammar constraints with tools.")
-    kwargs = body.get("chat_template_kwargs", {})
-    if not isinstance(kwargs, dict):
-        raise BadRequest('"chat_template_kwargs" must be an object')
     settings = server_state().settings
-    kwargs = {**settings.chat_template_kwargs, **kwargs}
-    thinking = reasoning.enable_thinking(settings.reasoning, served.template.thinking is not None, body, kwargs)
-    add_generation_prompt = body.get("add_generation_prompt", True)
-    if not isinstance(add_generation_prompt, bool):
-        raise BadRequest("Field 'add_generation_prompt': type must be boolean")
-    # continue_final_message (vLLM/transformers): continue the trailing assistant message,
-    # the same prompt as llama-server's automatic assistant prefill
-    cont = body.get("continue_final_message")
-    if cont is True or cont in ("content", "reasoning_content"):
-        if add_generation_prompt:
-            raise BadRequest("Cannot set both add_generation_prompt and continue_final_message to true.")
-        if messages and messages[-1].role == "assistant":
-            add_generation_prompt = True  # pyllama.chat continues a trailing assistant message on this path
-    parallel = body.get("parallel_tool_calls", False)
-    inputs = ChatInputs(
-        messages=messages, tools=tools, tool_choice=tool_choice, parallel_tool_calls=bool(parallel),
-        add_generation_prompt=add_generation_prompt, response_schema=schema, kwargs=dict(kwargs),
-        enable_thinking=thinking,
-    )
-    prompt = served.template.apply(inputs)
-    fields = {k: v for k, v in body.items() if k not in ("json_schema", "response_format", "prompt", "reasoning_format")}
-    if body.get("logprobs") is not None:
-        if not isinstance(body["logprobs"], bool):
-            raise BadRequest("Field 'logprobs': type must be boolean")
-        fields.pop("logprobs")
-        if body["logprobs"]:
-            fields["n_probs"] = body.get("top_logprobs") if body.get("top_logprobs") is not None else 20
-        elif body.get("top_logprobs") is not None:
-            raise BadRequest("top_logprobs requires logprobs to be set to true")
-    elif body.get("top_logprobs") is not None:
-        raise BadRequest("top_logprobs requires logprobs to be set to true")
-    if thinking and prompt.thinking_tags is not None:  # the reasoning budget's fields (llama-server's)
-        fields.update(chat_budget_fields(body, settings.reasoning, prompt.thinking_tags, prompt.generation_prompt))
-    if prompt.schema is not None:
-        try:
-            fields["grammar"] = schema_to_grammar(prompt.schema)
-        except BadRequest:
-            if not prompt.parse_tool_calls:
-                raise
-            log.warning("no JSON-schema grammar available: tool calls run unconstrained")
-            fields.pop("grammar", None)
-    return prompt, fields
+    return render_chat(served.template, settings.reasoning, settings.chat_template_kwargs, body)
 
 
 @dataclass
@@ -134,21 +48,6 @@ class ChatRun:
     tokens: list[int]  # the prompt's tokens (for `__verbose`)
 
 
-def _check_last_message_fits(served: ServedModel, messages: Any) -> None:
-    """A last message whose text alone cannot fit the context is refused before the
-    template runs: rendering tens of megabytes only to refuse them held the GIL for 0.5 s
-    (every template renders the message it is asked to answer; the full prompt is checked
-    again after rendering)."""
-    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
-        return
-    content = messages[-1].get("content")
-    if isinstance(content, list):
-        texts = [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
-        content = "".join(texts) if sum(map(len, texts)) >= LARGE_BODY else None
-    if isinstance(content, str):
-        served.check_text_fits(content)
-
-
 async def prepare_chat(body: dict[str, Any]) -> ChatRun:
     """Everything a chat-shaped route does before generating (shared with /v1/messages
     and /v1/responses, which translate their bodies into this one first)."""
@@ -156,7 +55,7 @@ async def prepare_chat(body: dict[str, Any]) -> ChatRun:
     served = await server_state().registry.get(body.get("model"))
     size = request.content_length or 0  # a large chat is templated and read off the event loop
     if size >= LARGE_BODY:
-        _check_last_message_fits(served, body.get("messages"))
+        check_last_message_fits(served.check_text_fits, body.get("messages"))
     prompt, fields = await tokenize_off_loop(size, chat_prompt, served, body)
     fmt = reasoning_format(body, server_state().settings.reasoning.format)
     params = await tokenize_off_loop(size, read_params, served, fields)
@@ -166,6 +65,26 @@ async def prepare_chat(body: dict[str, Any]) -> ChatRun:
     tasks = make_tasks(served, [tokens], params)
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
     return ChatRun(served, prompt, params, tasks, model_name, fmt, tokens)
+
+
+async def read_chat() -> tuple[dict[str, Any], ChatRun]:
+    """/v1/chat/completions' body and its run. A body of --prep-process-bytes or more is
+    parsed, templated and tokenized by the preparation process (asgi/prep_process.py),
+    which sends back the body without its messages and tools, the prompt's tokens and the
+    template's reply format; the steps after that are the same as in `prepare_chat`."""
+    prepared = await prepare_in_child("chat")
+    if prepared is None:
+        body = await read_json()
+        return body, await prepare_chat(body)
+    reply, served = prepared
+    body = reply.body
+    claim_stream(body)
+    fmt = reasoning_format(body, server_state().settings.reasoning.format)
+    params = await tokenize_off_loop(request.content_length or 0, read_params, served, reply.fields)
+    tokens = reply_tokens(reply)
+    tasks = make_tasks(served, [tokens], params)
+    model_name = body["model"] if isinstance(body.get("model"), str) else served.name
+    return body, ChatRun(served, reply.prompt, params, tasks, model_name, fmt, tokens)
 
 
 def reply_message(reply: Reply) -> dict[str, Any]:

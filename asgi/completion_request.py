@@ -11,9 +11,9 @@ from typing import Any
 
 from asgi.errors import BadRequest, ContextExceeded
 from asgi.lora_settings import lora_scales
-from asgi.params import CompletionParams, check_prompt_count, copy_params, parse_completion_params
-from asgi.prompts import check_token_ids, text_size, tokenize_off_loop, tokenize_prompts
-from asgi.reasoning_budget import budget_spec
+from asgi.params import CompletionParams, copy_params, parse_completion_params
+from asgi.prompts import check_token_ids, completion_prompts, text_size, tokenize_off_loop
+from asgi.reasoning_budget import budget_spec, reasoning_control
 from asgi.registry import ServedModel
 from asgi.responses import completion_final
 from asgi.state import server_state
@@ -42,6 +42,7 @@ def read_params(served: ServedModel, body: dict[str, Any]) -> CompletionParams:
         lora = served.model.lora
         lora_scales(params.lora, len(lora.adapters) if lora is not None else 0)  # unknown ids: 400 now
     params.sampling.reasoning_budget = budget_spec(body, tok)  # asgi/reasoning_budget.py
+    params.sampling.reasoning_control = reasoning_control(body)
     default = server_state().settings.speculative
     params.speculative = default.with_request(body) if default is not None else None  # speculative.* fields
     return params
@@ -74,27 +75,34 @@ def make_tasks(served: ServedModel, prompts: list[list[int]], params: Completion
                 return_progress=p.return_progress and p.stream,
                 speculative=p.speculative,
                 lora=lora_scales(p.lora, len(served.model.lora.adapters)) if p.lora and served.model.lora else None,
+                settings=slot_params(served, p),
             ))
     return tasks
+
+
+_DEBUG_ONLY = ("dry_sequence_breakers", "stop", "logit_bias", "grammar", "grammar_lazy", "grammar_triggers",
+               "preserved_tokens")
+
+
+def slot_params(served: ServedModel, params: CompletionParams) -> dict[str, Any]:
+    """The task's `params` in /slots: task_params::to_json(only_metrics), the form /slots
+    shows unless LLAMA_SERVER_SLOTS_DEBUG is set (no stop words, biases nor grammar), with
+    `lora` as llama-server keeps the request's list (a map: by id, the last scale given wins)."""
+    assert served.model is not None
+    settings = params.generation_settings(served.model.n_ctx_seq, served.name)
+    for key in ("n_ctx", "model", *_DEBUG_ONLY):  # n_ctx and model are the slot's own fields
+        settings.pop(key, None)
+    settings["lora"] = [{"id": i, "scale": x} for i, x in sorted(dict(params.lora or []).items())]
+    return settings
 
 
 async def prompt_tokens(served: ServedModel, prompt: Any) -> list[list[int]]:
     """Tokenized prompts, with the --system-prompt-file text in front of each."""
     assert served.model is not None
-    tok = served.tokenizer
-    check_prompt_count(prompt, server_state().settings.limits)
-    for text in [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) else []:
-        if isinstance(text, str):
-            served.check_text_fits(text)
-    system = server_state().settings.system_prompt
-
-    def tokenize() -> list[list[int]]:
-        if system:
-            head = tok.tokenize(system, True, True)
-            return [head + p for p in tokenize_prompts(tok, prompt, add_special=False)]
-        return tokenize_prompts(tok, prompt)
-
-    prompts = await tokenize_off_loop(text_size(prompt) + len(system or ""), tokenize)
+    settings = server_state().settings
+    system = settings.system_prompt
+    run = completion_prompts(served.tokenizer, prompt, settings.limits, system, served.check_text_fits)
+    prompts = await tokenize_off_loop(text_size(prompt) + len(system or ""), run)
     for p in prompts:
         check_token_ids(p, served.model.n_vocab)
     return prompts

@@ -14,13 +14,15 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from asgi.ignored_flags import IGNORED_FLAGS, REFUSED_FLAGS
 from asgi.lora_settings import LORA_FLAGS
 from asgi.router_flags import ROUTER_FLAGS
 from asgi.speed_flags import SPEED_FLAGS
 from pyllama.sampling.fields import FIELDS, SEQ_FLAGS, SEQ_HELP
 
 # kinds: str int float flag (store_true) noflag (store_false) list (repeatable str) toggle (--x/--no-x)
-KINDS = ("str", "int", "float", "flag", "noflag", "list", "toggle")
+# str2 (two values, e.g. START END)
+KINDS = ("str", "int", "float", "flag", "noflag", "list", "toggle", "str2")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,11 @@ class Flag:
     metavar: str | None = None
     ignored: bool = False  # accepted for compatibility, has no effect here
     refused: str | None = None  # accepted by the parser, then refused with this reason
+
+
+def display_name(flag: Flag) -> str:
+    """The spelling warnings and errors name a flag by: its first long, positive name."""
+    return next((n for n in flag.names if n.startswith("--") and not n.startswith("--no-")), flag.names[-1])
 
 
 def _f(names: str, dest: str, kind: str, help: str, env: str | None = None, **kw: Any) -> Flag:
@@ -57,9 +64,13 @@ FLAGS: list[Flag] = [
     _f("-a --alias", "alias", "str", "model name in API responses (comma-separated aliases allowed)", "LLAMA_ARG_ALIAS"),
     _f("--tags", "tags", "str", "comma-separated model tags shown in /v1/models", "LLAMA_ARG_TAGS"),
     _f("-mu --model-url", "model_url", "str", "model download url (refused)", "LLAMA_ARG_MODEL_URL", refused=NO_HUB),
-    _f("-hf -hfr --hf-repo", "hf_repo", "str", "Hugging Face repository (refused)", "LLAMA_ARG_HF_REPO", refused=NO_HUB),
-    _f("-hff --hf-file", "hf_file", "str", "Hugging Face file (refused)", "LLAMA_ARG_HF_FILE", refused=NO_HUB),
-    _f("-hft --hf-token", "hf_token", "str", "Hugging Face token (refused)", "HF_TOKEN", refused=NO_HUB),
+    _f("-hf -hfr --hf-repo", "hf_repo", "str", "<user>/<model>[:quant] already in llama-server's download cache "
+       "(LLAMA_CACHE or the Hugging Face cache; pyllama never downloads); a repository with a preset.ini starts "
+       "router mode on it", "LLAMA_ARG_HF_REPO"),
+    _f("-hff --hf-file", "hf_file", "str", "the file of the -hf repository to serve (overrides its quant)",
+       "LLAMA_ARG_HF_FILE"),
+    _f("-hft --hf-token", "hf_token", "str", "no effect: pyllama never downloads, so it needs no token", "HF_TOKEN",
+       ignored=True),
     _f("--weights", "weights", "str", "weight layout: auto, dense (float32, fastest) or packed (quantized, low memory)", "PYLLAMA_WEIGHTS"),
     _f("--numerics", "numerics", "str", "numerics: fast (default) or exact (bit-for-bit llama.cpp CPU arithmetic; several times slower generation, see docs/performance.md)", "PYLLAMA_NUMERICS"),
     _f("--config-file --config_file", "config_file", "str", "JSON/YAML file: host, port and a `models` list (multi-model)", "PYLLAMA_CONFIG_FILE"),
@@ -74,7 +85,8 @@ FLAGS: list[Flag] = [
     _f("-cb --cont-batching", "cont_batching", "toggle", "continuous batching (default: on)", "LLAMA_ARG_CONT_BATCHING"),
     _f("-nocb", "cont_batching", "noflag", "disable continuous batching"),
     _f("--context-shift", "context_shift", "toggle", "shift the context when it fills (default: on)", "LLAMA_ARG_CONTEXT_SHIFT"),
-    _f("--kv-unified", "kv_unified", "toggle", "one KV buffer shared by all slots", "LLAMA_ARG_KV_UNIFIED"),
+    _f("-kvu --kv-unified", "kv_unified", "toggle", "one KV buffer shared by all slots", "LLAMA_ARG_KV_UNIFIED"),
+    _f("-no-kvu", "kv_unified", "noflag", "separate KV buffers (same as --no-kv-unified)"),
     _f("-sps --slot-prompt-similarity", "slot_prompt_similarity", "float", "prompt similarity needed to reuse a slot (default: 0.5)"),
     _f("--cache-prompt", "cache_prompt", "toggle", "reuse the cached prompt prefix (default: on)", "LLAMA_ARG_CACHE_PROMPT"),
     _f("-ctk --cache-type-k", "cache_type_k", "str", "KV cache type for K (default: f16)", "LLAMA_ARG_CACHE_TYPE_K"),
@@ -102,24 +114,25 @@ FLAGS: list[Flag] = [
     # chat
     _f("--chat-template", "chat_template", "str", "Jinja chat template or built-in name (chatml, llama2, llama3, gemma, ...)", "LLAMA_ARG_CHAT_TEMPLATE"),
     _f("--chat-template-file", "chat_template_file", "str", "file holding a Jinja chat template", "LLAMA_ARG_CHAT_TEMPLATE_FILE"),
-    _f("--jinja", "jinja", "toggle", "use Jinja chat templates (always on here)", "LLAMA_ARG_JINJA", ignored=True),
+    _f("--jinja", "jinja", "toggle", "no effect: Jinja chat templates are always used", "LLAMA_ARG_JINJA", ignored=True),
     _f("-rea --reasoning", "reasoning", "str", "let the model think: on, off or auto (default: auto = when the template can)", "LLAMA_ARG_REASONING"),
     _f("--reasoning-format", "reasoning_format", "str", "where thoughts go: none (in content), deepseek (reasoning_content), deepseek-legacy (both), auto (default)", "LLAMA_ARG_THINK"),
     _f("--reasoning-budget", "reasoning_budget", "int", "thinking budget: -1 unrestricted (default), 0 no thinking, N > 0 thinking tokens before the end tag is forced", "LLAMA_ARG_THINK_BUDGET"),
     _f("--reasoning-budget-message", "reasoning_budget_message", "str", "message written before the end tag forced when the thinking budget is exhausted (default: none)", "LLAMA_ARG_THINK_BUDGET_MESSAGE"),
-    _f("--chat-template-kwargs", "chat_template_kwargs", "str", "JSON object of extra chat template variables, e.g. '{\"enable_thinking\": false}'", "LLAMA_CHAT_TEMPLATE_KWARGS"),
+    _f("--chat-template-kwargs", "chat_template_kwargs", "str", "JSON object of extra chat template variables, e.g. '{\"enable_thinking\": false}'", "LLAMA_ARG_CHAT_TEMPLATE_KWARGS"),
     _f("-spf --system-prompt-file", "system_prompt_file", "str", "JSON file with a system prompt prepended to every prompt"),
     # server
     _f("--host", "host", "str", "address to listen on (default: 127.0.0.1)", "LLAMA_ARG_HOST"),
     _f("--port", "port", "int", "port to listen on (default: 8080)", "LLAMA_ARG_PORT"),
     _f("--path", "path", "str", "folder of static files served at / (default: the web UI)", "LLAMA_ARG_STATIC_PATH"),
-    _f("--no-webui --no-ui", "webui", "noflag", "do not serve the web UI", "LLAMA_ARG_UI"),
+    _f("--ui --webui", "webui", "toggle", "serve the web UI (default: on)", "LLAMA_ARG_UI"),
     _f("--api-key", "api_key", "list", "API key required as `Authorization: Bearer KEY` (repeatable, or comma-separated)", "LLAMA_API_KEY"),
     _f("--api-key-file", "api_key_file", "str", "file with one API key per line", "LLAMA_ARG_API_KEY_FILE"),
     _f("--ssl-key-file", "ssl_key_file", "str", "PEM private key for HTTPS", "LLAMA_ARG_SSL_KEY_FILE"),
     _f("--ssl-cert-file", "ssl_cert_file", "str", "PEM certificate for HTTPS", "LLAMA_ARG_SSL_CERT_FILE"),
     _f("-to --timeout", "timeout", "int", "read/write timeout in seconds (default: 600)", "LLAMA_ARG_TIMEOUT"),
     _f("--max-body-size", "max_body_size", "int", "largest request body in bytes; larger ones get 413 (default: 67108864)", "PYLLAMA_MAX_BODY_SIZE"),
+    _f("--prep-process-bytes", "prep_process_bytes", "int", "request bodies of at least this many bytes are parsed, templated and tokenized in a separate process, off the model's GIL (default: 1048576; 0 = never)", "PYLLAMA_PREP_PROCESS_BYTES"),
     _f("--max-queue", "max_queue", "int", "tasks that may wait for a free slot before requests get 503 + Retry-After (default: max(64, 4 x --parallel); -1 = no limit)", "PYLLAMA_MAX_QUEUE"),
     _f("--max-prompts", "max_prompts", "int", "prompts or embedding inputs per request (default: 1024)", "PYLLAMA_MAX_PROMPTS"),
     _f("--max-predict", "max_predict", "int", "tokens one completion may generate, whatever its n_predict (bounds n_predict -1 with ignore_eos or context shift; default: 16384)", "PYLLAMA_MAX_PREDICT"),
@@ -136,6 +149,8 @@ FLAGS: list[Flag] = [
     _f("--slot-save-path", "slot_save_path", "str", "folder for slot save/restore files (enables POST /slots)"),
     _f("--cors-origins", "cors_origins", "str", "allowed CORS origins (default: *; 'localhost' reflects local origins)", "LLAMA_ARG_CORS_ORIGINS"),
     _f("--log-format", "log_format", "str", "log format: text or json (default: text)"),
+    _f("--log-jsonl", "log_jsonl", "toggle", "log JSON lines (llama-server's spelling of --log-format json)",
+       "LLAMA_ARG_LOG_JSONL"),
     _f("-v --verbose --log-verbose", "verbose", "flag", "verbose logging (requests and responses)"),
     _f("-lv --verbosity --log-verbosity", "verbosity", "int", "log verbosity level", "LLAMA_ARG_LOG_VERBOSITY"),
     _f("--log-disable", "log_disable", "flag", "disable logging"),
@@ -148,23 +163,28 @@ FLAGS: list[Flag] = [
     _f("--sleep-idle-seconds", "sleep_idle_seconds", "int", "seconds of idleness after which the model is unloaded until the next request (default: -1 = never)", "LLAMA_ARG_SLEEP_IDLE_SECONDS"),
     _f("--ui-mcp-proxy --webui-mcp-proxy", "ui_mcp_proxy", "toggle", "serve the /cors-proxy route the web UI's MCP client uses (default: off; do not enable in untrusted environments)", "LLAMA_ARG_UI_MCP_PROXY"),
     _f("--media-path", "media_path", "str", "folder local file:// media may be read from (no multimodal models here: accepted, unused)", "LLAMA_ARG_MEDIA_PATH"),
+    # the host-memory prompt cache (pyllama.prompt_cache)
+    _f("-cram --cache-ram", "cache_ram", "int", "set the maximum cache size in MiB (default: 8192, -1 - no limit, 0 - disable)", "LLAMA_ARG_CACHE_RAM"),
+    _f("--cache-idle-slots", "cache_idle_slots", "toggle", "save idle slots to the prompt cache on new task, and clear them when using unified KV (default: enabled, requires cache-ram)", "LLAMA_ARG_CACHE_IDLE_SLOTS"),
     # resumable streams (issue 16; asgi/streams.py)
     _f("--stream-detach-timeout", "stream_detach_timeout", "float", "seconds a resumable stream (X-Conversation-Id) may run with no client reading it before it is cancelled (default: 300)", "PYLLAMA_STREAM_DETACH_TIMEOUT"),
     # accepted and ignored: GPU and C-build knobs, and llama-server features that have no counterpart here
-    _f("-cram --cache-ram", "cache_ram", "int", "host-memory prompt cache size in MiB (ignored: slots keep their own cache)", "LLAMA_ARG_CACHE_RAM", ignored=True),
-    _f("--cache-idle-slots", "cache_idle_slots", "toggle", "save idle slots to the host prompt cache (ignored)", "LLAMA_ARG_CACHE_IDLE_SLOTS", ignored=True),
-    _f("--swa-full", "swa_full", "flag", "full-size SWA cache (ignored: the KV cache is always full size)", "LLAMA_ARG_SWA_FULL", ignored=True),
-    _f("--offline", "offline", "flag", "offline mode (ignored: pyllama never downloads)", "LLAMA_ARG_OFFLINE", ignored=True),
-    _f("-bs --backend-sampling", "backend_sampling", "flag", "sample on the backend (ignored: NumPy samples on the CPU)", ignored=True),
-    _f("--tools", "tools", "str", "built-in agent tools (ignored: not served here)", "LLAMA_ARG_TOOLS", ignored=True),
-    _f("--threads-http", "threads_http", "int", "HTTP threads (ignored: one event loop)", "LLAMA_ARG_THREADS_HTTP", ignored=True),
-    _f("-ngl --gpu-layers --n-gpu-layers", "n_gpu_layers", "str", "GPU layers (ignored: CPU only)", "LLAMA_ARG_N_GPU_LAYERS", ignored=True),
-    _f("-fa --flash-attn", "flash_attn", "str", "flash attention (ignored)", "LLAMA_ARG_FLASH_ATTN", ignored=True),
-    _f("--mlock", "mlock", "flag", "lock the model in RAM (ignored)", ignored=True),
-    _f("--no-mmap", "no_mmap", "flag", "do not memory-map the model (ignored)", ignored=True),
-    _f("--numa", "numa", "str", "NUMA strategy (ignored)", "LLAMA_ARG_NUMA", ignored=True),
-    _f("-dt --defrag-thold", "defrag_thold", "float", "KV defragmentation threshold (ignored)", "LLAMA_ARG_DEFRAG_THOLD", ignored=True),
-    _f("--no-warmup", "no_warmup", "flag", "skip warmup (ignored)", ignored=True),
+    _f("--swa-full", "swa_full", "flag", "no effect: the KV cache is always full size", "LLAMA_ARG_SWA_FULL", ignored=True),
+    _f("--offline", "offline", "flag", "no effect: pyllama never downloads", "LLAMA_ARG_OFFLINE", ignored=True),
+    _f("-bs --backend-sampling", "backend_sampling", "flag", "no effect: NumPy samples on the CPU", "LLAMA_ARG_BACKEND_SAMPLING",
+       ignored=True),
+    _f("--tools", "tools", "str", "no effect: no built-in agent tools here (as in llama-server, --cors-origins defaults to localhost with it)", "LLAMA_ARG_TOOLS", ignored=True),
+    _f("--threads-http", "threads_http", "int", "no effect: one event loop serves HTTP", "LLAMA_ARG_THREADS_HTTP", ignored=True),
+    _f("-ngl --gpu-layers --n-gpu-layers", "n_gpu_layers", "str", "no effect: pyllama runs on the CPU with NumPy (no GPU, device or offload)", "LLAMA_ARG_N_GPU_LAYERS", ignored=True),
+    _f("-fa --flash-attn", "flash_attn", "str", "no effect: pyllama runs on the CPU with NumPy (no GPU, device or offload)", "LLAMA_ARG_FLASH_ATTN", ignored=True),
+    _f("--mlock", "mlock", "flag", "no effect: pyllama's GGUF loader has one mode (NumPy memory map); older llama-server spelling", ignored=True),
+    _f("--no-mmap", "no_mmap", "flag", "no effect: pyllama's GGUF loader has one mode (NumPy memory map); older llama-server spelling", ignored=True),
+    _f("--numa", "numa", "str", "no effect: no NUMA placement (thread placement is left to the OS and the BLAS)", "LLAMA_ARG_NUMA", ignored=True),
+    _f("-dt --defrag-thold", "defrag_thold", "float", "no effect: deprecated in llama.cpp; pyllama's KV cache needs no defragmentation", "LLAMA_ARG_DEFRAG_THOLD", ignored=True),
+    _f("--warmup --no-warmup", "warmup", "flag", "no effect: the model is not warmed up with an empty run", ignored=True),
+    # llama-server flags with no counterpart here (asgi/ignored_flags.py)
+    *[_f(*row, ignored=True) for row in IGNORED_FLAGS],
+    *[_f(*row, refused=row[3]) for row in REFUSED_FLAGS],
 ]
 
 TRUE_WORDS = {"1", "true", "on", "yes", "enabled"}
@@ -191,9 +211,13 @@ def build_parser(prog: str = "pyllama-server") -> OneLineParser:
     parser = OneLineParser(
         prog=prog,
         allow_abbrev=False,
+        add_help=False,
         description="llama-server compatible HTTP server on pyllama (Quart + Hypercorn).",
         epilog="Every flag with a LLAMA_ARG_* variable can also be set through the environment.",
     )
+    parser.add_argument("-h", "--help", "--usage", action="help", help="show this help message and exit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="show the version and exit")
     for flag in FLAGS:
         note = " [ignored]" if flag.ignored else " [refused]" if flag.refused else ""
         env = f" (env: {flag.env})" if flag.env else ""
@@ -204,14 +228,32 @@ def build_parser(prog: str = "pyllama-server") -> OneLineParser:
         elif flag.kind == "noflag":
             parser.add_argument(*flag.names, action="store_false", **common)
         elif flag.kind == "toggle":
-            negated = [n.replace("--", "--no-", 1) for n in flag.names if n.startswith("--")]
-            parser.add_argument(*flag.names, *negated, action=argparse.BooleanOptionalAction, **common)
+            # BooleanOptionalAction adds the --no-X spelling of every --X name itself
+            parser.add_argument(*flag.names, action=argparse.BooleanOptionalAction, **common)
+        elif flag.kind == "str2":
+            parser.add_argument(*flag.names, nargs=2, metavar=("START", "END"), **common)
         elif flag.kind == "list":
             parser.add_argument(*flag.names, action="append", metavar=flag.metavar or "VALUE", **common)
         else:
             kind = {"str": str, "int": int, "float": float}[flag.kind]
             parser.add_argument(*flag.names, type=kind, metavar=flag.metavar or "N" if flag.kind != "str" else flag.metavar or "VALUE", **common)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"pyllama {version('pyllama')}"
+    except PackageNotFoundError:
+        return "pyllama (not installed)"
+
+
+def ignored_note(name: str) -> str:
+    """The warning line for an ignored flag given on the command line or in the environment."""
+    reason = next((f.help for f in FLAGS if f.ignored and name in f.names), "")
+    return f"note: {name} has no effect in pyllama (accepted for llama-server compatibility): " + \
+        reason.removeprefix("no effect: ")
 
 
 def env_values(env: dict[str, str]) -> dict[str, Any]:

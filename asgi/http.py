@@ -8,79 +8,53 @@ reason, because the mistake is the client's. SSE framing is llama-server's exact
 from __future__ import annotations
 
 import asyncio
-import codecs
-import json
-import math
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from quart import Response, current_app, request
+from quart.wrappers.response import DataBody
 
 from asgi.errors import BadRequest
-from pyllama.json_limits import MAX_JSON_DEPTH  # deeper bodies are refused (see json_limits)
+from asgi.json_text import DUMP_CHUNK as DUMP_CHUNK  # re-exported: JSON text lives in asgi.json_text
+from asgi.json_text import LARGE_BODY as LARGE_BODY
+from asgi.json_text import STR_CHUNK as STR_CHUNK
+from asgi.json_text import check_depth, parse_json
+from asgi.json_text import dumps as dumps
 
 T = TypeVar("T")
 
-LARGE_BODY = 1 << 20  # bytes of JSON parsed on a worker thread rather than the event loop
-DECODE_CHUNK = 1 << 22  # a large body is decoded from UTF-8 this many bytes at a time
-DUMP_CHUNK = 256  # list items per json.dumps call (see dumps)
-STR_CHUNK = 1 << 20  # characters of one long string per json.dumps call (/apply-template's 20 MB prompt: 0.3 s)
+SEND_CHUNK = 1 << 20  # bytes of a large answer given to the server at a time (see SlicedBody)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def _clean(value: Any) -> Any:
-    """JSON cannot carry NaN/inf; llama-server's dump_safe writes them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
-def _dumps_plain(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except ValueError:
-        return json.dumps(_clean(value), ensure_ascii=False, separators=(",", ":"))
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON; a list longer than DUMP_CHUNK items is encoded DUMP_CHUNK at a time.
-
-    json.dumps is one C call that holds the GIL from start to end: /tokenize's pieces for a
-    few megabytes of text took 1.5 s, and /health, the event loop and the model thread all
-    waited for it. Encoded in slices, other threads get their turn between two slices; the
-    text is the same."""
-    if isinstance(value, list) and len(value) > DUMP_CHUNK:
-        parts = (dumps(value[i:i + DUMP_CHUNK])[1:-1] for i in range(0, len(value), DUMP_CHUNK))
-        return "[" + ",".join(p for p in parts if p) + "]"
-    if isinstance(value, str) and len(value) > STR_CHUNK:  # JSON escapes character by character
-        return '"' + "".join(_dumps_plain(value[i:i + STR_CHUNK])[1:-1] for i in range(0, len(value), STR_CHUNK)) + '"'
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value) and any(
-            (isinstance(v, list | dict) and len(v) > DUMP_CHUNK) or (isinstance(v, str) and len(v) > STR_CHUNK)
-            for v in value.values()):
-        return "{" + ",".join(f"{_dumps_plain(k)}:{dumps(v)}" for k, v in value.items()) + "}"
-    return _dumps_plain(value)
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return json_text_response(dumps(value), status, headers)
 
 
-def json_text_response(text: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+class SlicedBody(DataBody):
+    """A large answer handed to the server SEND_CHUNK bytes at a time. Given whole, asyncio's
+    transport (Python 3.11) keeps the unsent rest in one bytearray and moves it to the front
+    after every send() the socket accepts: tens of megabytes moved hundreds of times, all
+    on the event loop. In slices, Hypercorn waits for each to drain before the next."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._slices()
+
+    async def _slices(self) -> AsyncIterator[bytes]:
+        view = memoryview(self.data)[self.begin:self.end]
+        for i in range(0, len(view), SEND_CHUNK):
+            yield bytes(view[i:i + SEND_CHUNK])
+
+
+def json_text_response(text: str | bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A reply whose JSON text is already made (large ones are dumped off the event loop)."""
     response = current_app.response_class(text, status=status, mimetype="application/json")
     response.headers["Content-Type"] = "application/json; charset=utf-8"
     for key, val in (headers or {}).items():
         response.headers[key] = val
+    if isinstance(response.response, DataBody) and len(response.response.data) > SEND_CHUNK:
+        response.response = SlicedBody(response.response.data)
     return response
-
-
-def _no_constants(name: str) -> Any:
-    """NaN and Infinity are not JSON (RFC 8259); llama-server's parser refuses them too."""
-    raise BadRequest(f"Invalid JSON in request body: {name} is not a JSON value")
 
 
 async def read_json(*, allow_empty: bool = False) -> dict[str, Any]:
@@ -100,52 +74,14 @@ async def read_json_value(*, allow_empty: Any = None) -> Any:
         if allow_empty is not None:
             return allow_empty
         raise BadRequest("request body is empty: expected a JSON object")
-    try:
-        if len(raw) < LARGE_BODY:
-            body = json.loads(_decode(raw), parse_constant=_no_constants)
-        else:  # tens of megabytes take a while to decode and parse: not on the event loop
-            body = await asyncio.to_thread(lambda: json.loads(_decode(raw), parse_constant=_no_constants))
-    except UnicodeDecodeError:
-        raise BadRequest("request body is not valid UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"Invalid JSON in request body: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
-    except RecursionError:
-        raise BadRequest(f"Invalid JSON in request body: nested deeper than {MAX_JSON_DEPTH} levels") from None
-    except ValueError as exc:  # e.g. an integer with more digits than Python converts
-        raise BadRequest(f"Invalid JSON in request body: {exc}") from None
-    depth = json_depth(body) if len(raw) < LARGE_BODY else await asyncio.to_thread(json_depth, body)
-    if depth > MAX_JSON_DEPTH:
-        raise BadRequest(f"Invalid JSON in request body: nested deeper than {MAX_JSON_DEPTH} levels")
+    if len(raw) < LARGE_BODY:
+        body = parse_json(raw)
+        check_depth(body)
+        return body
+    # tens of megabytes take a while to decode and parse: not on the event loop
+    body = await asyncio.to_thread(parse_json, raw)
+    await asyncio.to_thread(check_depth, body)
     return body
-
-
-def _decode(raw: bytes) -> str:
-    """UTF-8 text of a body, decoded DECODE_CHUNK bytes per call: one call over 60 MB holds
-    the GIL for 0.2 s, long enough to delay /health for the other threads."""
-    if len(raw) <= DECODE_CHUNK:
-        return raw.decode("utf-8")
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    view = memoryview(raw)
-    parts = [decoder.decode(view[i:i + DECODE_CHUNK]) for i in range(0, len(raw), DECODE_CHUNK)]
-    parts.append(decoder.decode(b"", final=True))
-    return "".join(parts)
-
-
-def json_depth(value: Any) -> int:
-    """Nesting depth of a decoded JSON value, without recursion (stops counting past the limit)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > deepest:
-            deepest = depth
-            if deepest > MAX_JSON_DEPTH:
-                return deepest
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
 
 
 def sse_event(data: Any) -> str:

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from asgi.flags import ignored_note
 from asgi.logs import configure_logging
 from asgi.settings import Settings, SettingsError, parse_settings
 
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings)
     log = logging.getLogger("asgi")
     for name in settings.ignored_flags:
-        log.warning("note: %s has no effect in pyllama (accepted for llama-server compatibility)", name)
+        log.warning("%s", ignored_note(name))
     try:
         asyncio.run(serve(settings))
     except OSError as exc:  # e.g. the port is taken

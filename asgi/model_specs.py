@@ -47,6 +47,9 @@ class ModelSpec:
     args: list[str] = field(default_factory=list)
     load_on_startup: bool = False
     stop_timeout: int = 10  # seconds an unload waits for the requests using the model
+    # a cached model hidden from /models by a preset's dedup-cache-models (still servable by
+    # name); not part of the comparison ?reload=1 makes to decide whether to unload a model
+    hidden: bool = field(default=False, compare=False)
 
     @property
     def name(self) -> str:

@@ -135,6 +135,8 @@ BUDGET = {"type": "integer", "minimum": -1, "maximum": INT_MAX,
 CHAT_BUDGET_FIELDS: dict[str, Any] = {  # asgi/reasoning_budget.py (read outside asgi/params.py)
     "reasoning_budget_tokens": BUDGET, "thinking_budget_tokens": BUDGET,
     "reasoning_budget_message": {"type": "string", "description": "written before the forced end tag"},
+    "reasoning_control": {"type": "boolean",
+                          "description": "arm POST /v1/chat/completions/control (reasoning_end) for this completion"},
 }
 COMPLETION_BUDGET_FIELDS: dict[str, Any] = {
     **CHAT_BUDGET_FIELDS,
@@ -180,6 +182,10 @@ def request_bodies(limits: RequestLimits) -> dict[str, dict[str, Any]]:
         "completions.oai_completions": completion,
         "completions.infill": _object(infill_props, ["input_prefix", "input_suffix"]),
         "chat.chat_completions": chat,
+        "chat.chat_control": _object({
+            "id": {"type": "string", "minLength": 1, "description": "the running chat completion's id"},
+            "action": {"type": "string", "enum": ["reasoning_end"]},
+            "model": {"type": "string"}}, ["id", "action"]),
         "embeddings.embeddings_native": embeddings,
         "embeddings.embeddings_oai": embeddings,
         "tokens.tokenize": _object({
@@ -192,7 +198,7 @@ def request_bodies(limits: RequestLimits) -> dict[str, dict[str, Any]]:
         "tokens.detokenize": _object({"tokens": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                                       "model": {"type": "string"}}),
         "tokens.apply_template": chat,
-        "meta.post_props": _object({"system_prompt": {"type": "string"}}),
+        "meta.post_props": _object({"system_prompt": {"type": "string"}, "model": {"type": "string"}}),
         "meta.slot_action": _object({"filename": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,200}$"},
                                      "model": {"type": "string"}}),
         "lora.post_lora_adapters": {"type": "array", "items": _object({"id": {"type": "integer", "minimum": 0},
@@ -216,6 +222,8 @@ QUERY: dict[str, list[dict[str, Any]]] = {
     "meta.slots": [{"name": "fail_on_no_slot", "in": "query", "schema": {"type": "string"}},
                    {"name": "model", "in": "query", "schema": {"type": "string"}}],
     "meta.get_props": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
+    "meta.metrics": [{"name": "model", "in": "query", "schema": {"type": "string"},
+                      "description": "router mode: the model whose metrics to read (required there)"}],
     "lora.get_lora_adapters": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
     "lora.post_lora_adapters": [{"name": "model", "in": "query", "schema": {"type": "string"}}],
     "models.list_models": [{"name": "reload", "in": "query", "schema": {"type": "string"},

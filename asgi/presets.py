@@ -11,8 +11,13 @@ as llama-server reads them (llama.cpp common/preset.cpp), into one `ModelSpec` p
   preset-only options.
 - The command line's own model flags (`-c 4096`) win over both, as in llama-server.
 
-A preset that names no loadable file (a Hugging Face `hf-repo`, a missing path) is still
-listed, as llama-server lists it; asking for it marks it failed with the reason.
+Before both comes llama-server's download cache (asgi/hf_cache.py): each cached GGUF is a
+model `org/repo:TAG`; a folder model of the same name replaces it, a preset section adds
+options to it. A preset's `hf-repo` (with `hf-file`) loads the cached file it names, as
+llama-server's child would offline; `dedup-cache-models` hides the cache entries a preset
+already serves (they stay usable by name). A preset that names no loadable file (a
+repository that is not cached, a missing path) is still listed, as llama-server lists it;
+asking for it marks it failed with the reason.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from asgi import hf_cache
 from asgi.flags import FLAGS, Flag, scalar_value
 from asgi.model_specs import ROPE_FLAGS, ModelSpec, model_spec
 from asgi.startup_checks import SettingsError, read_text
@@ -36,7 +42,15 @@ MODEL_DESTS = frozenset({
     "chat_template_file", *ROPE_FLAGS,
 })
 PRESET_ONLY = frozenset({"load-on-startup", "stop-timeout", "dedup-cache-models", "version"})
-HUB_KEYS = frozenset({"hf-repo", "hf", "hfr", "LLAMA_ARG_HF_REPO", "model-url", "mu", "LLAMA_ARG_MODEL_URL"})
+# Hub options by their variable: every name a preset may give them (common/arg.cpp).
+HUB_NAMES = {
+    "LLAMA_ARG_HF_REPO": ("hf-repo", "hf", "hfr", "LLAMA_ARG_HF_REPO"),
+    "LLAMA_ARG_HF_FILE": ("hf-file", "hff", "LLAMA_ARG_HF_FILE"),
+    "LLAMA_ARG_SPEC_DRAFT_HF_REPO": ("spec-draft-hf", "hfd", "hfrd", "hf-repo-draft", "LLAMA_ARG_SPEC_DRAFT_HF_REPO"),
+    "LLAMA_ARG_MODEL_URL": ("model-url", "mu", "LLAMA_ARG_MODEL_URL"),
+}
+HUB_KEYS = frozenset(name for names in HUB_NAMES.values() for name in names)
+DRAFT_MODEL_KEYS = ("spec-draft-model", "md", "model-draft", "LLAMA_ARG_SPEC_DRAFT_MODEL")
 DRAFT_PREFIXES = ("mtp-", "dspark-", "dflash-")
 TRUE_WORDS = {"1", "true", "on", "yes", "enabled"}
 
@@ -174,9 +188,17 @@ def _to_ini(name: str, values: Mapping[str, Any], extra: Mapping[str, str]) -> s
     return "\n".join(lines) + "\n\n"
 
 
+def hub_option(options: Mapping[str, str], var: str) -> str:
+    """A hub option's value under any of its names (the last one given wins)."""
+    found = [options[k] for k in options if k in HUB_NAMES.get(var, (var,))]
+    return found[-1].strip() if found else ""
+
+
 def router_specs(values: Mapping[str, Any], chat_template: str | None) -> list[ModelSpec]:
-    """Every model of --models-dir and --models-preset, sorted by name as llama-server lists them."""
-    declared: dict[str, tuple[str, dict[str, str]]] = {}
+    """Every model of llama-server's download cache, --models-dir and --models-preset, sorted
+    by name as llama-server lists them."""
+    declared: dict[str, tuple[str, dict[str, str]]] = {
+        name: ("cache", {"hf-repo": name}) for name in hf_cache.list_cached_models()}
     if values.get("models_dir"):
         for name, path in scan_models_dir(values["models_dir"]).items():
             declared[name] = ("models_dir", {"model": str(path)})
@@ -191,6 +213,8 @@ def router_specs(values: Mapping[str, Any], chat_template: str | None) -> list[M
     cli = {k: v for k, v in values.items() if k in MODEL_DESTS and k not in ("model", "alias", "tags") and v is not None}
     specs = [_spec(name, source, {**defaults, **options}, cli, chat_template)
              for name, (source, options) in sorted(declared.items())]
+    _hide_deduplicated(specs, {name: {**defaults, **options} for name, (source, options) in declared.items()
+                               if source == "preset"})
     names: dict[str, str] = {}
     for spec in specs:
         for alias in spec.aliases:
@@ -211,9 +235,13 @@ def _spec(name: str, source: str, options: dict[str, str], cli: Mapping[str, Any
     path = Path(str(merged.pop("model", "")))
     model_values = {k: v for k, v in merged.items() if k not in ("chat_template", "chat_template_file", "tags")}
     reason = ""
+    hub = hub_option(extra, "LLAMA_ARG_HF_REPO")
+    if (not str(path) or str(path) == ".") and hub:
+        path = hf_cache.resolve(hub, hub_option(extra, "LLAMA_ARG_HF_FILE")) or path
     if not str(path) or str(path) == ".":
-        hub = next((extra[k] for k in HUB_KEYS if k in extra), None)
-        reason = (f"'{name}' names the Hugging Face model '{hub}', which pyllama does not download: "
+        hub = hub or hub_option(extra, "LLAMA_ARG_MODEL_URL")
+        reason = (f"'{name}' names the Hugging Face model '{hub}', which is not in llama-server's download "
+                  f"cache ({hf_cache.cache_directory()}) and pyllama does not download: "
                   "set model = /path/to/file.gguf in its preset" if hub else
                   f"'{name}' names no model file: set model = /path/to/file.gguf in its preset")
     try:
@@ -228,10 +256,30 @@ def _spec(name: str, source: str, options: dict[str, str], cli: Mapping[str, Any
         spec.unavailable = reason
     spec.aliases, spec.tags, spec.source = aliases, tags, source
     spec.args = render_args({**model_values, **({"model": str(path)} if str(path) != "." else {})})
-    spec.preset_ini = _to_ini(name, {**own, **cli}, extra) if source == "preset" else ""
+    spec.preset_ini = _to_ini(name, {**own, **cli}, extra)  # every source has one in llama-server
     spec.load_on_startup = extra.get("load-on-startup", "").strip().lower() in TRUE_WORDS
     try:
         spec.stop_timeout = int(extra.get("stop-timeout", "10"))
     except ValueError:
         log.warning("preset [%s]: stop-timeout %r is not a number of seconds: using 10", name, extra["stop-timeout"])
     return spec
+
+
+def _hide_deduplicated(specs: list[ModelSpec], presets: Mapping[str, Mapping[str, str]]) -> None:
+    """dedup-cache-models: a preset that serves a cached file (its hf-repo, or its draft's
+    spec-draft-hf) hides the cache entry of that file from /models (server_models::load_models)."""
+    paths: set[Path] = set()
+    for options in presets.values():
+        if options.get("dedup-cache-models", "").strip().lower() not in TRUE_WORDS:
+            continue
+        draft_file = next((options[k] for k in DRAFT_MODEL_KEYS if k in options), "")
+        for repo_var, file_name in (("LLAMA_ARG_HF_REPO", hub_option(options, "LLAMA_ARG_HF_FILE")),
+                                    ("LLAMA_ARG_SPEC_DRAFT_HF_REPO", draft_file)):
+            repo = hub_option(options, repo_var)
+            path = hf_cache.resolve(repo, file_name) if repo else None
+            if path is not None:
+                paths.add(path)
+    for spec in specs:
+        if paths and spec.source == "cache" and hf_cache.resolve(spec.name) in paths:
+            log.info("hiding cache model %s (deduplicated by a preset)", spec.name)
+            spec.hidden = True

@@ -12,7 +12,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from asgi.errors import BadRequest
+from asgi.errors import BadRequest, ContextExceeded
+from asgi.json_text import dumps
+from asgi.params import check_prompt_count
 
 T = TypeVar("T")
 # The tokenizer runs at ~6 MB/s here (`pyllama bench --tokenizer`): a prompt of more than
@@ -53,6 +55,55 @@ async def tokenize_off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
 
 class TokenizerLike(Protocol):
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]: ...
+
+
+def check_text_fits(text: str, n_ctx: int, max_piece_bytes: int) -> None:
+    """Refuse, before tokenizing it, a prompt text too long for any tokenization to fit the
+    context (every token covers at most max_piece_bytes bytes): a huge body costs nothing."""
+    if max_piece_bytes > 0 and len(text) > n_ctx * max_piece_bytes:  # characters <= UTF-8 bytes: a safe bound
+        raise ContextExceeded(
+            f"the request ({len(text)} characters) exceeds the available context size ({n_ctx} tokens), "
+            "try increasing it",
+            n_ctx=n_ctx,
+        )
+
+
+def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise BadRequest(f"Field '{name}': type must be boolean")
+    return value
+
+
+def _piece_json(piece: bytes) -> str | list[int]:
+    """A piece as text when it is whole UTF-8, else as its byte values (llama-server)."""
+    try:
+        return piece.decode("utf-8")
+    except UnicodeDecodeError:
+        return list(piece)
+
+
+def tokenize_job(tok: Any, body: dict[str, Any]) -> tuple[int, Callable[[], str]]:
+    """/tokenize: the body's fields checked now, and the costly part (tokenization and the
+    answer's JSON text) as a function, with the size of its input in characters."""
+    if "content" not in body:
+        return 0, lambda: dumps({"tokens": []})
+    content = body["content"]
+    add_special = _flag(body, "add_special", False)
+    parse_special = _flag(body, "parse_special", True)
+    with_pieces = _flag(body, "with_pieces", False)
+    if not isinstance(content, str | list):
+        raise BadRequest("Field 'content': must be a string or an array of strings and token ids")
+
+    def run() -> str:
+        tokens = tokenize_mixed(tok, content, add_special, parse_special)
+        if not with_pieces:
+            return dumps({"tokens": tokens})
+        return dumps({"tokens": [{"id": t, "piece": _piece_json(tok.token_to_piece(t, True))} for t in tokens]})
+
+    return text_size(content) + (len(content) if isinstance(content, list) else 0), run
 
 
 def _is_token(value: Any) -> bool:
@@ -119,6 +170,24 @@ def tokenize_prompts(tok: TokenizerLike, prompt: Any, add_special: bool = True, 
             raise BadRequest('"prompt" must not be empty')
         return [_subprompt(tok, p, add_special, parse_special) for p in prompt]
     return [_subprompt(tok, prompt, add_special, parse_special)]
+
+
+def completion_prompts(tok: Any, prompt: Any, limits: Any, system: str,
+                       fits: Callable[[str], None]) -> Callable[[], list[list[int]]]:
+    """/completion's prompts: the cheap checks now (how many prompts, each text against the
+    context), the tokenization (with the --system-prompt-file text in front) as a function."""
+    check_prompt_count(prompt, limits)
+    for text in [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) else []:
+        if isinstance(text, str):
+            fits(text)
+
+    def run() -> list[list[int]]:
+        if system:
+            head = tok.tokenize(system, True, True)
+            return [head + p for p in tokenize_prompts(tok, prompt, add_special=False)]
+        return tokenize_prompts(tok, prompt)
+
+    return run
 
 
 def check_token_ids(tokens: list[int], n_vocab: int) -> None:

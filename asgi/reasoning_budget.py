@@ -33,6 +33,17 @@ def _budget(body: dict[str, Any], name: str) -> int | None:
     return int(value)
 
 
+def reasoning_control(body: dict[str, Any]) -> bool:
+    """`reasoning_control`: the request may end its thinking block while it generates
+    (POST /v1/chat/completions/control); the budget's state machine then runs even with no budget."""
+    value = body.get("reasoning_control", False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRequest("Field 'reasoning_control': expected a boolean")
+    return value
+
+
 def _text(body: dict[str, Any], name: str) -> str | None:
     value = body.get(name)
     if value is not None and not isinstance(value, str):
@@ -49,9 +60,11 @@ def chat_budget_fields(body: dict[str, Any], config: ReasoningConfig, tags: tupl
     if budget is None or budget == -1:
         budget = config.budget
     message = _text(body, "reasoning_budget_message")
+    control = reasoning_control(body)
     if tags is None:
         return {}
     return {
+        "reasoning_control": control,
         "reasoning_budget_tokens": budget,
         "reasoning_budget_start_tag": tags[0],
         "reasoning_budget_end_tags": [tags[1]],
@@ -62,8 +75,9 @@ def chat_budget_fields(body: dict[str, Any], config: ReasoningConfig, tags: tupl
 
 def budget_spec(body: dict[str, Any], tokenizer: Any) -> BudgetSpec | None:
     """The budget a completion body asks for, in token ids; None when it sets none (no
-    budget, or no tags to find the thinking block by)."""
+    budget nor `reasoning_control`, or no tags to find the thinking block by)."""
     budget = _budget(body, "reasoning_budget_tokens")
+    control = reasoning_control(body)
     start = _text(body, "reasoning_budget_start_tag")
     ends = body.get("reasoning_budget_end_tags")
     if ends is None:
@@ -73,7 +87,7 @@ def budget_spec(body: dict[str, Any], tokenizer: Any) -> BudgetSpec | None:
         raise BadRequest("Field 'reasoning_budget_end_tags': expected an array of strings")
     message = _text(body, "reasoning_budget_message") or ""
     generation_prompt = _text(body, "generation_prompt") or ""
-    if budget is None or budget < 0 or not start or not any(ends):
+    if ((budget is None or budget < 0) and not control) or not start or not any(ends):
         return None
 
     def tokens(text: str) -> tuple[int, ...]:
@@ -81,7 +95,7 @@ def budget_spec(body: dict[str, Any], tokenizer: Any) -> BudgetSpec | None:
 
     end_seqs = tuple(tokens(e) for e in ends if e)
     forced = (tokens(message) if message else ()) + end_seqs[0]
-    return BudgetSpec(budget=budget, start=(tokens(start),), end=end_seqs, forced=forced,
+    return BudgetSpec(budget=-1 if budget is None else budget, start=(tokens(start),), end=end_seqs, forced=forced,
                       prefill=prefill_tokens(generation_prompt, tokenizer))
 
 

@@ -15,9 +15,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from asgi.errors import BadRequest, ContextExceeded, Unavailable
+from asgi.chat_render import template_for
+from asgi.errors import BadRequest, Unavailable
 from asgi.metrics import MetricsBook
 from asgi.model_specs import ModelSpec
+from asgi.prompts import check_text_fits
 from asgi.settings import Settings
 from asgi.worker import Worker
 from pyllama.chat import ChatTemplate
@@ -117,17 +119,9 @@ class ServedModel:
         return self._max_piece_bytes
 
     def check_text_fits(self, text: str) -> None:
-        """Refuse, before tokenizing it, a prompt text too long for any tokenization to fit the
-        context (every token covers at most max_piece_bytes bytes): a huge body costs nothing."""
-        if self.model is None or self.max_piece_bytes <= 0:
-            return
-        n_ctx = self.model.n_ctx_seq
-        if len(text) > n_ctx * self.max_piece_bytes:  # characters <= UTF-8 bytes: a safe lower bound
-            raise ContextExceeded(
-                f"the request ({len(text)} characters) exceeds the available context size ({n_ctx} tokens), "
-                "try increasing it",
-                n_ctx=n_ctx,
-            )
+        """A prompt text too long for any tokenization to fit the context: refused before tokenizing."""
+        if self.model is not None:
+            check_text_fits(text, self.model.n_ctx_seq, self.max_piece_bytes)
 
     def admit(self, n_tasks: int = 1) -> None:
         """Refuse new work (503) when the request's `n_tasks` tasks (prompts x n_cmpl) do not
@@ -207,21 +201,7 @@ def warm_up(model: Model, path: Any) -> None:
 
 def make_template(model: Model, tokenizer: Tokenizer, override: str | None) -> ChatTemplate:
     """The chat template as llama-server resolves it, with the model's BOS/EOS text."""
-
-    def piece(token_id: int | None) -> str:
-        if token_id is None or token_id < 0:
-            return ""
-        return tokenizer.token_to_piece(token_id, True).decode("utf-8", errors="replace")
-
-    metadata = model.metadata
-    return ChatTemplate.resolve(
-        model.chat_template,
-        override,
-        bos_token=piece(tokenizer.bos_id),
-        eos_token=piece(tokenizer.eos_id),
-        add_bos=bool(metadata.get("tokenizer.ggml.add_bos_token", False)),
-        add_eos=bool(metadata.get("tokenizer.ggml.add_eos_token", False)),
-    )
+    return template_for(model.chat_template, model.metadata, tokenizer, override)
 
 
 def make_scheduler(model: Model, spec: ModelSpec, settings: Settings, threads: Any = None,
@@ -232,7 +212,7 @@ def make_scheduler(model: Model, spec: ModelSpec, settings: Settings, threads: A
     except ImportError:
         log.warning("pyllama.scheduler is not available: generation routes will answer 501")
         return None
-    return Scheduler(
+    scheduler = Scheduler(
         model,
         n_batch=spec.n_batch,
         context_shift=spec.context_shift,
@@ -241,6 +221,8 @@ def make_scheduler(model: Model, spec: ModelSpec, settings: Settings, threads: A
         speculative=settings.speculative,
         draft_model=draft,
     )
+    scheduler.enable_prompt_cache(settings.cache_ram, settings.cache_idle_slots, spec.kv_unified)
+    return scheduler
 
 
 class RouterHooks(Protocol):

@@ -22,12 +22,14 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from quart import has_request_context, request
 
 from asgi.errors import BadRequest, Unavailable
+from asgi.metrics import MetricsBook
 from asgi.registry import ModelRegistry, ServedModel
 
 log = logging.getLogger("asgi.router")
@@ -88,6 +90,12 @@ class Router:
         # llama.cpp's test hook: a load and every routed request take 2 s longer, so tests can
         # observe the queue with requests that would otherwise end in milliseconds.
         self.fake_timing = bool(os.environ.get("LLAMA_SERVER_DEBUG_FAKE_TIMING"))
+        # Each model's own /metrics counters (a llama-server child's: kept while it sleeps,
+        # gone when it is unloaded), and the /props a sleeping model answers with; `props_of`
+        # builds those (set by create_app: the props route's body).
+        self.books: dict[str, MetricsBook] = {}
+        self.asleep_props: dict[str, dict[str, Any]] = {}
+        self.props_of: Callable[[ServedModel], dict[str, Any]] | None = None
 
     # -- events ------------------------------------------------------------------------------
 
@@ -166,6 +174,8 @@ class Router:
             log.info("unloading %s", served.name)
             if served.scheduler is not None:
                 self.registry.metrics_book.retire(served.scheduler.metrics)
+            self.books.pop(served.name, None)
+            self.asleep_props.pop(served.name, None)
             await asyncio.to_thread(served.unload, "unloaded", f"model '{served.name}' was unloaded")
         self.notify("status_change", served.name, {"status": "unloaded", "exit_code": 0})
 
@@ -193,7 +203,10 @@ class Router:
         async with served._lock:
             if served.state != "ready":
                 return
+            if self.props_of is not None:
+                self.asleep_props[served.name] = {**self.props_of(served), "is_sleeping": True}
             if served.scheduler is not None:
+                self.book(served).fall_asleep(served)
                 self.registry.metrics_book.retire(served.scheduler.metrics)
             await asyncio.to_thread(served.unload, "sleeping")
         log.info("%s is asleep until its next request", served.name)
@@ -216,16 +229,28 @@ class Router:
 
     # -- routing -----------------------------------------------------------------------------
 
-    async def acquire(self, served: ServedModel, autoload: bool) -> ServedModel:
-        """The model a request was routed to, loaded (or waited for) and marked busy;
-        `?autoload=true|false` overrides --models-autoload for one request."""
+    def book(self, served: ServedModel) -> MetricsBook:
+        """`served`'s own metrics, as its llama-server child counts them."""
+        return self.books.setdefault(served.name, MetricsBook())
+
+    async def ready_or_asleep(self, served: ServedModel, autoload: bool) -> None:
+        """GET /props and /metrics with ?model= (llama-server's proxy_get): an unloaded model
+        is loaded when autoload is on (400 "model is not loaded" when off); a sleeping one is
+        left asleep, since its child answers these two from what it kept on falling asleep."""
         if has_request_context() and request.args.get("autoload"):
             autoload = request.args["autoload"] in ("true", "1")
         if not autoload and served.state not in RUNNING:
             raise BadRequest("model is not loaded")
-        await self.ensure_ready(served)
+        await self.ensure_ready(served)  # returns at once for a sleeping model
+
+    async def acquire(self, served: ServedModel, autoload: bool) -> ServedModel:
+        """The model a request was routed to, loaded (or waited for) and marked busy;
+        `?autoload=true|false` overrides --models-autoload for one request."""
+        await self.ready_or_asleep(served, autoload)
         if served.state == "sleeping":
             await served.ensure_loaded()  # waking up: no load event, no "info" (as llama-server)
+            self.asleep_props.pop(served.name, None)
+            self.book(served).wake()
             self.notify("status_change", served.name, {"status": "loaded"})
         served.last_used = time.monotonic()
         task = asyncio.current_task()
@@ -299,6 +324,7 @@ class Router:
                 served.spec, served.meta_cache = spec, None
                 if served.state == "error":
                     served.state, served.error = "unloaded", ""
+            served.spec.hidden = spec.hidden  # dedup-cache-models turned on or off
             models.append(served)
         self.registry.set_models(models)
         self.notify("models_reload", "*")

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from asgi.errors import ApiError
-from asgi.flags import FLAGS, build_parser, env_values
+from asgi.flags import FLAGS, build_parser, display_name, env_values
+from asgi.hf_cache import for_hf_flag
+from asgi.hf_cache import list_cached_models as cached_models
 from asgi.lora_settings import check_lora_files, lora_files
 from asgi.model_specs import ModelSpec, config_models, load_config, model_spec
 from asgi.params import RequestLimits, check_grammar, schema_to_grammar
@@ -72,6 +74,7 @@ class Settings:
     multi_model: bool = False
     ignored_flags: list[str] = field(default_factory=list)
     max_body_size: int = 64 << 20
+    prep_process_bytes: int = 1 << 20  # bodies this large are prepared in a child process (0: never)
     max_queue: int | None = None  # None: max(64, 4 x the model's slots); -1: no limit
     shutdown_timeout: float = 10.0
     limits: RequestLimits = field(default_factory=RequestLimits)
@@ -85,6 +88,8 @@ class Settings:
     speculative: Any = None  # pyllama.speculative.SpecParams: the requests' default (asgi/speed_flags.py)
     model_draft: Path | None = None  # -md: the draft model every served model speculates with
     stream_detach_timeout: float = 300.0  # a resumable stream without a reader is cancelled after this
+    cache_ram: int = 8192  # MiB of host-memory prompt cache (-1: no limit, 0: off); pyllama.prompt_cache
+    cache_idle_slots: bool = True  # save idle slots to that cache when another slot starts a task
 
     @property
     def default_model(self) -> ModelSpec:
@@ -161,8 +166,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
 
     for flag in FLAGS:
         if flag.refused and values.get(flag.dest):
-            raise SettingsError(f"{flag.names[-1]}: {flag.refused}")
-    ignored = [f.names[-1] for f in FLAGS if f.ignored and f.dest in values]
+            raise SettingsError(f"{display_name(flag)}: {flag.refused}")
+    ignored = [display_name(f) for f in FLAGS if f.ignored and f.dest in values]
 
     chat_template = values.get("chat_template")
     if "chat_template_file" in values:
@@ -170,6 +175,11 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     values["chat_template"] = chat_template
 
     settings = Settings(models=[], ignored_flags=ignored)
+    if values.get("hf_file") and not values.get("hf_repo"):
+        raise SettingsError("--hf-file names a file of the -hf repository: give -hf too (pyllama never downloads; "
+                            "pass -m FILE for a local file)")
+    if values.get("hf_repo") and "model" not in values and "config_file" not in values:
+        _from_hf_cache(values)
     if "config_file" in values:
         data = load_config(values["config_file"])
         settings.models = config_models(data, values, values["config_file"])
@@ -178,7 +188,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         values.setdefault("port", data.get("port", settings.port))
         if data.get("api_key"):
             values.setdefault("api_key", [str(data["api_key"])])
-    elif "model" not in values and (values.get("models_dir") or values.get("models_preset")):
+    elif "model" not in values and (values.get("models_dir") or values.get("models_preset") or cached_models()):
         from asgi.presets import router_specs
 
         settings.models = router_specs(values, chat_template)
@@ -228,11 +238,13 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise SettingsError("HTTPS needs both --ssl-key-file and --ssl-cert-file")
     for key in ("timeout", "metrics", "slots", "props", "cors_origins", "log_format", "verbose", "cache_prompt",
                 "cont_batching", "slot_prompt_similarity", "models_max", "models_memory_mb", "ui_mcp_proxy",
-                "models_autoload"):
+                "models_autoload", "cache_ram", "cache_idle_slots"):
         if key in values:
             setattr(settings, key, values[key])
     if settings.models_max < 0:
         raise SettingsError(f"--models-max must be 0 (no limit) or more (got {settings.models_max})")
+    if values.get("log_jsonl") and "log_format" not in values:
+        settings.log_format = "json"
     if settings.log_format not in ("text", "json"):
         raise SettingsError(f"--log-format must be text or json (got {settings.log_format!r})")
     if "slot_save_path" in values:
@@ -277,6 +289,22 @@ LIMIT_FLAGS = {
 }
 
 
+def _from_hf_cache(values: dict[str, Any]) -> None:
+    """-hf/-hff: the cached file (or the repository's preset.ini) llama-server would use offline;
+    the model is named by the -hf value unless --alias names it, as in llama-server."""
+    try:
+        kind, path = for_hf_flag(str(values["hf_repo"]), str(values.get("hf_file") or ""))
+    except ValueError as exc:
+        raise SettingsError(f"-hf {values['hf_repo']}: {exc}") from None
+    if kind == "preset":
+        log.warning("NOTE: using preset.ini from HF repo '%s'", values["hf_repo"])
+        values["models_preset"] = str(path)
+    else:
+        values["model"] = str(path)
+        if not str(values.get("alias", "")).strip():
+            values["alias"] = str(values["hf_repo"])
+
+
 def _apply_limits(settings: Settings, values: dict[str, Any]) -> None:
     changes: dict[str, int] = {}
     for dest, attr in LIMIT_FLAGS.items():
@@ -292,6 +320,10 @@ def _apply_limits(settings: Settings, values: dict[str, Any]) -> None:
         settings.max_body_size = int(values["max_body_size"])
         if settings.max_body_size < 1024:
             raise SettingsError(f"--max-body-size must be at least 1024 bytes (got {settings.max_body_size})")
+    if "prep_process_bytes" in values:
+        settings.prep_process_bytes = int(values["prep_process_bytes"])
+        if settings.prep_process_bytes < 0:
+            raise SettingsError(f"--prep-process-bytes must be 0 (off) or more (got {settings.prep_process_bytes})")
     if "max_queue" in values:
         settings.max_queue = int(values["max_queue"])
         if settings.max_queue < -1:

@@ -40,6 +40,7 @@ class ServerState:
     shutting_down: bool = False
     cancelling: bool = False
     streams: StreamSessions = field(default_factory=StreamSessions)  # resumable streams
+    prep: Any = None  # asgi.prep_process.PrepProcess: large bodies prepared in a child process
 
     @contextlib.contextmanager
     def tracked(self) -> Any:

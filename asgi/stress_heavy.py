@@ -37,9 +37,12 @@ def heavy_bodies(chat_bytes: int, tokenize_bytes: int) -> dict[str, tuple[str, b
     chat = {"messages": [{"role": "user", "content": word * ((chat_bytes - 200) // len(word))}], "max_tokens": 1}
     tokenize = {"content": word * (tokenize_bytes // len(word)), "with_pieces": True}
     infill = {**dry, "samplers": ["dry", "infill", "top_k", "temperature"]}  # infill over the whole vocabulary
+    # the same generation without DRY: what any second stream costs the greedy one (the baseline)
+    plain = {k: v for k, v in dry.items() if not k.startswith("dry_")} | {"samplers": ["top_k", "temperature"]}
     return {
         "dry": ("/completion", json.dumps(dry).encode()),
         "infill": ("/completion", json.dumps(infill).encode()),
+        "plain": ("/completion", json.dumps(plain).encode()),
         "chat": ("/v1/chat/completions", json.dumps(chat).encode()),
         "tokenize": ("/tokenize", json.dumps(tokenize).encode()),
     }
@@ -163,7 +166,7 @@ def run_heavy(base: str, args: argparse.Namespace) -> dict[str, Any]:
 def add_heavy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-r", "--rounds", type=int, default=3, help="alone/beside pairs per heavy kind (3)")
     p.add_argument("--n-gen", type=int, default=32, help="tokens of each greedy stream (32)")
-    p.add_argument("--kinds", default="dry,chat,tokenize", help="heavy requests to run beside: dry, chat, tokenize, infill (default dry,chat,tokenize)")
+    p.add_argument("--kinds", default="dry,chat,tokenize", help="heavy requests to run beside: dry, chat, tokenize, infill, plain (a generation without DRY: the baseline) (default dry,chat,tokenize)")
     p.add_argument("--chat-bytes", type=int, default=60 << 20,
                    help="size of the big chat body (60 MiB: under the default --max-body-size, 64 MiB)")
     p.add_argument("--tokenize-bytes", type=int, default=4 << 20, help="size of the big /tokenize text (4 MiB)")

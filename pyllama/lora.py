@@ -21,7 +21,7 @@ before each pass (the scheduler batches only tasks with equal scales, as llama-s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -65,6 +65,8 @@ class LoraAdapter:
     task_name: str = ""
     prompt_prefix: str = ""
     pairs: dict[str, LoraPair] = field(default_factory=dict)
+    # an activated LoRA (aLoRA, pyllama/alora.py): the tokens after whose last occurrence it applies
+    alora_invocation_tokens: tuple[int, ...] = ()
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
 
     def factor(self, name: str) -> float:
@@ -99,6 +101,7 @@ class LoraAdapter:
             raise fail("general.architecture must be a string and adapter.lora.alpha a number")
         ad = cls(path, arch, float(alpha), str(md.get("adapter.lora.task_name", "")),
                  str(md.get("adapter.lora.prompt_prefix", "")))
+        ad.alora_invocation_tokens = _invocation_tokens(gguf, fail)
         halves: dict[str, dict[str, TensorInfo]] = {}
         for name, info in gguf.tensors.items():
             if name.endswith((".lora_a", ".lora_b")):
@@ -142,6 +145,19 @@ class LoraAdapter:
                                      "(hint: maybe wrong base model?)")
 
 
+def _invocation_tokens(gguf: GGUFFile, fail: Any) -> tuple[int, ...]:
+    """`adapter.alora.invocation_tokens`: an array of uint32 or nothing (llama-adapter.cpp)."""
+    key = "adapter.alora.invocation_tokens"
+    if key not in gguf.metadata:
+        return ()
+    value = gguf.metadata[key]
+    if not isinstance(value, np.ndarray | list):
+        raise fail(f"invalid gguf type for {key}")
+    if not isinstance(value, np.ndarray) or value.dtype != np.uint32:
+        raise fail(f"invalid gguf element type for {key}")
+    return tuple(int(t) for t in value)
+
+
 def _f32(info: TensorInfo) -> F32:
     out: F32 = np.ascontiguousarray(dequantize(info.data, info.ggml_type, info.shape), dtype=np.float32)
     return out
@@ -175,10 +191,20 @@ class LoraSet:
         self.scales: tuple[float, ...] = tuple(float(s) for s in scales)
         self.active: tuple[float, ...] = self.scales
 
-    def info(self) -> list[dict[str, Any]]:
-        """GET /lora-adapters (server_task_result_get_lora::to_json)."""
-        return [{"id": i, "path": a.path, "scale": s, "task_name": a.task_name, "prompt_prefix": a.prompt_prefix}
-                for i, (a, s) in enumerate(zip(self.adapters, self.scales, strict=True))]
+    def info(self, piece: Callable[[int], bytes] | None = None) -> list[dict[str, Any]]:
+        """GET /lora-adapters (server_task_result_get_lora::to_json); an aLoRA also lists its
+        invocation tokens, and their text when `piece` renders a token."""
+        out: list[dict[str, Any]] = []
+        for i, (a, s) in enumerate(zip(self.adapters, self.scales, strict=True)):
+            entry: dict[str, Any] = {"id": i, "path": a.path, "scale": s, "task_name": a.task_name,
+                                     "prompt_prefix": a.prompt_prefix}
+            if a.alora_invocation_tokens:
+                if piece is not None:
+                    text = b"".join(piece(t) for t in a.alora_invocation_tokens)
+                    entry["alora_invocation_string"] = text.decode("utf-8", errors="replace")
+                entry["alora_invocation_tokens"] = list(a.alora_invocation_tokens)
+            out.append(entry)
+        return out
 
 
 @dataclass
@@ -299,6 +325,14 @@ def attach_adapters(model: Adaptable, adapters: Sequence[LoraAdapter], scales: S
         if proj is None or parts is None:
             return proj
         deltas = deltas_for(parts)
+        # Factors the kernel set folded into the base weights (an RMSNorm weight before the
+        # projection, the attention scale after it) apply to the deltas too.
+        in_scale, out_scale = getattr(proj, "in_scale", None), getattr(proj, "out_scale", None)
+        for d in deltas:
+            if in_scale is not None:
+                d.a_t = np.ascontiguousarray(d.a_t * in_scale[:, None], dtype=np.float32)
+            if out_scale is not None:
+                d.b = np.ascontiguousarray(d.b * out_scale[None, :], dtype=np.float32)
         return LoraProjection(proj, deltas, lora) if deltas else proj
 
     net = model.net

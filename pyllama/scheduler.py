@@ -17,7 +17,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 import numpy as np
@@ -26,6 +25,7 @@ from pyllama.engine import Model
 from pyllama.errors import ContextFullError, InvalidRequestError, PyllamaError
 from pyllama.models import Batch, SeqChunk
 from pyllama.sampling import Sampler
+from pyllama.scheduler_cache import PromptCaching
 from pyllama.scheduler_lora import LoraBatching
 from pyllama.scheduler_metrics import Metrics
 from pyllama.scheduler_spec import SpeculativeSteps
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 # The answer for a task that failed on an unexpected error (the log has the traceback).
 _FAILED = "internal error while {} this request; other requests are not affected (the server log has the details)"
 
-class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching):
+class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching, PromptCaching):
     """N slots over one model; `step()` advances every busy slot by one forward pass."""
 
     def __init__(
@@ -55,7 +55,7 @@ class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching):
         context_shift: bool = True,
         slot_prompt_similarity: float = 0.5,
         n_predict_default: int = -1,
-        threads: Callable[[int], AbstractContextManager[None]] | None = None,
+        threads: Callable[[int], contextlib.AbstractContextManager[None]] | None = None,
         speculative: SpecParams | None = None,
         draft_model: Model | None = None,
     ) -> None:
@@ -69,7 +69,7 @@ class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching):
         self.slot_prompt_similarity = slot_prompt_similarity
         self.n_predict_default = n_predict_default
         self.slots = [Slot(i, model.n_ctx_seq) for i in range(model.n_seq)]
-        self._slot_lora: dict[int, tuple[float, ...]] = {}  # the LoRA scales of each slot's cache
+        self._lora_init()  # pyllama.scheduler_lora: each slot's LoRA scales and aLoRA switch
         # speculative decoding (pyllama.scheduler_spec): the server's default, tasks may override it
         self.spec_default = speculative or SpecParams()
         self.speculator = Speculator(DraftModel(draft_model, model) if draft_model is not None else None)
@@ -92,7 +92,7 @@ class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching):
             self._pieces = [tok.token_to_piece(i, True) for i in range(self.model.n_vocab)]
         return self._pieces
 
-    def _threads(self, n_tokens: int) -> AbstractContextManager[None]:
+    def _threads(self, n_tokens: int) -> contextlib.AbstractContextManager[None]:
         return self.threads(n_tokens) if self.threads is not None else contextlib.nullcontext()
 
     # -- requests (thread-safe: deque appends only) -------------------------------------
@@ -219,7 +219,7 @@ class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching):
                 waiting.append((task, emit))
                 continue
             try:
-                self._start(slot, task, emit)
+                self._start_cached(slot, task, emit)  # pyllama.scheduler_cache: --cache-ram
             except PyllamaError as exc:
                 kind: Literal["invalid_request", "context"] = (
                     "context" if isinstance(exc, ContextFullError) else "invalid_request"
@@ -300,7 +300,7 @@ class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching):
             if slot.busy and not slot.generating and slot.task is not None and slot.task.kind == "completion" \
                     and self._lora_ok(slot, group):
                 prompt = slot.task.prompt
-                take = self._prompt_take(len(prompt), slot.n_past, budget)
+                take = self._prompt_take(len(prompt), slot.n_past, self._lora_cap(slot, budget))
                 last = slot.n_past + take == len(prompt)
                 batch.chunks.append(SeqChunk(slot.id, prompt[slot.n_past : slot.n_past + take], slot.n_past,
                                              "last" if last else "none"))
@@ -370,8 +370,7 @@ class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching):
 
     # -- after the forward pass ---------------------------------------------------------------
     def _after_logits(self, slot: Slot, logits: np.ndarray[Any, np.dtype[np.float32]], forced: int | None = None) -> bool:
-        """Sample the slot's next token (`forced`: keep this synthetically accepted guess instead,
-        scheduler_spec); False when the task ended here."""
+        """Sample the slot's next token, or keep `forced` (a synthetic guess); False when it ended."""
         task, sampler = slot.task, slot.sampler
         assert task is not None and sampler is not None
         if not slot.generating:

@@ -25,6 +25,8 @@ class Slot:
         self.cache_tokens: list[int] = []
         self.t_last_used = 0.0
         self.speculative = False  # the scheduler speculates by default (the /slots field)
+        self.params_json: dict[str, Any] | None = None  # the current or last task's settings (/slots `params`)
+        self.last_prompt = (0, 0)  # the last task's _prompt_counts, shown by /slots once it is done
         self._clear()
 
     def _clear(self) -> None:
@@ -64,6 +66,7 @@ class Slot:
 
         self._clear()
         self.task, self.emit, self.sampler, self.tokenizer = task, emit, sampler, tokenizer
+        self.params_json = task.settings
         self.n_past = n_cached
         self.n_cached = n_cached
         self.cache_tokens = self.cache_tokens[:n_cached]
@@ -86,7 +89,14 @@ class Slot:
 
     def release(self) -> None:
         self.t_last_used = time.perf_counter()
+        self.last_prompt = self._prompt_counts()
         self._clear()
+
+    def _prompt_counts(self) -> tuple[int, int]:
+        """(prompt tokens evaluated, prompt tokens reused from the cache) of the running task."""
+        if self.task is None:
+            return self.last_prompt
+        return max(0, min(self.n_past, len(self.task.prompt)) - self.n_cached), self.n_cached
 
     def token_prob(self, sampler: Sampler, logits: np.ndarray[Any, Any], token: int) -> TokenProb | None:
         task, tok = self.task, self.tokenizer
@@ -160,6 +170,12 @@ class Slot:
     def info(self) -> dict[str, Any]:
         """The /slots entry."""
         task = self.task
+        # llama-server shows the running task's prompt counts and params, or the last one's on an idle slot
+        params: dict[str, Any] = {}
+        if self.params_json is not None:
+            processed, cached = self._prompt_counts()
+            params = {"n_prompt_tokens": len(self.cache_tokens), "n_prompt_tokens_processed": processed,
+                      "n_prompt_tokens_cache": cached, "params": self.params_json}
         return {
             "id": self.id,
             "id_task": task.id if task else -1,
@@ -176,6 +192,7 @@ class Slot:
                 "n_decoded": self.n_decoded if self.busy else 0,
                 "stopping_word": self.stop.stopped_word or "",
             }],
+            **params,
         }
 
 

@@ -71,6 +71,8 @@ class Task:
     id: int = -1
     speculative: SpecParams | None = None  # None: the scheduler's default (the server's flags)
     lora: tuple[float, ...] | None = None  # one scale per LoRA adapter; None: the model's current scales
+    cmpl_id: str = ""  # the completion id the client sees (found by POST /v1/chat/completions/control)
+    settings: dict[str, Any] | None = None  # the request's generation settings, shown by /slots as `params`
 
 
 def timings_json(n_prompt: int, n_cached: int, n_decoded: int, prompt_ms: float, predicted_ms: float,

@@ -21,12 +21,13 @@ def register_routes(app: Quart, settings: Settings) -> None:
         static,
         streams,
         tokens,
+        unavailable,
         vertex,
     )
     from asgi.routes import models as model_list
 
     for module in (meta, model_list, tokens, completions, chat, embeddings, cors_proxy, anthropic, responses, rerank,
-                   lora, streams):
+                   lora, streams, unavailable):
         app.register_blueprint(module.bp)
     vertex.register(app)  # only when AIP_MODE=PREDICTION (Vertex AI custom container)
     if settings.static_path is not None and settings.static_path.is_dir():

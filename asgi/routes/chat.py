@@ -15,10 +15,12 @@ from typing import Any
 from quart import Blueprint, Response
 
 from asgi.chat_reply import Delta, ReplyStream, whole_reply
-from asgi.chat_request import prepare_chat, reply_message
+from asgi.chat_request import read_chat, reply_message
 from asgi.completion_request import verbose_body, wants_verbose
+from asgi.errors import BadRequest
 from asgi.generate import Tagged, run_all, sse_events, stream_all
 from asgi.http import SSE_DONE, guarded, json_response, read_json, sse_event, sse_response
+from asgi.registry import ServedModel
 from asgi.responses import (
     chat_chunk,
     finish_reason,
@@ -28,6 +30,7 @@ from asgi.responses import (
     usage,
     usage_chunk,
 )
+from asgi.state import server_state
 
 bp = Blueprint("chat", __name__)
 log = logging.getLogger(__name__)
@@ -36,10 +39,11 @@ log = logging.getLogger(__name__)
 @bp.post("/v1/chat/completions")
 @bp.post("/chat/completions")
 async def chat_completions() -> Response:
-    body = await read_json()
-    run = await prepare_chat(body)
+    body, run = await read_chat()
     served, prompt, params, tasks, model_name = run.served, run.prompt, run.params, run.tasks, run.model_name
     cmpl_id = random_id("chatcmpl-")
+    for task in tasks:
+        task.cmpl_id = cmpl_id  # POST /v1/chat/completions/control finds the running task by it
 
     if not params.stream:
         served.admit(len(tasks))
@@ -112,3 +116,22 @@ async def chat_completions() -> Response:
     first, rest = await guarded(stream_all(served, tasks))
     return sse_response(sse_events(first, rest, render, SSE_DONE), SSE_DONE)
 
+
+@bp.post("/v1/chat/completions/control")
+async def chat_control() -> Response:
+    """Act on a running chat completion by its `id` (llama-server's post_control): the only
+    action is `reasoning_end`, for a request sent with `reasoning_control: true`. Sent while
+    the client still reads the stream; see pyllama.control for the answers."""
+    body = await read_json()
+    cmpl_id, action = body.get("id"), body.get("action")
+    if not isinstance(cmpl_id, str) or not cmpl_id:
+        raise BadRequest("missing completion id")
+    if action != "reasoning_end":
+        raise BadRequest("unknown control action")
+    served: ServedModel = server_state().registry.lookup(body.get("model"))  # never loads nor wakes a model
+    if served.state != "ready" or served.worker is None or served.scheduler is None:
+        return json_response({"success": False, "message": "no active completion for this id"})
+    from pyllama.control import control_completion
+
+    slots = served.scheduler.slots
+    return json_response(await served.worker.call(lambda: control_completion(slots, cmpl_id, action)))

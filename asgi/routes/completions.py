@@ -11,6 +11,7 @@ from asgi.errors import BadRequest, NotSupported
 from asgi.generate import Tagged, claim_stream, run_all, sse_events, stream_all
 from asgi.http import SSE_DONE, guarded, json_response, read_json, sse_event, sse_response
 from asgi.params import CompletionParams
+from asgi.prep_process import prepare_in_child, reply_prompts
 from asgi.prompts import (
     format_infill,
     tokenize_mixed,
@@ -71,6 +72,16 @@ async def native_completion(served: ServedModel, params: CompletionParams, promp
 @bp.post("/completion")
 @bp.post("/completions")
 async def completion() -> Response:
+    prepared = await prepare_in_child("completion")  # a large body: parsed and tokenized in the child
+    if prepared is not None:
+        reply, served = prepared
+        claim_stream(reply.body)
+        params = await tokenize_off_loop(request.content_length or 0, read_params, served, reply.body)
+        assert served.model is not None
+        prompts = reply_prompts(reply, served.model.n_vocab)
+        if prompts is None:
+            raise BadRequest('"prompt" is required')
+        return await native_completion(served, params, prompts)
     body = await read_json()
     claim_stream(body)  # X-Conversation-Id: resumable from here on (asgi.streams)
     served = await server_state().registry.get(body.get("model"))
@@ -80,21 +91,38 @@ async def completion() -> Response:
     return await native_completion(served, params, await prompt_tokens(served, body["prompt"]))
 
 
-@bp.post("/v1/completions")
-async def oai_completions() -> Response:
-    body = await read_json()
+def _check_oai_fields(body: dict[str, Any], has_prompt: bool) -> None:
     claim_stream(body)  # X-Conversation-Id: resumable from here on (asgi.streams)
-    if "prompt" not in body:
+    if not has_prompt:
         raise BadRequest('"prompt" is required')
     if body.get("echo"):
         raise BadRequest("Only no echo is supported")
     for name in ("best_of", "suffix"):
         if body.get(name) is not None:
             raise BadRequest(f"Unsupported param: {name}")
-    served = await server_state().registry.get(body.get("model"))
-    params = await tokenize_off_loop(request.content_length or 0, read_params, served, body)
-    tasks = make_tasks(served, await prompt_tokens(served, body["prompt"]), params)
+
+
+@bp.post("/v1/completions")
+async def oai_completions() -> Response:
+    prepared = await prepare_in_child("completion")  # a large body: parsed and tokenized in the child
+    if prepared is not None:
+        reply, served = prepared
+        body = reply.body
+        _check_oai_fields(body, reply.prompts is not None)
+        params = await tokenize_off_loop(request.content_length or 0, read_params, served, body)
+        assert served.model is not None
+        prompts = reply_prompts(reply, served.model.n_vocab)
+        assert prompts is not None
+    else:
+        body = await read_json()
+        _check_oai_fields(body, "prompt" in body)
+        served = await server_state().registry.get(body.get("model"))
+        params = await tokenize_off_loop(request.content_length or 0, read_params, served, body)
+        prompts = await prompt_tokens(served, body["prompt"])
+    tasks = make_tasks(served, prompts, params)
     cmpl_id = random_id("cmpl-")
+    for task in tasks:
+        task.cmpl_id = cmpl_id  # as llama-server, any completion's id is one POST /v1/chat/completions/control finds
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
     if not params.stream:
         served.admit(len(tasks))

@@ -1,7 +1,8 @@
 """GET/POST /lora-adapters: the loaded LoRA adapters and their server-wide scales.
 
 GET lists {id, path, scale, task_name, prompt_prefix} per adapter (llama-server's
-server_task_result_get_lora). POST takes [{"id", "scale"}] and sets the scales every
+server_task_result_get_lora), and for an aLoRA its `alora_invocation_string` and
+`alora_invocation_tokens`. POST takes [{"id", "scale"}] and sets the scales every
 request without its own `lora` field runs with; adapters left out get 0, as in
 llama-server. A task already running keeps the scales it started with.
 """
@@ -23,7 +24,8 @@ async def get_lora_adapters() -> Response:
     served = await server_state().registry.get(request.args.get("model"))
     assert served.model is not None
     lora = served.model.lora
-    return json_response(lora.info() if lora is not None else [])
+    tok = served.tokenizer
+    return json_response(lora.info(lambda t: tok.token_to_piece(t, True)) if lora is not None else [])
 
 
 @bp.post("/lora-adapters")

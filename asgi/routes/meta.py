@@ -12,6 +12,7 @@ from asgi.http import json_response, read_json
 from asgi.params import parse_completion_params
 from asgi.registry import ServedModel
 from asgi.responses import BUILD_INFO
+from asgi.router import Router
 from asgi.state import ServerState, server_state
 
 bp = Blueprint("meta", __name__)
@@ -81,6 +82,12 @@ async def get_props() -> Response:
         # the web UI, sending no "model", talks to)
         return json_response(router_props(state))
     served = state.registry.lookup(request.args.get("model"))
+    router = state.registry.router
+    if state.settings.router and isinstance(router, Router):
+        # llama-server's proxy_get: load it if autoload allows, never wake it
+        await router.ready_or_asleep(served, state.settings.models_autoload)
+        if served.state == "sleeping" and served.name in router.asleep_props:
+            return json_response(router.asleep_props[served.name])
     if served.state != "ready":
         served = await state.registry.get(request.args.get("model"))
     # a ready model is read without marking it used: polling /props must not keep it awake
@@ -126,9 +133,12 @@ def props_body(state: ServerState, served: ServedModel) -> dict[str, Any]:
 @bp.post("/props")
 async def post_props() -> Response:
     state = server_state()
+    body = await read_json(allow_empty=True) if state.settings.router else {}
+    if state.settings.router:  # llama-server's router routes it by "model" before the model sees it
+        await state.registry.get(body.get("model"))
     if not state.settings.props:
         raise NotSupported("This server does not support changing global properties. Start it with `--props`")
-    body = await read_json(allow_empty=True)
+    body = body or await read_json(allow_empty=True)
     if "system_prompt" in body:
         if not isinstance(body["system_prompt"], str):
             raise BadRequest("Field 'system_prompt': type must be string")
@@ -139,9 +149,10 @@ async def post_props() -> Response:
 @bp.get("/slots")
 async def slots() -> Response:
     state = server_state()
+    served = await state.registry.get(request.args.get("model")) if state.settings.router else None
     if not state.settings.slots:
         raise NotSupported("This server does not support slots endpoint. Start it with `--slots`")
-    served = await state.registry.get(request.args.get("model"))
+    served = served or await state.registry.get(request.args.get("model"))
     if served.worker is None or served.scheduler is None:
         raise NotSupported("slots are not available: this build has no scheduler")
     scheduler = served.scheduler
@@ -165,10 +176,22 @@ async def slots() -> Response:
 @bp.get("/metrics")
 async def metrics() -> Response:
     state = server_state()
+    router = state.registry.router
+    served: ServedModel | None = None
+    if state.settings.router and isinstance(router, Router):
+        # llama-server's router proxies /metrics to the ?model= child (loaded first, as any
+        # routed request, even to answer 501): that model's counters, kept while it sleeps
+        # (answering does not wake it), gone once it is unloaded
+        served = state.registry.lookup(request.args.get("model"))
+        await router.ready_or_asleep(served, state.settings.models_autoload)
     if not state.settings.metrics:
         raise NotSupported("This server does not support metrics endpoint. Start it with `--metrics`")
-    loaded = [m for m in state.registry.models if m.scheduler is not None and m.model is not None]
-    text = state.registry.metrics_book.scrape(loaded)  # never wakes a sleeping model
+    if served is not None and isinstance(router, Router):
+        ready = served.scheduler is not None and served.model is not None
+        text = router.book(served).scrape([served] if ready else [])
+    else:
+        loaded = [m for m in state.registry.models if m.scheduler is not None and m.model is not None]
+        text = state.registry.metrics_book.scrape(loaded)  # never wakes a sleeping model
     response = Response(text, status=200, content_type="text/plain; version=0.0.4")
     response.headers["Process-Start-Time-Unix"] = str(int(state.started or time.time()))
     return response
@@ -178,6 +201,8 @@ async def metrics() -> Response:
 async def slot_action(id_slot: str) -> Response:
     """Save, restore or erase a slot's KV cache (files confined to --slot-save-path)."""
     state = server_state()
+    if state.settings.router:  # llama-server's router routes it by the body's "model" first
+        await state.registry.get((await read_json(allow_empty=True)).get("model"))
     folder = state.settings.slot_save_path
     if folder is None:
         raise NotSupported("This server does not support slots action. Start it with `--slot-save-path`")

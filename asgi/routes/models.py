@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from quart import Blueprint, Response, current_app, request
 
+from asgi import hf_cache
 from asgi.errors import BadRequest, NotFound
 from asgi.http import SSE_HEADERS, json_response, read_json, sse_event
 from asgi.registry import ServedModel
@@ -25,6 +27,7 @@ from asgi.startup_checks import SettingsError
 from asgi.state import server_state
 
 bp = Blueprint("models", __name__)
+log = logging.getLogger("asgi.router")
 
 NO_DOWNLOADS = "pyllama never downloads models: put the GGUF file in --models-dir or name it in --models-preset"
 
@@ -52,7 +55,7 @@ def _router_entry(served: ServedModel) -> dict[str, Any]:
         "id": served.name, "aliases": spec.aliases[1:], "tags": spec.tags, "object": "model", "owned_by": "llamacpp",
         "created": int(time.time()), "status": status,
         "architecture": {"input_modalities": ["text"], "output_modalities": ["text"]},
-        "source": spec.source or "config_file", "can_remove": False,
+        "source": spec.source or "config_file", "can_remove": spec.source == "cache",
     }
     if served.state in RUNNING and served.model is not None:
         for key, value in model_info(served).items():
@@ -71,7 +74,8 @@ async def list_models() -> Response:
                 await router.reload()
             except SettingsError as exc:
                 raise BadRequest(f"reloading the models failed: {exc}") from None
-        return json_response({"data": [_router_entry(m) for m in registry.models], "object": "list"})
+        entries = [_router_entry(m) for m in registry.models if not m.spec.hidden]  # hidden: dedup-cache-models
+        return json_response({"data": entries, "object": "list"})
     return json_response({
         "models": [
             {"name": m.name, "model": m.name, "modified_at": "", "size": "", "digest": "", "type": "model",
@@ -133,13 +137,27 @@ async def download_model() -> Response:
 
 @bp.delete("/models")
 async def delete_model() -> Response:
-    _router()
+    """Remove a model of llama-server's download cache: unloaded first if running, then its
+    files deleted and its entry dropped (server_models::remove). llama-server answers its
+    errors with 500; a name the client got wrong is a 4xx here."""
+    router = _router()
     name = request.args.get("model", "")
     if not name:
         raise BadRequest("model must be a non-empty string")
-    if _named({"model": name}) is None:
+    registry = server_state().registry
+    served = next((m for m in registry.models if m.name == name), None)  # by id, not alias
+    if served is None:
         raise NotFound(f"model name={name} is not found")
-    raise BadRequest(f"model name={name} is not removable (not from cache)")
+    if served.spec.source != "cache":
+        raise BadRequest(f"model name={name} is not removable (not from cache)")
+    if served.state in RUNNING:
+        await router.unload(served)
+    removed = await asyncio.to_thread(hf_cache.remove, name)
+    if not removed:
+        log.warning("removing model name=%s from disk returned false (no cached files?)", name)
+    registry.set_models([m for m in registry.models if m is not served])
+    router.notify("model_remove", name, {})
+    return json_response({"success": True})
 
 
 @bp.get("/models/sse")

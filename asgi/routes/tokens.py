@@ -2,56 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from quart import Blueprint, Response, request
 
 from asgi.chat_request import chat_prompt
 from asgi.errors import BadRequest
 from asgi.http import dumps, json_response, json_text_response, read_json
-from asgi.prompts import check_token_ids, text_size, tokenize_mixed, tokenize_off_loop
+from asgi.prep_process import prepare_in_child
+from asgi.prompts import check_token_ids, tokenize_job, tokenize_off_loop
 from asgi.state import server_state
 
 bp = Blueprint("tokens", __name__)
 
 
-def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise BadRequest(f"Field '{name}': type must be boolean")
-    return value
-
-
-def _piece_json(piece: bytes) -> str | list[int]:
-    """A piece as text when it is whole UTF-8, else as its byte values (llama-server)."""
-    try:
-        return piece.decode("utf-8")
-    except UnicodeDecodeError:
-        return list(piece)
-
-
 @bp.post("/tokenize")
 async def tokenize() -> Response:
+    prepared = await prepare_in_child("tokenize")
+    if prepared is not None:
+        return json_text_response(prepared[0].payload)
     body = await read_json()
     served = await server_state().registry.get(body.get("model"))
-    tok = served.tokenizer
-    if "content" not in body:
-        return json_response({"tokens": []})
-    content = body["content"]
-    add_special = _flag(body, "add_special", False)
-    parse_special = _flag(body, "parse_special", True)
-    with_pieces = _flag(body, "with_pieces", False)
-    if not isinstance(content, str | list):
-        raise BadRequest("Field 'content': must be a string or an array of strings and token ids")
-    def run() -> str:
-        tokens = tokenize_mixed(tok, content, add_special, parse_special)
-        if not with_pieces:
-            return dumps({"tokens": tokens})
-        return dumps({"tokens": [{"id": t, "piece": _piece_json(tok.token_to_piece(t, True))} for t in tokens]})
-
-    size = text_size(content) + (len(content) if isinstance(content, list) else 0)
+    size, run = tokenize_job(served.tokenizer, body)
     return json_text_response(await tokenize_off_loop(size, run))
 
 
@@ -74,6 +44,9 @@ async def detokenize() -> Response:
 
 @bp.post("/apply-template")
 async def apply_template() -> Response:
+    prepared = await prepare_in_child("apply-template")
+    if prepared is not None:
+        return json_text_response(prepared[0].payload)
     body = await read_json()
     served = await server_state().registry.get(body.get("model"))
     size = request.content_length or 0

@@ -66,6 +66,13 @@ class Kernels(ABC):
     @abstractmethod
     def project(self, parts: Sequence[Linear], biases: Sequence[F32 | None] | None = None) -> Projection: ...
 
+    def fold(self, proj: Projection, in_scale: F32 | None = None, out_scale: F32 | None = None) -> bool:
+        """Fold per-input (an RMSNorm weight before `proj`) and per-output (a scale after it)
+        factors into `proj`'s weights, so the block skips those multiplies; True if done.
+        Only plain float32 weights can: exact numerics round like ggml, which multiplies
+        separately, and packed weights stay the file's blocks."""
+        return False
+
     @abstractmethod
     def rms_norm(self, x: F32, weight: F32 | None, eps: float) -> F32:
         """A new array: x / sqrt(mean(x^2) + eps) * weight over the last axis."""

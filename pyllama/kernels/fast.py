@@ -30,7 +30,7 @@ from gguf.constants import GGMLQuantizationType
 from pyllama import numerics
 from pyllama.batch import Batch
 from pyllama.kernels.arena import WeightArena
-from pyllama.kernels.base import AttentionPass, Kernels
+from pyllama.kernels.base import AttentionPass, Kernels, Projection
 from pyllama.kernels.fast_attention import AttentionPlan
 from pyllama.kv_cache import KVCache
 from pyllama.linear import Linear, default_scratch
@@ -46,6 +46,9 @@ f16, f32 = np.float16, np.float32
 # Dense parts at least this big are dequantized again from the file into the fused layout
 # instead of copied (no transient second copy); float files are copied (nothing to redo).
 REDEQUANT_BYTES = 32 << 20
+# Constants as 0-d float32 arrays: an array operand costs a ufunc call half the time of a
+# NumPy scalar one (docs/performance.md). Never written to.
+ONE, CAP_80, TEN = np.ones((), f32), np.full((), 80.0, f32), np.full((), 10.0, f32)
 FLOAT_FILE_TYPES = frozenset({GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16})
 
 
@@ -99,16 +102,58 @@ class FusedLinear:
             self.bias = np.concatenate(
                 [b if b is not None else np.zeros(p.n_out, f32) for p, b in zip(parts, biases, strict=True)]
             ).astype(f32)
+        # Factors folded into the weights (`fold`): this computes ((x * in_scale) W + b) * out_scale
+        # of the x it is given. LoRA deltas read them to stay exact (pyllama/lora.py).
+        self.in_scale: F32 | None = None
+        self.out_scale: F32 | None = None
+
+    def fold(self, in_scale: F32 | None = None, out_scale: F32 | None = None) -> bool:
+        """Multiply the dense weights by per-input and/or per-output factors, once at load, so
+        the elementwise multiply they replace (an RMSNorm weight before this projection, the
+        attention scale after it) is not paid on every call. False (nothing changed) when the
+        weights are packed: those stay the file's blocks."""
+        w = self.wt if self.wt is not None else self.weight
+        if w is None:
+            return False
+        if not w.flags.writeable:  # a float32 file's mapped bytes (einsum layout): copy first
+            w = w.copy()
+        rows, cols = (in_scale, out_scale) if self.wt is not None else (out_scale, in_scale)
+        if rows is not None:
+            w *= rows[:, None]
+        if cols is not None:
+            w *= cols[None, :]
+        for p, (a, b) in zip(self.parts, self.bounds, strict=True):  # the parts read the folded values
+            p.weight = w[:, a:b].T if self.wt is not None else w[a:b]
+        if self.wt is not None:
+            self.wt = w
+        else:
+            self.weight = w
+        if in_scale is not None:
+            self.in_scale = in_scale if self.in_scale is None else self.in_scale * in_scale
+        if out_scale is not None:
+            self.out_scale = out_scale if self.out_scale is None else self.out_scale * out_scale
+            if self.bias is not None:
+                self.bias = self.bias * out_scale
+        return True
 
     def _transposed(self, parts: Sequence[Linear], arena: WeightArena | None) -> F32:
-        """The parts as one (n_in, n_out) C-contiguous matrix, for x @ wt.
+        """The parts as one (n_in, n_out) matrix, for x @ wt.
+
+        C-contiguous (OpenBLAS's gemv_n for one row: long contiguous columns of the output)
+        when the projection widens or keeps the width; when it narrows (n_in > n_out: the
+        FFN's down, Gemma's output projection) the file's own row-major (n_out, n_in) seen
+        transposed, so one row is a gemv_t over long rows, each thread reading one
+        contiguous half. Measured on SmolLM2's down (1536 -> 576), one row: 215 -> 207 us
+        at 1 thread, 169-192 -> 106-130 us at 2 (docs/performance.md, "Decode step").
 
         A big quantized part (a head or tied embedding: Gemma's is 671 MB) is dropped first
         and dequantized again from the file straight into the transposed matrix, so load
         never holds two float32 copies of it.
         """
-        shape = (self.n_in, self.n_out)
-        wt = arena.empty(shape) if arena is not None else np.empty(shape, dtype=f32)
+        narrows = self.n_in > self.n_out
+        shape = (self.n_out, self.n_in) if narrows else (self.n_in, self.n_out)
+        buf = arena.empty(shape) if arena is not None else np.empty(shape, dtype=f32)
+        wt = buf.T if narrows else buf
         for p, (a, b) in zip(parts, self.bounds, strict=True):
             assert p.weight is not None
             if p.weight.nbytes >= REDEQUANT_BYTES and p.info.ggml_type not in FLOAT_FILE_TYPES:
@@ -168,9 +213,12 @@ class FastRope:
         """Rotate x (T, H, Dh), last axis contiguous, in place by each row's position."""
         n = self.n_rot
         if self.rot is not None:
-            if self._last is None or self._last[0] is not positions:
-                self._last = (positions, self.rot[positions][:, None, :])
-            xc = x[..., :n].view(np.complex64)
+            if self._last is None or self._last[0] is not positions or self._last[1].shape[1] != x.shape[1]:
+                rot = self.rot[positions][:, None, :]
+                if x.shape[0] == 1:  # a decode step: every head's row side by side, a plain multiply
+                    rot = np.repeat(rot, x.shape[1], axis=1)  # (half the time of a broadcast one)
+                self._last = (positions, rot)
+            xc = (x if x.shape[-1] == n else x[..., :n]).view(np.complex64)
             xc *= self._last[1]
             return
         half = n // 2
@@ -190,12 +238,12 @@ def rms_norm(x: F32, weight: F32 | None, eps: float) -> F32:
     """x / sqrt(mean(x^2) + eps) * weight over the last axis, in float32 (a new array).
 
     One row (a decode step of one sequence) takes a BLAS dot and Python arithmetic for
-    the scale: 3 NumPy calls instead of 6.
+    the scale: 2 NumPy calls instead of 5, 1 more for a weight not folded into the next
+    projection (FusedLinear.fold).
     """
     if x.ndim == 2 and x.shape[0] == 1:
-        row = x[0]
-        inv = f32(1.0 / math.sqrt(float(np.dot(row, row)) / x.shape[1] + eps))
-        y1: F32 = np.multiply(x, inv)
+        inv = 1.0 / math.sqrt(float(np.vdot(x, x)) / x.shape[1] + eps)
+        y1: F32 = np.multiply(x, inv)  # a Python float: float32 arithmetic (NEP 50), faster than f32()
         if weight is not None:
             y1 *= weight
         return y1
@@ -213,9 +261,9 @@ def silu(x: F32) -> F32:
     """x / (1 + exp(-x)), exp's argument capped at 80 (silu is then -0.0 to float32 precision)
     so it never overflows; float32 exp is SIMD in NumPy, tanh is not."""
     t = np.negative(x)
-    np.minimum(t, f32(80.0), out=t)
+    np.minimum(t, CAP_80, out=t)
     np.exp(t, out=t)
-    t += f32(1.0)
+    t += ONE
     np.divide(x, t, out=t)
     return t
 
@@ -224,7 +272,7 @@ def gelu(x: F32) -> F32:
     """GELU as ggml's CPU backend computes it: a lookup of x rounded to float16 in
     numerics' 65536-entry table (below -10 the table holds -0.0; from 10 on gelu(x) = x)."""
     t: F32 = numerics.gelu_table()[x.astype(f16).view(np.uint16)]
-    np.copyto(t, x, where=x >= f32(10.0))
+    np.copyto(t, x, where=x >= TEN)
     return t
 
 
@@ -237,6 +285,9 @@ class FastKernels(Kernels):
 
     def project(self, parts: Sequence[Linear], biases: Sequence[F32 | None] | None = None) -> FusedLinear:
         return FusedLinear(parts, biases, self.arena, self.backend)
+
+    def fold(self, proj: Projection, in_scale: F32 | None = None, out_scale: F32 | None = None) -> bool:
+        return isinstance(proj, FusedLinear) and proj.fold(in_scale, out_scale)
 
     def rms_norm(self, x: F32, weight: F32 | None, eps: float) -> F32:
         return rms_norm(x, weight, eps)

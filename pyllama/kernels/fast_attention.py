@@ -21,6 +21,9 @@ I64 = np.ndarray[Any, np.dtype[np.int64]]
 f16, f32 = np.float16, np.float32
 # Scores of one attention call are kept under this many float32 values (query blocking).
 MAX_SCORES = 1 << 23
+# NumPy >= 2.2's matvec gufunc: a decode step's scores (Hkv, g, L) in a third of the time of
+# matmul over transposed keys (docs/performance.md). Pyodide's NumPy 2.0 has none.
+MATVEC: Any = getattr(np, "matvec", None)
 
 
 def _bmm(a: F32, b: F32, backend: MatmulBackend) -> F32:
@@ -92,12 +95,9 @@ class AttentionPlan:
             if va.kind == "f16":
                 v = v.astype(f16)
             if t == 1:
-                seq, pos, _ = self.chunks[0]
-                kc[seq, :, pos, :] = k[0]
-                vc[seq, :, pos, :] = v[0]
-            else:
-                kc[self.seq_ids, :, self.pos_ids, :] = k
-                vc[self.seq_ids, :, self.pos_ids, :] = v
+                return self._attend_one(kc, vc, q, k, v, scale, window, softcap)
+            kc[self.seq_ids, :, self.pos_ids, :] = k
+            vc[self.seq_ids, :, self.pos_ids, :] = v
             # Views when the cache holds float32 (fast numerics widen f16 caches): no
             # per-layer copy of the whole cache (KVCache's docstring has the numbers).
             # A sliding-window layer reads only the keys some row can still see (Gemma 3
@@ -138,6 +138,40 @@ class AttentionPlan:
                 result[start + r0 : start + r1] = o.reshape(hkv, g, m, dv).transpose(2, 0, 1, 3).reshape(m, h * dv)
             start += n
         return result
+
+    def _attend_one(self, kc: F32, vc: F32, q: F32, k: F32, v: F32, scale: float, window: int,
+                    softcap: float) -> F32:
+        """One sequence's next token (a decode step): the cache rows it sees are exactly
+        first..pos, so there is no mask, no padding and no batch axis; about half the NumPy
+        calls of the batched path, which matters 30 times per token."""
+        seq, pos, _ = self.chunks[0]
+        kc[seq, :, pos] = k  # (1, Hkv, Dh) into (Hkv, Dh)
+        vc[seq, :, pos] = v
+        first = max(0, pos - window + 1) if window > 0 else 0
+        keys = kc[seq, :, first : pos + 1]  # (Hkv, L, Dh)
+        vals = vc[seq, :, first : pos + 1]
+        if keys.dtype != f32:
+            keys = keys.astype(f32)
+        if vals.dtype != f32:
+            vals = vals.astype(f32)
+        hkv, dh = keys.shape[0], keys.shape[2]
+        qg = q.reshape(hkv, -1, dh)
+        if MATVEC is not None and self.backend == "blas":  # each key row . each query of its group
+            scores: F32 = MATVEC(keys[:, None], qg)  # (Hkv, g, L)
+        else:
+            scores = _bmm(qg, keys.transpose(0, 2, 1), self.backend)
+        if scale != 1.0:  # 1.0: the scale is in the queries already (folded into Wq, or Gemma 3)
+            scores *= scale
+        if softcap > 0.0:
+            scores *= 1.0 / softcap
+            np.tanh(scores, out=scores)
+            scores *= softcap
+        scores -= np.maximum.reduce(scores, axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        total = np.add.reduce(scores, axis=-1, keepdims=True)
+        out = _bmm(scores, vals, self.backend)  # (Hkv, g, Dv)
+        out /= total
+        return out.reshape(1, -1)
 
 
 def _softmax_av(scores: F32, vals: F32, mask: F32 | None, softcap: float, backend: MatmulBackend,

@@ -26,4 +26,6 @@ class GemmaModel(LlamaModel):
     def __init__(self, gguf: GGUFFile, config: ModelConfig, weights: Weights, kv: KVCache) -> None:
         super().__init__(gguf, config, weights, kv)
         self.embed_scale = math.sqrt(config.n_embd)
-        self.kq_scale = 1.0 / math.sqrt(config.head_dim)
+
+    def query_scale(self, config: ModelConfig) -> float:
+        return 1.0 / math.sqrt(config.head_dim)

@@ -32,5 +32,7 @@ class Gemma2Model(LlamaModel):
         # llama.cpp's defaults when the GGUF omits the keys.
         self.attn_softcap = config.attn_softcap or 50.0
         self.final_softcap = config.final_softcap or 30.0
+
+    def query_scale(self, config: ModelConfig) -> float:
         big = config.n_layer == 46  # Gemma 2 27B scales by the model width per head
-        self.kq_scale = 1.0 / math.sqrt(config.n_embd / config.n_head if big else config.head_dim)
+        return 1.0 / math.sqrt(config.n_embd / config.n_head if big else config.head_dim)

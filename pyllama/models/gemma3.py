@@ -33,5 +33,7 @@ class Gemma3Model(LlamaModel):
         super().__init__(gguf, config, weights, kv)
         self.embed_scale = math.sqrt(config.n_embd)
         self.final_softcap = config.final_softcap
+
+    def query_scale(self, config: ModelConfig) -> float:
         big = config.n_layer == 62  # Gemma 3 27B scales queries by the model width per head
-        self.kq_scale = 1.0 / math.sqrt(config.n_embd / config.n_head if big else config.head_dim)
+        return 1.0 / math.sqrt(config.n_embd / config.n_head if big else config.head_dim)

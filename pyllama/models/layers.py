@@ -52,6 +52,7 @@ class Layer:
     k_norm: F32 | None = None
     post_attn_norm: Norm | None = None  # norms after each sub-layer (Gemma 2/3, OLMo 2)
     post_ffn_norm: Norm | None = None
+    q_scaled: bool = False  # the attention scale is folded into qkv's Q columns (kernels' fold)
 
 
 def expert_linears(w: Weights, name: str) -> list[Linear]:

@@ -53,7 +53,7 @@ class LlamaModel:
     def __init__(self, gguf: GGUFFile, config: ModelConfig, weights: Weights, kv: KVCache) -> None:
         self.gguf, self.config, self.w, self.kv = gguf, config, weights, kv
         self.k = weights.kernels
-        self.kq_scale = config.attention_scale or 1.0 / math.sqrt(config.head_dim)
+        self.kq_scale = self.query_scale(config)  # before the layers: fast numerics fold it into Q
         self.attn_softcap = 0.0  # tanh soft-cap of attention scores (Gemma 2)
         self.final_softcap = 0.0  # and of the logits
         self.embed_scale = 0.0  # token embeddings times this (0: not scaled)
@@ -70,6 +70,10 @@ class LlamaModel:
             self.head_proj = self.k.project([self.output], [w.optional_vector("output.bias")])
 
     # -- loading ---------------------------------------------------------------------------
+    def query_scale(self, config: ModelConfig) -> float:
+        """The scale of the attention scores (kq_scale of llama.cpp's build_attn)."""
+        return config.attention_scale or 1.0 / math.sqrt(config.head_dim)
+
     def project(self, *names: str) -> Projection:
         """`name`.weight of each name fused into one projection, with `name`.bias where present."""
         w = self.w
@@ -112,7 +116,24 @@ class LlamaModel:
             layer.n_ff = layer.gate_up.n_out // 2 if self.fused_gate_up else 0
         if layer.moe is None:
             layer.down = self.project(f"{p}.ffn_down")
+        self.fold_layer(layer)
         return layer
+
+    def fold_layer(self, lw: Layer) -> None:
+        """Where the kernel set can (fast numerics, dense weights), fold each RMSNorm weight into
+        the projection it feeds and the attention scale into Q's columns: two multiplies per
+        norm and one per layer fewer on every token (a decode step is dominated by the number
+        of NumPy calls around small matmuls). Not with Q/K norms (they would undo the
+        scale) or a clamp of [q|k|v] (it must see the unscaled values)."""
+        for norm, proj in ((lw.attn_norm, lw.qkv), (lw.ffn_norm, lw.gate_up)):
+            if (norm is not None and norm.kind == "rms" and norm.weight is not None and norm.bias is None
+                    and proj is not None and self.k.fold(proj, in_scale=norm.weight)):
+                norm.weight = None
+        cfg = self.config
+        if lw.qk_norm is None and lw.q_norm is None and cfg.clamp_kqv <= 0.0:
+            scale = np.ones(lw.qkv.n_out, dtype=f32)
+            scale[: cfg.n_head * cfg.head_dim] = f32(self.kq_scale)
+            lw.q_scaled = self.k.fold(lw.qkv, out_scale=scale)
 
     def rope_tables(self) -> list[RopeTable]:
         """One RoPE table per layer; sliding-window layers share one with their own base.
@@ -173,9 +194,9 @@ class LlamaModel:
         qk = self.queries_keys(lw, y)
         if self.uses_rope:
             self.rope_ops[layer].apply(qk, att.positions)
-        scale = self.kq_scale
-        if self.scale_queries:
-            qk[:, :h] *= f32(scale)
+        scale = 1.0 if lw.q_scaled else self.kq_scale
+        if self.scale_queries and scale != 1.0:
+            qk[:, :h] *= scale  # a Python float: rounded to float32 as f32() would, faster
             scale = 1.0
         v = y[:, (h + hkv) * cfg.head_dim :].reshape(t, hkv, cfg.head_dim_v)
         window = cfg.sliding_window if cfg.is_swa(layer) else 0
@@ -209,7 +230,7 @@ class LlamaModel:
         """x + post_norm(a) (times the residual scale), in place."""
         a = self.norm(post, a)
         if self.residual_scale != 1.0:
-            a *= f32(self.residual_scale)
+            a *= self.residual_scale
         x += a
         return x
 

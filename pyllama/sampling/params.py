@@ -163,6 +163,8 @@ class SamplingParams:
     penalize_nl: bool = True  # older llama-server field; False exempts "\n" from penalties
     # the reasoning budget (--reasoning-budget N, reasoning_budget_tokens): None = no budget
     reasoning_budget: BudgetSpec | None = None
+    # the block may be ended while generating (reasoning_control, POST /v1/chat/completions/control)
+    reasoning_control: bool = False
 
     def validate(self) -> None:
         """Reject values llama.cpp refuses (common_sampler_init) with one clear line."""

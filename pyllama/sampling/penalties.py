@@ -81,6 +81,12 @@ class LogitBias:
         kept = [(int(t), float(b)) for t, b in biases if 0 <= int(t) < n_vocab]
         self.tokens = np.asarray([t for t, _ in kept], dtype=np.int64)
         self.biases = np.asarray([b for _, b in kept], dtype=np.float32)
+        # per distinct token, its biases summed once (the path for reordered or cut candidates)
+        total: dict[int, float] = {}
+        for t, b in zip(self.tokens.tolist(), self.biases.tolist(), strict=True):
+            total[t] = total.get(t, 0.0) + b
+        self._distinct = np.asarray(sorted(total), dtype=np.int64)
+        self._summed = np.asarray([total[t] for t in sorted(total)], dtype=np.float64)
 
     def accept(self, token: int) -> None:
         pass
@@ -97,9 +103,7 @@ class LogitBias:
         if full and bool(np.all(c.ids[self.tokens] == self.tokens)):
             np.add.at(logits, self.tokens, self.biases)
         else:  # candidates were reordered or cut: find the biased tokens among them
-            total: dict[int, float] = {}
-            for t, b in zip(self.tokens.tolist(), self.biases.tolist(), strict=True):
-                total[t] = total.get(t, 0.0) + b
-            for i in np.flatnonzero(np.isin(c.ids, self.tokens)).tolist():
-                logits[i] += np.float32(total[int(c.ids[i])])
+            at = np.flatnonzero(np.isin(c.ids, self._distinct))
+            summed = self._summed[np.searchsorted(self._distinct, c.ids[at])].astype(np.float32)
+            logits[at] += summed
         return Candidates(c.ids, logits, c.probs, c.sorted)

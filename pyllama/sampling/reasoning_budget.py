@@ -135,6 +135,14 @@ class ReasoningBudget:
             self.end.reset()
             self._open()
 
+    def force(self) -> bool:
+        """End the thinking block now (common_reasoning_budget_force, the control route's
+        `reasoning_end`): only a block being counted is forced; False in any other state."""
+        if self.state != COUNTING:
+            return False
+        self._force()
+        return True
+
     def forced_token(self) -> int | None:
         """The token the next step must produce, or None when the budget does not intervene."""
         if self.state == FORCING and self.force_pos < len(self.spec.forced):

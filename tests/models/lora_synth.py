@@ -62,8 +62,10 @@ def adapted(name: str, shape: tuple[int, ...], skip: frozenset[str]) -> bool:
 
 
 def write_lora(name: str, folder: Path, *, kind: str = "f32", user_scale: float = 1.0,
-               skip: frozenset[str] = frozenset(), arch: str | None = None) -> LoraFiles:
-    """Base, adapter and merged GGUFs for model `name` of synth.MODELS (see the module doc)."""
+               skip: frozenset[str] = frozenset(), arch: str | None = None,
+               invocation: tuple[int, ...] = ()) -> LoraFiles:
+    """Base, adapter and merged GGUFs for model `name` of synth.MODELS (see the module doc);
+    with `invocation`, the adapter is an aLoRA invoked by those tokens."""
     model_arch, build = synth.MODELS[name]
     b = synth.Builder(name, model_arch)
     build(b)
@@ -89,7 +91,8 @@ def write_lora(name: str, folder: Path, *, kind: str = "f32", user_scale: float 
             pairs += [(f"{tname}.lora_a", la), (f"{tname}.lora_b", lb)]
             delta = lb @ la
         merged.append((tname, (values + np.float32(scale) * delta).astype(np.float32), None))
-    paths = LoraFiles(folder / f"{name}-{kind}.gguf", folder / f"{name}-{kind}-lora.gguf",
+    tag = "-alora" if invocation else ""
+    paths = LoraFiles(folder / f"{name}-{kind}.gguf", folder / f"{name}-{kind}{tag}-lora.gguf",
                       folder / f"{name}-{kind}-merged.gguf", scale)
     _write(b, base, paths.base)
     _write(b, merged, paths.merged)
@@ -98,6 +101,9 @@ def write_lora(name: str, folder: Path, *, kind: str = "f32", user_scale: float 
     w.add_string("adapter.type", "lora")
     w.add_float32("adapter.lora.alpha", ALPHA)
     w.add_string("adapter.lora.task_name", "test-task")
+    if invocation:
+        w.add_key_value("adapter.alora.invocation_tokens", list(invocation), gguf.GGUFValueType.ARRAY,
+                        sub_type=gguf.GGUFValueType.UINT32)
     for tname, a in pairs:
         w.add_tensor(tname, a)
     w.write_header_to_file()

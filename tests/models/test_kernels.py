@@ -131,6 +131,36 @@ def test_attention_plan_prompts_and_batched_decode(window: int) -> None:
         for i, s in enumerate(seqs):
             kv.commit(s, kv.length(s) + 1)
             want = reference_attention(kv, 0, s, q[i : i + 1], window)
+            np.testing.assert_allclose(got[i : i + 1], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_folded_weights_give_the_unfolded_logits(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fast dense folds RMSNorm weights and the attention scale into the projections at load
+    (Kernels.fold); a prompt and decode steps give the logits of the same model unfolded,
+    and the narrowing projections keep the row-major layout seen transposed."""
+    path = synth.write_model(name, tmp_path / f"{name}.gguf")
+    p = synth.PROMPT
+
+    def run(model: Model) -> np.ndarray:
+        rows = [model.eval_prompt(p[:12], 0, 0)]
+        rows += [model.eval_prompt([t], 0) for t in p[12:16]]
+        return np.stack(rows)
+
+    folded = Model.load(path, weights="dense", n_ctx=synth.N_CTX)
+    for lw in folded.net.layers:
+        for proj in (lw.qkv, lw.wo, lw.gate_up, lw.down):
+            if isinstance(proj, fp.FusedLinear) and proj.wt is not None:
+                want = "F_CONTIGUOUS" if proj.n_in > proj.n_out else "C_CONTIGUOUS"
+                assert proj.wt.flags[want], (name, proj.n_in, proj.n_out)
+    if name == "llama":  # plain pre-norms and no Q/K norm: everything folds
+        lw = folded.net.layers[0]
+        assert lw.q_scaled and lw.attn_norm is not None and lw.attn_norm.weight is None
+    got = run(folded)
+    monkeypatch.setattr(fp.FastKernels, "fold", lambda self, proj, in_scale=None, out_scale=None: False)
+    plain = Model.load(path, weights="dense", n_ctx=synth.N_CTX)
+    assert not any(lw.q_scaled for lw in plain.net.layers)
+    np.testing.assert_allclose(got, run(plain), rtol=1e-3, atol=1e-3)  # float32 rounding order only
 
 
 @pytest.mark.parametrize("name", DECODERS)
@@ -235,7 +265,7 @@ def test_a_models_dense_weights_share_its_arena(tmp_path: Path) -> None:
     for layer in plain.net.layers:
         for p in (layer.qkv, layer.wo, layer.gate_up, layer.down):
             assert isinstance(p, fp.FusedLinear) and p.wt is not None
-            p.wt = p.wt.copy()  # an array of its own
+            p.wt = p.wt.copy(order="K")  # an array of its own, same layout
     np.testing.assert_array_equal(rows, plain.decode(Batch([SeqChunk(0, list(synth.PROMPT), 0, "all")])))
 
 

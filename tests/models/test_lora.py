@@ -121,3 +121,117 @@ def test_scheduler_runs_tasks_with_different_scales_side_by_side(tmp_path: Path)
     attach_adapters(model, [LoraAdapter.read(files.adapter)], [1.0])
     got = run(Scheduler(model), [task((0.0,)), task((1.0,)), task(None), task((0.0,)), task((1.0,))])
     assert got == [want_base, want_merged, want_merged, want_base, want_merged]
+
+
+# -- aLoRA (pyllama/alora.py) ------------------------------------------------------------------
+
+ALORA_PROMPT = list(synth.PROMPT[:20])
+INVOKE = (ALORA_PROMPT[11], ALORA_PROMPT[12])  # the invocation sequence, found at 11
+
+
+def greedy_hybrid(files_base: Path, files_merged: Path, prompt: list[int], switch: int, n: int) -> list[int]:
+    """The reference: the base model reads prompt[:switch], the merged model (sharing the
+    same KV cache) reads the rest and generates greedily; the last prompt token alone, as the
+    scheduler reads it."""
+    base = Model.load(files_base, weights="dense", **OPTS)  # type: ignore[arg-type]
+    merged = Model.load(files_merged, weights="dense", **OPTS)  # type: ignore[arg-type]
+    merged.net.kv = base.net.kv
+    if switch > 0:
+        base.decode(Batch([SeqChunk(0, prompt[:switch], 0, "none")]))
+    if len(prompt) - 1 > switch:
+        merged.decode(Batch([SeqChunk(0, prompt[switch:-1], switch, "none")]))
+    out: list[int] = []
+    row = merged.decode(Batch([SeqChunk(0, prompt[-1:], len(prompt) - 1, "last")]))[-1]
+    for _ in range(n):
+        out.append(int(np.argmax(row)))
+        row = merged.decode(Batch([SeqChunk(0, out[-1:], len(prompt) + len(out) - 1, "last")]))[-1]
+    return out
+
+
+def test_invocation_search_is_llama_servers_scan() -> None:
+    from pyllama.alora import invocation_start
+
+    assert invocation_start([5, 1, 2, 7, 1, 2, 9], [1, 2]) == 4  # the last occurrence
+    assert invocation_start([1, 2, 2], [1, 2]) is None  # the scan's quirk: a failed match skips a token
+    assert invocation_start([3, 4], [1, 2]) is None and invocation_start([1, 2], []) is None
+    assert invocation_start([1, 2, 3], [1, 2, 3]) == 0
+
+
+def test_alora_applies_from_the_invocation_on(tmp_path: Path) -> None:
+    """An aLoRA's output: the base model's before its invocation sequence (one token before,
+    where llama-server switches), the merged weights' from there on; without the sequence in
+    the prompt it is the base model's throughout."""
+    from pyllama.alora import invocation_start
+
+    assert invocation_start(ALORA_PROMPT, INVOKE) == 11
+    files = write_lora("llama", tmp_path, invocation=INVOKE)
+    assert LoraAdapter.read(files.adapter).alora_invocation_tokens == INVOKE
+    greedy = SamplingParams(temperature=0.0)
+    model = with_adapter(files.base, files.adapter, 1.0)
+    want = greedy_hybrid(files.base, files.merged, ALORA_PROMPT, 10, 6)
+    assert want != greedy_hybrid(files.base, files.merged, ALORA_PROMPT, 0, 6)  # the switch matters
+    assert want != greedy_hybrid(files.base, files.base, ALORA_PROMPT, 0, 6)
+    got = run(Scheduler(model, n_batch=8), [Task(prompt=ALORA_PROMPT, params=greedy, n_predict=6)])[0]
+    assert got == want
+    plain = [t for t in ALORA_PROMPT if t != INVOKE[1]]  # no invocation: the base model all along
+    alone = run(Scheduler(with_adapter(files.base, files.adapter, 1.0)), [Task(prompt=plain, params=greedy, n_predict=6)])
+    assert alone[0] == greedy_hybrid(files.base, files.base, plain, 0, 6)
+
+
+def test_alora_cache_reuse_follows_llama_server(tmp_path: Path) -> None:
+    """The cached prompt survives base -> aLoRA (its entries before the switch are the base
+    model's) but is reused only up to the switch; aLoRA -> base drops it."""
+    files = write_lora("llama", tmp_path, invocation=INVOKE)
+    sched = Scheduler(with_adapter(files.base, files.adapter, 1.0))
+    greedy = SamplingParams(temperature=0.0)
+
+    def one(lora: tuple[float, ...]) -> Final:
+        finals: list[Final] = []
+        sched.submit(Task(prompt=ALORA_PROMPT, params=greedy, n_predict=3, id_slot=0, lora=lora),
+                     lambda e: finals.append(e) if isinstance(e, Final) else None)
+        while sched.has_work():
+            sched.step()
+        assert finals[0].error is None, finals[0].error
+        return finals[0]
+
+    assert one((0.0,)).n_cached == 0
+    first = one((1.0,))
+    assert first.n_cached == 10  # base -> aLoRA: kept, up to one token before the invocation
+    again = one((1.0,))
+    assert again.n_cached == 10 and again.tokens == first.tokens
+    assert one((0.0,)).n_cached == 0  # aLoRA -> base: the cache holds adapter entries, dropped
+
+
+def test_two_aloras_at_once_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = write_lora("llama", tmp_path / "a", invocation=INVOKE)
+    b = write_lora("llama", tmp_path / "b", invocation=INVOKE[:1])
+    model = Model.load(a.base, weights="dense", **OPTS)  # type: ignore[arg-type]
+    attach_adapters(model, [LoraAdapter.read(a.adapter), LoraAdapter.read(b.adapter)], [1.0, 1.0])
+    finals: list[Final] = []
+    sched = Scheduler(model)
+    sched.submit(Task(prompt=ALORA_PROMPT, n_predict=2), lambda e: finals.append(e) if isinstance(e, Final) else None)
+    while sched.has_work():
+        sched.step()
+    assert finals[0].error == "Cannot run multiple aLoRAs in a single request"
+    assert finals[0].error_kind == "invalid_request"
+
+
+def test_alora_tokens_must_be_uint32(tmp_path: Path) -> None:
+    import gguf
+
+    files = write_lora("llama", tmp_path, invocation=INVOKE)
+    bad = tmp_path / "bad.gguf"
+    w = gguf.GGUFWriter(str(bad), "llama")
+    w.add_type("adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", 8.0)
+    w.add_array("adapter.alora.invocation_tokens", [1, 2])  # int32 elements
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ModelLoadError, match=r"invalid gguf element type for adapter\.alora\.invocation_tokens"):
+        LoraAdapter.read(bad)
+    assert LoraAdapter.read(files.adapter, load=False).alora_invocation_tokens == INVOKE

@@ -36,7 +36,7 @@ FLAGGED = {f.name for f in FIELDS if f.flags}
 # the reasoning budget is built from the chat template's thinking tags (asgi/reasoning_budget.py).
 # Any other attribute must be in the table.
 GRAMMAR_ATTRS = {"grammar", "grammar_lazy", "grammar_trigger_words", "grammar_trigger_tokens",
-                 "grammar_trigger_patterns", "reasoning_budget"}
+                 "grammar_trigger_patterns", "reasoning_budget", "reasoning_control"}
 
 # llama.cpp common/common.h, struct common_params_sampling, at the commit the project
 # follows (0c1e57098, llama-cpp-python 0.3.36), by llama-server's request name. seed is

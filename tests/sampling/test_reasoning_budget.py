@@ -107,3 +107,20 @@ def test_sampler_forces_the_end_whatever_the_logits() -> None:
     assert MSG not in out[:2] + out[5:]
     sampler.reset()  # back to the state after the generation prompt
     assert sampler.budget is not None and sampler.budget.state == COUNTING and sampler.budget.remaining == 2
+
+
+def test_force_ends_a_counted_block_only() -> None:
+    """common_reasoning_budget_force (the control route's reasoning_end): a block being
+    counted, even with no budget (-1), is forced to its end now; in any other state nothing happens."""
+    b = ReasoningBudget(spec(-1))
+    assert not b.force() and b.state == IDLE  # no block open yet
+    for t in (*START, A, B):
+        b.accept(t)
+    assert b.state == COUNTING and b.force() and b.state == FORCING
+    assert not b.force()  # already forcing
+    forced = []
+    while b.forced_token() is not None:
+        forced.append(b.forced_token())
+        b.accept(forced[-1])  # type: ignore[arg-type]
+    assert forced == [MSG, *END1] and b.state == DONE
+    assert not b.force() and b.state == DONE

@@ -91,7 +91,8 @@ def test_bodies_are_json_schema_and_the_examples_conform() -> None:
                "/slots/{id_slot}": "meta.slot_action", "/v1/messages": "anthropic.messages",
                "/v1/messages/count_tokens": "anthropic.count_tokens", "/v1/responses": "responses.responses",
                "/v1/responses/input_tokens": "responses.responses_input_tokens",
-               "/v1/chat/completions/input_tokens": "responses.chat_input_tokens", "/v1/rerank": "rerank.rerank"}
+               "/v1/chat/completions/input_tokens": "responses.chat_input_tokens", "/v1/rerank": "rerank.rerank",
+               "/v1/chat/completions/control": "chat.chat_control"}
     for path, endpoint in by_path.items():
         jsonschema.validate(BASE_BODIES[path], bodies[endpoint])
 

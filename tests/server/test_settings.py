@@ -102,7 +102,8 @@ def test_llama_server_flags_the_suite_passes(smollm2_path: Path) -> None:
                         "--backend_sampling", "--swa-full", "--media-path", "/tmp", "--no-jinja"], {})
     assert s.hosts == ["127.0.0.1", "::1"] and s.host == "127.0.0.1"
     assert (s.reasoning.mode, s.sleep_idle_seconds, s.ui_mcp_proxy) == ("off", 5, True)
-    assert {"--cache-ram", "--cache-idle-slots", "--offline", "--backend-sampling", "--swa-full"} <= set(s.ignored_flags)
+    assert {"--offline", "--backend-sampling", "--swa-full"} <= set(s.ignored_flags)
+    assert (s.cache_ram, s.cache_idle_slots) == (0, False) and "--cache-ram" not in s.ignored_flags
     assert parse_settings(["-m", str(smollm2_path), "--tools", "all"], {}).cors_origins == "localhost"
     with pytest.raises(SettingsError, match="sleep-idle-seconds"):
         parse_settings(["-m", str(smollm2_path), "--sleep-idle-seconds", "0"], {})
@@ -208,3 +209,24 @@ def test_system_prompt_file(smollm2_path: Path, tmp_path: Path) -> None:
     spf.write_text(json.dumps({"system_prompt": {"prompt": "Transcript:", "anti_prompt": "User:"}}))
     s = parse_settings(["-m", str(smollm2_path), "-spf", str(spf)], {})
     assert s.system_prompt == "Transcript:"
+
+
+def test_prep_process_bytes(smollm2_path: Path) -> None:
+    """--prep-process-bytes: 1 MiB by default, from the flag or PYLLAMA_PREP_PROCESS_BYTES,
+    0 turns the preparation process off, a negative value is a start-up error."""
+    m = ["-m", str(smollm2_path)]
+    assert parse_settings(m, {}).prep_process_bytes == 1 << 20
+    assert parse_settings([*m, "--prep-process-bytes", "0"], {}).prep_process_bytes == 0
+    assert parse_settings(m, {"PYLLAMA_PREP_PROCESS_BYTES": "4096"}).prep_process_bytes == 4096
+    with pytest.raises(SettingsError, match="--prep-process-bytes"):
+        parse_settings([*m, "--prep-process-bytes", "-1"], {})
+
+
+def test_cache_ram_flags_and_variables(smollm2_path: Path) -> None:
+    model = ["-m", str(smollm2_path)]
+    s = parse_settings(model, {})
+    assert (s.cache_ram, s.cache_idle_slots) == (8192, True)  # llama-server's defaults
+    s = parse_settings(model, {"LLAMA_ARG_CACHE_RAM": "-1", "LLAMA_ARG_CACHE_IDLE_SLOTS": "false"})
+    assert (s.cache_ram, s.cache_idle_slots) == (-1, False)
+    s = parse_settings([*model, "-cram", "64", "--cache-idle-slots"], {"LLAMA_ARG_CACHE_IDLE_SLOTS": "0"})
+    assert (s.cache_ram, s.cache_idle_slots) == (64, True)  # the command line wins
