@@ -52,6 +52,12 @@ ONE, CAP_80, TEN = np.ones((), f32), np.full((), 80.0, f32), np.full((), 10.0, f
 FLOAT_FILE_TYPES = frozenset({GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16})
 
 
+# Up to this many rows (decode steps of 2-3 slots) a matmul runs as one gemv per row: OpenBLAS's
+# sgemm for 2-3 rows takes 2-4x the time of two or three gemv calls (SmolLM2's projections,
+# 1 and 2 threads; from 4 rows on sgemm is ahead: docs/performance.md, "Two and three rows").
+GEMV_ROWS = 3
+
+
 class FusedLinear:
     """Several weights applied to the same input as one matmul: y = [x W1^T | x W2^T | ...] + b.
 
@@ -173,8 +179,14 @@ class FusedLinear:
 
     def __call__(self, x: F32) -> F32:
         """x (T, n_in) float32 -> (T, n_out)."""
+        y: F32
         if self.wt is not None:
-            y: F32 = np.matmul(x, self.wt)
+            if 1 < x.shape[0] <= GEMV_ROWS:  # OpenBLAS's sgemm for 2-3 rows costs more than a gemv per row
+                y = np.empty((x.shape[0], self.n_out), dtype=f32)
+                for i in range(x.shape[0]):
+                    np.matmul(x[i], self.wt, out=y[i])
+            else:
+                y = np.matmul(x, self.wt)
         else:
             x = np.ascontiguousarray(x, dtype=f32)
             if self.weight is not None:

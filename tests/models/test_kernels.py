@@ -60,6 +60,19 @@ def test_fused_linear_equals_its_parts(mode: str, monkeypatch: pytest.MonkeyPatc
         np.testing.assert_allclose(p(x), x @ w.T, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("rows", [2, 3])
+def test_two_and_three_rows_equal_each_row_alone(rows: int) -> None:
+    """Decode steps of 2-3 slots run one gemv per row (GEMV_ROWS): each row's result is then
+    bit for bit its one-row result, and the call takes the gemv path, not sgemm's."""
+    parts = [linear("blk.0.ffn_up.weight", T.Q4_1, 384, 128, 3)]
+    fused = fp.FusedLinear(parts)
+    assert fused.wt is not None and rows <= fp.GEMV_ROWS
+    x = np.random.default_rng(9).standard_normal((rows, 128)).astype(f32)
+    together = fused(x)
+    for i in range(rows):
+        np.testing.assert_array_equal(together[i], fused(x[i : i + 1])[0])
+
+
 @pytest.mark.parametrize("mode", ["dense", "packed"])
 def test_fused_linear_of_mixed_types(mode: str) -> None:
     """Files mix types inside one layer (Q4_K_M: Q4_K and Q6_K); F32 shows the zero-copy path."""
