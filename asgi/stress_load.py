@@ -79,6 +79,9 @@ async def _one(client: httpx.AsyncClient, rng: random.Random, timeout: float, st
             except TimeoutError:
                 stats.outcomes["abandoned"] += 1
                 return 0.0
+            except ValueError:  # httpcore's HTTP/2 cancel path: "semaphore released too many times"
+                stats.outcomes["abandoned_client_error"] += 1  # a client-library bug, not the server
+                return 0.0
         else:
             status, headers, _ = await go()
     except (httpx.HTTPError, RuntimeError, json.JSONDecodeError) as exc:
