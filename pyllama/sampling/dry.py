@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pyllama.sampling.candidates import Candidates
+from pyllama.sampling.vocab_cache import VocabCache
 
 Tokenize = Callable[[bytes], list[int]]
 Breakers = dict[int, list[tuple[int, ...]]]
@@ -93,17 +94,7 @@ class _VocabIndex:
         return sorted(self.order[lo:hi].tolist())
 
 
-_INDEXES: dict[int, _VocabIndex] = {}
-
-
-def _vocab_index(pieces: Sequence[bytes]) -> _VocabIndex:
-    hit = _INDEXES.get(id(pieces))
-    if hit is not None and hit.pieces is pieces:
-        return hit
-    if len(_INDEXES) > 2:
-        _INDEXES.clear()
-    index = _INDEXES[id(pieces)] = _VocabIndex(pieces)
-    return index
+_INDEXES = VocabCache(_VocabIndex)
 
 
 def process_breakers(pieces: Sequence[bytes], breakers: Sequence[str], tokenize: Tokenize | None) -> Breakers:
@@ -119,7 +110,7 @@ def process_breakers(pieces: Sequence[bytes], breakers: Sequence[str], tokenize:
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is pieces:
         return hit[1]
-    index = _vocab_index(pieces)
+    index = _INDEXES.get(pieces)
     tok = tokenize or index.greedy()
     result: Breakers = {}
 

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pyllama.sampling.candidates import Candidates, softmax
+from pyllama.sampling.vocab_cache import VocabCache
 
 
 def infill(c: Candidates, eog_ids: frozenset[int], pieces: Sequence[bytes], end_token: int) -> Candidates:
@@ -123,17 +124,7 @@ class _Tree:
         self.duplicates = len(set(pieces)) != len(pieces)
 
 
-_TREES: dict[int, _Tree] = {}
-
-
-def _tree(pieces: Sequence[bytes]) -> _Tree:
-    hit = _TREES.get(id(pieces))
-    if hit is not None and hit.pieces is pieces:
-        return hit
-    if len(_TREES) > 2:
-        _TREES.clear()
-    tree = _TREES[id(pieces)] = _Tree(pieces)
-    return tree
+_TREES = VocabCache(_Tree)
 
 
 def _range_min(values: npt.NDArray[np.int64], lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64]) -> np.ndarray:
@@ -169,7 +160,7 @@ def _merge_by_groups(ids: np.ndarray, pieces: Sequence[bytes], probs: np.ndarray
     Exact ties between such a token and the leader it meets, and vocabularies with two
     equal pieces, break that reasoning: the caller then runs the pairwise loop.
     """
-    tree = _tree(pieces)
+    tree = _TREES.get(pieces)
     n_vocab = len(pieces)
     n = ids.size
     if tree.duplicates or n == 0:
