@@ -109,7 +109,9 @@ def test_shared_500_token_prefix_is_reused_and_answers_three_times_faster(server
     cold, first = first_token_time(server, prefix + "First question: what is a slot?")
     warm, second = first_token_time(server, prefix + "Second question: why cache prompts?")
     info = (first.get("timings"), second.get("timings"), first.get("id_slot"), second.get("id_slot"))
-    assert first["tokens_cached"] == 0, info
+    # the cold request may reuse a few tokens of an earlier prompt (BOS, a word; from its slot or the
+    # host prompt cache), never the 500-token prefix it has not seen
+    assert first["tokens_cached"] < 20, info
     assert second["tokens_cached"] >= 500 and second["id_slot"] == first["id_slot"], info
     assert second["timings"]["prompt_n"] == second["tokens_evaluated"] - second["tokens_cached"], info
     assert warm <= cold / 3, (warm, cold)
