@@ -197,6 +197,10 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Qua
     from asgi.disconnect import watch_disconnects
 
     app.asgi_app = watch_disconnects(app.asgi_app)  # type: ignore[method-assign,assignment]
+    if settings.api_prefix:
+        from asgi.api_prefix import ApiPrefix
+
+        app.asgi_app = ApiPrefix(app.asgi_app, settings.api_prefix)  # type: ignore[method-assign]
 
     @app.before_serving
     async def start_models() -> None:

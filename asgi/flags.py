@@ -125,6 +125,7 @@ FLAGS: list[Flag] = [
     _f("--host", "host", "str", "address to listen on (default: 127.0.0.1)", "LLAMA_ARG_HOST"),
     _f("--port", "port", "int", "port to listen on (default: 8080)", "LLAMA_ARG_PORT"),
     _f("--path", "path", "str", "folder of static files served at / (default: the web UI)", "LLAMA_ARG_STATIC_PATH"),
+    _f("--api-prefix", "api_prefix", "str", "prefix path every route is served under, e.g. /llm: /llm/v1/chat/completions, the web UI at /llm/ (default: none)", "LLAMA_ARG_API_PREFIX"),
     _f("--ui --webui", "webui", "toggle", "serve the web UI (default: on)", "LLAMA_ARG_UI"),
     _f("--api-key", "api_key", "list", "API key required as `Authorization: Bearer KEY` (repeatable, or comma-separated)", "LLAMA_API_KEY"),
     _f("--api-key-file", "api_key_file", "str", "file with one API key per line", "LLAMA_ARG_API_KEY_FILE"),

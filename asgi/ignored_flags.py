@@ -5,7 +5,7 @@ the help text and the note of docs/server.md's flag table. IGNORED rows are acce
 each given one is named in one warning line at start (GPU and C-build knobs, features this
 server does not have), so scripts written for llama-server keep working; REFUSED rows exit
 with status 1 and one line, because ignoring them would serve something other than what was
-asked (a model download, changed weights, routes under a prefix). Spellings, value arity and
+asked (a model download, changed weights). Spellings, value arity and
 variables follow llama-server's `--help` (tests/server/data/llama_server_help.txt);
 tests/server/test_flag_audit.py parses every one of them.
 """
@@ -160,8 +160,6 @@ REFUSED_FLAGS: list[tuple[str, ...]] = [
     ("--spec-ngram-size-n", "spec_ngram_size_n", "str", REMOVED),
     ("--spec-ngram-size-m", "spec_ngram_size_m", "str", REMOVED),
     ("--spec-ngram-min-hits", "spec_ngram_min_hits", "str", REMOVED),
-    ("--api-prefix", "api_prefix", "str", "not implemented: the routes are served at /",
-     "LLAMA_ARG_API_PREFIX"),
     *[(f"--{name}", name.replace("-", "_").replace(".", "_"), "flag", HUB) for name in (
         "embd-gemma-default", "fim-qwen-1.5b-default", "fim-qwen-3b-default", "fim-qwen-7b-default",
         "fim-qwen-7b-spec", "fim-qwen-14b-spec", "fim-qwen-30b-default", "gpt-oss-20b-default",

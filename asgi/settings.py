@@ -50,6 +50,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     static_path: Path | None = REPO_WEB
+    api_prefix: str = ""  # normalised: "" or "/name" (asgi/api_prefix.py)
     api_keys: list[str] = field(default_factory=list)
     ssl_key_file: Path | None = None
     ssl_cert_file: Path | None = None
@@ -227,6 +228,10 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         settings.static_path = static
     elif values.get("webui") is False:
         settings.static_path = None
+    if "api_prefix" in values:
+        from asgi.api_prefix import normalise
+
+        settings.api_prefix = normalise(str(values["api_prefix"]))
     settings.api_keys = api_keys(values)
     for key in ("ssl_key_file", "ssl_cert_file"):
         if key in values:

@@ -150,7 +150,7 @@ async function offerServerModel() {
   if ($("gguf-url").value.trim()) return;
   try {
     const base = state.settings.server_url.replace(/\/+$/, "");
-    const listURL = new URL(`${base}/gguf/`, location.href);
+    const listURL = new URL(base ? `${base}/gguf/` : "gguf/", location.href);  // relative: --api-prefix
     const r = await fetch(listURL);
     if (!r.ok) return;
     const m = (await r.json()).models?.[0];

@@ -85,7 +85,9 @@ export class ServerEngine {
     this.kind = "server";
   }
 
-  where() { return this.base || location.origin; }
+  // No server URL: the server that served this page, at the page's own path, so a server
+  // started with --api-prefix /llm is asked at /llm/props, not /props.
+  where() { return this.base || new URL(".", location.href).href.replace(/\/$/, ""); }
 
   headers() {
     const h = { "Content-Type": "application/json" };
@@ -96,7 +98,7 @@ export class ServerEngine {
   async request(path, init = {}) {
     let resp;
     try {
-      resp = await fetch(this.base + path, { ...init, headers: { ...this.headers(), ...(init.headers || {}) } });
+      resp = await fetch(this.where() + path, { ...init, headers: { ...this.headers(), ...(init.headers || {}) } });
     } catch (e) {
       if (e.name === "AbortError") throw e;
       throw unreachable(this.where(), e, false);

@@ -75,13 +75,17 @@ def _link(src: Path, dst: Path) -> None:
 
 
 @contextmanager
-def run_server(site: Path, model: Path, port: int, extra: list[str], log: Path) -> Iterator[tuple[Server, Any]]:
-    """A pyllama-server process on 127.0.0.1:`port` serving `site`; yields (Server, Popen)."""
+def run_server(site: Path, model: Path, port: int, extra: list[str], log: Path,
+               prefix: str = "") -> Iterator[tuple[Server, Any]]:
+    """A pyllama-server process on 127.0.0.1:`port` serving `site`; yields (Server, Popen).
+    `prefix`: the server runs with `--api-prefix PREFIX`, and Server.url ends with it."""
+    if prefix:
+        extra = [*extra, "--api-prefix", prefix]
     args = ["-m", str(model), "--host", "127.0.0.1", "--port", str(port), "--path", str(site), *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")}
     with log.open("w") as logf:
         proc = subprocess.Popen([*_server_cmd(), *args], stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}{prefix}"
         try:
             deadline = time.time() + 120
             while True:

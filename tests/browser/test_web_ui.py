@@ -14,12 +14,13 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.browser.conftest import PageLog, Server
+from tests.browser.conftest import PageLog, Server, _free_port, run_server
 from tests.wasm.tools import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -231,3 +232,24 @@ def test_in_browser_mode_streams_from_worker(page: tuple[Any, PageLog], server: 
          "predicted_per_second": round(tps, 2), "stop_latency_s": round(stop_s, 2)}, indent=1) + "\n")  # fmt: skip
     print(f"\nin-browser SmolLM2: load {load_s:.1f} s, {tps:.2f} tok/s, stop took {stop_s:.2f} s")
     assert not log.errors, log.dump()
+
+
+def test_server_mode_under_api_prefix(page: tuple[Any, PageLog], site: Path, smollm2_path: Path) -> None:
+    """With `--api-prefix /llm` the page is at /llm/ and asks the server there: /llm/props for
+    the model line, /llm/v1/chat/completions for the answer (nothing is served outside /llm)."""
+    pg, log = page
+    extra = ["-c", "1024", "-np", "1", "-n", str(N_PREDICT)]
+    with run_server(site, smollm2_path, _free_port(), extra, ARTIFACTS / "browser-prefix-server.log",
+                    prefix="/llm") as (srv, _):
+        assert srv.url.endswith("/llm")
+        asked: list[str] = []
+        pg.on("request", lambda req: asked.append(req.url))
+        pg.add_init_script(INIT_SCRIPT)
+        pg.goto(srv.url + "/?engine=server")
+        pg.wait_for_function("document.querySelector('#model-info').textContent.includes('ctx')", timeout=30_000)
+        msg = send(pg, QUESTION, 120_000)
+        assert msg["content"].strip() and not msg.get("error"), log.dump()
+        assert msg["content"] == server_answer(srv, QUESTION)
+        api = [u for u in asked if "/props" in u or "/chat/completions" in u]
+        assert api and all("/llm/" in u for u in api), api
+        assert not log.errors, log.dump()
