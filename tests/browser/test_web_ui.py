@@ -239,6 +239,7 @@ def test_server_mode_under_api_prefix(page: tuple[Any, PageLog], site: Path, smo
     the model line, /llm/v1/chat/completions for the answer (nothing is served outside /llm)."""
     pg, log = page
     extra = ["-c", "1024", "-np", "1", "-n", str(N_PREDICT)]
+    ARTIFACTS.mkdir(exist_ok=True)
     with run_server(site, smollm2_path, _free_port(), extra, ARTIFACTS / "browser-prefix-server.log",
                     prefix="/llm") as (srv, _):
         assert srv.url.endswith("/llm")
