@@ -14,6 +14,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from asgi.control_vector_settings import CVEC_FLAGS, CVEC_METAVARS
 from asgi.ignored_flags import IGNORED_FLAGS, REFUSED_FLAGS
 from asgi.lora_settings import LORA_FLAGS
 from asgi.router_flags import ROUTER_FLAGS
@@ -161,6 +162,8 @@ FLAGS: list[Flag] = [
     *[_f(*row) for row in SPEED_FLAGS],
     # LoRA adapters (issue 16; asgi/lora_settings.py)
     *[_f(*row, metavar={"lora": "FNAME", "lora_scaled": "FNAME:SCALE"}.get(row[1])) for row in LORA_FLAGS],
+    # control vectors (asgi/control_vector_settings.py)
+    *[_f(*row, metavar=CVEC_METAVARS.get(row[1])) for row in CVEC_FLAGS],
     _f("--sleep-idle-seconds", "sleep_idle_seconds", "int", "seconds of idleness after which the model is unloaded until the next request (default: -1 = never)", "LLAMA_ARG_SLEEP_IDLE_SECONDS"),
     _f("--ui-mcp-proxy --webui-mcp-proxy", "ui_mcp_proxy", "toggle", "serve the /cors-proxy route the web UI's MCP client uses (default: off; do not enable in untrusted environments)", "LLAMA_ARG_UI_MCP_PROXY"),
     _f("--media-path", "media_path", "str", "folder local file:// media may be read from (no multimodal models here: accepted, unused)", "LLAMA_ARG_MEDIA_PATH"),

@@ -43,13 +43,14 @@ VALUES = {
     "--hf-file": "model.gguf", "--lora": "{model}", "--lora-scaled": "{model}:0.5", "--alias": "name",
     "--slot-prompt-similarity": "0.5", "--reasoning-budget-message": "stop thinking", "--xtc-threshold": "0.1",
     "--adaptive-decay": "0.5", "--models-max": "2", "--verbosity": "3", "--spec-synth-len": "2",
+    "--control-vector": "{model}", "--control-vector-scaled": "{model}:0.5",
 }
 # flags that need another one given with them
 WITH = {"--hf-file": ["--hf-repo", "user/model"], "--spec-synth-len": ["--spec-type", "ngram-simple"],
         "--spec-synth-rates": ["--spec-type", "ngram-simple"], "--ssl-key-file": ["--ssl-cert-file", "{file}"],
         "--ssl-cert-file": ["--ssl-key-file", "{file}"]}
 # a flag whose value is a file we do not build here: parsing reaches the file's own check
-FILE_CHECKED = {"--lora", "--lora-scaled"}
+FILE_CHECKED = {"--lora", "--lora-scaled", "--control-vector", "--control-vector-scaled"}
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def check(entry: audit.HelpFlag, outcome: Settings | SettingsError, what: str) -
 
 
 def files_note(message: str) -> bool:
-    return "adapter" in message or "LoRA" in message or "lora" in message
+    return "adapter" in message or "LoRA" in message or "lora" in message or "control vector" in message
 
 
 @pytest.mark.parametrize(("entry", "name"), SPELLINGS, ids=[name for _, name in SPELLINGS])
