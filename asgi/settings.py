@@ -216,7 +216,9 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     for spec in settings.models:
         spec.lora = list(adapters)
     cvec = control_vector_spec(values, args)  # --control-vector*: read now, so a bad file or value exits 1
-    check_control_vectors(cvec, [m.path for m in settings.models if not m.unavailable])
+    # the width against the model now; in router mode against each model as it loads (one of
+    # another width fails its own load, as a llama-server child would)
+    check_control_vectors(cvec, [] if settings.router else [m.path for m in settings.models if not m.unavailable])
     for spec in settings.models:
         spec.control_vector = cvec
 

@@ -85,3 +85,18 @@ def test_flags_parse_as_llama_server(smollm2_path: Path, vector_file: Path) -> N
     spec: Any = s.models[0].control_vector
     assert [scale for _, scale in spec.files] == [0.5, -2.0, 1.0, 3.0]
     assert (spec.start, spec.end) == (9, 4)
+
+
+def test_router_mode_checks_the_width_at_each_load(smollm2_path: Path, tmp_path: Path) -> None:
+    """Router mode: the file is checked at start, its width only when a model loads (a child
+    llama-server of another width fails alone); every model gets the vectors."""
+    from asgi.settings import SettingsError, parse_settings
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "smol.gguf").symlink_to(smollm2_path)
+    narrow = write_control_vector(tmp_path / "narrow.gguf", {"direction.1": np.ones(8, np.float32)})
+    s = parse_settings(["--models-dir", str(models), "--control-vector", str(narrow)], {})
+    assert s.router and all(m.control_vector.files == [(narrow, 1.0)] for m in s.models)
+    with pytest.raises(SettingsError, match="invalid/unparsable direction tensor"):
+        parse_settings(["--models-dir", str(models), "--control-vector", str(smollm2_path)], {})
