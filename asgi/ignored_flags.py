@@ -144,9 +144,6 @@ IGNORED_FLAGS: list[tuple[str, ...]] = [
 
 # (names, dest, kind, reason[, env]): the reason is the one line printed before exit status 1.
 REFUSED_FLAGS: list[tuple[str, ...]] = [
-    ("-cl --cache-list", "cache_list", "flag", "not implemented (-hf serves a model from the download cache; see docs/server.md)"),
-    ("--completion-bash", "completion_bash", "flag", "not implemented"),
-    ("--list-devices", "list_devices", "flag", "not implemented: pyllama has one device, the CPU"),
     ("--override-kv", "override_kv", "str", "not implemented: the model's metadata is used as it is"),
     ("-dr --docker-repo", "docker_repo", "str", HUB, "LLAMA_ARG_DOCKER_REPO"),
     ("--spec-draft-hf -hfd -hfrd --hf-repo-draft", "hf_repo_draft", "str", HUB, "LLAMA_ARG_SPEC_DRAFT_HF_REPO"),
