@@ -14,15 +14,17 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from asgi.control_vector_settings import CVEC_FLAGS, CVEC_METAVARS
 from asgi.ignored_flags import IGNORED_FLAGS, REFUSED_FLAGS
+from asgi.info_flags import EXIT_FLAGS, PrintAndExit, cache_list, completion_bash, list_devices
 from asgi.lora_settings import LORA_FLAGS
 from asgi.router_flags import ROUTER_FLAGS
 from asgi.speed_flags import SPEED_FLAGS
 from pyllama.sampling.fields import FIELDS, SEQ_FLAGS, SEQ_HELP
 
 # kinds: str int float flag (store_true) noflag (store_false) list (repeatable str) toggle (--x/--no-x)
-# str2 (two values, e.g. START END)
-KINDS = ("str", "int", "float", "flag", "noflag", "list", "toggle", "str2")
+# str2 (two values, e.g. START END) exit (prints an answer and exits 0 as it is parsed: asgi/info_flags.py)
+KINDS = ("str", "int", "float", "flag", "noflag", "list", "toggle", "str2", "exit")
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,8 @@ FLAGS: list[Flag] = [
     *[_f(*row) for row in SPEED_FLAGS],
     # LoRA adapters (issue 16; asgi/lora_settings.py)
     *[_f(*row, metavar={"lora": "FNAME", "lora_scaled": "FNAME:SCALE"}.get(row[1])) for row in LORA_FLAGS],
+    # control vectors (asgi/control_vector_settings.py)
+    *[_f(*row, metavar=CVEC_METAVARS.get(row[1])) for row in CVEC_FLAGS],
     _f("--sleep-idle-seconds", "sleep_idle_seconds", "int", "seconds of idleness after which the model is unloaded until the next request (default: -1 = never)", "LLAMA_ARG_SLEEP_IDLE_SECONDS"),
     _f("--ui-mcp-proxy --webui-mcp-proxy", "ui_mcp_proxy", "toggle", "serve the /cors-proxy route the web UI's MCP client uses (default: off; do not enable in untrusted environments)", "LLAMA_ARG_UI_MCP_PROXY"),
     _f("--media-path", "media_path", "str", "folder local file:// media may be read from (no multimodal models here: accepted, unused)", "LLAMA_ARG_MEDIA_PATH"),
@@ -183,6 +187,8 @@ FLAGS: list[Flag] = [
     _f("--numa", "numa", "str", "no effect: no NUMA placement (thread placement is left to the OS and the BLAS)", "LLAMA_ARG_NUMA", ignored=True),
     _f("-dt --defrag-thold", "defrag_thold", "float", "no effect: deprecated in llama.cpp; pyllama's KV cache needs no defragmentation", "LLAMA_ARG_DEFRAG_THOLD", ignored=True),
     _f("--warmup --no-warmup", "warmup", "flag", "no effect: the model is not warmed up with an empty run", ignored=True),
+    # flags that print an answer and exit (asgi/info_flags.py)
+    *[_f(*row) for row in EXIT_FLAGS],
     # llama-server flags with no counterpart here (asgi/ignored_flags.py)
     *[_f(*row, ignored=True) for row in IGNORED_FLAGS],
     *[_f(*row, refused=row[3]) for row in REFUSED_FLAGS],
@@ -224,7 +230,9 @@ def build_parser(prog: str = "pyllama-server") -> OneLineParser:
         env = f" (env: {flag.env})" if flag.env else ""
         help_text = flag.help + note + env
         common: dict[str, Any] = {"dest": flag.dest, "help": help_text, "default": argparse.SUPPRESS}
-        if flag.kind == "flag":
+        if flag.kind == "exit":
+            parser.add_argument(*flag.names, action=PrintAndExit, text=_EXIT_TEXTS[flag.dest], **common)
+        elif flag.kind == "flag":
             parser.add_argument(*flag.names, action="store_true", **common)
         elif flag.kind == "noflag":
             parser.add_argument(*flag.names, action="store_false", **common)
@@ -239,6 +247,19 @@ def build_parser(prog: str = "pyllama-server") -> OneLineParser:
             kind = {"str": str, "int": int, "float": float}[flag.kind]
             parser.add_argument(*flag.names, type=kind, metavar=flag.metavar or "N" if flag.kind != "str" else flag.metavar or "VALUE", **common)
     return parser
+
+
+def _completion_names() -> list[str]:
+    names = ["-h", "--help", "--usage", "--version"]
+    for flag in FLAGS:
+        names += flag.names
+        if flag.kind == "toggle":
+            names += [n.replace("--", "--no-", 1) for n in flag.names if n.startswith("--")]
+    return names
+
+
+_EXIT_TEXTS = {"list_devices": list_devices, "cache_list": cache_list,
+               "completion_bash": lambda: completion_bash(_completion_names())}
 
 
 def _version() -> str:

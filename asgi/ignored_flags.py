@@ -56,8 +56,6 @@ IGNORED_FLAGS: list[tuple[str, ...]] = [
     ("-fitc --fit-ctx", "fit_ctx", "str", GPU, "LLAMA_ARG_FIT_CTX"),
     ("--check-tensors", "check_tensors", "flag", "no effect: tensor data is not scanned for NaN/Inf at load"),
     ("--op-offload --no-op-offload", "op_offload", "flag", GPU),
-    ("--control-vector-layer-range", "control_vector_layer_range", "str2",
-     "no effect: control vectors are refused (--control-vector), so there is no range to apply"),
     ("--log-file", "log_file", "str", "no effect: logs go to stderr (redirect it)", "LLAMA_ARG_LOG_FILE"),
     ("--log-colors", "log_colors", "str", LOGS, "LLAMA_ARG_LOG_COLORS"),
     ("--log-prefix --no-log-prefix", "log_prefix", "flag", LOGS, "LLAMA_ARG_LOG_PREFIX"),
@@ -146,12 +144,7 @@ IGNORED_FLAGS: list[tuple[str, ...]] = [
 
 # (names, dest, kind, reason[, env]): the reason is the one line printed before exit status 1.
 REFUSED_FLAGS: list[tuple[str, ...]] = [
-    ("-cl --cache-list", "cache_list", "flag", "not implemented (-hf serves a model from the download cache; see docs/server.md)"),
-    ("--completion-bash", "completion_bash", "flag", "not implemented"),
-    ("--list-devices", "list_devices", "flag", "not implemented: pyllama has one device, the CPU"),
     ("--override-kv", "override_kv", "str", "not implemented: the model's metadata is used as it is"),
-    ("--control-vector", "control_vector", "str", "control vectors are not implemented"),
-    ("--control-vector-scaled", "control_vector_scaled", "str", "control vectors are not implemented"),
     ("-dr --docker-repo", "docker_repo", "str", HUB, "LLAMA_ARG_DOCKER_REPO"),
     ("--spec-draft-hf -hfd -hfrd --hf-repo-draft", "hf_repo_draft", "str", HUB, "LLAMA_ARG_SPEC_DRAFT_HF_REPO"),
     ("-mmu --mmproj-url", "mmproj_url", "str", HUB, "LLAMA_ARG_MMPROJ_URL"),

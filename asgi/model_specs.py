@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asgi.control_vector_settings import ControlVectorSpec
 from asgi.startup_checks import SettingsError, check_kv_fits, read_text
 
 log = logging.getLogger("asgi.settings")
@@ -38,6 +39,7 @@ class ModelSpec:
     kv_unified: bool = False
     rope: dict[str, Any] = field(default_factory=dict)
     lora: list[tuple[Path, float]] = field(default_factory=list)  # LoRA adapters (path, initial scale)
+    control_vector: ControlVectorSpec = field(default_factory=ControlVectorSpec)  # --control-vector*
     # router mode (asgi/presets.py): where the model was declared, why it cannot load (a
     # preset naming a missing file or a hub repository: listed, and "failed" once asked
     # for), its preset as INI text, the flags it is served with, preset-only options

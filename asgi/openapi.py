@@ -276,7 +276,12 @@ def openapi_document(app: Quart, limits: RequestLimits) -> dict[str, Any]:
 def register_openapi(app: Quart) -> None:
     @app.get("/openapi.json")
     async def openapi_json() -> Response:
+        from quart import request
+
         from asgi.http import json_response
         from asgi.state import server_state
 
-        return json_response(openapi_document(app, server_state().settings.limits))
+        doc = openapi_document(app, server_state().settings.limits)
+        if request.root_path:  # --api-prefix: the paths above are relative to it
+            doc["servers"] = [{"url": request.root_path}]
+        return json_response(doc)

@@ -92,6 +92,12 @@ class ServedModel:
             from pyllama.lora import LoraAdapter, attach_adapters
 
             attach_adapters(model, [LoraAdapter.read(p) for p, _ in spec.lora], [s for _, s in spec.lora])
+        cvec = spec.control_vector
+        if cvec.files:
+            from pyllama.control_vector import apply_control_vector, load_control_vectors
+
+            apply_control_vector(model.net, load_control_vectors([(str(p), s) for p, s in cvec.files]),
+                                 cvec.start, cvec.end)
         warm_up(model, spec.path)
         draft = None
         if self.settings.model_draft is not None:  # -md: same context and slots as the target

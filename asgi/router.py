@@ -312,6 +312,8 @@ class Router:
         old = {m.name: m for m in self.registry.models}
         for spec in specs:  # --lora adapters apply to every model (asgi/settings.py)
             spec.lora = list(self.registry.models[0].spec.lora) if self.registry.models else []
+            if self.registry.models:  # and so do --control-vector* (a model of another width fails its load)
+                spec.control_vector = self.registry.models[0].spec.control_vector
         fresh = {s.name: s for s in specs}
         for served in old.values():
             if served.state in RUNNING and fresh.get(served.name) != served.spec:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asgi.control_vector_settings import check_control_vectors, control_vector_spec
 from asgi.errors import ApiError
 from asgi.flags import FLAGS, build_parser, display_name, env_values
 from asgi.hf_cache import for_hf_flag
@@ -214,6 +215,12 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     check_lora_files(adapters, [m.path for m in settings.models if not m.unavailable])
     for spec in settings.models:
         spec.lora = list(adapters)
+    cvec = control_vector_spec(values, args)  # --control-vector*: read now, so a bad file or value exits 1
+    # the width against the model now; in router mode against each model as it loads (one of
+    # another width fails its own load, as a llama-server child would)
+    check_control_vectors(cvec, [] if settings.router else [m.path for m in settings.models if not m.unavailable])
+    for spec in settings.models:
+        spec.control_vector = cvec
 
     settings.host = str(values.get("host", settings.host))
     settings.hosts = [h.strip() for h in settings.host.split(",") if h.strip()] or ["127.0.0.1"]

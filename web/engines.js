@@ -120,7 +120,8 @@ export class ServerEngine {
     const gs = props.default_generation_settings ?? {};
     const path = props.model_path ?? props.model_alias ?? "";
     return {
-      model: props.model_alias || path.split(/[\\/]/).pop() || "model",
+      // llama-server names a model without -a by its path as given: show the file name
+      model: (props.model_alias || path).split(/[\\/]/).pop() || "model",
       model_path: path,
       n_ctx: gs.n_ctx ?? props.n_ctx,
       total_slots: props.total_slots,

@@ -15,6 +15,7 @@ from pyllama.cli.common import (
     load_model,
     log,
 )
+from pyllama.cli.cvec_args import add_cvec_args, apply_cvec_args
 from pyllama.cli.lora_args import add_lora_args, apply_lora_args
 from pyllama.cli.sampling_args import add_sampling_args, params_from_args
 from pyllama.cli.spec_args import add_spec_args, speculative_settings
@@ -28,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_thread_args(p)
     add_spec_args(p)
     add_lora_args(p)
+    add_cvec_args(p)
     p.add_argument("-p", "--prompt", default="", help="prompt text")
     p.add_argument("-f", "--file", default=None, help="read the prompt from a file")
     p.add_argument("-n", "--n-predict", type=int, default=-1, help="tokens to generate (-1 = until end/ctx)")
@@ -45,6 +47,7 @@ def main(args: argparse.Namespace) -> int:
     threads = blas_threads(args)
     model = load_model(args)
     apply_lora_args(model, args.lora)
+    apply_cvec_args(model, args.control_vector, args.control_vector_layer_range)
     draft = None
     if args.model_draft:  # -md: same context as the target, one sequence
         from pyllama.engine import Model

@@ -58,6 +58,8 @@ class LlamaModel:
         self.final_softcap = 0.0  # and of the logits
         self.embed_scale = 0.0  # token embeddings times this (0: not scaled)
         self.residual_scale = 1.0  # sub-layer outputs times this before the residual add
+        # what each block's output gets added (--control-vector, pyllama/control_vector.py): None = nothing
+        self.control_vector: list[F32 | None] | None = None
         w = weights
         self.tok_embd = w.linear("token_embd.weight")
         self.output = w.linear("output.weight") if w.has("output.weight") and not self.tied_head else self.tok_embd
@@ -162,8 +164,11 @@ class LlamaModel:
         tokens = np.fromiter((t for c in batch.chunks for t in c.tokens), dtype=np.int64)
         att = self.k.attention(self.kv, batch, self.causal)
         x = self.embed(tokens, att.positions)
+        cvec = self.control_vector
         for layer in range(self.config.n_layer):
             x = self.block(layer, x, att)
+            if cvec is not None and (direction := cvec[layer]) is not None:
+                x += direction  # build_cvec: after the block's last residual add
         for c in batch.chunks:
             self.kv.commit(c.seq, c.pos + len(c.tokens))
         return self.norm(self.output_norm, x[batch.output_rows()])

@@ -248,6 +248,9 @@ def test_server_mode_under_api_prefix(page: tuple[Any, PageLog], site: Path, smo
         pg.add_init_script(INIT_SCRIPT)
         pg.goto(srv.url + "/?engine=server")
         pg.wait_for_function("document.querySelector('#model-info').textContent.includes('ctx')", timeout=30_000)
+        # -m /full/path.gguf without -a: the file name is shown, the path is in the tooltip
+        assert pg.inner_text("#model-info") == f"{smollm2_path.name} · ctx 1024"
+        assert str(smollm2_path) in pg.get_attribute("#model-info", "title")
         msg = send(pg, QUESTION, 120_000)
         assert msg["content"].strip() and not msg.get("error"), log.dump()
         assert msg["content"] == server_answer(srv, QUESTION)

@@ -49,6 +49,8 @@ def test_routes_answer_under_the_prefix(prefixed: ServerProcess) -> None:
         assert c.get("/llm/props").json()["total_slots"] == 1
         r = c.post("/llm/completion", json={"prompt": "The capital of France is", "n_predict": 4, "temperature": 0})
         assert r.status_code == 200 and r.json()["tokens_predicted"] == 4
+        doc = c.get("/llm/openapi.json").json()
+        assert doc["servers"] == [{"url": "/llm"}] and "/v1/chat/completions" in doc["paths"]
         tok = c.post("/llm/tokenize", json={"content": "hello"}).json()["tokens"]
         assert c.post("/llm/detokenize", json={"tokens": tok}).json()["content"].strip() == "hello"
 

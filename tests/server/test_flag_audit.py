@@ -26,7 +26,9 @@ import llama_server_flags as audit  # noqa: E402
 sys.path.remove(str(REPO / "tools"))
 
 ENTRIES = audit.load_help()
-SPELLINGS = [(e, name) for e in ENTRIES for name in e.names if name not in ("-h", "--help", "--usage", "--version")]
+# flags that print an answer and exit as they are parsed: tests/server/test_info_flags.py runs them
+PRINT_AND_EXIT = ("-h", "--help", "--usage", "--version", "--list-devices", "-cl", "--cache-list", "--completion-bash")
+SPELLINGS = [(e, name) for e in ENTRIES for name in e.names if name not in PRINT_AND_EXIT]
 
 # values the flag's own checks accept (the rest take "1"); "{file}" / "{dir}" / "{model}" are filled in
 VALUES = {
@@ -43,13 +45,14 @@ VALUES = {
     "--hf-file": "model.gguf", "--lora": "{model}", "--lora-scaled": "{model}:0.5", "--alias": "name",
     "--slot-prompt-similarity": "0.5", "--reasoning-budget-message": "stop thinking", "--xtc-threshold": "0.1",
     "--adaptive-decay": "0.5", "--models-max": "2", "--verbosity": "3", "--spec-synth-len": "2",
+    "--control-vector": "{model}", "--control-vector-scaled": "{model}:0.5",
 }
 # flags that need another one given with them
 WITH = {"--hf-file": ["--hf-repo", "user/model"], "--spec-synth-len": ["--spec-type", "ngram-simple"],
         "--spec-synth-rates": ["--spec-type", "ngram-simple"], "--ssl-key-file": ["--ssl-cert-file", "{file}"],
         "--ssl-cert-file": ["--ssl-key-file", "{file}"]}
 # a flag whose value is a file we do not build here: parsing reaches the file's own check
-FILE_CHECKED = {"--lora", "--lora-scaled"}
+FILE_CHECKED = {"--lora", "--lora-scaled", "--control-vector", "--control-vector-scaled"}
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +119,7 @@ def check(entry: audit.HelpFlag, outcome: Settings | SettingsError, what: str) -
 
 
 def files_note(message: str) -> bool:
-    return "adapter" in message or "LoRA" in message or "lora" in message
+    return "adapter" in message or "LoRA" in message or "lora" in message or "control vector" in message
 
 
 @pytest.mark.parametrize(("entry", "name"), SPELLINGS, ids=[name for _, name in SPELLINGS])
@@ -154,11 +157,12 @@ def test_log_jsonl_is_log_format_json(smollm2_path: Path) -> None:
 
 
 def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
-    for flag in ("-h", "--help", "--usage", "--version"):
+    for flag in PRINT_AND_EXIT:
         with pytest.raises(SystemExit) as exc:
             parse_settings([flag], {})
-        assert exc.value.code == 0
-    assert "pyllama" in capsys.readouterr().out
+        assert exc.value.code == 0, flag
+        assert capsys.readouterr().out.strip(), f"{flag} printed nothing"
+    assert {n for e in ENTRIES for n in e.names} >= set(PRINT_AND_EXIT)
 
 
 def test_the_help_text_is_parsed_whole() -> None:
