@@ -30,6 +30,7 @@ from typing import Any
 from quart import request
 
 from asgi.errors import ApiError, Unavailable
+from asgi.http import read_json
 from asgi.prep_child import serve
 from asgi.prep_protocol import ChildConfig, Job, ModelKey, Reply
 from asgi.prompts import check_token_ids
@@ -194,6 +195,17 @@ async def prepare_in_child(kind: str) -> tuple[Reply, ServedModel] | None:
     if model_key(served) != reply.key:  # the model list changed meanwhile (router mode reload)
         raise Unavailable("the server's model list changed while this request was prepared: retry")
     return reply, served
+
+
+async def body_and_model(kind: str) -> tuple[Reply | None, dict[str, Any], ServedModel]:
+    """The request's body and the model it names: prepared by the child when the body is
+    large enough (the Reply then carries what the child worked out), else read here."""
+    prepared = await prepare_in_child(kind)
+    if prepared is not None:
+        reply, served = prepared
+        return reply, reply.body, served
+    body = await read_json()
+    return None, body, await server_state().registry.get(body.get("model"))
 
 
 def reply_tokens(reply: Reply) -> list[int]:

@@ -11,9 +11,9 @@ from quart import Blueprint, Response
 from asgi.completion_request import check_context
 from asgi.errors import BadRequest, NotSupported
 from asgi.generate import run_all
-from asgi.http import guarded, json_response, read_json
+from asgi.http import guarded, json_response
 from asgi.pooled_request import embedding_fields
-from asgi.prep_process import prepare_in_child, reply_token_lists
+from asgi.prep_process import body_and_model, reply_token_lists
 from asgi.prompts import check_token_ids, text_size, tokenize_off_loop, tokenize_prompts
 from asgi.registry import ServedModel
 from asgi.responses import input_only_list
@@ -40,20 +40,14 @@ async def _prompts(served: ServedModel, body: dict[str, Any]) -> tuple[list[list
 
 
 async def embed(oai: bool) -> Response:
-    prepared = await prepare_in_child("embeddings")  # a large body: read and tokenized in the child
-    if prepared is not None:
-        reply, served = prepared
-        body = reply.body
-    else:
-        body = await read_json()
-        served = await server_state().registry.get(body.get("model"))
+    prepared, body, served = await body_and_model("embeddings")  # a large body: read and tokenized in the child
     if not served.spec.embeddings:
         raise NotSupported("This server does not support embeddings. Start it with `--embeddings`")
     pooling = pooling_of(served)
     if oai and pooling == "none":
         raise BadRequest("Pooling type 'none' is not OAI compatible. Please use a different pooling type")
     if prepared is not None:
-        prompts, fields = reply_token_lists(prepared[0]) or [], prepared[0].fields
+        prompts, fields = reply_token_lists(prepared) or [], prepared.fields
     else:
         prompts, fields = await _prompts(served, body)
     oai = oai and not fields["content"]  # "content" is the llama.cpp field: reply in its shape

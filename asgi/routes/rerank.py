@@ -17,9 +17,9 @@ from quart import Blueprint, Response
 from asgi.completion_request import check_context
 from asgi.errors import BadRequest, NotSupported
 from asgi.generate import run_all
-from asgi.http import guarded, json_response, read_json
+from asgi.http import guarded, json_response
 from asgi.pooled_request import RERANK_TEMPLATE_KEY, rerank_fields, rerank_tokens
-from asgi.prep_process import prepare_in_child, reply_token_lists
+from asgi.prep_process import body_and_model, reply_token_lists
 from asgi.prompts import check_token_ids, text_size, tokenize_off_loop
 from asgi.responses import input_only_list
 from asgi.state import server_state
@@ -31,18 +31,12 @@ bp = Blueprint("rerank", __name__)
 @bp.post("/v1/rerank")
 @bp.post("/v1/reranking")
 async def rerank() -> Response:
-    prepared = await prepare_in_child("rerank")  # a large body: read and tokenized in the child
-    if prepared is not None:
-        reply, served = prepared
-        body = reply.body
-    else:
-        body = await read_json()
-        served = await server_state().registry.get(body.get("model"))
+    prepared, body, served = await body_and_model("rerank")  # a large body: read and tokenized in the child
     if not served.spec.embeddings or served.spec.pooling != "rank":
         raise NotSupported("This server does not support reranking. Start it with `--reranking`")
     assert served.model is not None
     if prepared is not None:
-        prompts, fields = reply_token_lists(prepared[0]) or [], prepared[0].fields
+        prompts, fields = reply_token_lists(prepared) or [], prepared.fields
         documents: list[str] = fields.get("documents") or []
     else:
         query, documents, fields = rerank_fields(body, server_state().settings.limits)
