@@ -60,3 +60,27 @@ def test_bad_syntax_exits_1_with_one_line(smollm2_path: Path, value: str, messag
     assert main(["-m", str(smollm2_path), "--override-kv", value]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("pyllama-server: error: --override-kv: ") and message in err[0], err
+
+
+def test_router_mode_passes_overrides_to_every_model(smollm2_path: Path, tmp_path: Path) -> None:
+    """Router mode: repeated command-line overrides reach every model as one list; a preset may
+    set its own (`override-kv = ...`); bad syntax on the command line still exits 1, a bad
+    preset line fails only its model (as a llama-server child would)."""
+    from asgi.settings import SettingsError, parse_settings
+    from pyllama.kv_override import KVOverride
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "smol.gguf").symlink_to(smollm2_path)
+    s = parse_settings(["--models-dir", str(models), "--override-kv", "general.name=str:x",
+                        "--override-kv", "a=int:2"], {})
+    assert s.router and [m.kv_overrides for m in s.models] == [[KVOverride("general.name", "str", "x"),
+                                                                   KVOverride("a", "int", 2)]]
+    preset = tmp_path / "p.ini"
+    preset.write_text(f"[good]\nmodel = {smollm2_path}\noverride-kv = tokenizer.ggml.add_bos_token=bool:true\n"
+                      f"[bad]\nmodel = {smollm2_path}\noverride-kv = k=bool:maybe\n")
+    by_name = {m.name: m for m in parse_settings(["--models-preset", str(preset)], {}).models}
+    assert by_name["good"].kv_overrides == [KVOverride("tokenizer.ggml.add_bos_token", "bool", True)]
+    assert "invalid boolean value for KV override 'k=bool:maybe'" in by_name["bad"].unavailable
+    with pytest.raises(SettingsError, match="invalid type for KV override 'k=x:1'"):
+        parse_settings(["--models-dir", str(models), "--override-kv", "k=x:1"], {})
