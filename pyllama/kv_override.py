@@ -6,7 +6,7 @@ for its key, a key the file lacks still takes the override, and an override whos
 the one the key holds is ignored with a warning ("Bad metadata override type"), the file's
 value staying in force. pyllama reads every value from `GGUFFile.metadata`, so applying the
 overrides to that mapping right after the file is read puts them wherever a value is read
-(config, tokenizer, chat settings). Lives in the engine so `pyllama run`, the server and the
+(config, tokenizer); chat templates are the exception, as in llama.cpp. Lives in the engine so `pyllama run`, the server and the
 browser share one parser.
 """
 
@@ -39,6 +39,9 @@ _GGUF_KIND: dict[int, KVType] = {
     6: "float", 12: "float", 7: "bool", 8: "str",
 }
 _GGUF_CODE: dict[KVType, int] = {"int": 11, "float": 12, "bool": 7, "str": 8}  # added keys: int64, f64
+
+# llama_model_chat_template reads the file's own key/value list, never through overrides.
+FILE_ONLY_PREFIX = "tokenizer.chat_template"
 
 _ATOL = re.compile(r"\s*([+-]?\d+)")
 _ATOF = re.compile(r"\s*([+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan))", re.IGNORECASE)
@@ -97,6 +100,10 @@ def apply_kv_overrides(gguf: GGUFFile, overrides: list[KVOverride]) -> None:
         if o.key in seen:
             continue
         seen.add(o.key)
+        if o.key.startswith(FILE_ONLY_PREFIX):
+            log.warning("metadata override '%s' ignored: chat templates are read from the file, as llama.cpp does "
+                        "(use --chat-template)", o.key)
+            continue
         current = gguf.metadata.get(o.key)
         if current is not None:
             code = gguf.value_types.get(o.key)

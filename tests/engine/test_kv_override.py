@@ -96,17 +96,21 @@ def test_name_and_context_length_overrides_reach_the_config(smollm2_path: Path) 
     assert m.metadata["pyllama.test.new"] == 2.5  # a key the file lacks is added
 
 
-def test_wrong_type_is_ignored_with_one_warning(smollm2_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """llama-model-loader's validate_override: a warning, and the file's value stays in force."""
+def test_wrong_type_and_chat_templates_are_ignored_with_a_warning(smollm2_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """llama-model-loader's validate_override: a warning, and the file's value stays in force;
+    llama_model_chat_template never reads overrides."""
     with caplog.at_level(logging.WARNING, logger="pyllama.kv_override"):
         m = load(smollm2_path, "llama.block_count=str:x,llama.rope.freq_base=int:5,tokenizer.ggml.add_bos_token=int:1,"
-                 "tokenizer.ggml.tokens=str:x")
+                 "tokenizer.ggml.tokens=str:x,tokenizer.chat_template=str:{{ 1 }}")
     assert m.config.n_layer == 30 and m.config.rope.freq_base == 100000.0
     assert not m.tokenizer.add_bos and len(m.metadata["tokenizer.ggml.tokens"]) == m.n_vocab
+    assert m.chat_template is not None and "im_start" in m.chat_template
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
         "Bad metadata override type for key 'llama.block_count', expected int but got str",
         "Bad metadata override type for key 'llama.rope.freq_base', expected float but got int",
         "Bad metadata override type for key 'tokenizer.ggml.add_bos_token', expected bool but got int",
         "Bad metadata override type for key 'tokenizer.ggml.tokens', expected arr but got str",
+        "metadata override 'tokenizer.chat_template' ignored: chat templates are read from the file, as llama.cpp "
+        "does (use --chat-template)",
     ]
