@@ -123,7 +123,7 @@ def model_spec(path: Path, values: Mapping[str, Any], chat_template: str | None)
     if spec.embeddings and spec.n_batch > spec.n_ubatch:
         spec.n_batch = spec.n_ubatch  # llama-server: embeddings need the whole input in one ubatch
     check_kv_fits(spec.path, spec.n_ctx, spec.n_parallel, spec.cache_type_k, spec.cache_type_v, spec.kv_unified,
-                  spec.numerics)
+                  spec.numerics, spec.kv_overrides)
     return spec
 
 

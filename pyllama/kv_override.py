@@ -92,27 +92,31 @@ def parse_kv_overrides(value: str) -> list[KVOverride]:
     return [parse_kv_override(item) for item in next(csv.reader([value]), [""])]
 
 
-def apply_kv_overrides(gguf: GGUFFile, overrides: list[KVOverride]) -> None:
+def apply_kv_overrides(gguf: GGUFFile, overrides: list[KVOverride], *, quiet: bool = False) -> None:
     """Put the overrides into `gguf.metadata`. The first override of a key wins (llama.cpp
-    keeps overrides in a map filled with insert); one of the wrong type is logged and dropped."""
+    keeps overrides in a map filled with insert); one of the wrong type is logged and dropped.
+    `quiet`: no log lines (a header read only to estimate memory, before the real load)."""
     seen: set[str] = set()
     for o in overrides:
         if o.key in seen:
             continue
         seen.add(o.key)
         if o.key.startswith(FILE_ONLY_PREFIX):
-            log.warning("metadata override '%s' ignored: chat templates are read from the file, as llama.cpp does "
-                        "(use --chat-template)", o.key)
+            if not quiet:
+                log.warning("metadata override '%s' ignored: chat templates are read from the file, as llama.cpp does "
+                            "(use --chat-template)", o.key)
             continue
         current = gguf.metadata.get(o.key)
         if current is not None:
             code = gguf.value_types.get(o.key)
             expected = _GGUF_KIND.get(code) if code is not None else _kind_of(current)
             if expected != o.type:
-                log.warning("Bad metadata override type for key '%s', expected %s but got %s",
-                            o.key, expected or "arr", o.type)
+                if not quiet:
+                    log.warning("Bad metadata override type for key '%s', expected %s but got %s",
+                                o.key, expected or "arr", o.type)
                 continue
-        log.info("using metadata override (%s) '%s' = %s", o.type, o.key, _shown(o))
+        if not quiet:
+            log.info("using metadata override (%s) '%s' = %s", o.type, o.key, _shown(o))
         gguf.metadata[o.key] = o.value
         gguf.value_types.setdefault(o.key, _GGUF_CODE[o.type])
 

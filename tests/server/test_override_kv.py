@@ -84,3 +84,11 @@ def test_router_mode_passes_overrides_to_every_model(smollm2_path: Path, tmp_pat
     assert "invalid boolean value for KV override 'k=bool:maybe'" in by_name["bad"].unavailable
     with pytest.raises(SettingsError, match="invalid type for KV override 'k=x:1'"):
         parse_settings(["--models-dir", str(models), "--override-kv", "k=x:1"], {})
+
+
+def test_start_up_memory_check_sees_an_overridden_context_length(smollm2_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """-c 0 takes the training context; an overridden one too big for the machine is refused at start."""
+    assert main(["-m", str(smollm2_path), "-c", "0", "--override-kv", "llama.context_length=int:1000000000"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--ctx-size 0: the KV cache would need" in err[0], err
