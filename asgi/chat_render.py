@@ -11,10 +11,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from asgi.anthropic_convert import anthropic_to_chat
 from asgi.errors import BadRequest
 from asgi.json_text import LARGE_BODY
 from asgi.params import schema_to_grammar
 from asgi.reasoning_budget import chat_budget_fields, reasoning_control
+from asgi.responses_convert import responses_to_chat
 from pyllama.chat import ChatInputs, ChatPrompt, ChatTemplate, parse_messages, parse_tools, reasoning
 from pyllama.chat.reasoning import ReasoningConfig
 
@@ -148,3 +150,20 @@ def template_for(source: str | None, metadata: dict[str, Any], tokenizer: Any, o
         add_bos=bool(metadata.get("tokenizer.ggml.add_bos_token", False)),
         add_eos=bool(metadata.get("tokenizer.ggml.add_eos_token", False)),
     )
+
+
+def _responses_chat(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    chat = responses_to_chat(body)
+    return_progress = chat.pop("return_progress", False)  # the route's own event, not the completion's
+    if not isinstance(return_progress, bool):
+        raise BadRequest("Field 'return_progress': type must be boolean")
+    return chat, {"return_progress": return_progress}
+
+
+# The chat request each chat-shaped route's body stands for, and the fields the route
+# keeps aside for itself: /v1/chat/completions (as is), /v1/messages, /v1/responses.
+CHAT_SHAPES: dict[str, Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]] = {
+    "chat": lambda body: (body, {}),
+    "anthropic": lambda body: (anthropic_to_chat(body), {}),
+    "responses": _responses_chat,
+}

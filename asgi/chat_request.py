@@ -13,7 +13,7 @@ from typing import Any
 
 from quart import request
 
-from asgi.chat_render import check_last_message_fits, render_chat
+from asgi.chat_render import CHAT_SHAPES, check_last_message_fits, render_chat
 from asgi.chat_reply import Reply, reasoning_format
 from asgi.completion_request import make_tasks, read_params
 from asgi.generate import claim_stream
@@ -67,15 +67,17 @@ async def prepare_chat(body: dict[str, Any]) -> ChatRun:
     return ChatRun(served, prompt, params, tasks, model_name, fmt, tokens)
 
 
-async def read_chat() -> tuple[dict[str, Any], ChatRun]:
-    """/v1/chat/completions' body and its run. A body of --prep-process-bytes or more is
-    parsed, templated and tokenized by the preparation process (asgi/prep_process.py),
-    which sends back the body without its messages and tools, the prompt's tokens and the
-    template's reply format; the steps after that are the same as in `prepare_chat`."""
-    prepared = await prepare_in_child("chat")
+async def read_chat(shape: str = "chat") -> tuple[dict[str, Any], dict[str, Any], ChatRun]:
+    """A chat-shaped route's chat body, the fields its shape keeps aside (asgi.chat_render.
+    CHAT_SHAPES: /v1/messages, /v1/responses translate their bodies first) and its run.
+    A body of --prep-process-bytes or more is parsed, converted, templated and tokenized by
+    the preparation process (asgi/prep_process.py), which sends back the chat body without
+    its messages and tools, the prompt's tokens and the template's reply format; the steps
+    after that are the same as in `prepare_chat`."""
+    prepared = await prepare_in_child(shape)
     if prepared is None:
-        body = await read_json()
-        return body, await prepare_chat(body)
+        body, aside = CHAT_SHAPES[shape](await read_json())
+        return body, aside, await prepare_chat(body)
     reply, served = prepared
     body = reply.body
     claim_stream(body)
@@ -84,7 +86,20 @@ async def read_chat() -> tuple[dict[str, Any], ChatRun]:
     tokens = reply_tokens(reply)
     tasks = make_tasks(served, [tokens], params)
     model_name = body["model"] if isinstance(body.get("model"), str) else served.name
-    return body, ChatRun(served, reply.prompt, params, tasks, model_name, fmt, tokens)
+    return body, reply.aside, ChatRun(served, reply.prompt, params, tasks, model_name, fmt, tokens)
+
+
+async def count_chat_tokens(shape: str) -> int:
+    """How many tokens a chat-shaped body's prompt takes (the token-count routes; no context
+    check, as llama-server), through the preparation process when the body is large."""
+    prepared = await prepare_in_child(shape + "-count")
+    if prepared is not None:
+        return len(reply_tokens(prepared[0]))
+    body, _ = CHAT_SHAPES[shape](await read_json())
+    served = await server_state().registry.get(body.get("model"))
+    prompt, _ = await tokenize_off_loop(request.content_length or 0, chat_prompt, served, body)
+    tokens = await tokenize_off_loop(len(prompt.prompt), served.tokenizer.tokenize, prompt.prompt, True, True)
+    return len(tokens)
 
 
 def reply_message(reply: Reply) -> dict[str, Any]:

@@ -30,7 +30,8 @@ from typing import Any
 from quart import request
 
 from asgi.errors import ApiError, Unavailable
-from asgi.prep_child import ChildConfig, Job, ModelKey, Reply, serve
+from asgi.prep_child import serve
+from asgi.prep_protocol import ChildConfig, Job, ModelKey, Reply
 from asgi.prompts import check_token_ids
 from asgi.registry import Overloaded, ServedModel
 from asgi.state import server_state
@@ -199,13 +200,19 @@ def reply_tokens(reply: Reply) -> list[int]:
     return array.array("i", reply.tokens).tolist()
 
 
-def reply_prompts(reply: Reply, n_vocab: int) -> list[list[int]] | None:
-    """A completion job's prompts (None: the body had no "prompt"), or the error they raised."""
+def reply_token_lists(reply: Reply) -> list[list[int]] | None:
+    """A job's token lists (None: the body had no prompt field), or the error they raised
+    (kept until now: in-process, the route's own checks come before it)."""
     if reply.prompt_error is not None:
         raise ChildError(*reply.prompt_error)
     if reply.prompts is None:
         return None
-    prompts = [array.array("i", p).tolist() for p in reply.prompts]
-    for p in prompts:
+    return [array.array("i", p).tolist() for p in reply.prompts]
+
+
+def reply_prompts(reply: Reply, n_vocab: int) -> list[list[int]] | None:
+    """A completion job's prompts (None: the body had no "prompt"), or the error they raised."""
+    prompts = reply_token_lists(reply)
+    for p in prompts or []:
         check_token_ids(p, n_vocab)
     return prompts

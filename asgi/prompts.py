@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from asgi.errors import BadRequest, ContextExceeded
+from asgi.errors import BadRequest, ContextExceeded, NotSupported
 from asgi.json_text import dumps
 from asgi.params import check_prompt_count
 
@@ -196,19 +196,35 @@ def check_token_ids(tokens: list[int], n_vocab: int) -> None:
             raise BadRequest(f"token id {t} is out of range for this model's vocabulary (0..{n_vocab - 1})")
 
 
-def format_infill(
-    tok: Any,
-    *,
-    input_prefix: Any,
-    input_suffix: Any,
-    input_extra: list[dict[str, str]],
-    prompt_tokens: list[int],
-    n_batch: int,
-    n_predict: int,
-    n_ctx: int,
-    spm_infill: bool = False,
-) -> list[int]:
-    """llama-server's format_prompt_infill: [extra context] FIM_PRE prefix FIM_SUF suffix FIM_MID prompt."""
+def infill_checks(tok: Any, body: dict[str, Any]) -> list[dict[str, str]]:
+    """/infill's checks of the model's FIM tokens and of the body (llama-server's order);
+    the body's `input_extra` chunks."""
+    missing = [name for name, tid in (("prefix", tok.fim_pre_id), ("suffix", tok.fim_suf_id), ("middle", tok.fim_mid_id))
+               if tid is None]
+    if missing:
+        reasons = " ".join(f"{m} token is missing." for m in missing)
+        raise NotSupported(f"Infill is not supported by this model: {reasons}")
+    if "prompt" in body and not isinstance(body["prompt"], str):
+        raise BadRequest('"prompt" must be a string')
+    for name in ("input_prefix", "input_suffix"):
+        if name not in body:
+            raise BadRequest(f'"{name}" is required')
+        if not isinstance(body[name], str | list):
+            raise BadRequest(f'"{name}" must be a string')
+    extra = body.get("input_extra", [])
+    if not isinstance(extra, list):
+        raise BadRequest('"input_extra" must be an array of {"filename": string, "text": string}')
+    for chunk in extra:
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("text"), str):
+            raise BadRequest('extra_context chunk must contain a "text" field with a string value')
+        if "filename" in chunk and not isinstance(chunk["filename"], str):
+            raise BadRequest("extra_context chunk's \"filename\" field must be a string")
+    return extra
+
+
+def infill_parts(tok: Any, input_prefix: Any, input_suffix: Any,
+                 input_extra: list[dict[str, str]]) -> tuple[list[int], list[int], list[int]]:
+    """The costly half of format_infill (tokenizing): prefix, suffix and extra context tokens."""
     prefix = tokenize_mixed(tok, input_prefix, False, False)
     suffix = tokenize_mixed(tok, input_suffix, False, False)
     extra: list[int] = []
@@ -223,7 +239,13 @@ def format_infill(
         extra += tok.tokenize(text, False, False)
     if tok.fim_sep_id is not None:
         extra += [tok.fim_sep_id, *tok.tokenize("filename\n", False, False)]
+    return prefix, suffix, extra
 
+
+def assemble_infill(tok: Any, parts: tuple[list[int], list[int], list[int]], prompt_tokens: list[int], *,
+                    n_batch: int, n_predict: int, n_ctx: int, spm_infill: bool = False) -> list[int]:
+    """The cheap half of format_infill: the parts cut to the batch and context, in FIM order."""
+    prefix, suffix, extra = parts
     n_prefix_take = min(len(prefix), 3 * (n_batch // 4))
     n_suffix_take = min(len(suffix), max(0, n_batch // 4 - (2 + len(prompt_tokens))))
     n_extra_take = min(max(0, n_ctx - n_batch - 2 * n_predict), len(extra))
@@ -234,3 +256,21 @@ def format_infill(
         first = [tok.bos_id, *first]
     head = extra[len(extra) - n_extra_take :] if n_extra_take else []
     return [*head, *first, *second, tok.fim_mid_id]
+
+
+def format_infill(
+    tok: Any,
+    *,
+    input_prefix: Any,
+    input_suffix: Any,
+    input_extra: list[dict[str, str]],
+    prompt_tokens: list[int],
+    n_batch: int,
+    n_predict: int,
+    n_ctx: int,
+    spm_infill: bool = False,
+) -> list[int]:
+    """llama-server's format_prompt_infill: [extra context] FIM_PRE prefix FIM_SUF suffix FIM_MID prompt."""
+    parts = infill_parts(tok, input_prefix, input_suffix, input_extra)
+    return assemble_infill(tok, parts, prompt_tokens, n_batch=n_batch, n_predict=n_predict, n_ctx=n_ctx,
+                           spm_infill=spm_infill)

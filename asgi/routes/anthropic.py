@@ -13,14 +13,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response
 
-from asgi.anthropic_convert import anthropic_to_chat
 from asgi.chat_reply import Reply, ReplyStream, whole_reply
-from asgi.chat_request import chat_prompt, prepare_chat
+from asgi.chat_request import count_chat_tokens, read_chat
 from asgi.generate import Tagged, run_all, sse_events, stream_all
-from asgi.http import guarded, json_response, named_event, read_json, sse_response
-from asgi.prompts import tokenize_off_loop
+from asgi.http import guarded, json_response, named_event, sse_response
 from asgi.responses import random_id
 
 bp = Blueprint("anthropic", __name__)
@@ -61,8 +59,7 @@ def _usage(final: Any) -> dict[str, int]:
 
 @bp.post("/v1/messages")
 async def messages() -> Response:
-    body = anthropic_to_chat(await read_json())
-    run = await prepare_chat(body)
+    _, _, run = await read_chat("anthropic")
     msg_id = random_id("msg_")
     if not run.params.stream:
         run.served.admit(len(run.tasks))
@@ -153,10 +150,4 @@ async def messages() -> Response:
 @bp.post("/v1/messages/count_tokens")
 async def count_tokens() -> Response:
     """Tokens the request's prompt would take (max_tokens is not needed here)."""
-    body = anthropic_to_chat(await read_json())
-    from asgi.state import server_state
-
-    served = await server_state().registry.get(body.get("model"))
-    prompt, _ = await tokenize_off_loop(request.content_length or 0, chat_prompt, served, body)
-    tokens = await tokenize_off_loop(len(prompt.prompt), served.tokenizer.tokenize, prompt.prompt, True, True)
-    return json_response({"input_tokens": len(tokens)})
+    return json_response({"input_tokens": await count_chat_tokens("anthropic")})

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 @bp.post("/v1/chat/completions")
 @bp.post("/chat/completions")
 async def chat_completions() -> Response:
-    body, run = await read_chat()
+    body, _, run = await read_chat()
     served, prompt, params, tasks, model_name = run.served, run.prompt, run.params, run.tasks, run.model_name
     cmpl_id = random_id("chatcmpl-")
     for task in tasks:

@@ -7,13 +7,16 @@ from typing import Any
 from quart import Blueprint, Response, request
 
 from asgi.completion_request import detok, make_tasks, prompt_tokens, read_params, verbose_body, wants_verbose
-from asgi.errors import BadRequest, NotSupported
+from asgi.errors import BadRequest
 from asgi.generate import Tagged, claim_stream, run_all, sse_events, stream_all
 from asgi.http import SSE_DONE, guarded, json_response, read_json, sse_event, sse_response
 from asgi.params import CompletionParams
-from asgi.prep_process import prepare_in_child, reply_prompts
+from asgi.prep_process import prepare_in_child, reply_prompts, reply_token_lists
 from asgi.prompts import (
-    format_infill,
+    assemble_infill,
+    infill_checks,
+    infill_parts,
+    text_size,
     tokenize_mixed,
     tokenize_off_loop,
 )
@@ -158,44 +161,28 @@ async def oai_completions() -> Response:
     return sse_response(sse_events(first, rest, render, SSE_DONE), SSE_DONE)
 
 
-def _infill_extra(body: dict[str, Any]) -> list[dict[str, str]]:
-    extra = body.get("input_extra", [])
-    if not isinstance(extra, list):
-        raise BadRequest('"input_extra" must be an array of {"filename": string, "text": string}')
-    for chunk in extra:
-        if not isinstance(chunk, dict) or not isinstance(chunk.get("text"), str):
-            raise BadRequest('extra_context chunk must contain a "text" field with a string value')
-        if "filename" in chunk and not isinstance(chunk["filename"], str):
-            raise BadRequest("extra_context chunk's \"filename\" field must be a string")
-    return extra
-
-
 @bp.post("/infill")
 async def infill() -> Response:
-    body = await read_json()
-    claim_stream(body)  # X-Conversation-Id: resumable from here on (asgi.streams)
-    served = await server_state().registry.get(body.get("model"))
+    prepared = await prepare_in_child("infill")  # a large body: checked and tokenized in the child
+    if prepared is not None:
+        reply, served = prepared
+        body = reply.body
+        claim_stream(body)
+        params = await tokenize_off_loop(request.content_length or 0, read_params, served, body)
+        lists = reply_token_lists(reply)
+        assert lists is not None
+        prompt, parts = lists[0], (lists[1], lists[2], lists[3])
+    else:
+        body = await read_json()
+        claim_stream(body)  # X-Conversation-Id: resumable from here on (asgi.streams)
+        served = await server_state().registry.get(body.get("model"))
+        extra = infill_checks(served.tokenizer, body)
+        params = read_params(served, body)
+        prompt = tokenize_mixed(served.tokenizer, body.get("prompt", ""), False, True)
+        size = text_size([body["input_prefix"], body["input_suffix"], *(c["text"] for c in extra)])
+        parts = await tokenize_off_loop(size, infill_parts, served.tokenizer, body["input_prefix"],
+                                        body["input_suffix"], extra)
     assert served.model is not None
-    tok = served.tokenizer
-    missing = [name for name, tid in (("prefix", tok.fim_pre_id), ("suffix", tok.fim_suf_id), ("middle", tok.fim_mid_id))
-               if tid is None]
-    if missing:
-        reasons = " ".join(f"{m} token is missing." for m in missing)
-        raise NotSupported(f"Infill is not supported by this model: {reasons}")
-    if "prompt" in body and not isinstance(body["prompt"], str):
-        raise BadRequest('"prompt" must be a string')
-    for name in ("input_prefix", "input_suffix"):
-        if name not in body:
-            raise BadRequest(f'"{name}" is required')
-        if not isinstance(body[name], str | list):
-            raise BadRequest(f'"{name}" must be a string')
-    extra = _infill_extra(body)
-    params = read_params(served, body)
-    prompt = tokenize_mixed(tok, body.get("prompt", ""), False, True)
-    tokens = format_infill(
-        tok, input_prefix=body["input_prefix"], input_suffix=body["input_suffix"], input_extra=extra,
-        prompt_tokens=prompt, n_batch=served.spec.n_batch, n_predict=params.n_predict,
-        n_ctx=served.model.n_ctx_seq,
-    )
+    tokens = assemble_infill(served.tokenizer, parts, prompt, n_batch=served.spec.n_batch,
+                             n_predict=params.n_predict, n_ctx=served.model.n_ctx_seq)
     return await native_completion(served, params, [tokens])
-

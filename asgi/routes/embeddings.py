@@ -12,7 +12,8 @@ from asgi.completion_request import check_context
 from asgi.errors import BadRequest, NotSupported
 from asgi.generate import run_all
 from asgi.http import guarded, json_response, read_json
-from asgi.params import check_prompt_count
+from asgi.pooled_request import embedding_fields
+from asgi.prep_process import prepare_in_child, reply_token_lists
 from asgi.prompts import check_token_ids, text_size, tokenize_off_loop, tokenize_prompts
 from asgi.registry import ServedModel
 from asgi.responses import input_only_list
@@ -33,37 +34,31 @@ def pooling_of(served: ServedModel) -> str:
     return GGUF_POOLING.get(int(value), "mean") if isinstance(value, int) else "mean"
 
 
+async def _prompts(served: ServedModel, body: dict[str, Any]) -> tuple[list[list[int]], dict[str, Any]]:
+    raw, fields = embedding_fields(body, server_state().settings.limits)
+    return await tokenize_off_loop(text_size(raw), tokenize_prompts, served.tokenizer, raw), fields
+
+
 async def embed(oai: bool) -> Response:
-    body = await read_json()
-    served = await server_state().registry.get(body.get("model"))
+    prepared = await prepare_in_child("embeddings")  # a large body: read and tokenized in the child
+    if prepared is not None:
+        reply, served = prepared
+        body = reply.body
+    else:
+        body = await read_json()
+        served = await server_state().registry.get(body.get("model"))
     if not served.spec.embeddings:
         raise NotSupported("This server does not support embeddings. Start it with `--embeddings`")
     pooling = pooling_of(served)
     if oai and pooling == "none":
         raise BadRequest("Pooling type 'none' is not OAI compatible. Please use a different pooling type")
-    if "input" in body:
-        raw = body["input"]
-    elif "content" in body:
-        raw, oai = body["content"], False  # "content" is the llama.cpp field: reply in its shape
+    if prepared is not None:
+        prompts, fields = reply_token_lists(prepared[0]) or [], prepared[0].fields
     else:
-        raise BadRequest('"input" or "content" must be provided')
-    use_base64 = False
-    if body.get("encoding_format") is not None:
-        if body["encoding_format"] == "base64":
-            use_base64 = True
-        elif body["encoding_format"] != "float":
-            raise BadRequest("The format to return the embeddings in. Can be either float or base64")
-    normalize = 2
-    if body.get("embd_normalize") is not None:
-        value = body["embd_normalize"]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BadRequest("Field 'embd_normalize': type must be number")
-        normalize = value
+        prompts, fields = await _prompts(served, body)
+    oai = oai and not fields["content"]  # "content" is the llama.cpp field: reply in its shape
+    use_base64, normalize = fields["base64"], fields["normalize"]
     assert served.model is not None
-    if isinstance(raw, list) and not raw:
-        raise BadRequest('"input" must not be empty')
-    check_prompt_count(raw, server_state().settings.limits, "input")
-    prompts = await tokenize_off_loop(text_size(raw), tokenize_prompts, served.tokenizer, raw)
     for tokens in prompts:
         if not tokens:
             raise BadRequest("Input content cannot be empty")

@@ -18,81 +18,39 @@ from asgi.completion_request import check_context
 from asgi.errors import BadRequest, NotSupported
 from asgi.generate import run_all
 from asgi.http import guarded, json_response, read_json
-from asgi.params import check_prompt_count
+from asgi.pooled_request import RERANK_TEMPLATE_KEY, rerank_fields, rerank_tokens
+from asgi.prep_process import prepare_in_child, reply_token_lists
 from asgi.prompts import check_token_ids, text_size, tokenize_off_loop
-from asgi.registry import ServedModel
 from asgi.responses import input_only_list
 from asgi.state import server_state
 
 bp = Blueprint("rerank", __name__)
-
-RERANK_TEMPLATE_KEY = "tokenizer.chat_template.rerank"
-
-
-def rerank_tokens(served: ServedModel, query: str, document: str) -> list[int]:
-    """format_prompt_rerank: the model's `rerank` template, else BOS query EOS SEP doc EOS."""
-    assert served.model is not None
-    tok = served.tokenizer
-    template = served.model.metadata.get(RERANK_TEMPLATE_KEY)
-    if isinstance(template, str):
-        prompt = template.replace("{query}", query).replace("{document}", document)
-        return tok.tokenize(prompt, add_special=False, parse_special=True)
-    eos = tok.eos_id if tok.eos_id is not None else tok.sep_id
-    out: list[int] = []
-    if tok.add_bos and tok.bos_id is not None:
-        out.append(tok.bos_id)
-    out += tok.tokenize(query, add_special=False, parse_special=False)
-    if tok.add_eos and eos is not None:
-        out.append(eos)
-    if tok.add_sep and tok.sep_id is not None:
-        out.append(tok.sep_id)
-    out += tok.tokenize(document, add_special=False, parse_special=False)
-    if tok.add_eos and eos is not None:
-        out.append(eos)
-    return out
-
-
-def _documents(body: dict[str, Any]) -> list[str]:
-    """`documents`, else `texts` (llama-server's json_value: a value of the wrong type counts as absent)."""
-    for key in ("documents", "texts"):
-        value = body.get(key)
-        if isinstance(value, list) and all(isinstance(d, str) for d in value):
-            return value
-    return []
-
-
-def _top_n(body: dict[str, Any], default: int) -> int:
-    value = body.get("top_n")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return default
-    if value < 0:
-        raise BadRequest('"top_n" must be a non-negative integer')
-    return int(value)
-
 
 @bp.post("/rerank")
 @bp.post("/reranking")
 @bp.post("/v1/rerank")
 @bp.post("/v1/reranking")
 async def rerank() -> Response:
-    body = await read_json()
-    served = await server_state().registry.get(body.get("model"))
+    prepared = await prepare_in_child("rerank")  # a large body: read and tokenized in the child
+    if prepared is not None:
+        reply, served = prepared
+        body = reply.body
+    else:
+        body = await read_json()
+        served = await server_state().registry.get(body.get("model"))
     if not served.spec.embeddings or served.spec.pooling != "rank":
         raise NotSupported("This server does not support reranking. Start it with `--reranking`")
-    tei = "texts" in body
-    if "query" not in body:
-        raise BadRequest('"query" must be provided')
-    query = body["query"]
-    if not isinstance(query, str):
-        raise BadRequest('"query" must be a string')
-    documents = _documents(body)
-    if not documents:
-        raise BadRequest('"documents" must be a non-empty string array')
-    top_n = _top_n(body, len(documents))
-    check_prompt_count(documents, server_state().settings.limits, "documents")
     assert served.model is not None
-    size = len(query) * len(documents) + text_size(documents)
-    prompts = await tokenize_off_loop(size, lambda: [rerank_tokens(served, query, d) for d in documents])
+    if prepared is not None:
+        prompts, fields = reply_token_lists(prepared[0]) or [], prepared[0].fields
+        documents: list[str] = fields.get("documents") or []
+    else:
+        query, documents, fields = rerank_fields(body, server_state().settings.limits)
+        template = served.model.metadata.get(RERANK_TEMPLATE_KEY)
+        size = len(query) * len(documents) + text_size(documents)
+        prompts = await tokenize_off_loop(
+            size, lambda: [rerank_tokens(served.tokenizer, template, query, d) for d in documents])
+    tei, top_n = fields["tei"], fields["top_n"]
     for tokens in prompts:
         if not tokens:
             raise BadRequest("Input content cannot be empty")

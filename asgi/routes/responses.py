@@ -16,16 +16,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response
 
 from asgi.chat_reply import Reply, ReplyStream, whole_reply
-from asgi.chat_request import chat_prompt, prepare_chat
-from asgi.errors import BadRequest
+from asgi.chat_request import count_chat_tokens, read_chat
 from asgi.generate import Tagged, run_all, sse_events, stream_all
-from asgi.http import guarded, json_response, named_event, read_json, sse_response
-from asgi.prompts import tokenize_off_loop
+from asgi.http import guarded, json_response, named_event, sse_response
 from asgi.responses import random_id
-from asgi.responses_convert import responses_to_chat
 
 bp = Blueprint("responses", __name__)
 
@@ -96,12 +93,8 @@ class EventWriter:
 @bp.post("/v1/responses")
 @bp.post("/responses")
 async def responses() -> Response:
-    body = await read_json()
-    chat = responses_to_chat(body)
-    return_progress = chat.pop("return_progress", False)
-    if not isinstance(return_progress, bool):
-        raise BadRequest("Field 'return_progress': type must be boolean")
-    run = await prepare_chat(chat)
+    _, aside, run = await read_chat("responses")
+    return_progress = aside["return_progress"]
     resp_id = random_id("resp_")
     ids = {"rs": random_id("rs_"), "msg": random_id("msg_")}
     if not run.params.stream:
@@ -204,22 +197,17 @@ async def responses() -> Response:
     return sse_response(sse_events(first, rest, render, None))
 
 
-async def _count(chat: dict[str, Any]) -> Response:
-    from asgi.state import server_state
-
-    served = await server_state().registry.get(chat.get("model"))
-    prompt, _ = await tokenize_off_loop(request.content_length or 0, chat_prompt, served, chat)
-    tokens = await tokenize_off_loop(len(prompt.prompt), served.tokenizer.tokenize, prompt.prompt, True, True)
-    return json_response({"input_tokens": len(tokens), "object": "response.input_tokens"})
+async def _count(shape: str) -> Response:
+    return json_response({"input_tokens": await count_chat_tokens(shape), "object": "response.input_tokens"})
 
 
 @bp.post("/v1/responses/input_tokens")
 @bp.post("/responses/input_tokens")
 async def responses_input_tokens() -> Response:
-    return await _count(responses_to_chat(await read_json()))
+    return await _count("responses")
 
 
 @bp.post("/v1/chat/completions/input_tokens")
 @bp.post("/chat/completions/input_tokens")
 async def chat_input_tokens() -> Response:
-    return await _count(await read_json())
+    return await _count("chat")
