@@ -165,6 +165,10 @@ FLAGS: list[Flag] = [
     *[_f(*row, metavar={"lora": "FNAME", "lora_scaled": "FNAME:SCALE"}.get(row[1])) for row in LORA_FLAGS],
     # control vectors (asgi/control_vector_settings.py)
     *[_f(*row, metavar=CVEC_METAVARS.get(row[1])) for row in CVEC_FLAGS],
+    _f("--override-kv", "override_kv", "list", "advanced option to override model metadata by key (repeatable, or "
+       "comma-separated KEY=TYPE:VALUE; types: int, float, bool, str); the draft model (-md) gets them too. "
+       "example: --override-kv tokenizer.ggml.add_bos_token=bool:false,tokenizer.ggml.add_eos_token=bool:false",
+       metavar="KEY=TYPE:VALUE,..."),
     _f("--sleep-idle-seconds", "sleep_idle_seconds", "int", "seconds of idleness after which the model is unloaded until the next request (default: -1 = never)", "LLAMA_ARG_SLEEP_IDLE_SECONDS"),
     _f("--ui-mcp-proxy --webui-mcp-proxy", "ui_mcp_proxy", "toggle", "serve the /cors-proxy route the web UI's MCP client uses (default: off; do not enable in untrusted environments)", "LLAMA_ARG_UI_MCP_PROXY"),
     _f("--media-path", "media_path", "str", "folder local file:// media may be read from (no multimodal models here: accepted, unused)", "LLAMA_ARG_MEDIA_PATH"),

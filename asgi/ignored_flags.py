@@ -144,7 +144,6 @@ IGNORED_FLAGS: list[tuple[str, ...]] = [
 
 # (names, dest, kind, reason[, env]): the reason is the one line printed before exit status 1.
 REFUSED_FLAGS: list[tuple[str, ...]] = [
-    ("--override-kv", "override_kv", "str", "not implemented: the model's metadata is used as it is"),
     ("-dr --docker-repo", "docker_repo", "str", HUB, "LLAMA_ARG_DOCKER_REPO"),
     ("--spec-draft-hf -hfd -hfrd --hf-repo-draft", "hf_repo_draft", "str", HUB, "LLAMA_ARG_SPEC_DRAFT_HF_REPO"),
     ("-mmu --mmproj-url", "mmproj_url", "str", HUB, "LLAMA_ARG_MMPROJ_URL"),

@@ -13,6 +13,8 @@ from typing import Any
 
 from asgi.control_vector_settings import ControlVectorSpec
 from asgi.startup_checks import SettingsError, check_kv_fits, read_text
+from pyllama.errors import InvalidRequestError
+from pyllama.kv_override import KVOverride, parse_kv_overrides
 
 log = logging.getLogger("asgi.settings")
 
@@ -40,6 +42,7 @@ class ModelSpec:
     rope: dict[str, Any] = field(default_factory=dict)
     lora: list[tuple[Path, float]] = field(default_factory=list)  # LoRA adapters (path, initial scale)
     control_vector: ControlVectorSpec = field(default_factory=ControlVectorSpec)  # --control-vector*
+    kv_overrides: list[KVOverride] = field(default_factory=list)  # --override-kv (target and draft)
     # router mode (asgi/presets.py): where the model was declared, why it cannot load (a
     # preset naming a missing file or a hub repository: listed, and "failed" once asked
     # for), its preset as INI text, the flags it is served with, preset-only options
@@ -71,6 +74,16 @@ ROPE_FLAGS = (
 )
 
 
+def kv_overrides(value: Any) -> list[KVOverride]:
+    """--override-kv: repeatable (a list from argparse) or one string (a preset or config file);
+    bad syntax exits 1 at start-up, as llama-server's argument parser does."""
+    items = [] if value is None else [value] if isinstance(value, str) else list(value)
+    try:
+        return [o for item in items for o in parse_kv_overrides(str(item))]
+    except InvalidRequestError as exc:
+        raise SettingsError(f"--override-kv: {exc}") from None
+
+
 def model_spec(path: Path, values: Mapping[str, Any], chat_template: str | None) -> ModelSpec:
     if not path.is_file():
         raise SettingsError(f"model file not found: {path}")
@@ -98,6 +111,7 @@ def model_spec(path: Path, values: Mapping[str, Any], chat_template: str | None)
     spec.context_shift = bool(values.get("context_shift", True))
     spec.kv_unified = bool(values.get("kv_unified", False))
     spec.rope = {k: values[k] for k in ROPE_FLAGS if k in values}
+    spec.kv_overrides = kv_overrides(values.get("override_kv"))
     if spec.n_parallel < 1:
         raise SettingsError(f"--parallel must be at least 1 (got {spec.n_parallel})")
     if spec.n_ctx < 0 or spec.n_batch < 1 or spec.n_ubatch < 1:
@@ -109,7 +123,7 @@ def model_spec(path: Path, values: Mapping[str, Any], chat_template: str | None)
     if spec.embeddings and spec.n_batch > spec.n_ubatch:
         spec.n_batch = spec.n_ubatch  # llama-server: embeddings need the whole input in one ubatch
     check_kv_fits(spec.path, spec.n_ctx, spec.n_parallel, spec.cache_type_k, spec.cache_type_v, spec.kv_unified,
-                  spec.numerics)
+                  spec.numerics, spec.kv_overrides)
     return spec
 
 

@@ -39,7 +39,7 @@ log = logging.getLogger("asgi.settings")
 MODEL_DESTS = frozenset({
     "model", "alias", "tags", "ctx_size", "batch_size", "ubatch_size", "parallel", "cache_type_k", "cache_type_v",
     "pooling", "weights", "numerics", "embeddings", "reranking", "context_shift", "kv_unified", "chat_template",
-    "chat_template_file", *ROPE_FLAGS,
+    "chat_template_file", "override_kv", *ROPE_FLAGS,
 })
 PRESET_ONLY = frozenset({"load-on-startup", "stop-timeout", "dedup-cache-models", "version"})
 # Hub options by their variable: every name a preset may give them (common/arg.cpp).
@@ -211,6 +211,8 @@ def router_specs(values: Mapping[str, Any], chat_template: str | None) -> list[M
             base = declared.get(name, ("", {}))[1]
             declared[name] = ("preset", {**base, **options})
     cli = {k: v for k, v in values.items() if k in MODEL_DESTS and k not in ("model", "alias", "tags") and v is not None}
+    if isinstance(cli.get("override_kv"), list):  # repeated --override-kv: one CSV list, as a preset line gives it
+        cli["override_kv"] = ",".join(cli["override_kv"])
     specs = [_spec(name, source, {**defaults, **options}, cli, chat_template)
              for name, (source, options) in sorted(declared.items())]
     _hide_deduplicated(specs, {name: {**defaults, **options} for name, (source, options) in declared.items()

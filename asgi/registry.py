@@ -87,6 +87,7 @@ class ServedModel:
             cache_type_k=spec.cache_type_k,
             cache_type_v=spec.cache_type_v,
             rope=rope,
+            kv_overrides=spec.kv_overrides,
         )
         if spec.lora:
             from pyllama.lora import LoraAdapter, attach_adapters
@@ -102,7 +103,8 @@ class ServedModel:
         draft = None
         if self.settings.model_draft is not None:  # -md: same context and slots as the target
             draft = Model.load(self.settings.model_draft, weights=spec.weights, n_ctx=model.n_ctx, n_seq=spec.n_parallel,
-                               n_ubatch=spec.n_ubatch, numerics="exact" if spec.numerics == "exact" else "fast")
+                               n_ubatch=spec.n_ubatch, numerics="exact" if spec.numerics == "exact" else "fast",
+                               kv_overrides=spec.kv_overrides)  # common_base_params_to_speculative copies them
         tokenizer = model.tokenizer
         self.template = make_template(model, tokenizer, spec.chat_template)
         self.model = model

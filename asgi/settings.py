@@ -23,7 +23,7 @@ from asgi.flags import FLAGS, build_parser, display_name, env_values
 from asgi.hf_cache import for_hf_flag
 from asgi.hf_cache import list_cached_models as cached_models
 from asgi.lora_settings import check_lora_files, lora_files
-from asgi.model_specs import ModelSpec, config_models, load_config, model_spec
+from asgi.model_specs import ModelSpec, config_models, kv_overrides, load_config, model_spec
 from asgi.params import RequestLimits, check_grammar, schema_to_grammar
 from asgi.reasoning_settings import reasoning_flags
 from asgi.speed_flags import speed_settings
@@ -177,6 +177,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     values["chat_template"] = chat_template
 
     settings = Settings(models=[], ignored_flags=ignored)
+    kv_overrides(values.get("override_kv"))  # bad syntax exits 1 in every mode (a preset's own fails its model)
     if values.get("hf_file") and not values.get("hf_repo"):
         raise SettingsError("--hf-file names a file of the -hf repository: give -hf too (pyllama never downloads; "
                             "pass -m FILE for a local file)")

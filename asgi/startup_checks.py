@@ -13,6 +13,7 @@ from typing import Any
 
 from pyllama.errors import PyllamaError
 from pyllama.gguf_file import read_gguf
+from pyllama.kv_override import KVOverride, apply_kv_overrides
 from pyllama.memory import MIB, kv_cache_bytes
 
 
@@ -49,13 +50,15 @@ def api_keys(values: dict[str, Any]) -> list[str]:
 
 
 def check_kv_fits(path: Path, n_ctx: int, n_parallel: int, cache_type_k: str, cache_type_v: str,
-                  kv_unified: bool, numerics: str) -> None:
+                  kv_unified: bool, numerics: str, kv_overrides: list[KVOverride] | None = None) -> None:
     """Refuse a context whose KV cache is larger than the machine's memory (-c 100000000):
     the load would fail after start-up, leaving a server that only answers 500. The GGUF
     header is read (memory-mapped, nothing allocated); a file too broken to read is left to
     the load, which reports it on /health."""
     try:
-        needed = kv_cache_bytes(read_gguf(path), n_ctx, n_parallel, cache_type_k, cache_type_v, kv_unified,
+        gguf = read_gguf(path)
+        apply_kv_overrides(gguf, kv_overrides or [], quiet=True)  # -c 0 takes an overridden context_length
+        needed = kv_cache_bytes(gguf, n_ctx, n_parallel, cache_type_k, cache_type_v, kv_unified,
                                 widen_f16=numerics == "fast")
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (PyllamaError, OSError, ValueError, KeyError):

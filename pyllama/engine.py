@@ -23,6 +23,7 @@ from pyllama.errors import InvalidRequestError, ModelLoadError
 from pyllama.gguf_file import GGUFFile, parse_gguf, read_gguf
 from pyllama.kernels import kernels_for
 from pyllama.kv_cache import KVCache
+from pyllama.kv_override import KVOverride, apply_kv_overrides
 from pyllama.models import ARCHITECTURES, Batch, LlamaModel, SeqChunk
 from pyllama.models.base import Weights
 from pyllama.ops import as_f32
@@ -162,14 +163,18 @@ class Model:
         numerics: NumericsChoice = "fast",
         packing: PackLayout = DEFAULT_PACKING,
         backend: MatmulBackend = DEFAULT_BACKEND,
+        kv_overrides: Sequence[KVOverride] = (),
     ) -> Model:
         """`numerics="exact"` replays ggml's CPU arithmetic bit for bit (greedy output equals
         llama.cpp's token for token; docs/performance.md has its cost); "fast" is plain
         float32 (docs/numerics.md). The model holds its kernel set (pyllama/kernels), so
         models with different numerics run side by side in one process. `packing`: how
         packed weights hold block types (pyllama.quant.PackLayout); `backend`: the float32
-        matmul kernel (BLAS, or einsum where there is none). Both are this model's own."""
+        matmul kernel (BLAS, or einsum where there is none). Both are this model's own.
+        `kv_overrides` (--override-kv) replace metadata values before anything reads them."""
         t0 = time.perf_counter()
+        if kv_overrides:
+            apply_kv_overrides(gguf, list(kv_overrides))
         try:
             kernels = kernels_for(numerics, checked_backend(backend))
             packing = checked_layout(packing)

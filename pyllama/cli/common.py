@@ -13,6 +13,7 @@ from pyllama import model_files
 from pyllama.engine import Model, RopeOverrides
 from pyllama.errors import ModelLoadError
 from pyllama.gguf_file import read_gguf
+from pyllama.kv_override import apply_kv_overrides
 from pyllama.memory import check_dense_budget, dense_footprint
 
 
@@ -123,6 +124,7 @@ def load_model(args: argparse.Namespace, *, n_seq: int = 1, **extra: Any) -> Mod
     then build the model with a progress bar."""
     path = resolve_model(args.model)
     gguf = read_gguf(path)
+    apply_kv_overrides(gguf, list(extra.pop("kv_overrides", ())))  # before the footprint: -c 0 reads context_length
     weights = args.weights
     budget = int(args.mem_budget * 2**20) if getattr(args, "mem_budget", None) is not None else None
     if budget is not None and budget <= 0:

@@ -16,6 +16,7 @@ from pyllama.cli.common import (
     log,
 )
 from pyllama.cli.cvec_args import add_cvec_args, apply_cvec_args
+from pyllama.cli.kv_args import add_kv_args
 from pyllama.cli.lora_args import add_lora_args, apply_lora_args
 from pyllama.cli.sampling_args import add_sampling_args, params_from_args
 from pyllama.cli.spec_args import add_spec_args, speculative_settings
@@ -30,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_spec_args(p)
     add_lora_args(p)
     add_cvec_args(p)
+    add_kv_args(p)
     p.add_argument("-p", "--prompt", default="", help="prompt text")
     p.add_argument("-f", "--file", default=None, help="read the prompt from a file")
     p.add_argument("-n", "--n-predict", type=int, default=-1, help="tokens to generate (-1 = until end/ctx)")
@@ -45,14 +47,15 @@ def main(args: argparse.Namespace) -> int:
     for name in unsupported:
         log(f"note: --spec-type {name} is not implemented in pyllama: ignored")
     threads = blas_threads(args)
-    model = load_model(args)
+    model = load_model(args, kv_overrides=args.override_kv)
     apply_lora_args(model, args.lora)
     apply_cvec_args(model, args.control_vector, args.control_vector_layer_range)
     draft = None
     if args.model_draft:  # -md: same context as the target, one sequence
         from pyllama.engine import Model
 
-        draft = Model.load(args.model_draft, n_ctx=model.n_ctx, weights=args.weights, numerics=args.numerics)
+        draft = Model.load(args.model_draft, n_ctx=model.n_ctx, weights=args.weights, numerics=args.numerics,
+                           kv_overrides=args.override_kv)
     tok = model.tokenizer
     text = args.prompt
     if args.file:

@@ -46,6 +46,7 @@ VALUES = {
     "--slot-prompt-similarity": "0.5", "--reasoning-budget-message": "stop thinking", "--xtc-threshold": "0.1",
     "--adaptive-decay": "0.5", "--models-max": "2", "--verbosity": "3", "--spec-synth-len": "2",
     "--control-vector": "{model}", "--control-vector-scaled": "{model}:0.5",
+    "--override-kv": "tokenizer.ggml.add_bos_token=bool:false",
 }
 # flags that need another one given with them
 WITH = {"--hf-file": ["--hf-repo", "user/model"], "--spec-synth-len": ["--spec-type", "ngram-simple"],
