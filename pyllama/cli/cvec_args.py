@@ -9,32 +9,16 @@ command-line order. The range is START END, inclusive (<= 0: the first / last la
 from __future__ import annotations
 
 import argparse
-import csv
 from collections.abc import Sequence
 from typing import Any
 
 from pyllama.cli.common import CliError
+from pyllama.cli.scaled_files import scaled_files_action
 from pyllama.control_vector import apply_control_vector, load_control_vectors, parse_float, parse_int
 from pyllama.engine import Model
 from pyllama.errors import ModelLoadError
 
-
-class _CvecAction(argparse.Action):
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        items: list[tuple[str, float]] = list(getattr(namespace, self.dest, None) or [])
-        for item in next(csv.reader([str(values)]), []):
-            if option_string == "--control-vector":
-                items.append((item, 1.0))
-                continue
-            parts = item.split(":")
-            try:
-                if len(parts) != 2:
-                    raise ValueError
-                items.append((parts[0], parse_float(parts[1])))
-            except ValueError:
-                parser.error(f"--control-vector-scaled {item!r}: control-vector-scaled format: FNAME:SCALE")
-        setattr(namespace, self.dest, items)
+_CvecAction = scaled_files_action("--control-vector", parse_float)
 
 
 class _RangeAction(argparse.Action):

@@ -7,31 +7,14 @@ list (CSV quoting for names with commas); the adapters keep their command-line o
 from __future__ import annotations
 
 import argparse
-import csv
 from collections.abc import Sequence
-from typing import Any
 
 from pyllama.cli.common import CliError
+from pyllama.cli.scaled_files import scaled_files_action
 from pyllama.engine import Model
 from pyllama.errors import ModelLoadError
 
-
-class _LoraAction(argparse.Action):
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        items: list[tuple[str, float]] = list(getattr(namespace, self.dest, None) or [])
-        for item in next(csv.reader([str(values)]), []):
-            if option_string == "--lora":
-                items.append((item, 1.0))
-                continue
-            parts = item.split(":")
-            try:
-                if len(parts) != 2:
-                    raise ValueError
-                items.append((parts[0], float(parts[1])))
-            except ValueError:
-                parser.error(f"--lora-scaled {item!r}: lora-scaled format: FNAME:SCALE")
-        setattr(namespace, self.dest, items)
+_LoraAction = scaled_files_action("--lora")
 
 
 def add_lora_args(p: argparse.ArgumentParser) -> None:
