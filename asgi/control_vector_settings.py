@@ -12,11 +12,11 @@ or value exits 1 with one line instead of failing the model's load later.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asgi.scaled_files import scaled_files
 from asgi.startup_checks import SettingsError
 from pyllama.errors import ModelLoadError
 
@@ -40,35 +40,11 @@ class ControlVectorSpec:
     end: int = -1
 
 
-def _csv(value: str) -> list[str]:
-    return next(csv.reader([value]), [""])
-
-
 def control_vector_spec(values: dict[str, Any], argv: list[str]) -> ControlVectorSpec:
     """The files in command-line order (argparse keeps the two flags apart: argv gives the order)."""
     from pyllama.control_vector import parse_float, parse_int
 
-    names = ("--control-vector", "--control-vector-scaled")
-    plain = list(values.get("control_vector") or [])
-    scaled = list(values.get("control_vector_scaled") or [])
-    order = [a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] in names]
-    order += [names[0]] * (len(plain) - order.count(names[0]))
-    order += [names[1]] * (len(scaled) - order.count(names[1]))
-    spec = ControlVectorSpec()
-    it_plain, it_scaled = iter(plain), iter(scaled)
-    for flag in order[: len(plain) + len(scaled)]:
-        if flag == names[0]:
-            spec.files += [(Path(item), 1.0) for item in _csv(str(next(it_plain)))]
-            continue
-        for item in _csv(str(next(it_scaled))):
-            parts = item.split(":")
-            if len(parts) != 2:
-                raise SettingsError(f"--control-vector-scaled {item!r}: control-vector-scaled format: FNAME:SCALE")
-            try:
-                scale = parse_float(parts[1])
-            except ValueError:
-                raise SettingsError(f"--control-vector-scaled {item!r}: SCALE must be a number") from None
-            spec.files.append((Path(parts[0]), scale))
+    spec = ControlVectorSpec(scaled_files(values, argv, "--control-vector", "--control-vector-scaled", parse_float))
     layer_range = values.get("control_vector_layer_range")
     if layer_range is not None:
         try:

@@ -13,12 +13,12 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
 
 from asgi.errors import BadRequest
+from asgi.scaled_files import scaled_files
 from asgi.startup_checks import SettingsError
 from pyllama.errors import ModelLoadError
 
@@ -32,32 +32,9 @@ LORA_FLAGS: list[tuple[str, ...]] = [
 ]
 
 
-def _csv(value: str) -> list[str]:
-    return next(csv.reader([value]), [""])
-
-
 def lora_files(values: dict[str, Any], argv: list[str]) -> list[tuple[Path, float]]:
     """(path, scale) of every adapter, in command-line order (their ids)."""
-    out: list[tuple[Path, float]] = []
-    plain = iter(values.get("lora", []))
-    scaled = iter(values.get("lora_scaled", []))
-    # argparse keeps --lora and --lora-scaled in two lists: walk argv to interleave them as given
-    order = [a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] in ("--lora", "--lora-scaled")]
-    order += ["--lora"] * (len(values.get("lora", [])) - order.count("--lora"))
-    order += ["--lora-scaled"] * (len(values.get("lora_scaled", [])) - order.count("--lora-scaled"))
-    for flag in order:
-        if flag == "--lora":
-            out += [(Path(item), 1.0) for item in _csv(next(plain))]
-            continue
-        for item in _csv(next(scaled)):
-            parts = item.split(":")
-            if len(parts) != 2:
-                raise SettingsError(f"--lora-scaled {item!r}: lora-scaled format: FNAME:SCALE")
-            try:
-                scale = float(parts[1])
-            except ValueError:
-                raise SettingsError(f"--lora-scaled {item!r}: SCALE must be a number") from None
-            out.append((Path(parts[0]), scale))
+    out = scaled_files(values, argv, "--lora", "--lora-scaled")
     if values.get("lora_init_without_apply"):
         out = [(p, 0.0) for p, _ in out]
     return out
