@@ -122,12 +122,15 @@ def test_spec_default_drafts_with_ngram_mod(default_server: ServerProcess) -> No
     assert params["speculative.types"] == "ngram-mod"
 
 
-def test_spec_default_sizes(smollm2_path: Path) -> None:
+def test_spec_default_sizes(smollm2_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     mod = parse_settings(["-m", str(smollm2_path), "--spec-default"], {}).speculative
     assert mod.types == ("ngram-mod",) and (mod.ngram_mod.n_match, mod.ngram_mod.n_min, mod.ngram_mod.n_max) == (24, 48, 64)
     mod = parse_settings(["-m", str(smollm2_path), "--spec-type", "ngram-mod", "--spec-ngram-mod-n-match", "16",
                           "--spec-ngram-mod-n-min", "0", "--spec-ngram-mod-n-max", "8"], {}).speculative
     assert (mod.ngram_mod.n_match, mod.ngram_mod.n_min, mod.ngram_mod.n_max) == (16, 0, 8)
+    assert "too small" not in caplog.text
+    parse_settings(["-m", str(smollm2_path), "--spec-type", "ngram-mod", "--spec-ngram-mod-n-match", "8"], {})
+    assert "ngram_mod n_match=8 is too small" in caplog.text  # llama.cpp's warning
     with pytest.raises(SettingsError, match="n-match"):
         parse_settings(["-m", str(smollm2_path), "--spec-ngram-mod-n-match", "0"], {})
 
