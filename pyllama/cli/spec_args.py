@@ -17,7 +17,7 @@ _NGRAM = "ngram size {0} for {1} speculative decoding, length of {2} (default: {
 
 SPEC_FLAGS: list[tuple[str, ...]] = [
     ("--spec-type", "spec_type", "list",
-     "comma-separated types of speculative decoding: ngram-simple, ngram-map-k, ngram-mod, draft-simple run here; "
+     "comma-separated types of speculative decoding: ngram-simple, ngram-map-k, ngram-map-k4v, ngram-mod, draft-simple run here; "
      "llama.cpp's other names are accepted with a note; repeatable (default: none; -md adds draft-simple)", "LLAMA_ARG_SPEC_TYPE"),
     ("-md --model-draft --spec-draft-model", "model_draft", "str",
      "draft model for speculative decoding (a GGUF with the model's vocabulary; default: unused)",
@@ -40,6 +40,12 @@ SPEC_FLAGS: list[tuple[str, ...]] = [
     ("--spec-ngram-map-k-size-n", "spec_ngram_map_k_size_n", "int", _NGRAM.format("N", "ngram-map-k", "lookup n-gram", 12)),
     ("--spec-ngram-map-k-size-m", "spec_ngram_map_k_size_m", "int", _NGRAM.format("M", "ngram-map-k", "draft m-gram", 48)),
     ("--spec-ngram-map-k-min-hits", "spec_ngram_map_k_min_hits", "int", "minimum hits for ngram-map-k speculative decoding (default: 1)"),
+    ("--spec-ngram-map-k4v-size-n", "spec_ngram_map_k4v_size_n", "int",
+     _NGRAM.format("N", "ngram-map-k4v", "lookup n-gram", 12)),
+    ("--spec-ngram-map-k4v-size-m", "spec_ngram_map_k4v_size_m", "int",
+     _NGRAM.format("M", "ngram-map-k4v", "draft m-gram", 48)),
+    ("--spec-ngram-map-k4v-min-hits", "spec_ngram_map_k4v_min_hits", "int",
+     "minimum hits for ngram-map-k4v speculative decoding (default: 1)"),
     ("--spec-ngram-mod-n-min", "spec_ngram_mod_n_min", "int",
      "minimum number of ngram tokens to use for ngram-based speculative decoding (default: 48)"),
     ("--spec-ngram-mod-n-max", "spec_ngram_mod_n_max", "int",
@@ -92,7 +98,7 @@ def speculative_settings(values: dict[str, Any]) -> tuple[SpecParams, list[str]]
     if not 0.0 <= p_min <= 1.0:
         raise ValueError(f"--spec-draft-p-min must be between 0 and 1 (got {p_min:g})")
     spec = SpecParams(types=types, n_max=number("spec_draft_n_max", 3, 0), n_min=number("spec_draft_n_min", 0, 0),
-                      p_min=p_min, ngram_simple=ngram("simple"), ngram_map_k=ngram("map_k"),
+                      p_min=p_min, ngram_simple=ngram("simple"), ngram_map_k=ngram("map_k"), ngram_map_k4v=ngram("map_k4v"),
                       ngram_mod=NgramModParams(number("spec_ngram_mod_n_match", 24, 1),
                                                number("spec_ngram_mod_n_max", 64, 0), number("spec_ngram_mod_n_min", 48, 0)))
     synth_len = float(str(values["spec_synth_len"])) if "spec_synth_len" in values else None
@@ -104,6 +110,6 @@ def speculative_settings(values: dict[str, Any]) -> tuple[SpecParams, list[str]]
     if (synth_len is not None or rates) and not spec.enabled:
         raise ValueError("synthetic acceptance requires an initialized speculative decoding context (--spec-type or -md)")
     sizes = {"draft-simple": spec.n_max, "ngram-simple": spec.ngram_simple.size_m, "ngram-map-k": spec.ngram_map_k.size_m,
-             "ngram-mod": spec.ngram_mod.n_max}
+             "ngram-map-k4v": spec.ngram_map_k4v.size_m, "ngram-mod": spec.ngram_mod.n_max}
     spec.synth_probs = synth_probs(synth_len, rates, max((sizes[t] for t in spec.types), default=0))
     return spec, unsupported

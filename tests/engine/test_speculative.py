@@ -89,9 +89,9 @@ def test_types_and_request_fields() -> None:
             SpecParams().with_request(bad)
 
 
-@pytest.mark.parametrize("kind", ["ngram-simple", "ngram-map-k", "ngram-mod"])
+@pytest.mark.parametrize("kind", ["ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod"])
 def test_ngram_greedy_identical_one_slot_and_three(model: Model, kind: str) -> None:
-    spec = SpecParams(types=(kind,), ngram_simple=SMALL, ngram_map_k=SMALL, ngram_mod=SMALL_MOD)
+    spec = SpecParams(types=(kind,), ngram_simple=SMALL, ngram_map_k=SMALL, ngram_map_k4v=SMALL, ngram_mod=SMALL_MOD)
     plain = run(Scheduler(model), PROMPTS, None)
     one = run(Scheduler(model), PROMPTS[:1], spec)
     three = run(Scheduler(model), PROMPTS, spec)

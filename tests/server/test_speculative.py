@@ -61,6 +61,14 @@ def test_two_slots_at_once_same_text(spec_server: ServerProcess) -> None:
     assert all(b["timings"]["draft_n_accepted"] > 0 for b in both)
 
 
+def test_map_k4v_per_request_same_text(spec_server: ServerProcess) -> None:
+    k4v = complete(spec_server, **{"speculative.type": "ngram-map-k4v", "speculative.ngram_size_n": 3,
+                                   "speculative.ngram_size_m": 8})
+    plain = complete(spec_server, **{"speculative.type": "none"})
+    assert k4v["content"] == plain["content"]
+    assert k4v["timings"]["draft_n_accepted"] > 0, k4v["timings"]
+
+
 def test_draft_model_same_text(spec_server: ServerProcess) -> None:
     drafted = complete(spec_server, **{"speculative.type": "draft-simple", "speculative.n_max": 3})
     plain = complete(spec_server, **{"speculative.type": "none"})
