@@ -9,7 +9,7 @@ decode step would (same sampler state, same random draws, in the same order) mak
 output the same as without speculation, token for token, whenever the model computes a row
 the same inside a batch as alone (exact numerics; docs/numerics.md).
 
-The guessers are llama.cpp's (common/speculative.cpp, common/ngram-map.cpp), with its
+The guessers are llama.cpp's (common/speculative.cpp, common/ngram-map.cpp, common/ngram-mod.cpp), with its
 names and defaults:
 - `ngram-simple`: find the last n-gram (the n-1 previous tokens and the sampled one) earlier
   in the context; guess the m tokens that followed it.
