@@ -19,7 +19,6 @@ MEDIA = "no effect: no multimodal models here (image/audio parts are a 400)"
 LOGS = "no effect: pyllama's log lines have one layout (--log-format text|json)"
 AGENT = "no effect: no built-in agent tools or MCP client here"
 DRAFT = "no effect: the draft model (-md) runs on the CPU with the same threads as the model"
-NGRAM = "no effect: this speculative type is not implemented (--spec-type names it with a note)"
 HUB = "pyllama never downloads models; download the GGUF yourself and pass -m FILE (or -md FILE)"
 REMOVED = "removed from llama.cpp; use the --spec-draft-n-* / --spec-ngram-* flags"
 
@@ -86,13 +85,6 @@ IGNORED_FLAGS: list[tuple[str, ...]] = [
     ("--spec-draft-device -devd --device-draft", "device_draft", "str", GPU),
     ("--spec-draft-ngl -ngld --gpu-layers-draft --n-gpu-layers-draft", "n_gpu_layers_draft", "str", GPU,
      "LLAMA_ARG_N_GPU_LAYERS_DRAFT"),
-    ("--spec-ngram-mod-n-min", "spec_ngram_mod_n_min", "str", NGRAM),
-    ("--spec-ngram-mod-n-max", "spec_ngram_mod_n_max", "str", NGRAM),
-    ("--spec-ngram-mod-n-match", "spec_ngram_mod_n_match", "str", NGRAM),
-    ("--spec-ngram-map-k4v-size-n", "spec_ngram_map_k4v_size_n", "str", NGRAM),
-    ("--spec-ngram-map-k4v-size-m", "spec_ngram_map_k4v_size_m", "str", NGRAM),
-    ("--spec-ngram-map-k4v-min-hits", "spec_ngram_map_k4v_min_hits", "str", NGRAM),
-    ("--spec-default", "spec_default", "flag", "no effect: its type (ngram-mod) is not implemented; use --spec-type"),
     ("-lcs --lookup-cache-static", "lookup_cache_static", "str", "no effect: llama-lookup's caches; llama-server does not read them either"),
     ("-lcd --lookup-cache-dynamic", "lookup_cache_dynamic", "str", "no effect: llama-lookup's caches; llama-server does not read them either"),
     ("--kv-unified-per-slot", "kv_unified_per_slot", "str", "no effect: -c and -np size the slots' contexts",

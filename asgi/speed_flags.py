@@ -49,6 +49,10 @@ def speed_settings(values: dict[str, Any]) -> SpeedSettings:
         raise SettingsError(str(exc)) from None
     if out.speculative.synth_probs:
         log.warning("synthetic speculative acceptance is enabled for benchmarking; generated output is not valid")
+    mod = out.speculative.ngram_mod
+    if "ngram-mod" in out.speculative.types and mod.n_match < 16:  # llama.cpp's warning
+        log.warning("ngram_mod n_match=%d is too small - poor quality is possible, "
+                    "see: https://github.com/ggml-org/llama.cpp/pull/19164", mod.n_match)
     for name in unsupported:
         log.warning("--spec-type %s is not implemented in pyllama: ignored", name)
     if values.get("model_draft"):

@@ -265,7 +265,7 @@ class Scheduler(SlotFiles, SpeculativeSteps, LoraBatching, PromptCaching):
         slot.begin(task, emit, sampler, n_cached, tok)
         slot.emit_progress()  # llama-server's 0% update, before any prompt token is read
         self.metrics.prompt_tokens_cached_total += n_cached
-        self.speculator.begin(slot.id)
+        self._spec_begin(slot)
         if task.n_predict < 0 and self.n_predict_default >= 0:
             slot.n_predict = self.n_predict_default
         if sampler is not None:

@@ -45,6 +45,14 @@ class SpeculativeSteps:
         assert task is not None
         return task.speculative if task.speculative is not None else self.spec_default
 
+    def _spec_begin(self, slot: Slot) -> None:
+        """A task starts on the slot (llama-server's common_speculative_begin): forget the last
+        task's guessing state; ngram-mod's shared table takes the prompt."""
+        task = slot.task
+        assert task is not None
+        p = self._spec_params(slot)
+        self.speculator.begin(slot.id, task.prompt if task.kind == "completion" and p.enabled else None, p)
+
     def _draft_room(self, n_generating: int) -> int:
         """Guessed tokens one step may add in total: with exact numerics, a batch must stay
         at most EXACT_MAX_ROWS rows for every row to be computed as it would be alone."""

@@ -9,12 +9,16 @@ decode step would (same sampler state, same random draws, in the same order) mak
 output the same as without speculation, token for token, whenever the model computes a row
 the same inside a batch as alone (exact numerics; docs/numerics.md).
 
-The guessers are llama.cpp's (common/speculative.cpp, common/ngram-map.cpp), with its
+The guessers are llama.cpp's (common/speculative.cpp, common/ngram-map.cpp, common/ngram-mod.cpp), with its
 names and defaults:
 - `ngram-simple`: find the last n-gram (the n-1 previous tokens and the sampled one) earlier
   in the context; guess the m tokens that followed it.
 - `ngram-map-k`: the same lookup over positions that leave room for a whole m-gram, the
   guess shortened to what the same key had accepted last time.
+- `ngram-map-k4v`: ngram-map-k that drafts only a key whose followers agree
+  (pyllama/ngram_map_k4v.py).
+- `ngram-mod`: chained lookups in a hashed n-gram table shared by all slots and kept
+  across requests (pyllama/ngram_mod.py).
 - `draft-simple` (`-md FILE`): a small model with the same vocabulary drafts greedily,
   up to `n_max` tokens, stopping below probability `p_min`; fewer than `n_min` is no draft.
 """
@@ -28,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pyllama.errors import InvalidRequestError, PyllamaError
+from pyllama.ngram_map_k4v import K4vState, k4v_accepted, k4v_draft
+from pyllama.ngram_mod import NgramMod, NgramModParams
 from pyllama.sampling.rng import MT19937
 
 if TYPE_CHECKING:
@@ -37,7 +43,7 @@ if TYPE_CHECKING:
 ALL_TYPES = ("none", "draft-simple", "draft-eagle3", "draft-mtp", "draft-dflash", "draft-dspark",
              "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "ngram-cache")
 # ... and the ones pyllama runs, in llama.cpp's order of preference.
-IMPLEMENTED = ("ngram-simple", "ngram-map-k", "draft-simple")
+IMPLEMENTED = ("ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "draft-simple")
 
 
 @dataclass
@@ -57,6 +63,8 @@ class SpecParams:
     p_min: float = 0.0  # draft model: stop drafting below this probability
     ngram_simple: NgramParams = field(default_factory=NgramParams)
     ngram_map_k: NgramParams = field(default_factory=NgramParams)
+    ngram_map_k4v: NgramParams = field(default_factory=NgramParams)
+    ngram_mod: NgramModParams = field(default_factory=NgramModParams)
     # --spec-synth-len/--spec-synth-rates (benchmarking): per draft position, the chance a
     # guess is accepted given the previous one was, instead of checking it (synth_probs)
     synth_probs: tuple[float, ...] = ()
@@ -80,7 +88,8 @@ class SpecParams:
 
     def with_request(self, body: dict[str, Any]) -> SpecParams:
         """Apply a request's `speculative.*` fields (llama-server's names); 400 on bad values."""
-        out = replace(self, ngram_simple=replace(self.ngram_simple), ngram_map_k=replace(self.ngram_map_k))
+        out = replace(self, ngram_simple=replace(self.ngram_simple), ngram_map_k=replace(self.ngram_map_k),
+                      ngram_map_k4v=replace(self.ngram_map_k4v), ngram_mod=replace(self.ngram_mod))
 
         def number(key: str, lo: float, hi: float, integer: bool) -> Any:
             value = body[key]
@@ -106,6 +115,7 @@ class SpecParams:
                 value = number(f"speculative.{key}", 1, 1024, True)
                 setattr(out.ngram_simple, attr, value)
                 setattr(out.ngram_map_k, attr, value)
+                setattr(out.ngram_map_k4v, attr, value)
         return out
 
 
@@ -259,16 +269,30 @@ class DraftModel:
 
 
 class Speculator:
-    """What the scheduler calls: drafts for one slot by the request's types, first that guesses wins."""
+    """What the scheduler calls: drafts for one slot by the request's types, first that guesses
+    wins (llama.cpp's order); only the type that drafted hears how many guesses were kept."""
 
     def __init__(self, draft_model: DraftModel | None = None) -> None:
         self.draft_model = draft_model
         self._map_k: dict[int, MapKState] = {}
+        self._k4v: dict[int, K4vState] = {}
+        self._mod: NgramMod | None = None  # one table for every slot, kept across requests
+        self._last_kind: dict[int, str] = {}
         self._synth: dict[int, MT19937] = {}
 
-    def begin(self, seq: int) -> None:
+    def _ngram_mod(self, p: NgramModParams) -> NgramMod:
+        if self._mod is None or self._mod.n != p.n_match:
+            self._mod = NgramMod(p.n_match)
+        return self._mod
+
+    def begin(self, seq: int, prompt: list[int] | None = None, p: SpecParams | None = None) -> None:
+        """A task starts on `seq`; ngram-mod adds its prompt to the shared table."""
         self._map_k[seq] = MapKState()
+        self._k4v[seq] = K4vState()
+        self._last_kind.pop(seq, None)
         self._synth.pop(seq, None)
+        if p is not None and prompt is not None and "ngram-mod" in p.types:
+            self._ngram_mod(p.ngram_mod).begin(seq, prompt)
 
     def synth_accept(self, seq: int, seed: int, p: float) -> bool:
         """One synthetic acceptance draw (llama-server: a std::mt19937 per slot, seeded with
@@ -289,17 +313,28 @@ class Speculator:
                 out = ngram_simple_draft(tokens, sampled, p.ngram_simple.size_n, p.ngram_simple.size_m)
             elif kind == "ngram-map-k":
                 out = ngram_map_k_draft(tokens, sampled, p.ngram_map_k, self._map_k.setdefault(seq, MapKState()))
+            elif kind == "ngram-map-k4v":
+                k4v = p.ngram_map_k4v
+                out = k4v_draft(tokens, sampled, k4v.size_n, k4v.size_m, k4v.min_hits, self._k4v.setdefault(seq, K4vState()))
+            elif kind == "ngram-mod":
+                out = self._ngram_mod(p.ngram_mod).draft(seq, tokens, sampled, p.ngram_mod)
             elif self.draft_model is not None:
                 n_max = min(p.n_max, n_limit)
                 out = self.draft_model.draft(seq, [*tokens, sampled], n_max, p.n_min, p.p_min)
             else:
                 out = []
             if out:
+                self._last_kind[seq] = kind
                 return out[:n_limit]
         return []
 
     def accepted(self, seq: int, n_accepted: int) -> None:
+        kind = self._last_kind.get(seq)
         state = self._map_k.get(seq)
-        if state is not None and state.last_key is not None:
+        if kind == "ngram-map-k" and state is not None and state.last_key is not None:
             state.accepted[state.last_key] = n_accepted  # llama.cpp: the next draft of this key is this long
             state.last_key = None
+        elif kind == "ngram-map-k4v" and seq in self._k4v:
+            k4v_accepted(self._k4v[seq], n_accepted)
+        elif kind == "ngram-mod" and self._mod is not None:
+            self._mod.accept(seq, n_accepted)

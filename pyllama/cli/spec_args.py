@@ -17,7 +17,7 @@ _NGRAM = "ngram size {0} for {1} speculative decoding, length of {2} (default: {
 
 SPEC_FLAGS: list[tuple[str, ...]] = [
     ("--spec-type", "spec_type", "list",
-     "comma-separated types of speculative decoding: ngram-simple, ngram-map-k, draft-simple run here; "
+     "comma-separated types of speculative decoding: ngram-simple, ngram-map-k, ngram-map-k4v, ngram-mod, draft-simple run here; "
      "llama.cpp's other names are accepted with a note; repeatable (default: none; -md adds draft-simple)", "LLAMA_ARG_SPEC_TYPE"),
     ("-md --model-draft --spec-draft-model", "model_draft", "str",
      "draft model for speculative decoding (a GGUF with the model's vocabulary; default: unused)",
@@ -40,6 +40,19 @@ SPEC_FLAGS: list[tuple[str, ...]] = [
     ("--spec-ngram-map-k-size-n", "spec_ngram_map_k_size_n", "int", _NGRAM.format("N", "ngram-map-k", "lookup n-gram", 12)),
     ("--spec-ngram-map-k-size-m", "spec_ngram_map_k_size_m", "int", _NGRAM.format("M", "ngram-map-k", "draft m-gram", 48)),
     ("--spec-ngram-map-k-min-hits", "spec_ngram_map_k_min_hits", "int", "minimum hits for ngram-map-k speculative decoding (default: 1)"),
+    ("--spec-ngram-map-k4v-size-n", "spec_ngram_map_k4v_size_n", "int",
+     _NGRAM.format("N", "ngram-map-k4v", "lookup n-gram", 12)),
+    ("--spec-ngram-map-k4v-size-m", "spec_ngram_map_k4v_size_m", "int",
+     _NGRAM.format("M", "ngram-map-k4v", "draft m-gram", 48)),
+    ("--spec-ngram-map-k4v-min-hits", "spec_ngram_map_k4v_min_hits", "int",
+     "minimum hits for ngram-map-k4v speculative decoding (default: 1)"),
+    ("--spec-ngram-mod-n-min", "spec_ngram_mod_n_min", "int",
+     "minimum number of ngram tokens to use for ngram-based speculative decoding (default: 48)"),
+    ("--spec-ngram-mod-n-max", "spec_ngram_mod_n_max", "int",
+     "maximum number of ngram tokens to use for ngram-based speculative decoding (default: 64)"),
+    ("--spec-ngram-mod-n-match", "spec_ngram_mod_n_match", "int", "ngram-mod lookup length (default: 24)"),
+    ("--spec-default", "spec_default", "flag",
+     "enable default speculative decoding config (ngram-mod, n-match 24, n-min 48, n-max 64)"),
 ]
 
 
@@ -48,6 +61,8 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
     for names, dest, kind, help_text, *_ in SPEC_FLAGS:
         if kind == "list":
             g.add_argument(*names.split(), dest=dest, action="append", help=help_text)
+        elif kind == "flag":
+            g.add_argument(*names.split(), dest=dest, action="store_true", default=None, help=help_text)
         else:
             g.add_argument(*names.split(), dest=dest, type={"int": int, "float": float, "str": str}[kind],
                            help=help_text)
@@ -56,11 +71,14 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
 def speculative_settings(values: dict[str, Any]) -> tuple[SpecParams, list[str]]:
     """The server's default SpecParams from the flags, and the --spec-type names it cannot run.
     ValueError (one line) for a value llama.cpp would refuse."""
+    from pyllama.ngram_mod import NgramModParams
     from pyllama.speculative import NgramParams, parse_types, synth_probs
 
     values = {k: v for k, v in values.items() if v is not None}  # argparse leaves None for a flag not given
     given = values.get("spec_type", [])
     types, unsupported = parse_types(",".join(given) if isinstance(given, list) else str(given))
+    if values.get("spec_default") and "ngram-mod" not in types:
+        types = (*types, "ngram-mod")  # llama.cpp's --spec-default; its sizes are ngram-mod's defaults
     if values.get("model_draft") and not any(t.startswith("draft-") for t in types):
         types = (*types, "draft-simple")
     if "draft-simple" in types and not values.get("model_draft"):
@@ -80,7 +98,9 @@ def speculative_settings(values: dict[str, Any]) -> tuple[SpecParams, list[str]]
     if not 0.0 <= p_min <= 1.0:
         raise ValueError(f"--spec-draft-p-min must be between 0 and 1 (got {p_min:g})")
     spec = SpecParams(types=types, n_max=number("spec_draft_n_max", 3, 0), n_min=number("spec_draft_n_min", 0, 0),
-                      p_min=p_min, ngram_simple=ngram("simple"), ngram_map_k=ngram("map_k"))
+                      p_min=p_min, ngram_simple=ngram("simple"), ngram_map_k=ngram("map_k"), ngram_map_k4v=ngram("map_k4v"),
+                      ngram_mod=NgramModParams(number("spec_ngram_mod_n_match", 24, 1),
+                                               number("spec_ngram_mod_n_max", 64, 0), number("spec_ngram_mod_n_min", 48, 0)))
     synth_len = float(str(values["spec_synth_len"])) if "spec_synth_len" in values else None
     rates_text = str(values.get("spec_synth_rates", ""))
     try:
@@ -89,6 +109,7 @@ def speculative_settings(values: dict[str, Any]) -> tuple[SpecParams, list[str]]
         raise ValueError(f"--spec-synth-rates: invalid value {rates_text!r}") from None
     if (synth_len is not None or rates) and not spec.enabled:
         raise ValueError("synthetic acceptance requires an initialized speculative decoding context (--spec-type or -md)")
-    sizes = {"draft-simple": spec.n_max, "ngram-simple": spec.ngram_simple.size_m, "ngram-map-k": spec.ngram_map_k.size_m}
+    sizes = {"draft-simple": spec.n_max, "ngram-simple": spec.ngram_simple.size_m, "ngram-map-k": spec.ngram_map_k.size_m,
+             "ngram-map-k4v": spec.ngram_map_k4v.size_m, "ngram-mod": spec.ngram_mod.n_max}
     spec.synth_probs = synth_probs(synth_len, rates, max((sizes[t] for t in spec.types), default=0))
     return spec, unsupported

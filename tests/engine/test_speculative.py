@@ -15,6 +15,7 @@ import pytest
 
 from pyllama.engine import Model
 from pyllama.errors import InvalidRequestError
+from pyllama.ngram_mod import NgramModParams
 from pyllama.sampling import SamplingParams
 from pyllama.scheduler import Scheduler
 from pyllama.speculative import (
@@ -33,6 +34,7 @@ CODE = (
 )
 PROMPTS = [CODE, "Once upon a time, there was a", CODE.replace("add", "plus")]
 SMALL = NgramParams(size_n=3, size_m=8)
+SMALL_MOD = NgramModParams(n_match=3, n_max=8, n_min=1)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,8 @@ def test_ngram_simple_draft_follows_llama_cpp() -> None:
 
 
 def test_types_and_request_fields() -> None:
-    assert parse_types("ngram-simple,ngram-mod") == (("ngram-simple",), ["ngram-mod"])
+    assert parse_types("ngram-simple,ngram-cache") == (("ngram-simple",), ["ngram-cache"])
+    assert parse_types("ngram-mod") == (("ngram-mod",), [])
     with pytest.raises(ValueError, match="unknown speculative type"):
         parse_types("ngram-bogus")
     p = SpecParams().with_request({"speculative.type": "ngram-map-k", "speculative.ngram_size_n": 4,
@@ -86,9 +89,9 @@ def test_types_and_request_fields() -> None:
             SpecParams().with_request(bad)
 
 
-@pytest.mark.parametrize("kind", ["ngram-simple", "ngram-map-k"])
+@pytest.mark.parametrize("kind", ["ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod"])
 def test_ngram_greedy_identical_one_slot_and_three(model: Model, kind: str) -> None:
-    spec = SpecParams(types=(kind,), ngram_simple=SMALL, ngram_map_k=SMALL)
+    spec = SpecParams(types=(kind,), ngram_simple=SMALL, ngram_map_k=SMALL, ngram_map_k4v=SMALL, ngram_mod=SMALL_MOD)
     plain = run(Scheduler(model), PROMPTS, None)
     one = run(Scheduler(model), PROMPTS[:1], spec)
     three = run(Scheduler(model), PROMPTS, spec)

@@ -61,6 +61,14 @@ def test_two_slots_at_once_same_text(spec_server: ServerProcess) -> None:
     assert all(b["timings"]["draft_n_accepted"] > 0 for b in both)
 
 
+def test_map_k4v_per_request_same_text(spec_server: ServerProcess) -> None:
+    k4v = complete(spec_server, **{"speculative.type": "ngram-map-k4v", "speculative.ngram_size_n": 3,
+                                   "speculative.ngram_size_m": 8})
+    plain = complete(spec_server, **{"speculative.type": "none"})
+    assert k4v["content"] == plain["content"]
+    assert k4v["timings"]["draft_n_accepted"] > 0, k4v["timings"]
+
+
 def test_draft_model_same_text(spec_server: ServerProcess) -> None:
     drafted = complete(spec_server, **{"speculative.type": "draft-simple", "speculative.n_max": 3})
     plain = complete(spec_server, **{"speculative.type": "none"})
@@ -74,7 +82,7 @@ def test_props_and_slots_report_it(spec_server: ServerProcess) -> None:
         slots = c.get("/slots").json()
     settings = props["default_generation_settings"]
     assert settings["speculative"] is True
-    assert settings["params"]["speculative.types"] == "ngram-simple,draft-simple"  # ngram-mod: noted, not run
+    assert settings["params"]["speculative.types"] == "ngram-simple,ngram-mod,draft-simple"
     assert settings["params"]["speculative.n_max"] == 4
     assert all(s["speculative"] is True for s in slots)
 
@@ -95,6 +103,44 @@ def test_bad_speculative_fields_are_400(spec_server: ServerProcess, field: str, 
         r = c.post("/completion", json={"prompt": "hi", "n_predict": 1, field: value})
     assert r.status_code == 400, r.text
     assert field in r.json()["error"]["message"]
+
+
+OPS = (("add", "+"), ("sub", "-"), ("mul", "*"), ("div", "/"), ("mod", "%"), ("power", "**"), ("floor_div", "//"),
+       ("bit_and", "&"), ("bit_or", "|"), ("bit_xor", "^"), ("shift_left", "<<"), ("shift_right", ">>"),
+       ("less", "<"), ("greater", ">"), ("equal", "=="), ("not_equal", "!="), ("at_most", "<="), ("at_least", ">="))
+FUNCS = "".join(f"def {name}(a, b):\n    return a {op} b\n\n" for name, op in OPS)  # 270 tokens
+LONG = f"Repeat this code exactly:\n\n{FUNCS}Answer:\n\n{FUNCS[: FUNCS.index('def mul')]}"
+
+
+@pytest.fixture(scope="module")
+def default_server(smollm2_path: Path) -> Iterator[ServerProcess]:
+    yield from start(["-m", str(smollm2_path), "-c", "1024", "--spec-default"], "speculative-default")
+
+
+def test_spec_default_drafts_with_ngram_mod(default_server: ServerProcess) -> None:
+    """--spec-default: ngram-mod with llama.cpp's sizes (a 24-token key, drafts of 48 to 64
+    tokens), so only a long repeat is guessed; here the answer copies an 18-function listing."""
+    spec = complete(default_server, prompt=LONG, n_predict=128)
+    plain = complete(default_server, prompt=LONG, n_predict=128, **{"speculative.type": "none"})
+    assert spec["content"] == plain["content"]
+    t = spec["timings"]
+    assert t["draft_n"] >= 48 and 0 < t["draft_n_accepted"] <= t["draft_n"], t
+    with default_server.client() as c:
+        params = c.get("/props").json()["default_generation_settings"]["params"]
+    assert params["speculative.types"] == "ngram-mod"
+
+
+def test_spec_default_sizes(smollm2_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    mod = parse_settings(["-m", str(smollm2_path), "--spec-default"], {}).speculative
+    assert mod.types == ("ngram-mod",) and (mod.ngram_mod.n_match, mod.ngram_mod.n_min, mod.ngram_mod.n_max) == (24, 48, 64)
+    mod = parse_settings(["-m", str(smollm2_path), "--spec-type", "ngram-mod", "--spec-ngram-mod-n-match", "16",
+                          "--spec-ngram-mod-n-min", "0", "--spec-ngram-mod-n-max", "8"], {}).speculative
+    assert (mod.ngram_mod.n_match, mod.ngram_mod.n_min, mod.ngram_mod.n_max) == (16, 0, 8)
+    assert "too small" not in caplog.text
+    parse_settings(["-m", str(smollm2_path), "--spec-type", "ngram-mod", "--spec-ngram-mod-n-match", "8"], {})
+    assert "ngram_mod n_match=8 is too small" in caplog.text  # llama.cpp's warning
+    with pytest.raises(SettingsError, match="n-match"):
+        parse_settings(["-m", str(smollm2_path), "--spec-ngram-mod-n-match", "0"], {})
 
 
 @pytest.fixture(scope="module")
