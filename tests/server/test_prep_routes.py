@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import gguf
 import httpx
 import pytest
 
@@ -197,19 +196,9 @@ FIM = {"fim_pre": 290, "fim_suf": 291, "fim_mid": 292, "fim_sep": 293, "fim_rep"
 def write_fim_model(path: Path) -> Path:
     b = synth.Builder("llama", "llama")
     synth.llama_like(b)
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name("tiny test coder")
-    for key, v, kind in b.kv:
-        {"u32": w.add_uint32, "f32": w.add_float32, "bool": w.add_bool}.get(kind, w.add_string)(key, v)
-    synth.add_tokenizer(w)
     for name, token_id in FIM.items():
-        w.add_uint32(f"tokenizer.ggml.{name}_token_id", token_id)
-    for name, a in b.tensors:
-        w.add_tensor(name, a)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+        b.set(f"tokenizer.ggml.{name}_token_id", token_id, "u32")
+    b.write(path)
     return path
 
 
